@@ -1,0 +1,1 @@
+"""COCO json, Pascal VOC and YOLO txt readers and writers (filled in by the formats module)."""
