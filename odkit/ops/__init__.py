@@ -1,1 +1,41 @@
-"""odkit.ops."""
+"""Box operations in pure PyTorch: formats, IoU family, NMS family, RoI pooling, priors, coders.
+
+Boxes are float ``[N, 4]`` xyxy in absolute pixels with continuous coordinates (width = x2 - x1).
+"""
+
+from odkit.ops.boxes import (
+    aligned_box_iou,
+    box_area,
+    box_convert,
+    box_iou,
+    clip_boxes,
+    complete_box_iou,
+    cxcywh_to_xyxy,
+    distance_box_iou,
+    generalized_box_iou,
+    xywh_to_xyxy,
+    xyxy_to_cxcywh,
+    xyxy_to_xywh,
+)
+from odkit.ops.nms import batched_nms, diou_nms, matrix_nms, multiclass_nms, nms, soft_nms
+
+__all__ = [
+    "aligned_box_iou",
+    "batched_nms",
+    "box_area",
+    "box_convert",
+    "box_iou",
+    "clip_boxes",
+    "complete_box_iou",
+    "cxcywh_to_xyxy",
+    "diou_nms",
+    "distance_box_iou",
+    "generalized_box_iou",
+    "matrix_nms",
+    "multiclass_nms",
+    "nms",
+    "soft_nms",
+    "xywh_to_xyxy",
+    "xyxy_to_cxcywh",
+    "xyxy_to_xywh",
+]

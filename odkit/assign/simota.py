@@ -1,0 +1,175 @@
+"""SimOTA label assignment (YOLOX): a dynamic number of lowest-cost priors per gt.
+
+Per image, with priors at centres ``c`` (pixels) and strides ``s``:
+
+1. Candidates: priors whose centre lies strictly inside some gt box, or strictly within
+   ``center_radius * s`` (2.5 strides) of some gt centre (a square region).
+2. Cost of (gt, prior) = ``cls_weight * BCE(score, one_hot(gt_label)).sum(classes)``
+   + ``iou_weight * -log(IoU(gt, predicted box) + 1e-8)`` + ``1e5`` unless the prior is inside
+   BOTH the gt box and the gt's centre region. ``score`` is the joint class probability
+   (YOLOX: ``sqrt(sigmoid(cls) * sigmoid(obj))``). Non-candidates are never matched.
+3. Dynamic k of each gt = ``max(int(sum of its top-10 candidate IoUs)), 1)``; the gt takes its k
+   cheapest priors.
+4. A prior taken by several gts goes to the gt with the lowest cost for it.
+
+The matched IoU becomes ``AssignResult.quality`` (YOLOX's soft class target). Everything is batched
+over images with gts padded to the largest count (``gt_valid`` marks real gts); the batch is cut
+into chunks so that no ``[b, G, A]`` intermediate exceeds ``max_elements``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from odkit.assign.result import NEGATIVE, AssignResult
+from odkit.errors import ConfigError
+from odkit.ops import aligned_box_iou
+
+OUTSIDE_COST = 1e5
+
+
+class SimOTAAssigner:
+    """SimOTA assigner; see the module docstring for the exact rule."""
+
+    def __init__(
+        self,
+        center_radius: float = 2.5,
+        candidate_topk: int = 10,
+        iou_weight: float = 3.0,
+        cls_weight: float = 1.0,
+        max_elements: int = 1 << 24,
+    ) -> None:
+        self.center_radius = float(center_radius)
+        self.candidate_topk = int(candidate_topk)
+        self.iou_weight = float(iou_weight)
+        self.cls_weight = float(cls_weight)
+        self.max_elements = int(max_elements)
+
+    @torch.no_grad()
+    def assign(
+        self,
+        pred_boxes: torch.Tensor,
+        pred_scores: torch.Tensor,
+        prior_centers: torch.Tensor,
+        prior_strides: torch.Tensor,
+        gt_boxes: torch.Tensor,
+        gt_labels: torch.Tensor,
+        gt_valid: torch.Tensor | None = None,
+    ) -> AssignResult:
+        """Assign priors to gts.
+
+        Args:
+            pred_boxes: ``[B, A, 4]`` (or ``[A, 4]``) predicted xyxy boxes, input pixels.
+            pred_scores: ``[B, A, C]`` (or ``[A, C]``) joint class probabilities in [0, 1].
+            prior_centers: ``[A, 2]`` prior centres ``(x, y)`` in input pixels.
+            prior_strides: ``[A]`` prior strides in pixels.
+            gt_boxes: ``[B, G, 4]`` (or ``[G, 4]``) gt xyxy boxes, input pixels, padded.
+            gt_labels: ``[B, G]`` (or ``[G]``) int64 classes.
+            gt_valid: ``[B, G]`` bool, False for padding (default: all valid).
+
+        Returns:
+            ``AssignResult`` with ``[B, A]`` fields (``[A]`` for unbatched input).
+        """
+        unbatched = pred_boxes.dim() == 2
+        if unbatched:
+            pred_boxes, pred_scores = pred_boxes[None], pred_scores[None]
+            gt_boxes, gt_labels = gt_boxes[None], gt_labels[None]
+            gt_valid = None if gt_valid is None else gt_valid[None]
+        b, a = pred_boxes.shape[:2]
+        if pred_scores.shape[:2] != (b, a) or prior_centers.shape != (a, 2) or prior_strides.shape != (a,):
+            raise ConfigError(
+                f"SimOTAAssigner.assign: inconsistent shapes pred_boxes {tuple(pred_boxes.shape)}, "
+                f"pred_scores {tuple(pred_scores.shape)}, prior_centers {tuple(prior_centers.shape)}, "
+                f"prior_strides {tuple(prior_strides.shape)}"
+            )
+        g = gt_boxes.shape[1]
+        if gt_valid is None:
+            gt_valid = torch.ones(gt_boxes.shape[:2], dtype=torch.bool, device=gt_boxes.device)
+        gt_valid = gt_valid.bool()
+        if gt_boxes.shape != (b, g, 4) or gt_labels.shape != (b, g) or gt_valid.shape != (b, g):
+            raise ConfigError(
+                f"SimOTAAssigner.assign: gt_boxes {tuple(gt_boxes.shape)}, gt_labels {tuple(gt_labels.shape)}, "
+                f"gt_valid {tuple(gt_valid.shape)} do not match batch {b}"
+            )
+        if g == 0:
+            device = pred_boxes.device
+            result = AssignResult(
+                gt_inds=torch.full((b, a), NEGATIVE, dtype=torch.long, device=device),
+                labels=torch.full((b, a), -1, dtype=torch.long, device=device),
+                quality=torch.zeros((b, a), dtype=torch.float32, device=device),
+                num_gts=torch.zeros(b, dtype=torch.long, device=device),
+            )
+        else:
+            chunk = max(1, self.max_elements // max(1, g * a))
+            parts = [
+                self._assign_chunk(
+                    pred_boxes[i : i + chunk].float(),
+                    pred_scores[i : i + chunk].float(),
+                    prior_centers.float(),
+                    prior_strides.float(),
+                    gt_boxes[i : i + chunk].float(),
+                    gt_labels[i : i + chunk].long(),
+                    gt_valid[i : i + chunk],
+                )
+                for i in range(0, b, chunk)
+            ]
+            result = AssignResult(*(torch.cat(t, 0) for t in zip(*parts)))
+        return result[0] if unbatched else result
+
+    def _assign_chunk(
+        self,
+        pred_boxes: torch.Tensor,
+        scores: torch.Tensor,
+        centers: torch.Tensor,
+        strides: torch.Tensor,
+        gt_boxes: torch.Tensor,
+        gt_labels: torch.Tensor,
+        gt_valid: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, a, num_classes = scores.shape
+        g = gt_boxes.shape[1]
+        cx = centers[:, 0].view(1, 1, a)
+        cy = centers[:, 1].view(1, 1, a)
+        x1, y1, x2, y2 = (gt_boxes[..., i, None] for i in range(4))  # [b, g, 1]
+        # 1. geometry
+        in_box = (cx - x1 > 0) & (x2 - cx > 0) & (cy - y1 > 0) & (y2 - cy > 0)  # [b, g, a]
+        r = self.center_radius * strides.view(1, 1, a)
+        gcx, gcy = (x1 + x2) * 0.5, (y1 + y2) * 0.5
+        in_ctr = (cx - (gcx - r) > 0) & ((gcx + r) - cx > 0) & (cy - (gcy - r) > 0) & ((gcy + r) - cy > 0)
+        valid = gt_valid[..., None]
+        candidate = ((in_box | in_ctr) & valid).any(dim=1, keepdim=True)  # [b, 1, a]
+        in_both = in_box & in_ctr
+        # 2. cost
+        ious = aligned_box_iou(gt_boxes[:, :, None, :], pred_boxes[:, None, :, :])  # [b, g, a]
+        ious = torch.where(candidate & valid, ious, torch.zeros((), dtype=ious.dtype, device=ious.device))
+        iou_cost = -torch.log(ious + 1e-8)
+        p = scores.clamp(0.0, 1.0)
+        log_p = torch.log(p).clamp(min=-100.0)  # torch's binary_cross_entropy clamps logs at -100
+        log_1mp = torch.log1p(-p).clamp(min=-100.0)
+        neg_sum = -log_1mp.sum(-1)  # [b, a]: BCE against an all-zero target
+        idx = gt_labels.clamp(0, num_classes - 1)[..., None].expand(b, g, a)
+        lp = log_p.transpose(1, 2).gather(1, idx)  # [b, g, a] log p of the gt class
+        l1mp = log_1mp.transpose(1, 2).gather(1, idx)
+        cls_cost = neg_sum[:, None, :] - lp + l1mp
+        cost = self.cls_weight * cls_cost + self.iou_weight * iou_cost + OUTSIDE_COST * (~in_both).float()
+        allowed = candidate & valid
+        cost = torch.where(allowed, cost, torch.full((), float("inf"), device=cost.device))
+        # 3. dynamic k
+        k_cand = min(self.candidate_topk, a)
+        dynamic_k = ious.topk(k_cand, dim=-1).values.sum(-1).int().clamp(min=1)  # [b, g]
+        k_max = min(int(dynamic_k.max()), a)
+        _, order = cost.topk(k_max, dim=-1, largest=False)  # [b, g, k_max]
+        take = torch.arange(k_max, device=cost.device).view(1, 1, k_max) < dynamic_k[..., None]
+        matching = torch.zeros_like(allowed)
+        matching.scatter_(-1, order, take.expand_as(order))
+        matching &= allowed
+        # 4. resolve priors claimed by several gts: cheapest gt wins
+        n_match = matching.sum(1)  # [b, a]
+        cheapest = cost.argmin(dim=1)  # [b, a]
+        first = matching.to(torch.uint8).argmax(dim=1)
+        gt_idx = torch.where(n_match > 1, cheapest, first)
+        fg = n_match > 0
+        gt_inds = torch.where(fg, gt_idx, torch.full_like(gt_idx, NEGATIVE))
+        labels = torch.where(fg, gt_labels.gather(1, gt_idx), torch.full_like(gt_idx, -1))
+        quality = torch.where(fg, ious.gather(1, gt_idx[:, None, :])[:, 0], torch.zeros_like(ious[:, 0]))
+        return gt_inds, labels, quality.float(), gt_valid.sum(1)

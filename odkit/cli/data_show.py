@@ -1,0 +1,50 @@
+"""``odkit data show``: a PNG grid of dataset images with their boxes (optionally as augmented)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from odkit.errors import OdkitError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "show",
+        help="write a PNG grid of images with their boxes (--augment: as the training pipeline sees them)",
+    )
+    p.add_argument("data", metavar="DATA", help="COCO json, VOC root, YOLO data.yaml or odkit dataset YAML")
+    p.add_argument("--format", default=None, help="coco, voc or yolo (default: detected from DATA)")
+    p.add_argument("--split", default=None, help="split to show (e.g. train, val)")
+    p.add_argument("--out", default=None, metavar="PNG", help="output path (default: <DATA name>_show.png)")
+    p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the image choice and augmentation (default 0)"
+    )
+    p.add_argument("--augment", action="store_true", help="show training augmentations instead of raw images")
+    p.add_argument("--img", type=int, default=416, help="network input size for --augment (default 416)")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from odkit.data.formats import load_dataset
+
+    aset = load_dataset(args.data, format=args.format, split=args.split)
+    stem = Path(args.data).stem + (f"_{args.split}" if args.split else "")
+    out = Path(args.out) if args.out else Path(f"{stem}_{'augmented' if args.augment else 'show'}.png")
+    if args.augment:
+        try:
+            from odkit.data.preview import augmented_grid
+        except ImportError as e:
+            if isinstance(e, ModuleNotFoundError) and e.name != "odkit.data.preview":
+                raise
+            raise OdkitError(
+                f"--augment needs odkit.data.preview.augmented_grid, which this build does not have ({e})"
+            ) from e
+        written = augmented_grid(aset, out, n=args.n, img_size=args.img, seed=args.seed)
+    else:
+        from odkit.viz.draw import dataset_grid
+
+        written = dataset_grid(aset, out, n=args.n, seed=args.seed)
+    print(f"grid of {min(args.n, len(aset))} images written to {written or out}")
+    return 0

@@ -1,0 +1,373 @@
+"""YOLO txt reader and writer (``data.yaml``, ``images/<split>/``, ``labels/<split>/*.txt``).
+
+A label line is ``class cx cy w h`` normalised to [0, 1] by the image width/height (a polygon
+line ``class x1 y1 x2 y2 ...`` is turned into its bounding box). The image size comes from the
+image header (read with :func:`odkit.data.probe.probe_image`); boxes are stored as ``xyxy``
+pixels. When the size of an image cannot be read, its boxes stay normalised and its
+width/height are 0 (the missing or unreadable image is a reported problem).
+
+``data.yaml`` keys: ``path`` (dataset root; relative to the yaml, default its folder),
+``train``/``val``/``test`` (image folders, txt lists of images, or lists of those; relative to
+``path``) and ``names`` (a list, or a dict ``{index: name}``). The label of a YOLO class index is
+its position in the sorted index list; ``class_ids`` keep the indices.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from odkit.data.formats._common import output_names, place_image, progress
+from odkit.data.probe import IMAGE_EXTS, probe_image
+from odkit.data.structures import AnnotationSet, Problem
+from odkit.errors import DataError
+
+log = logging.getLogger(__name__)
+
+YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml")
+
+
+def find_yaml(path: str | Path) -> Path:
+    """The data.yaml of a YOLO dataset given the yaml itself or its folder."""
+    p = Path(path)
+    if p.is_dir():
+        for n in YAML_NAMES:
+            if (p / n).is_file():
+                return p / n
+        raise DataError(f"{p}: no data.yaml in this folder")
+    return p
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """``yaml.safe_load`` a dataset yaml; DataError when it is not a mapping."""
+    try:
+        with open(path) as f:
+            cfg = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: invalid yaml ({e})") from None
+    if not isinstance(cfg, dict):
+        raise DataError(f"{path}: expected a mapping of keys, got {type(cfg).__name__}")
+    return cfg
+
+
+def parse_names(names: Any, where: str) -> tuple[list[str], list[int]]:
+    """YOLO ``names`` (list or ``{index: name}``) -> (class names, class indices), sorted by index."""
+    if isinstance(names, list | tuple):
+        return [str(n) for n in names], list(range(len(names)))
+    if isinstance(names, dict):
+        try:
+            items = sorted((int(k), str(v)) for k, v in names.items())
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: 'names' keys must be integer class indices") from None
+        return [v for _, v in items], [k for k, _ in items]
+    raise DataError(f"{where}: 'names' must be a list or a dict of index: name, got {names!r}")
+
+
+def label_path(img: Path) -> Path:
+    """The label file of an image: the last ``images`` folder becomes ``labels``, suffix ``.txt``."""
+    parts = list(img.parts)
+    for k in range(len(parts) - 2, -1, -1):
+        if parts[k] == "images":
+            parts[k] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def _list_images(root: Path, entry: str, where: str) -> tuple[list[Path], list[Path]]:
+    """Images of one split entry, and the image folders it names (for orphan-label checks)."""
+    p = Path(entry)
+    if not p.is_absolute():
+        p = root / p
+    if p.is_dir():
+        imgs = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS and q.is_file())
+        return imgs, [p]
+    if p.is_file() and p.suffix == ".txt":
+        out = []
+        for line in p.read_text().splitlines():
+            s = line.strip()
+            if not s:
+                continue
+            q = Path(s)
+            if not q.is_absolute():
+                q = (p.parent / s) if (p.parent / s).exists() or not (root / s).exists() else root / s
+            out.append(q)
+        return out, []
+    if p.is_file():
+        return [p], []
+    raise DataError(f"{where}: split path {entry!r} not found (looked for {p})")
+
+
+def _parse_label(
+    text: str, lbl: Path, cls_index: dict[int, int]
+) -> tuple[list[int], list[str], list[list[float]], list[Problem]]:
+    labels: list[int] = []
+    raws: list[str] = []
+    boxes: list[list[float]] = []
+    problems: list[Problem] = []
+    for ln, line in enumerate(text.splitlines(), 1):
+        tok = line.split()
+        if not tok:
+            continue
+        try:
+            vals = [float(t) for t in tok[1:]]
+            c = float(tok[0])
+            if not (math.isfinite(c) and c == int(c)):
+                raise ValueError
+        except ValueError:
+            problems.append(Problem("malformed_line", str(lbl), f"line {ln}: {line.strip()!r} is not numeric", ln))
+            continue
+        if len(vals) == 4:
+            cx, cy, w, h = vals
+            box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+        elif len(vals) >= 6 and len(vals) % 2 == 0:
+            xs, ys = vals[0::2], vals[1::2]
+            box = [min(xs), min(ys), max(xs), max(ys)]
+        else:
+            problems.append(
+                Problem(
+                    "malformed_line",
+                    str(lbl),
+                    f"line {ln}: expected 'class cx cy w h', got {len(tok)} fields",
+                    ln,
+                )
+            )
+            continue
+        if not all(math.isfinite(v) for v in vals):
+            problems.append(Problem("non_finite_box", str(lbl), f"line {ln}: non-finite value in {line.strip()!r}", ln))
+        labels.append(cls_index.get(int(c), -1))
+        raws.append(tok[0])
+        boxes.append(box)
+    return labels, raws, boxes, problems
+
+
+def read_yolo_split(
+    root: Path,
+    entries: Any,
+    names: list[str],
+    class_ids: list[int],
+    where: str,
+) -> AnnotationSet:
+    """Read the images of ``entries`` (folders / txt lists relative to ``root``) and their labels."""
+    if isinstance(entries, str | Path):
+        entries = [entries]
+    imgs: list[Path] = []
+    dirs: list[Path] = []
+    for e in entries:
+        a, b = _list_images(root, str(e), where)
+        imgs += a
+        dirs += b
+    problems: list[Problem] = []
+    # Label files with no image, in the labels folder of each image folder.
+    for d in dirs:
+        ld = label_path(d / "x.jpg").parent
+        if ld.is_dir():
+            stems = {q.with_suffix("").relative_to(d).as_posix() for q in d.rglob("*")}
+            for t in sorted(ld.rglob("*.txt")):
+                if t.name == "classes.txt":
+                    continue
+                if t.with_suffix("").relative_to(ld).as_posix() not in stems:
+                    problems.append(
+                        Problem(
+                            "label_without_image",
+                            str(t),
+                            f"label file has no image in {d}; its boxes are not loaded",
+                            severity="warning",
+                        )
+                    )
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as ex:
+        infos = list(progress(ex.map(probe_image, imgs), len(imgs), "reading image sizes"))
+    cls_index = {c: k for k, c in enumerate(class_ids)}
+    files, widths, heights, counts = [], [], [], []
+    all_labels: list[int] = []
+    all_raw: list[str] = []
+    all_boxes: list[list[float]] = []
+    n_label_files = 0
+    for img, info in progress(zip(imgs, infos), len(imgs), "reading YOLO labels"):
+        w, h = (info.width, info.height) if info.error is None or info.truncated else (0, 0)
+        try:
+            files.append(img.relative_to(root).as_posix())
+        except ValueError:
+            files.append(str(img))
+        widths.append(w)
+        heights.append(h)
+        lbl = label_path(img)
+        try:
+            text = lbl.read_text()
+            n_label_files += 1
+        except FileNotFoundError:
+            counts.append(0)
+            continue
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{lbl}: cannot read label file ({e})") from None
+        labels, raws, boxes, probs = _parse_label(text, lbl, cls_index)
+        problems += probs
+        if w > 0 and h > 0:
+            boxes = [[b[0] * w, b[1] * h, b[2] * w, b[3] * h] for b in boxes]
+        all_labels += labels
+        all_raw += raws
+        all_boxes += boxes
+        counts.append(len(labels))
+    if imgs and n_label_files == 0:
+        problems.append(
+            Problem(
+                "no_label_files",
+                where,
+                f"none of the {len(imgs)} images has a label file (expected e.g. {label_path(imgs[0])})",
+                severity="warning",
+            )
+        )
+    a = len(all_labels)
+    labels_arr = np.asarray(all_labels, dtype=np.int64)
+    cnt = np.asarray(counts, dtype=np.int64)
+    offsets = np.zeros(len(files) + 1, dtype=np.int64)
+    np.cumsum(cnt, out=offsets[1:])
+    raw_names = {}
+    img_of_row = np.repeat(np.arange(len(files)), cnt)
+    for r in np.flatnonzero(labels_arr < 0):
+        raw_names[int(r)] = all_raw[r]
+        i = int(img_of_row[r])
+        problems.append(
+            Problem(
+                "unknown_class",
+                str(label_path(imgs[i])),
+                f"class index {all_raw[r]} is not in names (indices {class_ids[:10]}{'...' if len(class_ids) > 10 else ''})",
+                annotation=int(r - offsets[i]),
+            )
+        )
+    return AnnotationSet(
+        root=root,
+        files=files,
+        image_ids=np.arange(len(files), dtype=np.int64),
+        widths=np.asarray(widths, dtype=np.int64),
+        heights=np.asarray(heights, dtype=np.int64),
+        offsets=offsets,
+        boxes=np.asarray(all_boxes, dtype=np.float32).reshape(a, 4),
+        labels=labels_arr,
+        iscrowd=np.zeros(a, dtype=bool),
+        difficult=np.zeros(a, dtype=bool),
+        ann_ids=np.arange(a, dtype=np.int64),
+        areas=np.full(a, np.nan, dtype=np.float32),
+        class_names=names,
+        class_ids=class_ids,
+        source="yolo",
+        raw_names=raw_names,
+        problems=problems,
+    )
+
+
+def dataset_root(yaml_path: Path, cfg: dict[str, Any]) -> Path:
+    """The root folder of a YOLO data.yaml (``path`` relative to the yaml; its folder by default)."""
+    base = yaml_path.parent
+    p = cfg.get("path")
+    if not p:
+        return base
+    root = Path(p)
+    if not root.is_absolute():
+        root = base / root
+    if not root.is_dir():
+        log.warning("%s: path %s does not exist; using the yaml's folder %s", yaml_path, root, base)
+        return base
+    return root
+
+
+def read_yolo(path: str | Path, split: str = "train") -> AnnotationSet:
+    """Read split ``split`` (a key of data.yaml) of a YOLO dataset."""
+    yp = find_yaml(path)
+    cfg = load_yaml(yp)
+    if "names" not in cfg:
+        raise DataError(f"{yp}: no 'names' key (the class list is required)")
+    names, class_ids = parse_names(cfg["names"], str(yp))
+    if cfg.get(split) is None:
+        keys = [k for k in ("train", "val", "test") if cfg.get(k)]
+        raise DataError(f"{yp}: no {split!r} split (splits present: {keys})")
+    aset = read_yolo_split(dataset_root(yp, cfg), cfg[split], names, class_ids, f"{yp}:{split}")
+    if "nc" in cfg and cfg["nc"] != len(names):
+        aset.problems.append(
+            Problem("class_count_mismatch", str(yp), f"nc={cfg['nc']} but names has {len(names)} entries", severity="warning")
+        )
+    log.debug("read YOLO %s split=%s: %s", yp, split, aset.summary())
+    return aset
+
+
+def _fmt(v: float) -> str:
+    s = f"{v:.8f}".rstrip("0").rstrip(".")
+    return "0" if s in ("", "-0") else s
+
+
+def write_yolo(
+    aset: AnnotationSet, out: str | Path, copy_images: bool = True, split: str | None = None
+) -> list[Problem]:
+    """Write ``aset`` as YOLO under ``out`` (``images/<split>``, ``labels/<split>``, ``data.yaml``).
+
+    ``split`` defaults to ``"train"``; an existing data.yaml in ``out`` is updated, so several
+    splits can be written into one tree. Class indices are the contiguous labels. Images are
+    copied (or symlinked when ``copy_images`` is False). Returns the problems met: annotations
+    that cannot be written (unknown class, unknown image size) and flags YOLO cannot store.
+    """
+    out = Path(out)
+    split = split or "train"
+    problems: list[Problem] = []
+    names = output_names(aset)
+    img_dir, lbl_dir = out / "images" / split, out / "labels" / split
+    img_dir.mkdir(parents=True, exist_ok=True)
+    lbl_dir.mkdir(parents=True, exist_ok=True)
+    for i in progress(range(len(aset)), len(aset), "writing YOLO"):
+        rec = aset[i]
+        p = place_image(rec.path, img_dir / names[i], copy_images)
+        if p:
+            problems.append(p)
+        w, h = rec.width, rec.height
+        if (w <= 0 or h <= 0) and len(rec.boxes):
+            info = probe_image(rec.path)
+            w, h = info.width, info.height
+        lines = []
+        s = int(aset.offsets[i])
+        for k in range(len(rec.boxes)):
+            lab = int(rec.labels[k])
+            if lab < 0:
+                raw = aset.raw_names.get(s + k, "")
+                if not raw.lstrip("-").isdigit():
+                    problems.append(
+                        Problem("not_written", str(rec.path), f"box {k} of unknown class {raw!r} cannot be written as YOLO; skipped", k)
+                    )
+                    continue
+                cls = raw
+            else:
+                cls = str(lab)
+            if w <= 0 or h <= 0:
+                problems.append(
+                    Problem("not_written", str(rec.path), f"box {k}: image size unknown, cannot normalise; skipped", k)
+                )
+                continue
+            x1, y1, x2, y2 = (float(v) for v in rec.boxes[k])
+            vals = ((x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h)
+            lines.append(" ".join([cls, *(_fmt(v) for v in vals)]))
+        (lbl_dir / f"{Path(names[i]).stem}.txt").write_text("".join(line + "\n" for line in lines))
+    for flag, what in ((aset.difficult, "difficult"), (aset.iscrowd, "iscrowd")):
+        if flag.any():
+            problems.append(
+                Problem(
+                    f"{what}_dropped",
+                    str(out),
+                    f"YOLO has no {what} flag: {int(flag.sum())} {what} boxes written as ordinary boxes",
+                    severity="warning",
+                )
+            )
+    yp = out / "data.yaml"
+    cfg = load_yaml(yp) if yp.exists() else {}
+    cfg["path"] = str(out.resolve())
+    cfg[split] = f"images/{split}"
+    cfg["nc"] = len(aset.class_names)
+    cfg["names"] = list(aset.class_names)
+    yp.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    log.debug("wrote YOLO %s split %s (%d images)", out, split, len(aset))
+    return problems

@@ -1,0 +1,140 @@
+"""Predict a whole dataset (optionally sharded over ranks) and evaluate it with the COCO evaluator.
+
+Predictions do not depend on the batch size: images are letterboxed one by one to the same
+square input, and the model's BatchNorm layers run in eval mode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from odkit.data.structures import AnnotationSet
+from odkit.engine import distributed as dist_utils
+from odkit.engine import runtime
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict_set(
+    model: nn.Module,
+    aset: AnnotationSet,
+    img_size: int,
+    batch: int = 16,
+    device: torch.device | str = "cpu",
+    workers: int = 0,
+    conf_thr: float = 0.001,
+    iou_thr: float = 0.65,
+    max_det: int = 100,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = True,
+    distributed: bool = False,
+    progress: bool = False,
+) -> list[dict[str, np.ndarray]]:
+    """Predictions for every image of ``aset`` in order: ``{"boxes" [K,4] float32 xyxy original
+    pixels, "scores" [K], "labels" [K] int64}`` (numpy).
+
+    With ``distributed``, rank ``r`` predicts images ``r, r + world, ...`` and the full list is
+    all-gathered (every rank receives it).
+    """
+    from tqdm import tqdm
+
+    from odkit.engine.data import unpack, val_loader
+
+    device = torch.device(device)
+    indices = np.arange(len(aset))
+    if distributed and dist_utils.is_initialized():
+        import torch.distributed as dist
+
+        indices = indices[dist.get_rank() :: dist.get_world_size()]
+    part = aset.select_images(indices) if len(indices) != len(aset) else aset
+    was_training = model.training
+    model.eval()
+    out: list[dict[str, np.ndarray]] = []
+    if len(part):
+        loader = val_loader(part, img_size, batch, workers)
+        for b in tqdm(loader, desc="val", leave=False, disable=not progress, unit="batch"):
+            images, _, metas = unpack(b)
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with runtime.autocast(device, amp_dtype):
+                preds = model.predict(images, metas, conf_thr=conf_thr, iou_thr=iou_thr, max_det=max_det)
+            for p in preds:
+                out.append({k: v.detach().float().cpu().numpy() if k != "labels" else v.cpu().numpy()
+                            for k, v in p.items()})
+    model.train(was_training)
+    if distributed and dist_utils.is_initialized():
+        shards = dist_utils.all_gather_object((indices.tolist(), out))
+        full: list[dict[str, np.ndarray] | None] = [None] * len(aset)
+        for idx, preds in shards:
+            for i, p in zip(idx, preds):
+                full[i] = p
+        out = [p for p in full if p is not None]
+        if len(out) != len(aset):
+            raise RuntimeError(f"distributed evaluation gathered {len(out)} of {len(aset)} images")
+    for p in out:
+        p["boxes"] = p["boxes"].astype(np.float32)
+        p["labels"] = p["labels"].astype(np.int64)
+    return out
+
+
+def evaluate_predictions(aset: AnnotationSet, preds: list[dict[str, np.ndarray]]) -> Any:
+    """COCO evaluation (:func:`odkit.eval.coco.evaluate_coco`) of predictions aligned with ``aset``."""
+    from odkit.eval.coco import evaluate_coco
+
+    return evaluate_coco(aset, preds)
+
+
+def coco_results(aset: AnnotationSet, preds: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+    """COCO results list (``image_id``, ``category_id`` original ids; ``bbox`` xywh pixels; ``score``)."""
+    res: list[dict[str, Any]] = []
+    cids = np.asarray(aset.class_ids, dtype=np.int64)
+    for i, p in enumerate(preds):
+        b = np.asarray(p["boxes"], dtype=np.float64).reshape(-1, 4)
+        xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+        img_id = int(aset.image_ids[i])
+        for box, s, lab in zip(xywh.tolist(), np.asarray(p["scores"]).tolist(), np.asarray(p["labels"]).tolist()):
+            res.append({"image_id": img_id, "category_id": int(cids[int(lab)]),
+                        "bbox": [round(v, 3) for v in box], "score": round(float(s), 5)})
+    return res
+
+
+def write_coco_results(aset: AnnotationSet, preds: list[dict[str, np.ndarray]], path: str | Path) -> Path:
+    """Write :func:`coco_results` to ``path`` (json)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(coco_results(aset, preds), f)
+    return path
+
+
+def curve_plots(aset: AnnotationSet, preds: list[dict[str, np.ndarray]], out_dir: str | Path) -> list[Path]:
+    """PR curves (IoU 0.5) and the confusion matrix of ``preds`` on ``aset``, as PNGs in ``out_dir``."""
+    from odkit.viz.plots import plot_confusion_matrix, plot_pr_curves
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    res = evaluate_predictions(aset, preds)
+    # precision [T, R, K, A, M]: IoU 0.5, all areas, 100 detections; K ordered by category id
+    prec = np.asarray(res.precision)[0, :, :, 0, -1].T
+    names = list(res.class_names)
+    ap50 = [res.per_class[n].get("AP50", -1.0) for n in names]
+    written.append(plot_pr_curves(res.recall_thresholds, prec, names, out_dir / "pr_curve.png", aps=ap50))
+    try:
+        from odkit.eval.curves import confusion_matrix
+
+        cm = confusion_matrix(aset, preds)
+        written.append(plot_confusion_matrix(np.asarray(getattr(cm, "matrix", cm)), aset.class_names,
+                                             out_dir / "confusion_matrix.png"))
+    except ImportError:
+        log.info("odkit.eval.curves not available: no confusion matrix plot")
+    return written

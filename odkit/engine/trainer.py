@@ -1,0 +1,562 @@
+"""The training loop: optimiser + warm-up/cosine schedule + EMA + AMP + NaN guard + validation,
+checkpoints every epoch, a wall-clock budget, and DistributedDataParallel under ``torchrun``.
+
+Per epoch the trainer writes ``checkpoint.pt`` (atomically) and a row of ``metrics.csv``; every
+``val_interval`` epochs (and after the last one) it evaluates the EMA weights with the COCO
+evaluator and keeps ``weights/best.safetensors`` (best mAP50-95) and ``weights/last.safetensors``.
+
+Distributed evaluation: every rank predicts its own shard of the validation images
+(``indices[rank::world]``), the predictions are all-gathered, and rank 0 evaluates the full set.
+Training losses are averaged over ranks (all-reduce); only rank 0 logs, writes files and plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from odkit.engine import distributed as dist_utils
+from odkit.engine import runtime
+from odkit.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from odkit.engine.config import TrainConfig
+from odkit.engine.ema import ModelEMA, ema_params_for, unwrap
+from odkit.engine.optim import build_optimizer
+from odkit.engine.rundir import find_resume_checkpoint, make_run_dir
+from odkit.engine.schedule import LRSchedule
+from odkit.engine.weights import save_weights
+from odkit.errors import ConfigError, OdkitError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced: its directory, weights and final metrics."""
+
+    run_dir: Path
+    best: Path | None
+    last: Path | None
+    epochs: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def __str__(self) -> str:
+        m = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
+        return f"run {self.run_dir} ({self.epochs} epochs, {self.elapsed_s / 60:.1f} min): {m}"
+
+
+class TrainingDiverged(OdkitError):
+    """The loss was NaN/inf in too many consecutive steps."""
+
+
+class Trainer:
+    """Runs one training job described by a :class:`TrainConfig`.
+
+    ``callbacks`` maps event names to functions: ``"on_epoch_end"(trainer, epoch, row)`` is called
+    on rank 0 after the epoch's checkpoint is written (raising there interrupts the run, which
+    can then be resumed).
+    """
+
+    def __init__(self, cfg: TrainConfig, callbacks: dict[str, Any] | None = None):
+        self.cfg = cfg
+        self.callbacks = callbacks or {}
+        self.dist = dist_utils.env_info()
+        self.device = runtime.select_device(cfg.device, self.dist.local_rank)
+        self.run_dir: Path | None = None
+        self.start_epoch = 0
+        self.iteration = 0
+        self.best_fitness = -1.0
+        self.best_metrics: dict[str, float] = {}
+        self.last_metrics: dict[str, float] = {}
+        self.elapsed_before = 0.0  # training seconds spent before a resume
+        self.bad_streak = 0
+        self.csv_header: list[str] | None = None
+        self.plan_epochs = cfg.epochs
+        self.plan_no_aug = cfg.no_aug_epochs
+        self.epoch_times: list[float] = []
+        self.best_preds: list[dict[str, Any]] | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _setup_runtime(self) -> None:
+        cfg = self.cfg
+        dist_utils.init(self.device)
+        self.threads = runtime.set_threads(cfg.threads, self.dist.local_world_size)
+        runtime.seed_everything(cfg.seed + self.dist.rank)
+        runtime.set_deterministic(cfg.deterministic)
+        if cfg.deterministic and (cfg.workers or 0) > 0:
+            log.warning("--deterministic: using --workers 0 (loader workers would make augmentation order vary)")
+        self.workers = 0 if cfg.deterministic else self._auto_workers()
+        self.amp_dtype = runtime.amp_dtype(self.device, cfg.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+
+    def _auto_workers(self) -> int:
+        if self.cfg.workers is not None:
+            return int(self.cfg.workers)
+        cores = runtime.cpu_count() // max(self.dist.local_world_size, 1)
+        return max(0, min(8, cores - 1)) if self.device.type == "cuda" else max(0, min(4, cores // 2))
+
+    def _setup_data(self) -> None:
+        from odkit.engine import data as data_utils
+
+        cfg = self.cfg
+        self.train_set, self.val_set = data_utils.load_train_val(cfg, report=self.dist.is_main)
+        self.class_names = list(self.train_set.class_names)
+        self.num_classes = len(self.class_names)
+        self.train_loader = data_utils.train_loader(
+            self.train_set, cfg, no_aug=False, workers=self.workers, dist=self.dist
+        )
+        self.loader_generator = data_utils.loader_generator(self.train_loader)
+        self.ipe = len(self.train_loader)
+        if self.ipe == 0:
+            raise ConfigError(
+                f"training set has {len(self.train_set)} images, fewer than one batch of {cfg.batch} "
+                f"per process; lower --batch"
+            )
+
+    def _setup_model(self) -> None:
+        from odkit.models.zoo import build
+
+        cfg = self.cfg
+        model = build(cfg.model, num_classes=self.num_classes)
+        model.to(self.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = build_optimizer(
+            model, cfg.optimizer, lr=cfg.base_lr, weight_decay=cfg.decay, momentum=cfg.momentum
+        )
+        warmup_epochs = min(cfg.warmup_epochs, 1.0 if cfg.time else max(cfg.epochs * 0.2, 0.0))
+        self.schedule = LRSchedule(
+            base_lr=cfg.base_lr,
+            total_iters=cfg.epochs * self.ipe,
+            warmup_iters=int(round(warmup_epochs * self.ipe)),
+            kind=cfg.schedule,
+            min_lr_ratio=cfg.min_lr_ratio,
+        )
+        self.ema: ModelEMA | None = None
+        if cfg.ema:
+            decay, tau = ema_params_for(cfg.epochs * self.ipe, cfg.ema_decay, cfg.ema_tau)
+            self.ema = ModelEMA(model, decay, tau)
+        self.ddp_model: nn.Module = model
+        if self.dist.enabled:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+
+    def _setup_run_dir(self, resume_ckpt: Path | None) -> None:
+        cfg = self.cfg
+        if self.dist.is_main:
+            if resume_ckpt is not None:
+                run_dir = resume_ckpt.parent
+            else:
+                run_dir = make_run_dir(cfg.project, cfg.name, cfg.exist_ok)
+                (run_dir / "weights").mkdir(exist_ok=True)
+                with open(run_dir / "args.yaml", "w") as f:
+                    yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+            path = str(run_dir)
+        else:
+            path = None
+        self.run_dir = Path(dist_utils.broadcast_object(path))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_state(self, epoch_done: int) -> dict[str, Any]:
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "epoch": epoch_done,
+            "iteration": self.iteration,
+            "plan": {"epochs": self.plan_epochs, "no_aug_epochs": self.plan_no_aug},
+            "best_fitness": self.best_fitness,
+            "best_metrics": dict(self.best_metrics),
+            "elapsed": self.elapsed_before + (time.time() - self.t_start),
+            "epoch_times": list(self.epoch_times),
+            "bad_streak": self.bad_streak,
+            "csv_header": self.csv_header,
+            "config": self.cfg.to_dict(),
+            "class_names": self.class_names,
+            "rng": rng_state(self.loader_generator),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        unwrap(self.model).load_state_dict(state["model"])
+        if self.ema and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = int(state["epoch"])
+        self.iteration = int(state["iteration"])
+        self.plan_epochs = int(state["plan"]["epochs"])
+        self.plan_no_aug = int(state["plan"]["no_aug_epochs"])
+        self.best_fitness = float(state["best_fitness"])
+        self.best_metrics = dict(state.get("best_metrics") or {})
+        self.elapsed_before = float(state.get("elapsed", 0.0))
+        self.epoch_times = list(state.get("epoch_times") or [])
+        self.bad_streak = int(state.get("bad_streak", 0))
+        self.csv_header = state.get("csv_header")
+        set_rng_state(state["rng"], self.loader_generator)
+
+    def _weights_meta(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        return {
+            "model": self.cfg.model,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "class_ids": [int(c) for c in self.train_set.class_ids],
+            "img_size": self.cfg.img,
+            "epoch": epoch,
+            "metrics": metrics,
+            "model_config": dict(getattr(unwrap(self.model), "config", {}) or {}),
+            "train_args": self.cfg.to_dict(),
+        }
+
+    def _eval_module(self) -> nn.Module:
+        return self.ema.ema if self.ema else unwrap(self.model)
+
+    # ------------------------------------------------------------------ time budget
+    def _replan(self, epoch_done: int) -> None:
+        """Fit the number of epochs to the ``--time`` budget from the measured epoch times."""
+        cfg = self.cfg
+        if not cfg.time or not self.epoch_times:
+            return
+        if epoch_done >= self.plan_epochs - self.plan_no_aug and epoch_done > 1:
+            return  # inside the no-augmentation tail: keep the plan, only the hard stop applies
+        budget = cfg.time * 60.0
+        spent = self.elapsed_before + (time.time() - self.t_start)
+        recent = self.epoch_times[-3:] if len(self.epoch_times) > 1 else self.epoch_times
+        per_epoch = sum(recent) / len(recent)
+        reserve = 0.5 * per_epoch + 5.0  # final evaluation, plots and weights
+        left = max(budget - spent - reserve, 0.0)
+        more = int(left // per_epoch) if per_epoch > 0 else 0
+        if self.dist.enabled:  # every rank must follow the same plan
+            more = int(dist_utils.broadcast_object(more))
+        epochs = max(min(cfg.epochs, epoch_done + more), epoch_done)
+        no_aug = min(cfg.no_aug_epochs, epochs // 3) if cfg.no_aug_epochs else 0
+        if epochs != self.plan_epochs or no_aug != self.plan_no_aug:
+            if self.dist.is_main:
+                log.info(
+                    "time budget %.1f min: %.1f s/epoch measured, planning %d epochs (%d without augmentation)",
+                    cfg.time, per_epoch, epochs, no_aug,
+                )
+            self.plan_epochs, self.plan_no_aug = epochs, no_aug
+            self.schedule.replan(epochs * self.ipe)
+            if self.ema:
+                self.ema.set_params(*ema_params_for(epochs * self.ipe, cfg.ema_decay, cfg.ema_tau))
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        resume_ckpt = None
+        state = None
+        if cfg.resume:
+            resume_ckpt = find_resume_checkpoint(True if cfg.resume in ("True", "1", "last") else cfg.resume,
+                                                 cfg.project)
+            state = load_checkpoint(resume_ckpt)
+            saved = TrainConfig.from_dict(state["config"])
+            # keep the run's own settings; only where/how fast it runs may change
+            if cfg.device != "auto":
+                saved.device = cfg.device
+            for k in ("workers", "threads"):
+                if getattr(cfg, k) is not None:
+                    setattr(saved, k, getattr(cfg, k))
+            saved.resume = str(resume_ckpt)
+            self.cfg = cfg = saved
+            self.device = runtime.select_device(cfg.device, self.dist.local_rank)
+        self._setup_runtime()
+        self._setup_data()
+        self._setup_model()
+        self.t_start = time.time()
+        if state is not None:
+            self._restore(state)
+            if self.ema is None and state.get("ema"):
+                log.warning("checkpoint has EMA weights but EMA is off; ignoring them")
+            del state
+            if self.dist.is_main:
+                log.info("resuming %s from epoch %d", resume_ckpt, self.start_epoch + 1)
+        self._setup_run_dir(resume_ckpt)
+        if self.dist.is_main:
+            log.info(
+                "training %s on %s (%d train / %d val images, %d classes) at %d px, batch %d x %d process(es), "
+                "device %s, %d threads, %d loader workers%s -> %s",
+                cfg.model, cfg.data, len(self.train_set), len(self.val_set), self.num_classes, cfg.img,
+                cfg.batch, self.dist.world_size, self.device, self.threads, self.workers,
+                f", amp {self.amp_dtype}" if self.amp_dtype else "", self.run_dir,
+            )
+            if self.start_epoch == 0 and cfg.plots:
+                self._early_plots()
+        try:
+            self._loop()
+        finally:
+            for ld in (getattr(self, "train_loader", None),):
+                it = getattr(ld, "_iterator", None)
+                if it is not None and hasattr(it, "_shutdown_workers"):
+                    it._shutdown_workers()
+        result = self._finish()
+        dist_utils.cleanup()
+        return result
+
+    def _loop(self) -> None:
+        cfg = self.cfg
+        epoch = self.start_epoch
+        in_tail = False
+        while epoch < self.plan_epochs:
+            tail = self.plan_no_aug > 0 and epoch >= self.plan_epochs - self.plan_no_aug
+            if tail and not in_tail:
+                self._enter_no_aug_tail(epoch)
+                in_tail = True
+            t0 = time.time()
+            row = self._train_epoch(epoch)
+            t_train = time.time() - t0
+            last = epoch + 1 >= self.plan_epochs
+            do_val = (epoch + 1) % cfg.val_interval == 0 or last
+            if cfg.time and not last:
+                # stop early if the next epoch cannot finish inside the budget
+                spent = self.elapsed_before + (time.time() - self.t_start)
+                if spent + t_train > cfg.time * 60.0:
+                    last = do_val = True
+            metrics = self._validate(epoch) if do_val else {}
+            epoch_time = time.time() - t0
+            self.epoch_times.append(epoch_time if do_val or cfg.val_interval == 1 else t_train)
+            row.update({"mAP50-95": metrics.get("mAP50-95", ""), "mAP50": metrics.get("mAP50", ""),
+                        "time_s": round(epoch_time, 2)})
+            if last and epoch + 1 < self.plan_epochs:
+                if self.dist.is_main:
+                    log.info("time budget reached after epoch %d", epoch + 1)
+                self.plan_epochs = epoch + 1
+            if not last:
+                self._replan(epoch + 1)
+            self._end_epoch(epoch, row, metrics)
+            epoch += 1
+
+    def _enter_no_aug_tail(self, epoch: int) -> None:
+        from odkit.engine import data as data_utils
+
+        if self.dist.is_main:
+            log.info("epoch %d: last %d epoch(s) without augmentation, L1 loss on", epoch + 1,
+                     self.plan_epochs - epoch)
+        head = getattr(unwrap(self.model), "head", None)
+        if head is not None and hasattr(head, "use_l1"):
+            head.use_l1 = True
+        data_utils.close_mosaic(self.train_loader)
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        from odkit.engine import data as data_utils
+
+        cfg = self.cfg
+        self.model.train()
+        data_utils.set_epoch(self.train_loader, epoch)
+        sums: dict[str, float] = {}
+        steps = 0
+        n_images = 0
+        t0 = time.time()
+        bar = tqdm(
+            total=self.ipe, desc=f"epoch {epoch + 1}/{self.plan_epochs}", disable=not self.dist.is_main,
+            leave=True, dynamic_ncols=True, unit="it",
+        )
+        lr = self.schedule.lr(self.iteration)
+        for batch in self.train_loader:
+            images, targets, _ = data_utils.unpack(batch)
+            images = images.to(self.device, non_blocking=True)
+            if cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            targets = [{k: v.to(self.device) for k, v in t.items() if torch.is_tensor(v)} for t in targets]
+            lr = self.schedule.step(self.optimizer, self.iteration)
+            with runtime.autocast(self.device, self.amp_dtype):
+                losses = self.ddp_model(images, targets)
+            loss = losses["loss"]
+            finite = bool(torch.isfinite(loss).item())
+            if self.dist.enabled:  # all ranks must skip together, or DDP's all-reduce would hang
+                finite = dist_utils.all_reduce_sum(float(finite), self.device) == self.dist.world_size
+            self.iteration += 1
+            if not finite:
+                self._bad_step(epoch, losses)
+                bar.update(1)
+                continue
+            self.bad_streak = 0
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+                if cfg.clip_grad > 0:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                if cfg.clip_grad > 0:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+                self.optimizer.step()
+            if self.ema:
+                self.ema.update(self.model)
+            steps += 1
+            n_images += images.shape[0]
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            dt = max(time.time() - t0, 1e-9)
+            bar.set_postfix_str(
+                " ".join(f"{k} {v / steps:.3f}" for k, v in sums.items())
+                + f" lr {lr:.2e} {n_images * self.dist.world_size / dt:.1f} img/s",
+                refresh=False,
+            )
+            bar.update(1)
+        bar.close()
+        dt = max(time.time() - t0, 1e-9)
+        means = {k: v / max(steps, 1) for k, v in sums.items()}
+        means = dist_utils.all_reduce_mean(means, self.device) if self.dist.enabled else means
+        total_images = dist_utils.all_reduce_sum(float(n_images), self.device)
+        row: dict[str, Any] = {"epoch": epoch + 1}
+        row.update({f"train/{k}": round(v, 5) for k, v in means.items()})
+        row["lr"] = lr
+        row["images_per_s"] = round(total_images / dt, 2)
+        return row
+
+    def _bad_step(self, epoch: int, losses: dict[str, torch.Tensor]) -> None:
+        self.bad_streak += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+        if self.dist.is_main:
+            log.warning("epoch %d iteration %d: non-finite loss (%s); step skipped (%d in a row)",
+                        epoch + 1, self.iteration, parts, self.bad_streak)
+        if self.bad_streak >= self.cfg.max_bad_steps:
+            raise TrainingDiverged(
+                f"training diverged: the loss was NaN/inf in {self.bad_streak} consecutive steps "
+                f"(epoch {epoch + 1}, iteration {self.iteration}; last losses: {parts}). "
+                f"Try a lower --lr, drop --amp, or check the data with `odkit data check`."
+            )
+
+    def _validate(self, epoch: int) -> dict[str, float]:
+        from odkit.engine.evaluator import evaluate_predictions, predict_set
+
+        cfg = self.cfg
+        model = self._eval_module()
+        preds = predict_set(
+            model, self.val_set, img_size=cfg.img, batch=cfg.batch, device=self.device, workers=self.workers,
+            conf_thr=cfg.conf_thr, iou_thr=cfg.iou_thr, max_det=cfg.max_det, amp_dtype=self.amp_dtype,
+            channels_last=cfg.channels_last, distributed=self.dist.enabled,
+        )
+        metrics: dict[str, float] = {}
+        if self.dist.is_main:
+            res = evaluate_predictions(self.val_set, preds)
+            metrics = {"mAP50-95": float(res.stats[0]), "mAP50": float(res.stats[1])}
+            log.info("epoch %d: val mAP50-95 %.4f  mAP50 %.4f", epoch + 1, metrics["mAP50-95"], metrics["mAP50"])
+            if metrics["mAP50-95"] > self.best_fitness:
+                self.best_preds = preds
+        self.model.train()
+        return metrics
+
+    def _end_epoch(self, epoch: int, row: dict[str, Any], metrics: dict[str, float]) -> None:
+        if self.dist.is_main:
+            wdir = self.run_dir / "weights"
+            if metrics:
+                self.last_metrics = metrics
+                ema_sd = self._eval_module().state_dict()
+                save_weights(wdir / "last.safetensors", ema_sd, self._weights_meta(epoch + 1, metrics))
+                if metrics["mAP50-95"] > self.best_fitness:
+                    self.best_fitness = metrics["mAP50-95"]
+                    self.best_metrics = {**metrics, "epoch": epoch + 1}
+                    save_weights(wdir / "best.safetensors", ema_sd, self._weights_meta(epoch + 1, metrics))
+            self._write_csv(row)
+            save_checkpoint(self.run_dir / "checkpoint.pt", self._checkpoint_state(epoch + 1))
+            cb = self.callbacks.get("on_epoch_end")
+            if cb is not None:
+                cb(self, epoch, row)
+        dist_utils.barrier()
+
+    def _write_csv(self, row: dict[str, Any]) -> None:
+        path = self.run_dir / "metrics.csv"
+        if self.csv_header is None:
+            self.csv_header = list(row)
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.csv_header, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    # ------------------------------------------------------------------ end of run
+    def _early_plots(self) -> None:
+        from odkit.viz.plots import plot_label_stats
+
+        pdir = self.run_dir / "plots"
+        try:
+            plot_label_stats(self.train_set, pdir / "labels.png")
+        except Exception as e:  # noqa: BLE001 - a plot must never stop training
+            log.warning("label statistics plot failed: %s", e)
+        try:
+            from odkit.data.preview import augmented_grid
+
+            augmented_grid(self.train_set, pdir / "train_batch.png", n=16, img_size=self.cfg.img, seed=self.cfg.seed)
+        except Exception as e:  # noqa: BLE001
+            log.warning("augmented sample grid failed: %s", e)
+
+    def _finish(self) -> TrainResult:
+        elapsed = self.elapsed_before + (time.time() - self.t_start)
+        wdir = self.run_dir / "weights"
+        best = wdir / "best.safetensors"
+        last = wdir / "last.safetensors"
+        if self.dist.is_main:
+            self._final_outputs(best)
+            log.info(
+                "done in %.1f min: best mAP50-95 %.4f mAP50 %.4f (epoch %s); weights in %s",
+                elapsed / 60, self.best_metrics.get("mAP50-95", float("nan")),
+                self.best_metrics.get("mAP50", float("nan")), self.best_metrics.get("epoch", "?"), wdir,
+            )
+        dist_utils.barrier()
+        return TrainResult(
+            run_dir=self.run_dir, best=best if best.exists() else None, last=last if last.exists() else None,
+            epochs=self.plan_epochs, metrics={k: float(v) for k, v in self.best_metrics.items()}, elapsed_s=elapsed,
+        )
+
+    def _final_outputs(self, best: Path) -> None:
+        """predictions.json (best weights on val), curves, PR curves and confusion matrix."""
+        from odkit.engine.evaluator import predict_set, write_coco_results
+
+        cfg = self.cfg
+        pdir = self.run_dir / "plots"
+        preds = self.best_preds
+        if preds is None and best.exists():
+            from odkit.engine.weights import load_weights
+
+            sd, _ = load_weights(best)
+            model = self._eval_module()
+            model.load_state_dict(sd)
+            preds = predict_set(
+                model, self.val_set, img_size=cfg.img, batch=cfg.batch, device=self.device, workers=self.workers,
+                conf_thr=cfg.conf_thr, iou_thr=cfg.iou_thr, max_det=cfg.max_det, amp_dtype=self.amp_dtype,
+                channels_last=cfg.channels_last, distributed=False,
+            )
+        if preds is not None:
+            write_coco_results(self.val_set, preds, self.run_dir / "predictions.json")
+        if not cfg.plots:
+            return
+        try:
+            from odkit.viz.plots import plot_training_curves
+
+            plot_training_curves(self.run_dir / "metrics.csv", pdir)
+        except Exception as e:  # noqa: BLE001
+            log.warning("training curve plots failed: %s", e)
+        if preds is not None:
+            try:
+                from odkit.engine.evaluator import curve_plots
+
+                curve_plots(self.val_set, preds, pdir)
+            except Exception as e:  # noqa: BLE001
+                log.warning("PR curve / confusion matrix plots failed: %s", e)
+
+
+def train(cfg: TrainConfig, callbacks: dict[str, Any] | None = None) -> TrainResult:
+    """Run training for ``cfg``; returns the :class:`TrainResult`."""
+    return Trainer(cfg, callbacks).fit()

@@ -1,0 +1,63 @@
+"""Shared detector postprocessing: score threshold, pre-top-k, class-wise NMS, max detections, and
+mapping boxes from network-input (letterbox) coordinates back to original image coordinates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from odkit.errors import ConfigError
+
+
+def undo_letterbox(boxes: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
+    """Map xyxy boxes from network-input pixels to original image pixels.
+
+    ``meta`` is the letterbox meta ``{"orig_size": (h, w), "ratio": r, "pad": (dx, dy), ...}``:
+    ``original = (box - [dx, dy, dx, dy]) / r``, then clipped to ``[0, w] x [0, h]``.
+    """
+    try:
+        h, w = meta["orig_size"]
+        r = float(meta["ratio"])
+        dx, dy = meta["pad"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(
+            f"letterbox meta needs orig_size (h, w), ratio and pad (dx, dy); got {dict(meta)}"
+        ) from e
+    if r <= 0:
+        raise ConfigError(f"letterbox meta ratio must be > 0, got {r}")
+    pad = boxes.new_tensor([dx, dy, dx, dy])
+    out = (boxes - pad) / r
+    x = out[:, 0::2].clamp(0, float(w))
+    y = out[:, 1::2].clamp(0, float(h))
+    return torch.stack((x[:, 0], y[:, 0], x[:, 1], y[:, 1]), dim=1)
+
+
+def postprocess(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    metas: Sequence[Mapping[str, Any]] | None = None,
+    conf_thr: float = 0.001,
+    iou_thr: float = 0.65,
+    max_det: int = 300,
+    pre_topk: int = 1000,
+) -> list[dict[str, torch.Tensor]]:
+    """Decoded ``boxes [B, N, 4]`` (xyxy, input pixels) and ``scores [B, N, C]`` -> predictions.
+
+    Per image: keep (box, class) pairs with score > ``conf_thr``, the best ``pre_topk`` of them, class-wise
+    NMS at ``iou_thr`` and the best ``max_det`` (``odkit.ops.multiclass_nms``). Returns one dict
+    ``{"boxes" [K, 4] float32, "scores" [K], "labels" [K] int64}`` per image, in original image
+    coordinates when ``metas`` is given (letterbox undone and clipped), else in input coordinates.
+    """
+    from odkit.ops import multiclass_nms
+
+    if metas is not None and len(metas) != boxes.shape[0]:
+        raise ConfigError(f"postprocess: {len(metas)} metas for a batch of {boxes.shape[0]} images")
+    results = []
+    for i in range(boxes.shape[0]):
+        b, s, lab = multiclass_nms(boxes[i].float(), scores[i].float(), conf_thr, iou_thr, pre_topk, max_det)
+        if metas is not None:
+            b = undo_letterbox(b, metas[i])
+        results.append({"boxes": b.float(), "scores": s.float(), "labels": lab.long()})
+    return results

@@ -1,0 +1,186 @@
+"""Drawing boxes on images, image grids, and a grid preview of a data set (OpenCV, RGB uint8)."""
+
+from __future__ import annotations
+
+import colorsys
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from odkit.data.structures import AnnotationSet
+from odkit.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+# Distinct RGB colours for the first classes; later classes get golden-ratio hues.
+_BASE_COLORS: list[tuple[int, int, int]] = [
+    (255, 56, 56),
+    (50, 205, 50),
+    (40, 120, 255),
+    (255, 178, 29),
+    (200, 60, 255),
+    (0, 212, 220),
+    (255, 112, 160),
+    (140, 90, 40),
+    (130, 200, 20),
+    (255, 230, 60),
+    (0, 140, 120),
+    (120, 120, 255),
+    (255, 140, 80),
+    (90, 60, 160),
+    (180, 180, 180),
+    (230, 0, 120),
+]
+_UNKNOWN_COLOR = (255, 255, 255)
+
+
+def class_color(label: int) -> tuple[int, int, int]:
+    """RGB colour of class ``label`` (white for -1 = unknown class)."""
+    if label < 0:
+        return _UNKNOWN_COLOR
+    if label < len(_BASE_COLORS):
+        return _BASE_COLORS[label]
+    h = (label * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(h, 0.85, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def draw_boxes(
+    image: np.ndarray,
+    boxes: np.ndarray | Sequence[Sequence[float]],
+    labels: np.ndarray | Sequence[int],
+    class_names: Sequence[str],
+    scores: np.ndarray | Sequence[float] | None = None,
+    thickness: int | None = None,
+) -> np.ndarray:
+    """Return a copy of ``image`` (HxWx3 RGB uint8) with the boxes drawn on it.
+
+    ``boxes`` [N,4] xyxy in pixels of ``image``; ``labels`` [N] class indices into
+    ``class_names`` (-1 or out of range is drawn as ``unknown``); optional ``scores`` [N] are
+    appended to the label text with two decimals. One colour per class.
+    """
+    import cv2
+
+    img = np.ascontiguousarray(np.asarray(image, dtype=np.uint8).copy())
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ConfigError(f"draw_boxes: expected an HxWx3 image, got shape {img.shape}")
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(lab) != len(b):
+        raise ConfigError(f"draw_boxes: {len(b)} boxes but {len(lab)} labels")
+    sc = None if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+    if sc is not None and len(sc) != len(b):
+        raise ConfigError(f"draw_boxes: {len(b)} boxes but {len(sc)} scores")
+    h, w = img.shape[:2]
+    th = thickness if thickness is not None else max(1, int(round(min(h, w) / 300)))
+    font_scale = max(0.35, min(h, w) / 900)
+    font_th = max(1, th - 1)
+    for k in range(len(b)):
+        x1, y1, x2, y2 = (int(round(v)) for v in b[k])
+        label = int(lab[k])
+        color = class_color(label if label < len(class_names) else -1)
+        cv2.rectangle(img, (x1, y1), (x2, y2), color, th, lineType=cv2.LINE_AA)
+        name = class_names[label] if 0 <= label < len(class_names) else "unknown"
+        text = name if sc is None else f"{name} {sc[k]:.2f}"
+        (tw, tht), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_th)
+        ty = y1 - 2 if y1 - tht - base - 2 >= 0 else y1 + tht + base + 2  # above the box if it fits
+        tx = min(max(x1, 0), max(w - tw - 2, 0))
+        cv2.rectangle(img, (tx, ty - tht - base), (tx + tw + 2, ty + 1), color, -1)
+        lum = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+        text_color = (0, 0, 0) if lum > 140 else (255, 255, 255)
+        cv2.putText(
+            img,
+            text,
+            (tx + 1, ty - base + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            text_color,
+            font_th,
+            cv2.LINE_AA,
+        )
+    return img
+
+
+def image_grid(
+    images: Sequence[np.ndarray], cols: int, pad: int = 4, background: tuple[int, int, int] = (32, 32, 32)
+) -> np.ndarray:
+    """Tile HxWx3 uint8 images row by row into one image.
+
+    Every cell has the size of the largest image (images are placed top-left in their cell),
+    with ``pad`` pixels between cells and around the border; ``cols`` is capped at the number
+    of images. Output size: ``rows * cell_h + (rows + 1) * pad`` by ``cols * cell_w + (cols + 1) * pad``.
+    """
+    if not images:
+        raise ConfigError("image_grid: no images to tile")
+    if cols < 1:
+        raise ConfigError(f"image_grid: cols must be at least 1, got {cols}")
+    cols = min(cols, len(images))
+    rows = (len(images) + cols - 1) // cols
+    ch = max(im.shape[0] for im in images)
+    cw = max(im.shape[1] for im in images)
+    grid = np.empty((rows * ch + (rows + 1) * pad, cols * cw + (cols + 1) * pad, 3), np.uint8)
+    grid[:] = np.asarray(background, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        y, x = pad + r * (ch + pad), pad + c * (cw + pad)
+        grid[y : y + im.shape[0], x : x + im.shape[1]] = im
+    return grid
+
+
+def _fit(
+    image: np.ndarray, side: int, background: tuple[int, int, int] = (114, 114, 114)
+) -> tuple[np.ndarray, float, int, int]:
+    """Letterbox ``image`` into ``side x side``: (canvas, scale, dx, dy)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    r = side / max(h, w)
+    nw, nh = max(1, int(round(w * r))), max(1, int(round(h * r)))
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
+    canvas = np.empty((side, side, 3), np.uint8)
+    canvas[:] = np.asarray(background, np.uint8)
+    dx, dy = (side - nw) // 2, (side - nh) // 2
+    canvas[dy : dy + nh, dx : dx + nw] = resized
+    return canvas, r, dx, dy
+
+
+def dataset_grid(
+    aset: AnnotationSet,
+    out_png: str | Path,
+    n: int = 16,
+    seed: int = 0,
+    cols: int = 4,
+    max_side: int = 320,
+) -> Path:
+    """Write a PNG grid of ``n`` randomly chosen images (seeded) with their boxes and class names.
+
+    Each image is letterboxed into a ``max_side`` square cell; the grid has ``min(cols, k)``
+    columns for the ``k = min(n, len(aset))`` images shown, 4 px padding (see
+    :func:`image_grid`). Returns the path written.
+    """
+    import cv2
+
+    if len(aset) == 0:
+        raise DataError(f"dataset_grid: the data set at {aset.root} has no images")
+    if n < 1:
+        raise ConfigError(f"dataset_grid: n must be at least 1, got {n}")
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(aset), size=min(n, len(aset)), replace=False)
+    cells = []
+    for i in idx:
+        rec = aset[int(i)]
+        bgr = cv2.imread(str(rec.path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DataError(f"dataset_grid: cannot read image {rec.path}")
+        canvas, r, dx, dy = _fit(bgr[:, :, ::-1], max_side)
+        boxes = rec.boxes.astype(np.float64) * r + np.array([dx, dy, dx, dy])
+        cells.append(draw_boxes(canvas, boxes, rec.labels, aset.class_names))
+    grid = image_grid(cells, cols)
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), np.ascontiguousarray(grid[:, :, ::-1])):
+        raise DataError(f"dataset_grid: cannot write {out}")
+    log.debug("dataset_grid: %d images -> %s", len(cells), out)
+    return out
