@@ -102,13 +102,47 @@ def test_round_trip_synthetic_all_directions(tmp_path):
 def test_round_trip_bccd_voc_coco_yolo_voc(tmp_path):
     src = load_dataset(BCCD, split="trainval")
     assert len(src) == 292
-    rc = main(["data", "convert", str(BCCD), str(tmp_path / "coco"), "--to", "coco", "--split", "trainval", "--link-images"])
+    rc = main(
+        [
+            "data",
+            "convert",
+            str(BCCD),
+            str(tmp_path / "coco"),
+            "--to",
+            "coco",
+            "--split",
+            "trainval",
+            "--link-images",
+        ]
+    )
     assert rc == 0
     coco = load_dataset(tmp_path / "coco" / "trainval.json")
-    rc = main(["data", "convert", str(tmp_path / "coco" / "trainval.json"), str(tmp_path / "yolo"), "--to", "yolo", "--link-images"])
+    rc = main(
+        [
+            "data",
+            "convert",
+            str(tmp_path / "coco" / "trainval.json"),
+            str(tmp_path / "yolo"),
+            "--to",
+            "yolo",
+            "--link-images",
+        ]
+    )
     assert rc == 0
     yolo = load_dataset(tmp_path / "yolo")
-    rc = main(["data", "convert", str(tmp_path / "yolo"), str(tmp_path / "voc"), "--from", "yolo", "--to", "voc", "--link-images"])
+    rc = main(
+        [
+            "data",
+            "convert",
+            str(tmp_path / "yolo"),
+            str(tmp_path / "voc"),
+            "--from",
+            "yolo",
+            "--to",
+            "voc",
+            "--link-images",
+        ]
+    )
     assert rc == 0
     back = load_dataset(tmp_path / "voc")
     for s in (coco, yolo, back):
@@ -221,7 +255,14 @@ def test_coco_bulk_load_is_fast(tmp_path):
     wh = np.round(rng.uniform(1, 200, (n_ann, 2)), 2).tolist()
     cat = rng.integers(1, 81, n_ann).tolist()
     anns = [
-        {"id": k + 1, "image_id": img[k], "category_id": cat[k], "bbox": xy[k] + wh[k], "area": 1.0, "iscrowd": 0}
+        {
+            "id": k + 1,
+            "image_id": img[k],
+            "category_id": cat[k],
+            "bbox": xy[k] + wh[k],
+            "area": 1.0,
+            "iscrowd": 0,
+        }
         for k in range(n_ann)
     ]
     cats = [{"id": c, "name": f"c{c}"} for c in range(1, 81)]
@@ -237,7 +278,9 @@ def test_coco_bulk_load_is_fast(tmp_path):
     i = img[k] - 1
     r = a[i]
     row = int(np.flatnonzero(r.ann_ids == k + 1)[0])
-    np.testing.assert_allclose(r.boxes[row], [xy[k][0], xy[k][1], xy[k][0] + wh[k][0], xy[k][1] + wh[k][1]], rtol=1e-6)
+    np.testing.assert_allclose(
+        r.boxes[row], [xy[k][0], xy[k][1], xy[k][0] + wh[k][0], xy[k][1] + wh[k][1]], rtol=1e-6
+    )
     assert a.class_ids[int(r.labels[row])] == cat[k]
 
 
@@ -246,7 +289,9 @@ _XML = """<annotation><filename>{f}</filename><size><width>{w}</width><height>{h
 _OBJ = "<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
 
 
-def write_voc_tree(root: Path, items: dict[str, tuple[int, int, list[tuple]]], splits: dict[str, list[str]]) -> None:
+def write_voc_tree(
+    root: Path, items: dict[str, tuple[int, int, list[tuple]]], splits: dict[str, list[str]]
+) -> None:
     (root / "Annotations").mkdir(parents=True, exist_ok=True)
     (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
     for stem, (w, h, objs) in items.items():
@@ -289,7 +334,9 @@ def test_voc_parse_problems(tmp_path):
 
 
 # ---------------------------------------------------------------- YOLO
-def write_yolo_tree(root: Path, names, labels: dict[str, str], sizes: dict[str, tuple[int, int]], split="train"):
+def write_yolo_tree(
+    root: Path, names, labels: dict[str, str], sizes: dict[str, tuple[int, int]], split="train"
+):
     for stem, (w, h) in sizes.items():
         _img(root / "images" / split / f"{stem}.jpg", w, h)
     (root / "labels" / split).mkdir(parents=True, exist_ok=True)
@@ -299,7 +346,9 @@ def write_yolo_tree(root: Path, names, labels: dict[str, str], sizes: dict[str, 
 
 
 def test_yolo_reader_names_list_and_dict(tmp_path):
-    write_yolo_tree(tmp_path, ["a", "b"], {"x": "1 0.5 0.5 0.5 0.25\n0 0.1 0.2 0.2 0.2\n"}, {"x": (40, 20), "y": (8, 8)})
+    write_yolo_tree(
+        tmp_path, ["a", "b"], {"x": "1 0.5 0.5 0.5 0.25\n0 0.1 0.2 0.2 0.2\n"}, {"x": (40, 20), "y": (8, 8)}
+    )
     assert detect_format(tmp_path / "data.yaml") == "yolo"
     s = load_dataset(tmp_path / "data.yaml")
     np.testing.assert_allclose(s[0].boxes, [[10, 7.5, 30, 12.5], [0, 2, 8, 6]], atol=1e-5)
@@ -319,7 +368,13 @@ def test_yolo_parse_problems(tmp_path):
     write_yolo_tree(tmp_path, ["a", "b"], labels, {"x": (40, 20)})
     s = load_dataset(tmp_path / "data.yaml")
     kinds = sorted(p.kind for p in s.problems)
-    assert kinds == ["label_without_image", "malformed_line", "malformed_line", "non_finite_box", "unknown_class"]
+    assert kinds == [
+        "label_without_image",
+        "malformed_line",
+        "malformed_line",
+        "non_finite_box",
+        "unknown_class",
+    ]
     assert s.labels.tolist() == [-1, 0, 1] and s.raw_names == {0: "7"}
     assert np.isnan(s.boxes[1, 0])
     np.testing.assert_allclose(s.boxes[2], [4, 2, 12, 8], atol=1e-5)  # polygon -> its box
@@ -332,19 +387,37 @@ def test_spec_yaml_all_formats(tmp_path):
     items = {"a": (40, 30, [("dog", 0, (10, 5, 20, 25))]), "b": (50, 20, [("cat", 0, (1, 2, 3, 4))])}
     write_voc_tree(tmp_path / "voc", items, {"train": ["a"], "val": ["b"]})
     spec = tmp_path / "d.yaml"
-    spec.write_text(yaml.safe_dump({"format": "voc", "root": "voc", "train": "train", "val": "val", "names": ["dog", "cat"]}))
+    spec.write_text(
+        yaml.safe_dump(
+            {"format": "voc", "root": "voc", "train": "train", "val": "val", "names": ["dog", "cat"]}
+        )
+    )
     assert detect_format(spec) == "spec"
     tr, va = load_dataset(spec, split="train"), load_split(spec, "val")
     assert tr.class_names == ["dog", "cat"] and tr.labels.tolist() == [0] and va.labels.tolist() == [1]
     # COCO via spec with names re-indexing by name
     save_dataset(tr, tmp_path / "coco" / "train.json", "coco")
     save_dataset(va, tmp_path / "coco" / "val.json", "coco")
-    spec.write_text(yaml.safe_dump({"format": "coco", "train": "coco/train.json", "val": "coco/val.json", "names": ["cat", "dog"]}))
+    spec.write_text(
+        yaml.safe_dump(
+            {"format": "coco", "train": "coco/train.json", "val": "coco/val.json", "names": ["cat", "dog"]}
+        )
+    )
     assert load_split(spec, "val").labels.tolist() == [0]
     assert load_dataset(tmp_path / "coco", split="val").class_names == ["dog", "cat"]
     # YOLO images folder via spec
     save_dataset(tr, tmp_path / "yolo", "yolo")
-    spec.write_text(yaml.safe_dump({"format": "yolo", "root": "yolo", "train": "images/train", "val": "images/train", "names": ["dog", "cat"]}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "format": "yolo",
+                "root": "yolo",
+                "train": "images/train",
+                "val": "images/train",
+                "names": ["dog", "cat"],
+            }
+        )
+    )
     y = load_dataset(spec)
     np.testing.assert_allclose(y.boxes, [[10, 5, 20, 25]], atol=1e-4)
     # COCO json: same file for both splits

@@ -36,8 +36,18 @@ from odkit.data.transforms import (
 # background never comes within the match tolerance of another.
 PALETTE = np.array(
     [
-        (255, 0, 0), (255, 128, 0), (255, 255, 0), (128, 255, 0), (0, 255, 0), (0, 255, 128),
-        (0, 255, 255), (0, 128, 255), (0, 0, 255), (128, 0, 255), (255, 0, 255), (255, 0, 128),
+        (255, 0, 0),
+        (255, 128, 0),
+        (255, 255, 0),
+        (128, 255, 0),
+        (0, 255, 0),
+        (0, 255, 128),
+        (0, 255, 255),
+        (0, 128, 255),
+        (0, 0, 255),
+        (128, 0, 255),
+        (255, 0, 255),
+        (255, 0, 128),
     ],
     dtype=np.int16,
 )
@@ -59,7 +69,10 @@ def random_scene(rng, h, w, k, first_color=0, min_side=14):
     tries = 0
     while len(boxes) < k and tries < 500:
         tries += 1
-        bw, bh = rng.integers(min_side, max(min_side + 1, w // 2)), rng.integers(min_side, max(min_side + 1, h // 2))
+        bw, bh = (
+            rng.integers(min_side, max(min_side + 1, w // 2)),
+            rng.integers(min_side, max(min_side + 1, h // 2)),
+        )
         x1, y1 = rng.integers(0, w - bw + 1), rng.integers(0, h - bh + 1)
         b = np.array([x1, y1, x1 + bw, y1 + bh], np.float32)
         if all(b[0] >= o[2] + 2 or b[2] + 2 <= o[0] or b[1] >= o[3] + 2 or b[3] + 2 <= o[1] for o in boxes):
@@ -70,7 +83,7 @@ def random_scene(rng, h, w, k, first_color=0, min_side=14):
 
 
 def colour_mask(img, c):
-    return (np.abs(img.astype(np.int16) - PALETTE[c]).max(-1) <= TOL)
+    return np.abs(img.astype(np.int16) - PALETTE[c]).max(-1) <= TOL
 
 
 def pixel_box(mask):
@@ -113,14 +126,20 @@ def check_removed_small(img, colors_removed, area_limit, min_size=2.0, max_ar=20
         if pb is None:
             continue
         w, h = pb[2] - pb[0], pb[3] - pb[1]
-        small = min(w, h) <= min_size + 2 or max(w / h, h / w) >= 0.7 * max_ar or w * h <= area_limit[c] + 2 * (w + h)
+        small = (
+            min(w, h) <= min_size + 2
+            or max(w / h, h / w) >= 0.7 * max_ar
+            or w * h <= area_limit[c] + 2 * (w + h)
+        )
         assert small, f"colour {c} removed but visible over {pb}"
 
 
 # ------------------------------------------------------------------------------------- letterbox
 @settings(max_examples=40, deadline=None)
 @given(
-    h=st.integers(1, 900), w=st.integers(1, 900), size=st.sampled_from([320, 416, 640, (384, 640)]),
+    h=st.integers(1, 900),
+    w=st.integers(1, 900),
+    size=st.sampled_from([320, 416, 640, (384, 640)]),
     seed=st.integers(0, 2**31),
 )
 def test_letterbox_inverse_roundtrip(h, w, size, seed):
@@ -176,7 +195,9 @@ def test_letterbox_colour_boxes(seed, size):
 
 def test_val_transform_uses_input_size():
     img = np.zeros((50, 100, 3), np.uint8)
-    out, b, lab, meta = ValTransform()(img, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), {"input_size": (64, 64)})
+    out, b, lab, meta = ValTransform()(
+        img, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), {"input_size": (64, 64)}
+    )
     assert out.shape == (64, 64, 3) and meta["pad"] == (0, 16) and meta["ratio"] == pytest.approx(0.64)
 
 
@@ -210,7 +231,9 @@ def sutherland_hodgman_bbox(corners, w, h):
 @given(seed=st.integers(0, 2**31))
 def test_affine_boxes_matches_polygon_clipping(seed):
     rng = np.random.default_rng(seed)
-    m, _ = random_affine_matrix(rng, (300, 200), (256, 256), degrees=45, translate=0.3, scale=(0.3, 2.5), shear=10)
+    m, _ = random_affine_matrix(
+        rng, (300, 200), (256, 256), degrees=45, translate=0.3, scale=(0.3, 2.5), shear=10
+    )
     xy = rng.uniform(-20, 320, (20, 2, 2))
     boxes = np.concatenate([xy.min(1), xy.max(1) + 1], 1).astype(np.float32)
     got = affine_boxes(boxes, m, (256, 256))
@@ -238,11 +261,17 @@ def test_box_candidates_hand_worked():
     )
     np.testing.assert_array_equal(box_candidates(before, after), [True, False, False, True, False])
     np.testing.assert_array_equal(box_candidates(before[:1], after[:1] * 2, scale=2.0), [True])
-    np.testing.assert_array_equal(box_candidates(before[:1], after[:1] * 0.6, scale=2.0), [False])  # 0.09 of 400
+    np.testing.assert_array_equal(
+        box_candidates(before[:1], after[:1] * 0.6, scale=2.0), [False]
+    )  # 0.09 of 400
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31), degrees=st.sampled_from([0.0, 10.0, 30.0]), shear=st.sampled_from([0.0, 2.0, 8.0]))
+@given(
+    seed=st.integers(0, 2**31),
+    degrees=st.sampled_from([0.0, 10.0, 30.0]),
+    shear=st.sampled_from([0.0, 2.0, 8.0]),
+)
 def test_random_affine_colour_boxes(seed, degrees, shear):
     rng = np.random.default_rng(seed)
     img, boxes, labels = random_scene(rng, 240, 320, 6, min_side=24)
@@ -309,7 +338,11 @@ def test_mosaic4_colour_boxes(seed):
     base = 128
     imgs, bxs, lbs = [], [], []
     for k in range(4):
-        h, w = (base, int(rng.integers(40, base + 1))) if rng.random() < 0.5 else (int(rng.integers(40, base + 1)), base)
+        h, w = (
+            (base, int(rng.integers(40, base + 1)))
+            if rng.random() < 0.5
+            else (int(rng.integers(40, base + 1)), base)
+        )
         img, b, lab = random_scene(rng, h, w, 3, first_color=3 * k, min_side=8)
         imgs.append(img)
         bxs.append(b)
@@ -363,7 +396,9 @@ class ColourDataset:
     mosaic_prob=st.sampled_from([0.0, 1.0]),
 )
 def test_train_augment_composition_keeps_boxes_tight(seed, index, size, strong, mosaic_prob):
-    cfg = AugmentConfig(mosaic_prob=mosaic_prob, mixup_prob=0.0, hsv_prob=0.0, scale=(0.5, 1.5), degrees=15, shear=3)
+    cfg = AugmentConfig(
+        mosaic_prob=mosaic_prob, mixup_prob=0.0, hsv_prob=0.0, scale=(0.5, 1.5), degrees=15, shear=3
+    )
     ds = ColourDataset()
     img, boxes, labels, meta = TrainAugment(cfg)(ds, index, size, np.random.default_rng(seed), strong)
     assert img.shape == (size, size, 3) and img.dtype == np.uint8
@@ -378,7 +413,9 @@ def test_train_augment_composition_keeps_boxes_tight(seed, index, size, strong, 
 
 
 def test_train_augment_mixup_concatenates_two_samples():
-    cfg = AugmentConfig(mixup_prob=1.0, hsv_prob=0.0, flip_prob=0.0, scale=(0.9, 1.1), degrees=0, shear=0, translate=0)
+    cfg = AugmentConfig(
+        mixup_prob=1.0, hsv_prob=0.0, flip_prob=0.0, scale=(0.9, 1.1), degrees=0, shear=0, translate=0
+    )
     ds = ColourDataset()
     img, boxes, labels, meta = TrainAugment(cfg)(ds, 0, 128, np.random.default_rng(0), True)
     assert meta["mixup"] and ds.calls == 8

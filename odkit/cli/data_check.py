@@ -16,14 +16,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("data", help="dataset path (COCO json, VOC root, YOLO data.yaml or odkit YAML)")
-    p.add_argument("--format", choices=["coco", "voc", "yolo", "spec"], help="dataset format (default: detected)")
+    p.add_argument(
+        "--format", choices=["coco", "voc", "yolo", "spec"], help="dataset format (default: detected)"
+    )
     p.add_argument("--split", help="VOC ImageSets/Main split, YOLO/odkit YAML key (default: all / train)")
-    p.add_argument("--strict", action="store_true", help="exit 1 on any problem, warnings included (not negatives)")
+    p.add_argument(
+        "--strict", action="store_true", help="exit 1 on any problem, warnings included (not negatives)"
+    )
     p.add_argument("--json", metavar="OUT", help="write every problem to this json file")
     p.add_argument("--fix-out", metavar="DIR", help="write the repaired dataset here, in the same format")
     p.add_argument("--no-images", action="store_true", help="skip image file checks (annotations only)")
     p.add_argument("--decode", action="store_true", help="also decode every image with OpenCV (slower)")
-    p.add_argument("--near-dup-iou", type=float, default=0.9, help="IoU above which same-class boxes are near-duplicates")
+    p.add_argument(
+        "--near-dup-iou", type=float, default=0.9, help="IoU above which same-class boxes are near-duplicates"
+    )
     p.add_argument("--examples", type=int, default=3, help="instances named per problem kind")
     p.set_defaults(func=handler)
 

@@ -17,10 +17,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("src", help="source dataset")
     p.add_argument("dst", help="output: COCO json path or folder, VOC root, YOLO folder")
-    p.add_argument("--from", dest="src_format", choices=["coco", "voc", "yolo", "spec"], help="source format (default: detected)")
-    p.add_argument("--to", dest="dst_format", required=True, choices=["coco", "voc", "yolo"], help="target format")
-    p.add_argument("--split", help="VOC ImageSets/Main split or YOLO/odkit YAML key to read (also names the output split)")
-    p.add_argument("--link-images", action="store_true", help="symlink images (VOC/YOLO) or reference them (COCO) instead of copying")
+    p.add_argument(
+        "--from",
+        dest="src_format",
+        choices=["coco", "voc", "yolo", "spec"],
+        help="source format (default: detected)",
+    )
+    p.add_argument(
+        "--to", dest="dst_format", required=True, choices=["coco", "voc", "yolo"], help="target format"
+    )
+    p.add_argument(
+        "--split",
+        help="VOC ImageSets/Main split or YOLO/odkit YAML key to read (also names the output split)",
+    )
+    p.add_argument(
+        "--link-images",
+        action="store_true",
+        help="symlink images (VOC/YOLO) or reference them (COCO) instead of copying",
+    )
     p.set_defaults(func=handler)
 
 
@@ -36,7 +50,9 @@ def handler(args: argparse.Namespace) -> int:
             print(f"  {p.kind}: {p.file}{ann}: {p.message}")
         if len(aset.problems) > 20:
             print(f"  ... and {len(aset.problems) - 20} more (run `odkit data check` for all)")
-    problems = save_dataset(aset, args.dst, args.dst_format, copy_images=not args.link_images, split=args.split)
+    problems = save_dataset(
+        aset, args.dst, args.dst_format, copy_images=not args.link_images, split=args.split
+    )
     print(f"wrote {args.dst} ({args.dst_format})")
     if problems:
         print(f"{len(problems)} problems while writing:")

@@ -206,10 +206,16 @@ class DetectionDataset:
         self.num_cached = count
         log.info(
             "cached %d/%d images resized to long side %d in RAM (%.2f GB of %.2f GB budget)",
-            count, n, self.img_size, total / 1024**3, budget_gb,
+            count,
+            n,
+            self.img_size,
+            total / 1024**3,
+            budget_gb,
         )
         if count < n:
-            log.warning("RAM cache budget %.2f GB holds %d of %d images; the rest load from disk", budget_gb, count, n)
+            log.warning(
+                "RAM cache budget %.2f GB holds %d of %d images; the rest load from disk", budget_gb, count, n
+            )
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Sample ``i`` resized so its long side is ``img_size``: image, boxes (in that image), labels, meta."""

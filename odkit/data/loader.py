@@ -157,7 +157,9 @@ def collate_detection(
         raise ValueError("cannot collate an empty batch")
     shapes = {tuple(s[0].shape) for s in batch}
     if len(shapes) != 1:
-        raise ValueError(f"images in a batch must share one size, got {sorted(shapes)}; add a letterbox transform")
+        raise ValueError(
+            f"images in a batch must share one size, got {sorted(shapes)}; add a letterbox transform"
+        )
     arr = np.stack([s[0] for s in batch])  # [B,H,W,3] uint8
     images = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
     targets = [
@@ -195,7 +197,9 @@ class DetectionLoader(DataLoader):
         """Select the epoch (sample order, augmentation seeds, multi-scale sizes, close-mosaic)."""
         self.batch_sampler.set_epoch(epoch)
         if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch, max_epochs) if max_epochs is not None else self.dataset.set_epoch(epoch)
+            self.dataset.set_epoch(epoch, max_epochs) if max_epochs is not None else self.dataset.set_epoch(
+                epoch
+            )
 
 
 def build_loader(

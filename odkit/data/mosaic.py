@@ -113,6 +113,10 @@ class MixUp:
             raise ValueError(f"MixUp needs images of the same shape, got {ia.shape} and {ib.shape}")
         lam = 0.5 if self.beta is None else float(rng.beta(self.beta, self.beta))
         img = cv2.addWeighted(ia, lam, ib, 1.0 - lam, 0.0)
-        boxes = np.concatenate([np.asarray(a[1], np.float32).reshape(-1, 4), np.asarray(b[1], np.float32).reshape(-1, 4)])
-        labels = np.concatenate([np.asarray(a[2], np.int64).reshape(-1), np.asarray(b[2], np.int64).reshape(-1)])
+        boxes = np.concatenate(
+            [np.asarray(a[1], np.float32).reshape(-1, 4), np.asarray(b[1], np.float32).reshape(-1, 4)]
+        )
+        labels = np.concatenate(
+            [np.asarray(a[2], np.int64).reshape(-1), np.asarray(b[2], np.int64).reshape(-1)]
+        )
         return img, boxes, labels

@@ -2,7 +2,8 @@
 
 ``probe_image`` reads only the first bytes of a file (and its last bytes to check the end marker),
 so thousands of images are probed in seconds. ``decode_check`` optionally decodes with OpenCV.
-Sizes are in pixels as stored in the file (EXIF orientation is reported, never applied).
+Sizes are in pixels as stored in the file; ``ImageInfo.display_size`` applies the EXIF orientation
+(the frame odkit's loader decodes to).
 """
 
 from __future__ import annotations
@@ -59,6 +60,17 @@ class ImageInfo:
     orientation: int | None = None
     truncated: bool = False
     error: str | None = None
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """``(width, height)`` after applying the EXIF orientation (swapped for 5..8).
+
+        This is the frame odkit's image loader (:mod:`odkit.data.imageio`) produces, hence the
+        frame boxes are expected in.
+        """
+        if self.orientation is not None and 5 <= self.orientation <= 8:
+            return self.height, self.width
+        return self.width, self.height
 
 
 # ---------------------------------------------------------------- magic bytes

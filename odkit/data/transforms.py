@@ -137,7 +137,9 @@ class Letterbox:
 
 
 # ---------------------------------------------------------------------------------------- affine
-def warp_affine(image: np.ndarray, m: np.ndarray, out_wh: tuple[int, int], pad_value: int = 114) -> np.ndarray:
+def warp_affine(
+    image: np.ndarray, m: np.ndarray, out_wh: tuple[int, int], pad_value: int = 114
+) -> np.ndarray:
     """Warp ``image`` with the 2x3 (or 3x3) matrix ``m`` that maps continuous pixel coordinates.
 
     OpenCV maps pixel centres (integer indices), so the translation is adjusted by
@@ -218,7 +220,9 @@ def affine_boxes(boxes: np.ndarray, m: np.ndarray, out_wh: tuple[float, float]) 
     qy = np.array([0.0, 0.0, H, H])
     ex = np.roll(px, -1, 1) - px  # edge vectors [N,4]
     ey = np.roll(py, -1, 1) - py
-    cross = ex[:, :, None] * (qy[None, None] - py[:, :, None]) - ey[:, :, None] * (qx[None, None] - px[:, :, None])
+    cross = ex[:, :, None] * (qy[None, None] - py[:, :, None]) - ey[:, :, None] * (
+        qx[None, None] - px[:, :, None]
+    )
     area2 = np.abs((px * np.roll(py, -1, 1) - np.roll(px, -1, 1) * py).sum(1))  # twice the polygon area
     inside = ((cross >= -eps).all(1) | (cross <= eps).all(1)) & (area2 > eps)[:, None]  # [N,4 rect corners]
     cand_x.append(np.broadcast_to(qx, (n, 4)))
@@ -270,8 +274,11 @@ def box_candidates(
     w1, h1 = b1[:, 2] - b1[:, 0], b1[:, 3] - b1[:, 1]
     eps = 1e-16
     ar = np.maximum(w1 / (h1 + eps), h1 / (w1 + eps))
-    return (w1 > min_size) & (h1 > min_size) & (w1 * h1 / (w0 * h0 * scale * scale + eps) > min_area_ratio) & (
-        ar < max_aspect_ratio
+    return (
+        (w1 > min_size)
+        & (h1 > min_size)
+        & (w1 * h1 / (w0 * h0 * scale * scale + eps) > min_area_ratio)
+        & (ar < max_aspect_ratio)
     )
 
 

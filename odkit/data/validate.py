@@ -8,8 +8,8 @@ labels). Image checks read headers only (thread pool), so 10k images take second
 
 Safe repairs, each reported: a box at most ``max(oob_tol_px, oob_tol_frac * side)`` pixels
 outside the image is clipped; a zero-area box is dropped; an unknown annotation size (0x0) is
-taken from the image header. Boxes are checked in the stored-pixel frame of the image (width x
-height as stored in the file; an EXIF orientation is not applied).
+taken from the image header. Boxes are checked in the displayed frame of the image (EXIF
+orientation applied, as :mod:`odkit.data.imageio` decodes it).
 """
 
 from __future__ import annotations
@@ -93,7 +93,9 @@ class Report:
         by_kind: dict[str, list[Problem]] = defaultdict(list)
         for p in self.problems:
             by_kind[p.kind].append(p)
-        kinds = sorted(by_kind, key=lambda k: (SEVERITY_ORDER.get(by_kind[k][0].severity, 3), -len(by_kind[k]), k))
+        kinds = sorted(
+            by_kind, key=lambda k: (SEVERITY_ORDER.get(by_kind[k][0].severity, 3), -len(by_kind[k]), k)
+        )
         lines = [f"{self.name}: {self.num_images} images, {self.num_boxes} boxes"]
         if not kinds:
             lines.append("no problems found")
@@ -143,6 +145,10 @@ class Report:
             json.dump(doc, f, indent=1, default=_jsonable)
 
 
+def _b(box: np.ndarray) -> str:
+    return "[" + ", ".join(f"{float(v):.6g}" for v in box) + "]"
+
+
 def _jsonable(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
@@ -171,12 +177,24 @@ def _probe_all(paths: list[Path], decode: bool, workers: int) -> list[ImageInfo]
                 info.error = err
         return info
 
+    return _pmap(one, paths, workers, "probing images")
+
+
+def _pmap(fn: Any, items: list[Any], workers: int, desc: str) -> list[Any]:
+    """``[fn(x) for x in items]`` on a thread pool, in chunks (low overhead), with a progress bar."""
     from tqdm import tqdm
 
-    with ThreadPoolExecutor(max_workers=workers) as ex:
-        return list(
-            tqdm(ex.map(one, paths), total=len(paths), desc="probing images", unit="img", disable=len(paths) < 500, leave=False)
-        )
+    chunk = max(1, min(256, len(items) // (4 * workers) or 1))
+    parts = [items[k : k + chunk] for k in range(0, len(items), chunk)]
+    out: list[Any] = []
+    with (
+        ThreadPoolExecutor(max_workers=workers) as ex,
+        tqdm(total=len(items), desc=desc, unit="img", disable=len(items) < 500, leave=False) as bar,
+    ):
+        for res in ex.map(lambda part: [fn(x) for x in part], parts):
+            out += res
+            bar.update(len(res))
+    return out
 
 
 def _file_hash(p: Path) -> str:
@@ -246,7 +264,12 @@ def check_dataset(
             f = fnames[i]
             if f in seen_entry:
                 problems.append(
-                    Problem("duplicate_entry", f, f"image listed twice (entries {seen_entry[f]} and {i})", severity="warning")
+                    Problem(
+                        "duplicate_entry",
+                        f,
+                        f"image listed twice (entries {seen_entry[f]} and {i})",
+                        severity="warning",
+                    )
                 )
                 continue
             seen_entry[f] = i
@@ -266,7 +289,11 @@ def check_dataset(
                 image_ok[i] = False
                 continue
             if info.format not in CV2_FORMATS and info.format != "other":
-                problems.append(Problem("unreadable_image", f, f"{info.format.upper()} images cannot be decoded by OpenCV"))
+                problems.append(
+                    Problem(
+                        "unreadable_image", f, f"{info.format.upper()} images cannot be decoded by OpenCV"
+                    )
+                )
             if info.format != info.ext_format and info.format != "other":
                 problems.append(
                     Problem(
@@ -279,7 +306,12 @@ def check_dataset(
             if info.mode in _MODE_KIND:
                 kind, desc = _MODE_KIND[info.mode]
                 problems.append(
-                    Problem(kind, f, f"{desc} image; odkit converts it to 3-channel RGB when loading", severity="warning")
+                    Problem(
+                        kind,
+                        f,
+                        f"{desc} image; odkit converts it to 3-channel RGB when loading",
+                        severity="warning",
+                    )
                 )
             if info.bit_depth > 8:
                 problems.append(
@@ -290,18 +322,18 @@ def check_dataset(
                         severity="warning",
                     )
                 )
+            W, H = info.display_size
             if info.orientation not in (None, 1):
                 problems.append(
                     Problem(
                         "exif_orientation",
                         f,
                         f"EXIF orientation {info.orientation} ({_ORIENT.get(info.orientation, 'unknown')}): "
-                        f"boxes are taken in the stored-pixel frame ({info.width}x{info.height}, EXIF not applied); "
-                        "viewers show the image rotated",
+                        f"odkit's loader applies it, so boxes are taken in the displayed frame ({W}x{H}; "
+                        f"stored pixels are {info.width}x{info.height})",
                         severity="warning",
                     )
                 )
-            W, H = info.width, info.height
             w, h = int(widths[i]), int(heights[i])
             if w <= 0 or h <= 0:
                 widths[i], heights[i] = W, H
@@ -316,17 +348,24 @@ def check_dataset(
                     )
                 )
             elif (w, h) != (W, H):
-                rot = (w, h) == (H, W) and (info.orientation or 1) >= 5
                 msg = f"annotation says {w}x{h} but the image is {W}x{H}"
-                if rot:
-                    msg += " (matches the EXIF-rotated view: boxes are probably in the displayed frame)"
+                if (w, h) == (info.width, info.height):
+                    msg += (
+                        " after its EXIF rotation (the annotation matches the stored, un-rotated pixels: "
+                        "boxes were probably drawn without applying EXIF)"
+                    )
                 problems.append(Problem("size_mismatch", f, msg))
         if filled:
             repairs["image sizes taken from the image"] = filled
     else:
         for i in np.flatnonzero((widths <= 0) | (heights <= 0)):
             problems.append(
-                Problem("size_unknown", fnames[i], f"image size unknown ({widths[i]}x{heights[i]})", severity="warning")
+                Problem(
+                    "size_unknown",
+                    fnames[i],
+                    f"image size unknown ({widths[i]}x{heights[i]})",
+                    severity="warning",
+                )
             )
 
     # ---------------- boxes
@@ -337,7 +376,12 @@ def check_dataset(
     for r in np.flatnonzero(~finite):
         i = int(img_of[r])
         problems.append(
-            Problem("non_finite_box", fnames[i], f"box ({cname(r)}) has non-finite coordinates {boxes[r].tolist()}", ref(r))
+            Problem(
+                "non_finite_box",
+                fnames[i],
+                f"box ({cname(r)}) has non-finite coordinates {_b(boxes[r])}",
+                ref(r),
+            )
         )
     for r in np.flatnonzero(aset.labels < 0):
         i = int(img_of[r])
@@ -358,7 +402,7 @@ def check_dataset(
             Problem(
                 "negative_size_box",
                 fnames[int(img_of[r])],
-                f"box ({cname(r)}) {boxes[r].tolist()} has negative size {bw[r]:g}x{bh[r]:g} (x2 < x1 or y2 < y1)",
+                f"box ({cname(r)}) {_b(boxes[r])} has negative size {bw[r]:g}x{bh[r]:g} (x2 < x1 or y2 < y1)",
                 ref(r),
             )
         )
@@ -367,7 +411,7 @@ def check_dataset(
             Problem(
                 "zero_size_box",
                 fnames[int(img_of[r])],
-                f"box ({cname(r)}) {boxes[r].tolist()} has zero size {bw[r]:g}x{bh[r]:g}",
+                f"box ({cname(r)}) {_b(boxes[r])} has zero size {bw[r]:g}x{bh[r]:g}",
                 ref(r),
                 severity="warning",
                 repaired="dropped",
@@ -393,7 +437,12 @@ def check_dataset(
     tol_x = np.maximum(oob_tol_px, oob_tol_frac * W)
     tol_y = np.maximum(oob_tol_px, oob_tol_frac * H)
     clipped = np.stack(
-        [np.clip(boxes[:, 0], 0, W), np.clip(boxes[:, 1], 0, H), np.clip(boxes[:, 2], 0, W), np.clip(boxes[:, 3], 0, H)],
+        [
+            np.clip(boxes[:, 0], 0, W),
+            np.clip(boxes[:, 1], 0, H),
+            np.clip(boxes[:, 2], 0, W),
+            np.clip(boxes[:, 3], 0, H),
+        ],
         axis=1,
     )
     positive = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
@@ -402,11 +451,18 @@ def check_dataset(
     for r in np.flatnonzero(out):
         i = int(img_of[r])
         by = ", ".join(f"{over[r, k]:.4g} px {sides[k]}" for k in range(4) if over[r, k] > 0)
-        msg = f"box ({cname(r)}) {boxes[r].tolist()} extends beyond the {int(W[r])}x{int(H[r])} image by {by}"
+        msg = f"box ({cname(r)}) {_b(boxes[r])} extends beyond the {int(W[r])}x{int(H[r])} image by {by}"
         if slight[r]:
             new_boxes[r] = clipped[r]
             problems.append(
-                Problem("box_out_of_bounds", fnames[i], msg, ref(r), severity="warning", repaired="clipped to the image")
+                Problem(
+                    "box_out_of_bounds",
+                    fnames[i],
+                    msg,
+                    ref(r),
+                    severity="warning",
+                    repaired="clipped to the image",
+                )
             )
         else:
             if not positive[r]:
@@ -415,30 +471,46 @@ def check_dataset(
     if slight.any():
         repairs["boxes clipped to the image"] = int(slight.sum())
 
-    # Near-duplicates: same class, IoU above the threshold, one image at a time (vectorised).
-    cand = finite & ~negative & ~zero & (aset.labels >= 0) & ~aset.iscrowd
-    n_dup = 0
-    counts = np.bincount(img_of[cand], minlength=n) if a else np.zeros(n, dtype=np.int64)
-    for i in np.flatnonzero(counts >= 2):
-        rows = np.arange(off[i], off[i + 1])
-        rows = rows[cand[rows]]
-        b = boxes[rows]
-        lt = np.maximum(b[:, None, :2], b[None, :, :2])
-        rb = np.minimum(b[:, None, 2:], b[None, :, 2:])
-        inter = np.clip(rb - lt, 0, None).prod(-1)
-        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        iou = inter / (area[:, None] + area[None, :] - inter)
-        same = aset.labels[rows][:, None] == aset.labels[rows][None, :]
-        ii, jj = np.nonzero(np.triu((iou > near_dup_iou) & same, k=1))
-        for p, q in zip(ii, jj):
-            rp, rq = int(rows[p]), int(rows[q])
-            n_dup += 1
+    # Near-duplicates: same class, IoU above the threshold. All within-image pairs of candidate
+    # boxes are formed at once (in chunks of images) and compared vectorised.
+    cand = np.flatnonzero(finite & ~negative & ~zero & (aset.labels >= 0) & ~aset.iscrowd)
+    cimg = img_of[cand]
+    # end (exclusive) of each candidate's image group within ``cand``
+    grp_end = np.searchsorted(cimg, cimg, side="right")
+    partners = grp_end - np.arange(len(cand)) - 1
+    start_c = 0
+    while start_c < len(cand):
+        # grow the chunk to at most ~4M pairs (whole images only)
+        cum = np.cumsum(partners[start_c:])
+        stop = start_c + max(1, int(np.searchsorted(cum, 4_000_000, side="right")))
+        stop = int(grp_end[stop - 1]) if stop < len(cand) else len(cand)
+        left = np.repeat(np.arange(start_c, stop), partners[start_c:stop])
+        first = np.repeat(np.cumsum(partners[start_c:stop]) - partners[start_c:stop], partners[start_c:stop])
+        right = left + 1 + (np.arange(len(left)) - first)
+        start_c = stop
+        if not len(left):
+            continue
+        ra, rb = cand[left], cand[right]
+        same = aset.labels[ra] == aset.labels[rb]
+        ra, rb = ra[same], rb[same]
+        ba, bb = boxes[ra], boxes[rb]
+        iw = np.clip(np.minimum(ba[:, 2], bb[:, 2]) - np.maximum(ba[:, 0], bb[:, 0]), 0, None)
+        ih = np.clip(np.minimum(ba[:, 3], bb[:, 3]) - np.maximum(ba[:, 1], bb[:, 1]), 0, None)
+        inter = iw * ih
+        union = (
+            (ba[:, 2] - ba[:, 0]) * (ba[:, 3] - ba[:, 1])
+            + (bb[:, 2] - bb[:, 0]) * (bb[:, 3] - bb[:, 1])
+            - inter
+        )
+        iou = inter / union
+        for k in np.flatnonzero(iou > near_dup_iou):
+            rp, rq = int(ra[k]), int(rb[k])
             problems.append(
                 Problem(
                     "near_duplicate_box",
-                    fnames[i],
-                    f"boxes {ref(rp)} and {ref(rq)} ({cname(rp)}) overlap with IoU {iou[p, q]:.3f} "
-                    f"{boxes[rp].tolist()} / {boxes[rq].tolist()}",
+                    fnames[int(img_of[rp])],
+                    f"boxes {ref(rp)} and {ref(rq)} ({cname(rp)}) overlap with IoU {iou[k]:.3f} "
+                    f"{_b(boxes[rp])} / {_b(boxes[rq])}",
                     [ref(rp), ref(rq)],
                     severity="warning",
                 )
@@ -454,8 +526,8 @@ def check_dataset(
                 by_size[info.nbytes].append(i)
         todo = [i for g in by_size.values() if len(g) > 1 for i in g]
         if todo:
-            with ThreadPoolExecutor(max_workers=workers or min(8, 2 * (os.cpu_count() or 1))) as ex:
-                hashes = dict(zip(todo, ex.map(lambda i: _file_hash(paths[i]), todo)))
+            nw = workers or min(8, 2 * (os.cpu_count() or 1))
+            hashes = dict(zip(todo, _pmap(lambda i: _file_hash(paths[i]), todo, nw, "hashing images")))
             groups: dict[str, list[int]] = defaultdict(list)
             for i in todo:
                 groups[hashes[i]].append(i)

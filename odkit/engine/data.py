@@ -29,17 +29,12 @@ def load_checked(data: str, split: str | None, fmt: str | None = None, strict: b
     that cannot be repaired raises :class:`DataError` carrying the report text.
     """
     from odkit.data.formats import load_split
+    from odkit.data.validate import check_dataset
 
     aset = load_split(data, split, format=fmt) if split is not None else _load_any(data, fmt)
-    try:
-        from odkit.data.validate import check_dataset
-    except ModuleNotFoundError as e:
-        if e.name != "odkit.data.validate":
-            raise
-        log.warning("odkit.data.validate is not available: %s [%s] is used unchecked", data, what or split)
-        return aset
     rep = check_dataset(aset)
     label = f"{data} [{what or split}]"
+    rep.name = label
     if rep.has_errors or (strict and rep.exit_code(True) != 0):
         raise DataError(f"{label}: the data check found problems training cannot work around:\n{rep.text()}")
     if report and rep.problems:
@@ -55,7 +50,13 @@ def _load_any(data: str, fmt: str | None) -> AnnotationSet:
 
 def load_train_val(cfg: TrainConfig, report: bool = True) -> tuple[AnnotationSet, AnnotationSet]:
     """The checked train and val sets named by ``cfg.data`` (+ splits, format)."""
+    from pathlib import Path
+
     tr, va = default_splits(cfg.data, cfg.format, cfg.train_split, cfg.val_split)
+    p = Path(cfg.data)
+    if p.is_file() and p.suffix.lower() == ".json" and report:
+        log.warning("%s is a single COCO json: it is used for both training and validation "
+                    "(use an odkit dataset YAML with separate train/val parts)", p)
     train = load_checked(cfg.data, tr, cfg.format, cfg.strict_data, report, "train")
     val = load_checked(cfg.data, va, cfg.format, cfg.strict_data, report, "val")
     if list(train.class_names) != list(val.class_names):
@@ -69,14 +70,20 @@ def load_train_val(cfg: TrainConfig, report: bool = True) -> tuple[AnnotationSet
     return train, val
 
 
+def augment_config(cfg: TrainConfig) -> Any:
+    """The training :class:`~odkit.data.transforms.AugmentConfig` (YOLOX-nano recipe + overrides)."""
+    from odkit.data.transforms import AugmentConfig
+
+    return AugmentConfig.light(mosaic_prob=cfg.mosaic, mixup_prob=cfg.mixup, close_mosaic=0, **cfg.aug)
+
+
 def train_loader(aset: AnnotationSet, cfg: TrainConfig, no_aug: bool, workers: int, dist: DistInfo) -> Any:
     """Shuffled training loader with ``TrainAugment`` (mosaic/affine off when ``no_aug``)."""
     from odkit.data.dataset import DetectionDataset
     from odkit.data.loader import MultiScale, build_loader
-    from odkit.data.transforms import AugmentConfig, TrainAugment
+    from odkit.data.transforms import TrainAugment
 
-    aug = AugmentConfig.light(mosaic_prob=cfg.mosaic, mixup_prob=cfg.mixup, close_mosaic=0, **cfg.aug)
-    ds = DetectionDataset(aset, cfg.img, transforms=TrainAugment(aug), cache_ram_gb=cfg.cache, seed=cfg.seed)
+    ds = DetectionDataset(aset, cfg.img, transforms=TrainAugment(augment_config(cfg)), cache_ram_gb=cfg.cache, seed=cfg.seed)
     if no_aug:
         ds.close_mosaic()
     per_rank = len(aset) // max(dist.world_size, 1)

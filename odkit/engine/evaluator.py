@@ -116,25 +116,17 @@ def write_coco_results(aset: AnnotationSet, preds: list[dict[str, np.ndarray]], 
     return path
 
 
-def curve_plots(aset: AnnotationSet, preds: list[dict[str, np.ndarray]], out_dir: str | Path) -> list[Path]:
-    """PR curves (IoU 0.5) and the confusion matrix of ``preds`` on ``aset``, as PNGs in ``out_dir``."""
-    from odkit.viz.plots import plot_confusion_matrix, plot_pr_curves
+def curve_plots(aset: AnnotationSet, preds: list[dict[str, np.ndarray]], out_dir: str | Path,
+                conf: float = 0.25, iou: float = 0.45) -> list[Path]:
+    """``pr_curve.png`` (IoU 0.5) and ``confusion_matrix.png`` (detections with score >= ``conf``
+    matched at IoU >= ``iou``) of ``preds`` on ``aset``, written to ``out_dir``."""
+    from odkit.eval.curves import confusion_matrix, plot_confusion_matrix, plot_pr_curves
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
     res = evaluate_predictions(aset, preds)
-    # precision [T, R, K, A, M]: IoU 0.5, all areas, 100 detections; K ordered by category id
-    prec = np.asarray(res.precision)[0, :, :, 0, -1].T
-    names = list(res.class_names)
-    ap50 = [res.per_class[n].get("AP50", -1.0) for n in names]
-    written.append(plot_pr_curves(res.recall_thresholds, prec, names, out_dir / "pr_curve.png", aps=ap50))
-    try:
-        from odkit.eval.curves import confusion_matrix
-
-        cm = confusion_matrix(aset, preds)
-        written.append(plot_confusion_matrix(np.asarray(getattr(cm, "matrix", cm)), aset.class_names,
-                                             out_dir / "confusion_matrix.png"))
-    except ImportError:
-        log.info("odkit.eval.curves not available: no confusion matrix plot")
-    return written
+    cm = confusion_matrix(aset, preds, iou_threshold=iou, score_threshold=conf)
+    return [
+        plot_pr_curves(res, out_dir / "pr_curve.png"),
+        plot_confusion_matrix(cm, list(aset.class_names), out_dir / "confusion_matrix.png"),
+    ]

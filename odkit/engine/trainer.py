@@ -49,7 +49,7 @@ class TrainResult:
     elapsed_s: float = 0.0
 
     def __str__(self) -> str:
-        m = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
+        m = ", ".join(f"{k} {v:.4f}" if k != "epoch" else f"best epoch {int(v)}" for k, v in self.metrics.items())
         return f"run {self.run_dir} ({self.epochs} epochs, {self.elapsed_s / 60:.1f} min): {m}"
 
 
@@ -125,7 +125,7 @@ class Trainer:
         from odkit.models.zoo import build
 
         cfg = self.cfg
-        model = build(cfg.model, num_classes=self.num_classes)
+        model = build(cfg.model, num_classes=self.num_classes, class_names=self.class_names, img_size=cfg.img)
         model.to(self.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -497,8 +497,10 @@ class Trainer:
             log.warning("label statistics plot failed: %s", e)
         try:
             from odkit.data.preview import augmented_grid
+            from odkit.engine.data import augment_config
 
-            augmented_grid(self.train_set, pdir / "train_batch.png", n=16, img_size=self.cfg.img, seed=self.cfg.seed)
+            augmented_grid(self.train_set, pdir / "train_batch.png", n=16, img_size=self.cfg.img, seed=self.cfg.seed,
+                           cfg=augment_config(self.cfg))
         except Exception as e:  # noqa: BLE001
             log.warning("augmented sample grid failed: %s", e)
 

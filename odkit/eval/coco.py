@@ -56,7 +56,7 @@ STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
 
 _EPS = np.spacing(1)
 # Detections processed per chunk of categories (bounds the [N, A, T] match arrays).
-_CHUNK_DETS = 2_000_000
+_CHUNK_DETS = 1_000_000
 
 
 @dataclass

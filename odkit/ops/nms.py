@@ -149,7 +149,9 @@ def _greedy_sorted(boxes: Tensor, thr: float, labels: Tensor | None = None, mode
     n_oct = int(oct_[valid].max()) + 1 if bool(valid.any()) else 1
     half_max = float(((w + w.max()) * k).max()) + 1.0
     span = float(cx.max() - cx.min()) + 4.0 * half_max + 1.0
-    group = oct_ if labels is None else labels.long() * n_oct + oct_
+    if labels is not None:
+        labels = torch.unique(labels, return_inverse=True)[1]  # contiguous 0..L-1
+    group = oct_ if labels is None else labels * n_oct + oct_
     base = cx.min() - 2.0 * half_max
     key = (cx - base) + group.double() * span
     order = torch.argsort(key)
@@ -189,10 +191,12 @@ def _greedy_sorted(boxes: Tensor, thr: float, labels: Tensor | None = None, mode
             continue
         # windows [k_boxes, n_oct]
         wa = w.index_select(0, blk)[:, None]
-        wb_max = torch.minimum(2.0 * o_lo[None, :], wa / t) if t > 0 else (2.0 * o_lo[None, :]).expand(wa.shape[0], -1)
-        ok = o_lo[None, :] < wb_max  # octave holds widths < w_a / t
-        if t > 0:
-            ok &= 2.0 * o_lo[None, :] > wa * t
+        if t > 0:  # octave [o_lo, 2 o_lo) must meet (t w_a, w_a / t)
+            wb_max = torch.minimum(2.0 * o_lo[None, :], wa / t)
+            ok = (o_lo[None, :] < wa / t) & (2.0 * o_lo[None, :] > wa * t)
+        else:
+            wb_max = (2.0 * o_lo[None, :]).expand(wa.shape[0], -1)
+            ok = torch.ones_like(wb_max, dtype=torch.bool)
         half = (wa + wb_max) * k + 1e-9
         ga = (group.index_select(0, blk) - oct_.index_select(0, blk))[:, None] + torch.arange(n_oct, device=dev)
         centre = (cx.index_select(0, blk) - base)[:, None] + ga.double() * span

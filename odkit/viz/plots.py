@@ -1,10 +1,9 @@
-"""Training plots written to ``runs/<name>/plots/``: loss / mAP curves, PR curves, confusion
-matrix and label statistics. Matplotlib with the non-interactive Agg backend."""
+"""Training plots written to ``runs/<name>/plots/``: loss / mAP curves and label statistics
+(PR curves and the confusion matrix come from :mod:`odkit.eval.curves`). Matplotlib, Agg backend."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ def plot_training_curves(metrics_csv: str | Path, out_dir: str | Path) -> list[P
         return []
     ep = np.asarray(cols["epoch"])
     written = []
-    losses = [k for k in cols if k.startswith("train/")]
+    losses = [k for k in cols if k.startswith("train/loss")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for k in losses:
         axes[0].plot(ep, cols[k], label=k.split("/", 1)[1], marker=".")
@@ -82,75 +81,6 @@ def plot_training_curves(metrics_csv: str | Path, out_dir: str | Path) -> list[P
     plt.close(fig)
     written.append(p)
     return written
-
-
-def plot_pr_curves(
-    recall: np.ndarray,
-    precisions: np.ndarray,
-    class_names: Sequence[str],
-    out_png: str | Path,
-    title: str = "precision-recall (IoU 0.5)",
-    aps: Sequence[float] | None = None,
-) -> Path:
-    """One PR curve per class: ``precisions`` [C, R] sampled at ``recall`` [R] (negative or NaN
-    entries, for classes without ground truth, are skipped)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 5))
-    precisions = np.asarray(precisions, dtype=float)
-    for c, name in enumerate(class_names):
-        p = precisions[c]
-        if np.all(~np.isfinite(p) | (p < 0)):
-            continue
-        label = name if aps is None else f"{name} {aps[c]:.3f}"
-        ax.plot(recall, np.where(p < 0, np.nan, p), label=label)
-    if len(class_names) > 1:
-        valid = np.where(precisions < 0, np.nan, precisions)
-        if np.isfinite(valid).any():
-            ax.plot(recall, np.nanmean(valid, axis=0), color="k", lw=2.5, label="all classes")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return Path(out_png)
-
-
-def plot_confusion_matrix(
-    matrix: np.ndarray, class_names: Sequence[str], out_png: str | Path, normalize: bool = True
-) -> Path:
-    """Confusion matrix ``[C+1, C+1]`` (rows: predicted class, last = background / missed;
-    columns: true class, last = background / false positive), column-normalised if ``normalize``."""
-    plt = _plt()
-    m = np.asarray(matrix, dtype=float)
-    names = list(class_names) + ["background"]
-    if m.shape[0] == len(class_names):  # no background row/column given
-        names = list(class_names)
-    shown = m / np.maximum(m.sum(axis=0, keepdims=True), 1e-9) if normalize else m
-    n = len(names)
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * n + 2), max(3.5, 0.6 * n + 1.5)))
-    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), names, fontsize=8)
-    ax.set_xlabel("true")
-    ax.set_ylabel("predicted")
-    if n <= 30:
-        for i in range(n):
-            for j in range(n):
-                v = shown[i, j]
-                if v > 0:
-                    ax.text(j, i, f"{v:.2f}" if normalize else f"{int(v)}", ha="center", va="center", fontsize=7,
-                            color="white" if v > 0.5 * shown.max() else "black")
-    fig.colorbar(im, ax=ax)
-    ax.set_title("confusion matrix" + (" (column-normalised)" if normalize else ""))
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return Path(out_png)
 
 
 def plot_label_stats(aset: Any, out_png: str | Path) -> Path:

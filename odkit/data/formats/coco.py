@@ -246,7 +246,12 @@ def write_coco(
         else:
             fname = str(src.resolve())
         images.append(
-            {"id": image_ids[i], "file_name": fname, "width": int(aset.widths[i]), "height": int(aset.heights[i])}
+            {
+                "id": image_ids[i],
+                "file_name": fname,
+                "width": int(aset.widths[i]),
+                "height": int(aset.heights[i]),
+            }
         )
     img_index = aset.image_index()
     ann_ids = _unique_or_range(aset.ann_ids, 1)
@@ -284,9 +289,7 @@ def write_coco(
         if write_difficult:
             a["difficult"] = int(aset.difficult[r])
         annotations.append(a)
-    cats = [
-        {"id": int(c), "name": name, "supercategory": ""} for c, name in zip(class_ids, aset.class_names)
-    ]
+    cats = [{"id": int(c), "name": name, "supercategory": ""} for c, name in zip(class_ids, aset.class_names)]
     doc = {"images": images, "annotations": annotations, "categories": cats}
     tmp = json_path.with_suffix(".json.tmp")
     with open(tmp, "w") as f:

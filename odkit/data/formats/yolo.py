@@ -2,7 +2,8 @@
 
 A label line is ``class cx cy w h`` normalised to [0, 1] by the image width/height (a polygon
 line ``class x1 y1 x2 y2 ...`` is turned into its bounding box). The image size comes from the
-image header (read with :func:`odkit.data.probe.probe_image`); boxes are stored as ``xyxy``
+image header (read with :func:`odkit.data.probe.probe_image`, EXIF orientation applied, as the
+loader does); boxes are stored as ``xyxy``
 pixels. When the size of an image cannot be read, its boxes stay normalised and its
 width/height are 0 (the missing or unreadable image is a reported problem).
 
@@ -123,7 +124,9 @@ def _parse_label(
             if not (math.isfinite(c) and c == int(c)):
                 raise ValueError
         except ValueError:
-            problems.append(Problem("malformed_line", str(lbl), f"line {ln}: {line.strip()!r} is not numeric", ln))
+            problems.append(
+                Problem("malformed_line", str(lbl), f"line {ln}: {line.strip()!r} is not numeric", ln)
+            )
             continue
         if len(vals) == 4:
             cx, cy, w, h = vals
@@ -142,7 +145,9 @@ def _parse_label(
             )
             continue
         if not all(math.isfinite(v) for v in vals):
-            problems.append(Problem("non_finite_box", str(lbl), f"line {ln}: non-finite value in {line.strip()!r}", ln))
+            problems.append(
+                Problem("non_finite_box", str(lbl), f"line {ln}: non-finite value in {line.strip()!r}", ln)
+            )
         labels.append(cls_index.get(int(c), -1))
         raws.append(tok[0])
         boxes.append(box)
@@ -192,7 +197,7 @@ def read_yolo_split(
     all_boxes: list[list[float]] = []
     n_label_files = 0
     for img, info in progress(zip(imgs, infos), len(imgs), "reading YOLO labels"):
-        w, h = (info.width, info.height) if info.error is None or info.truncated else (0, 0)
+        w, h = info.display_size if info.error is None or info.truncated else (0, 0)
         try:
             files.append(img.relative_to(root).as_posix())
         except ValueError:
@@ -292,7 +297,12 @@ def read_yolo(path: str | Path, split: str = "train") -> AnnotationSet:
     aset = read_yolo_split(dataset_root(yp, cfg), cfg[split], names, class_ids, f"{yp}:{split}")
     if "nc" in cfg and cfg["nc"] != len(names):
         aset.problems.append(
-            Problem("class_count_mismatch", str(yp), f"nc={cfg['nc']} but names has {len(names)} entries", severity="warning")
+            Problem(
+                "class_count_mismatch",
+                str(yp),
+                f"nc={cfg['nc']} but names has {len(names)} entries",
+                severity="warning",
+            )
         )
     log.debug("read YOLO %s split=%s: %s", yp, split, aset.summary())
     return aset
@@ -327,8 +337,7 @@ def write_yolo(
             problems.append(p)
         w, h = rec.width, rec.height
         if (w <= 0 or h <= 0) and len(rec.boxes):
-            info = probe_image(rec.path)
-            w, h = info.width, info.height
+            w, h = probe_image(rec.path).display_size
         lines = []
         s = int(aset.offsets[i])
         for k in range(len(rec.boxes)):
@@ -337,7 +346,12 @@ def write_yolo(
                 raw = aset.raw_names.get(s + k, "")
                 if not raw.lstrip("-").isdigit():
                     problems.append(
-                        Problem("not_written", str(rec.path), f"box {k} of unknown class {raw!r} cannot be written as YOLO; skipped", k)
+                        Problem(
+                            "not_written",
+                            str(rec.path),
+                            f"box {k} of unknown class {raw!r} cannot be written as YOLO; skipped",
+                            k,
+                        )
                     )
                     continue
                 cls = raw
@@ -345,7 +359,12 @@ def write_yolo(
                 cls = str(lab)
             if w <= 0 or h <= 0:
                 problems.append(
-                    Problem("not_written", str(rec.path), f"box {k}: image size unknown, cannot normalise; skipped", k)
+                    Problem(
+                        "not_written",
+                        str(rec.path),
+                        f"box {k}: image size unknown, cannot normalise; skipped",
+                        k,
+                    )
                 )
                 continue
             x1, y1, x2, y2 = (float(v) for v in rec.boxes[k])

@@ -1,0 +1,79 @@
+"""``odkit predict``: run trained weights on images, write annotated images and results."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="detect objects in images with trained weights",
+        description=(
+            "Run a trained model on an image or a directory of images. Writes to --out: "
+            "predictions.json (COCO results: image_id = position of the image in the sorted list, "
+            "file_name, category_id = class index, bbox [x, y, w, h] pixels, score, plus a 'categories' "
+            "file categories.json); labels/<image stem>.txt with one line per box "
+            "'class_index score x1 y1 x2 y2' in original image pixels (xyxy, not YOLO-normalised); "
+            "and with --save, <image name> annotated with boxes, class names and scores."
+        ),
+    )
+    p.add_argument("--weights", required=True, help="weights .safetensors (with its .json sidecar) or a run directory")
+    p.add_argument("--source", required=True, help="an image file or a directory of images")
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
+    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    p.add_argument("--max-det", type=int, default=300, help="detections kept per image (default 300)")
+    p.add_argument("--img", type=int, default=None, help="network input size (default: the training size)")
+    p.add_argument("--batch", type=int, default=8, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--save", action="store_true", help="also write annotated images")
+    p.add_argument("--out", default="runs/predict", help="output directory (default runs/predict)")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from odkit.data.imageio import read_image, write_image
+    from odkit.engine import runtime
+    from odkit.engine.api import load
+    from odkit.engine.predictor import list_images
+
+    device = runtime.select_device(args.device)
+    runtime.set_threads()
+    pred = load(args.weights, device=device)
+    files = list_images(args.source)
+    out = Path(args.out)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    results = []
+    n_boxes = 0
+    step = max(args.batch, 1)
+    for s in tqdm(range(0, len(files), step), desc="predict", unit="batch", disable=len(files) <= step):
+        chunk = files[s : s + step]
+        preds = pred.predict(chunk, conf=args.conf, iou=args.iou, max_det=args.max_det, img_size=args.img,
+                             batch=step)
+        for k, (f, p) in enumerate(zip(chunk, preds)):
+            boxes, scores, labels = p["boxes"].numpy(), p["scores"].numpy(), p["labels"].numpy()
+            n_boxes += len(boxes)
+            lines = [f"{int(c)} {float(sc):.5f} " + " ".join(f"{v:.2f}" for v in b)
+                     for b, sc, c in zip(boxes.tolist(), scores, labels)]
+            (out / "labels" / f"{f.stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+            for b, sc, c in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+                results.append({"image_id": s + k, "file_name": str(f), "category_id": int(c),
+                                "bbox": [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
+                                "score": round(float(sc), 5)})
+            if args.save:
+                from odkit.viz.draw import draw_boxes
+
+                img = draw_boxes(read_image(f), boxes, labels, pred.class_names, scores=scores)
+                write_image(out / f.name, img)
+    with open(out / "predictions.json", "w") as fh:
+        json.dump(results, fh)
+    with open(out / "categories.json", "w") as fh:
+        json.dump([{"id": i, "name": n} for i, n in enumerate(pred.class_names)], fh)
+    print(f"{len(files)} image(s), {n_boxes} detection(s) -> {out}/ (predictions.json, labels/*.txt"
+          + (", annotated images)" if args.save else ")"))
+    return 0

@@ -1,0 +1,139 @@
+"""Inference with a trained model: inputs in any common form, letterbox handled inside, boxes
+returned in original image pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from odkit.errors import ConfigError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def list_images(source: str | Path) -> list[Path]:
+    """Image files of ``source``: the file itself, or the images of a directory (sorted, not recursive)."""
+    p = Path(source)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        if not files:
+            raise ConfigError(f"--source {p}: directory has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return files
+    if not p.exists():
+        raise ConfigError(f"--source {p} does not exist")
+    return [p]
+
+
+def _to_rgb_uint8(x: Any, name: str) -> np.ndarray:
+    """``uint8 [H, W, 3]`` RGB from a path, a numpy array (HWC RGB, uint8 or float in [0, 1]) or a
+    tensor (CHW, float in [0, 1] or uint8)."""
+    from odkit.data.imageio import read_image
+
+    if isinstance(x, (str, Path)):
+        return read_image(x)
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu()
+        if t.dim() != 3 or t.shape[0] not in (1, 3):
+            raise ConfigError(f"{name}: a tensor image must be [3, H, W] (RGB), got {tuple(t.shape)}")
+        if t.shape[0] == 1:
+            t = t.expand(3, -1, -1)
+        arr = t.permute(1, 2, 0).numpy()
+    else:
+        arr = np.asarray(x)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] != 3:
+            raise ConfigError(f"{name}: a numpy image must be [H, W, 3] RGB, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ConfigError(f"{name}: image dtype must be uint8 or float in [0, 1], got {arr.dtype}")
+        arr = np.clip(np.round(arr.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+class Predictor:
+    """A trained detector ready for inference (see :func:`odkit.load`).
+
+    ``predict(images)`` accepts one image or a list: file paths, numpy ``[H, W, 3]`` RGB arrays
+    (uint8, or float in [0, 1]), tensors ``[3, H, W]`` (float in [0, 1] or uint8) or a batch tensor
+    ``[B, 3, H, W]``. Returns one dict per image ``{"boxes" [K,4] float32 xyxy original pixels,
+    "scores" [K], "labels" [K] int64}``.
+    """
+
+    def __init__(self, model: nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu"):
+        self.model = model.eval()
+        self.meta = meta
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.class_names: list[str] = list(meta.get("class_names") or [str(i) for i in range(meta["num_classes"])])
+        self.img_size = int(meta.get("img_size") or 416)
+
+    def _inputs(self, images: Any) -> list[tuple[np.ndarray, str]]:
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            return [(_to_rgb_uint8(t, f"image {i}"), "") for i, t in enumerate(images)]
+        if isinstance(images, (str, Path, np.ndarray, torch.Tensor)):
+            images = [images]
+        out = []
+        for i, x in enumerate(images):
+            name = str(x) if isinstance(x, (str, Path)) else f"image {i}"
+            out.append((_to_rgb_uint8(x, name), str(x) if isinstance(x, (str, Path)) else ""))
+        return out
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: Any,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        img_size: int | None = None,
+        batch: int = 8,
+    ) -> list[dict[str, torch.Tensor]]:
+        """Detections per image (``conf``: score threshold, ``iou``: NMS IoU, ``img_size``: square
+        network input in pixels, multiple of 32; default: the training size)."""
+        from odkit.data.transforms import letterbox
+
+        size = int(img_size or self.img_size)
+        if size % 32:
+            raise ConfigError(f"img_size must be a multiple of 32, got {size}")
+        items = self._inputs(images)
+        results: list[dict[str, torch.Tensor]] = []
+        for s in range(0, len(items), max(int(batch), 1)):
+            chunk = items[s : s + batch]
+            arrs, metas = [], []
+            for k, (img, path) in enumerate(chunk):
+                out, _, meta = letterbox(img, np.zeros((0, 4), np.float32), {"image_id": s + k, "path": path}, size)
+                arrs.append(out)
+                metas.append(meta)
+            x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div_(255.0).to(self.device)
+            x = x.contiguous(memory_format=torch.channels_last)
+            preds = self.model.predict(x, metas, conf_thr=conf, iou_thr=iou, max_det=max_det)
+            results.extend({k: v.cpu() for k, v in p.items()} for p in preds)
+        return results
+
+    __call__ = predict
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.meta.get('model')}, {len(self.class_names)} classes, img {self.img_size}, "
+                f"device {self.device})")
+
+
+def build_from_meta(meta: dict[str, Any]) -> nn.Module:
+    """The model architecture described by a weights sidecar (weights not loaded)."""
+    from odkit.models import zoo
+
+    if meta.get("model_config"):
+        cfg = dict(meta["model_config"])
+        cfg.setdefault("name", meta["model"])
+        return zoo.from_config(cfg)
+    return zoo.build(meta["model"], num_classes=int(meta["num_classes"]))
+
+
+def predictions_to_lists(preds: Sequence[dict[str, torch.Tensor]]) -> list[dict[str, list]]:
+    """JSON-friendly copy of prediction dicts."""
+    return [{k: v.tolist() for k, v in p.items()} for p in preds]

@@ -1,0 +1,124 @@
+"""In-graph multi-class NMS with fixed-shape outputs, written in plain torch ops that export to ONNX.
+
+:class:`ExportNMS` turns decoded ``boxes [B, N, 4]`` (xyxy, input pixels) and class scores
+``[B, N, C]`` into ``dets [B, max_det, 6]`` rows ``(x1, y1, x2, y2, score, class)`` plus
+``num_dets [B]`` (int64), the number of valid leading rows of each image. Rows past ``num_dets`` are
+padding ``(0, 0, 0, 0, 0, -1)``.
+
+Per image the result is exactly that of :func:`odkit.ops.multiclass_nms` (``score > conf_thr``, the
+best ``pre_topk`` (box, class) candidates, class-wise greedy NMS suppressing ``IoU > iou_thr``, the
+best ``max_det``; equal scores ordered by lower ``n * C + c`` first), computed with the same float32
+IoU arithmetic, so the kept set is the same and only the upstream box/score rounding of a runtime can
+differ. (One corner is not pinned: when more than ``pre_topk`` candidates pass and the
+``pre_topk``-th and next score are exactly equal, the runtime's TopK picks which one enters.)
+
+Greedy NMS is computed as the unique fixed point of
+``keep[j] = valid[j] and not any(keep[i] and suppresses[i, j] for i before j)`` reached by iterating
+from ``keep = valid``; the loop runs until nothing changes (an ONNX ``Loop``), and a converged image
+stays unchanged while the other images of the batch converge, so every image of a batch gets exactly
+what it gets alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from odkit.errors import ConfigError
+
+__all__ = ["ExportNMS", "greedy_fixed_point"]
+
+IOU_EPS = 1e-7  # union clamp, the same as odkit.ops (DEFAULT_EPS)
+
+
+@torch.jit.script
+def greedy_fixed_point(sup: Tensor, valid: Tensor) -> Tensor:
+    """Greedy NMS keep mask ``[B, K]`` from ``sup [B, K, K]`` (bool, ``sup[b, i, j]``: candidate ``i``
+    suppresses ``j``; only ``i < j`` set) and ``valid [B, K]`` (bool). Loops until the fixed point."""
+    keep = valid
+    supf = sup.to(torch.float32)
+    go = torch.tensor(True)
+    while bool(go):
+        # number of kept candidates suppressing each j; exact in float32 (sums of 0/1, K << 2**24)
+        hits = torch.bmm(keep.to(torch.float32).unsqueeze(1), supf)[:, 0, :]
+        new = torch.logical_and(valid, hits == 0.0)
+        go = torch.ne(new, keep).any()
+        keep = new
+    return keep
+
+
+class ExportNMS(nn.Module):
+    """Fixed-shape class-wise NMS: ``(boxes [B,N,4], scores [B,N,C]) -> (dets [B,max_det,6], num_dets [B])``.
+
+    Thresholds are fixed at construction (they become constants of an exported graph).
+    Memory and time grow with ``K^2`` per image, ``K = min(pre_topk, N * C)``.
+    """
+
+    def __init__(self, conf_thr: float = 0.001, iou_thr: float = 0.65, max_det: int = 100, pre_topk: int = 1000):
+        super().__init__()
+        if not 0.0 <= float(conf_thr) < 1.0:
+            raise ConfigError(f"--conf must be in [0, 1), got {conf_thr}")
+        if not 0.0 <= float(iou_thr) <= 1.0:
+            raise ConfigError(f"--iou must be in [0, 1], got {iou_thr}")
+        if int(max_det) < 1:
+            raise ConfigError(f"--max-det must be >= 1, got {max_det}")
+        if int(pre_topk) < 1:
+            raise ConfigError(f"pre_topk must be >= 1, got {pre_topk}")
+        self.conf_thr = float(conf_thr)
+        self.iou_thr = float(iou_thr)
+        self.max_det = int(max_det)
+        self.pre_topk = int(pre_topk)
+
+    def forward(self, boxes: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+        boxes = boxes.float()
+        scores = scores.float()
+        n, c = int(scores.shape[1]), int(scores.shape[2])
+        k = min(self.pre_topk, n * c)
+        flat = scores.flatten(1)  # [B, N*C], index n * C + c
+        masked = torch.where(flat > self.conf_thr, flat, torch.full_like(flat, -1.0))
+        vals, idx = torch.topk(masked, k, dim=1, largest=True, sorted=True)
+        # exact order: score descending, then flat index ascending (independent of TopK's tie rule)
+        ahead = (vals[:, None, :] > vals[:, :, None]) | (
+            (vals[:, None, :] == vals[:, :, None]) & (idx[:, None, :] < idx[:, :, None])
+        )
+        rank = ahead.to(torch.int64).sum(2)
+        order = torch.argsort(rank, dim=1)
+        vals = torch.gather(vals, 1, order)
+        idx = torch.gather(idx, 1, order)
+        valid = vals > self.conf_thr
+        rows = torch.div(idx, c, rounding_mode="floor")
+        labels = idx - rows * c
+        cand = torch.gather(boxes, 1, rows.unsqueeze(2).expand(-1, -1, 4))  # [B, K, 4]
+
+        # pairwise IoU with the arithmetic of odkit.ops.nms (bit-identical float32 results)
+        x1, y1, x2, y2 = cand[..., 0], cand[..., 1], cand[..., 2], cand[..., 3]
+        areas = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+        iw = (torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :])).clamp(
+            min=0
+        )
+        ih = (torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :])).clamp(
+            min=0
+        )
+        inter = iw * ih
+        union = (areas[:, :, None] + areas[:, None, :] - inter).clamp(min=IOU_EPS)
+        pos = torch.arange(k, device=boxes.device)
+        later = pos[:, None] < pos[None, :]
+        sup = (inter / union > self.iou_thr) & (labels[:, :, None] == labels[:, None, :]) & later[None]
+        keep = greedy_fixed_point(sup, valid)
+
+        # the first max_det kept candidates, in order
+        m = min(self.max_det, k)
+        key = keep.to(torch.float32) * (k - pos).to(torch.float32)[None]
+        sel = torch.topk(key, m, dim=1, largest=True, sorted=True)[1]
+        num = keep.to(torch.int64).sum(1).clamp(max=self.max_det)
+        out_boxes = torch.gather(cand, 1, sel.unsqueeze(2).expand(-1, -1, 4))
+        out_scores = torch.gather(vals, 1, sel)
+        out_labels = torch.gather(labels, 1, sel).to(torch.float32)
+        dets = torch.cat((out_boxes, out_scores.unsqueeze(2), out_labels.unsqueeze(2)), dim=2)
+        filled = pos[:m][None, :] < num[:, None]
+        pad_row = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, -1.0], device=boxes.device)
+        dets = torch.where(filled.unsqueeze(2), dets, pad_row)
+        if m < self.max_det:
+            dets = torch.cat((dets, pad_row.expand(dets.shape[0], self.max_det - m, 6)), dim=1)
+        return dets, num

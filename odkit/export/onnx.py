@@ -1,0 +1,187 @@
+"""Export a detector to ONNX: normalisation, box decoding and (optionally) class-wise NMS in the graph.
+
+Graph input ``images``: float32 ``[B, 3, H, W]`` RGB in [0, 1], letterboxed to ``H = W = img_size``
+(B is 1, or dynamic with ``dynamic=True``; H and W are fixed). Outputs, in network-input pixels:
+
+- without NMS: ``boxes [B, N, 4]`` xyxy and ``scores [B, N, C]`` (objectness x class probability);
+- with NMS: ``dets [B, max_det, 6]`` rows ``(x1, y1, x2, y2, score, class)`` and ``num_dets [B]`` int64
+  (see :class:`odkit.export.nms.ExportNMS`).
+
+With ``half=True`` the network runs in float16 (weights and compute) while the graph input and
+outputs stay float32: box decoding and NMS run in float32. On CPU onnxruntime float16 is often
+slower than float32 (few fp16 CPU kernels; casts are inserted): use it for GPU runtimes.
+
+A JSON sidecar ``<file>.json`` (e.g. ``best.onnx.json``) records what a predictor needs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from odkit.errors import ConfigError, OdkitError
+from odkit.export.nms import ExportNMS
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ExportModule", "check_img_size", "export_onnx", "require", "sidecar_path", "write_sidecar"]
+
+INPUT_NAME = "images"
+MIN_OPSET, MAX_OPSET = 11, 20  # TopK with k input / Loop need 11; 20 is the newest the exporter writes
+EXTRA_HINT = "pip install 'odkit[export]'"
+
+
+def require(module: str) -> Any:
+    """Import an optional export dependency, or raise ``OdkitError`` naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise OdkitError(
+            f"{module} is not installed; ONNX / OpenVINO export and inference need the export extra: {EXTRA_HINT}"
+        ) from e
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """``model.onnx`` -> ``model.onnx.json`` (``model.xml`` -> ``model.xml.json``)."""
+    p = Path(path)
+    return p.with_name(p.name + ".json")
+
+
+def write_sidecar(path: str | Path, info: Mapping[str, Any]) -> Path:
+    """Write the JSON sidecar of the exported file ``path``; returns the sidecar path."""
+    side = sidecar_path(path)
+    side.write_text(json.dumps(dict(info), indent=2) + "\n")
+    return side
+
+
+def check_img_size(img_size: Any, stride: int = 32) -> int:
+    """A positive int multiple of ``stride`` or ``ConfigError``."""
+    try:
+        s = int(img_size)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--img must be an integer number of pixels, got {img_size!r}") from None
+    if s != img_size or s <= 0 or s % stride:
+        raise ConfigError(f"--img must be a positive multiple of {stride} pixels, got {img_size}")
+    return s
+
+
+class ExportModule(nn.Module):
+    """What is exported: ``images [B,3,H,W] float32 in [0,1]`` -> decoded outputs (+ NMS).
+
+    The detector normalises internally (:meth:`odkit.models.Detector.raw_outputs`); with ``half``
+    the network runs in float16 and its raw outputs are cast to float32 before decoding.
+    """
+
+    def __init__(self, model: nn.Module, nms: ExportNMS | None = None, half: bool = False):
+        super().__init__()
+        self.model = model
+        self.nms = nms
+        self.half = half
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.half:
+            raw = self.model.raw_outputs(images.to(torch.float16))
+            boxes, scores = self.model.head.decode([r.float() for r in raw])
+        else:
+            boxes, scores = self.model.forward_export(images)
+        boxes, scores = boxes.float(), scores.float()
+        if self.nms is not None:
+            return self.nms(boxes, scores)
+        return boxes, scores
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    img_size: int = 416,
+    dynamic: bool = False,
+    nms: bool = False,
+    half: bool = False,
+    conf_thr: float = 0.001,
+    iou_thr: float = 0.65,
+    max_det: int = 100,
+    pre_topk: int = 1000,
+    opset: int = 17,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Export ``model`` (an odkit ``Detector``) to the ONNX file ``path`` and write its JSON sidecar.
+
+    ``img_size``: square input in pixels (multiple of the model stride). ``dynamic``: batch dimension
+    dynamic (else 1). ``nms``: include class-wise NMS with ``conf_thr``/``iou_thr``/``max_det``/``pre_topk``
+    fixed in the graph. ``half``: float16 network. ``meta``: extra fields for the sidecar (class
+    names, source weights, ...). The model itself is not modified. Returns ``path``.
+
+    This does not check that the weights are trained: :func:`odkit.export.export` does.
+    """
+    import copy
+
+    require("onnx")
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ConfigError(f"--out {path}: an ONNX file name must end in .onnx")
+    stride = int(getattr(model, "stride", 32))
+    img_size = check_img_size(img_size, stride)
+    if not MIN_OPSET <= int(opset) <= MAX_OPSET:
+        raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
+    nms_mod = ExportNMS(conf_thr, iou_thr, max_det, pre_topk) if nms else None
+    net = copy.deepcopy(model).cpu().eval()
+    net = net.half() if half else net.float()
+    wrapper = ExportModule(net, nms_mod, half).eval()
+    batch = 2 if dynamic else 1
+    dummy = torch.rand(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
+    outputs = ["dets", "num_dets"] if nms else ["boxes", "scores"]
+    dyn = {n: {0: "batch"} for n in [INPUT_NAME, *outputs]} if dynamic else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        log.info("overwriting %s", path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer / legacy-exporter chatter
+        torch.onnx.export(
+            wrapper,
+            (dummy,),
+            str(path),
+            dynamo=False,
+            opset_version=int(opset),
+            input_names=[INPUT_NAME],
+            output_names=outputs,
+            dynamic_axes=dyn,
+            do_constant_folding=True,
+        )
+    onnx = require("onnx")
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as e:  # noqa: BLE001 - report any checker failure as a user-facing error
+        raise OdkitError(f"exported ONNX file {path} fails the ONNX checker: {e}") from e
+    cfg = dict(getattr(model, "config", {}) or {})
+    info: dict[str, Any] = {
+        "format": "onnx",
+        "model": cfg.get("name"),
+        "num_classes": int(getattr(model, "num_classes", 0)) or cfg.get("num_classes"),
+        "class_names": cfg.get("class_names"),
+        "img_size": [img_size, img_size],
+        "input": {"name": INPUT_NAME, "shape": ["batch" if dynamic else 1, 3, img_size, img_size],
+                  "dtype": "float32", "layout": "RGB in [0, 1], letterboxed (pad 114)"},
+        "outputs": outputs,
+        "dynamic_batch": bool(dynamic),
+        "nms": bool(nms),
+        "conf_thr": float(conf_thr),
+        "iou_thr": float(iou_thr),
+        "max_det": int(max_det),
+        "pre_topk": int(pre_topk),
+        "half": bool(half),
+        "opset": int(opset),
+        "model_config": cfg,
+    }
+    info.update(dict(meta or {}))
+    write_sidecar(path, info)
+    log.info("exported %s (%s, img %d, nms %s, %s)", path, info["model"], img_size, nms, "fp16" if half else "fp32")
+    return path
