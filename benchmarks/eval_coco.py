@@ -72,7 +72,10 @@ def make_data(n_images: int, n_classes: int = 80, seed: int = 0) -> tuple[Annota
 
 def to_coco(aset: AnnotationSet, preds: list[dict]) -> tuple[dict, list[dict]]:
     """The same data as a COCO ground-truth dict and a COCO results list (float64 xywh)."""
-    images = [{"id": int(i), "width": 640, "height": 480, "file_name": f} for i, f in zip(aset.image_ids, aset.files)]
+    images = [
+        {"id": int(i), "width": 640, "height": 480, "file_name": f}
+        for i, f in zip(aset.image_ids, aset.files)
+    ]
     img = aset.image_index()
     b = aset.boxes.astype(np.float64)
     wh = b[:, 2:] - b[:, :2]
@@ -96,7 +99,12 @@ def to_coco(aset: AnnotationSet, preds: list[dict]) -> tuple[dict, list[dict]]:
                 {
                     "image_id": int(aset.image_ids[i]),
                     "category_id": int(aset.class_ids[p["labels"][j]]),
-                    "bbox": [float(pb[j, 0]), float(pb[j, 1]), float(pb[j, 2] - pb[j, 0]), float(pb[j, 3] - pb[j, 1])],
+                    "bbox": [
+                        float(pb[j, 0]),
+                        float(pb[j, 1]),
+                        float(pb[j, 2] - pb[j, 0]),
+                        float(pb[j, 3] - pb[j, 1]),
+                    ],
                     "score": float(p["scores"][j]),
                 }
             )
@@ -136,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
 
     aset, preds = make_data(args.images, args.classes, args.seed)
     n_dt = sum(len(p["scores"]) for p in preds)
-    print(f"data: {len(aset)} images, {args.classes} categories, {aset.num_annotations} gt, {n_dt} detections")
+    print(
+        f"data: {len(aset)} images, {args.classes} categories, {aset.num_annotations} gt, {n_dt} detections"
+    )
 
     times = []
     for _ in range(args.repeat):

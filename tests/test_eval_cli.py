@@ -26,7 +26,9 @@ def files(tmp_path):
 
 def test_coco_json_output(files, capsys) -> None:
     tmp, gt, res = files
-    rc = main(["eval", "--gt", str(tmp / "gt.json"), "--dt", str(tmp / "dt.json"), "--json", str(tmp / "o.json")])
+    rc = main(
+        ["eval", "--gt", str(tmp / "gt.json"), "--dt", str(tmp / "dt.json"), "--json", str(tmp / "o.json")]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in out
@@ -41,10 +43,24 @@ def test_coco_json_output(files, capsys) -> None:
 
 def test_voc_metric_and_plots(files, capsys) -> None:
     tmp, _, _ = files
-    rc = main([
-        "eval", "--gt", str(tmp / "gt.json"), "--dt", str(tmp / "dt.json"), "--metric", "voc07",
-        "--iou", "0.6", "--plus-one", "--plots", str(tmp / "plots"), "--json", str(tmp / "v.json"),
-    ])
+    rc = main(
+        [
+            "eval",
+            "--gt",
+            str(tmp / "gt.json"),
+            "--dt",
+            str(tmp / "dt.json"),
+            "--metric",
+            "voc07",
+            "--iou",
+            "0.6",
+            "--plus-one",
+            "--plots",
+            str(tmp / "plots"),
+            "--json",
+            str(tmp / "v.json"),
+        ]
+    )
     assert rc == 0
     d = json.loads((tmp / "v.json").read_text())
     assert d["metric"] == "voc07" and d["iou_threshold"] == 0.6 and d["legacy_plus_one"] is True

@@ -60,7 +60,9 @@ def make_scenario(
             lab[1:3] = lab[0]
         c = rng.random(g) < crowd
         if area_field:
-            ar = np.where(rng.random(g) < 0.5, rng.choice([32.0**2, 96.0**2, 500.0, 5000.0, 20000.0], g), np.nan)
+            ar = np.where(
+                rng.random(g) < 0.5, rng.choice([32.0**2, 96.0**2, 500.0, 5000.0, 20000.0], g), np.nan
+            )
         else:
             ar = np.full(g, np.nan)
         boxes.append(b)
@@ -91,7 +93,9 @@ def make_scenario(
             db[pick, 3] = db[pick, 1] + side[pick]
         db = np.concatenate([np.minimum(db[:, :2], db[:, 2:]), np.maximum(db[:, :2], db[:, 2:])], 1)
         sc = rng.integers(0, 5, d) / 4.0 if ties else rng.random(d)
-        preds.append({"boxes": db.astype(np.float32), "scores": sc.astype(np.float32), "labels": dl.astype(np.int64)})
+        preds.append(
+            {"boxes": db.astype(np.float32), "scores": sc.astype(np.float32), "labels": dl.astype(np.int64)}
+        )
     cids = [17, 3, 90, 5, 44, 8][:n_cls] if noncontig else list(range(1, n_cls + 1))
     image_ids = np.arange(n_img) * 7 + 2
     if shuffle_ids:
@@ -114,7 +118,10 @@ def make_scenario(
 
 def to_coco(aset: AnnotationSet, preds: list[dict]) -> tuple[dict, list[dict]]:
     """The same data for pycocotools: gt dict (ids from 1) and a results list (float64 xywh)."""
-    images = [{"id": int(i), "width": 400, "height": 400, "file_name": f} for i, f in zip(aset.image_ids, aset.files)]
+    images = [
+        {"id": int(i), "width": 400, "height": 400, "file_name": f}
+        for i, f in zip(aset.image_ids, aset.files)
+    ]
     anns = []
     for r in aset:
         b = r.boxes.astype(np.float64)
@@ -140,7 +147,12 @@ def to_coco(aset: AnnotationSet, preds: list[dict]) -> tuple[dict, list[dict]]:
                 {
                     "image_id": int(aset.image_ids[i]),
                     "category_id": int(aset.class_ids[p["labels"][j]]),
-                    "bbox": [float(b[j, 0]), float(b[j, 1]), float(b[j, 2] - b[j, 0]), float(b[j, 3] - b[j, 1])],
+                    "bbox": [
+                        float(b[j, 0]),
+                        float(b[j, 1]),
+                        float(b[j, 2] - b[j, 0]),
+                        float(b[j, 3] - b[j, 1]),
+                    ],
                     "score": float(p["scores"][j]),
                 }
             )
@@ -199,8 +211,15 @@ SCENARIOS = {
     "six_classes_sparse": dict(n_cls=6, max_gt=3, max_dt=10, n_img=20),
     "dense": dict(max_gt=15, max_dt=80, n_img=6, crowd=0.1),
     "everything": dict(
-        crowd=0.2, empty_gt=0.2, empty_dt=0.2, absent_cls=True, ties=True, boundary=True, area_field=True,
-        shuffle_ids=True, n_cls=5,
+        crowd=0.2,
+        empty_gt=0.2,
+        empty_dt=0.2,
+        absent_cls=True,
+        ties=True,
+        boundary=True,
+        area_field=True,
+        shuffle_ids=True,
+        n_cls=5,
     ),
     "everything_many": dict(crowd=0.2, many_dets=True, ties=True, area_field=True, n_img=4, max_gt=12),
 }
@@ -286,8 +305,12 @@ def test_torch_tensors_and_image_id_dicts() -> None:
     aset, preds = make_scenario(4)
     ref = evaluate_coco(aset, preds)
     tp = [
-        {"boxes": torch.from_numpy(p["boxes"]), "scores": torch.from_numpy(p["scores"]),
-         "labels": torch.from_numpy(p["labels"]), "image_id": int(i)}
+        {
+            "boxes": torch.from_numpy(p["boxes"]),
+            "scores": torch.from_numpy(p["scores"]),
+            "labels": torch.from_numpy(p["labels"]),
+            "image_id": int(i),
+        }
         for p, i in zip(preds, aset.image_ids)
     ][::-1]  # order of dicts does not matter when they carry image ids (per-image order kept)
     r = evaluate_coco(aset, tp)
@@ -317,7 +340,14 @@ def test_exact_json_values(tmp_path) -> None:
         "images": [{"id": 1, "width": 100, "height": 100, "file_name": "a.jpg"}],
         "categories": [{"id": 1, "name": "a"}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0.1, 0.1, 10.3, 20.7], "area": 213.21, "iscrowd": 0}
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [0.1, 0.1, 10.3, 20.7],
+                "area": 213.21,
+                "iscrowd": 0,
+            }
         ],
     }
     res = [{"image_id": 1, "category_id": 1, "bbox": [0.1, 0.1, 10.3, 20.7 / 2], "score": 0.9}]

@@ -15,7 +15,9 @@ def _gt() -> AnnotationSet:
     ]
     labels = [np.array([0, 1, 2, 1]), np.array([1])]
     crowd = [np.array([False, False, False, True]), np.array([False])]
-    return AnnotationSet.from_lists("/", ["a", "b"], [100, 100], [100, 100], boxes, labels, ["A", "B", "C"], iscrowd=crowd)
+    return AnnotationSet.from_lists(
+        "/", ["a", "b"], [100, 100], [100, 100], boxes, labels, ["A", "B", "C"], iscrowd=crowd
+    )
 
 
 def test_confusion_matrix_hand_worked() -> None:
@@ -23,7 +25,14 @@ def test_confusion_matrix_hand_worked() -> None:
     preds = [
         {
             "boxes": np.array(
-                [[0, 0, 10, 10], [0, 0, 10, 9], [20, 0, 30, 10], [50, 50, 60, 60], [70, 0, 80, 10], [80, 80, 90, 90]],
+                [
+                    [0, 0, 10, 10],
+                    [0, 0, 10, 9],
+                    [20, 0, 30, 10],
+                    [50, 50, 60, 60],
+                    [70, 0, 80, 10],
+                    [80, 80, 90, 90],
+                ],
                 np.float32,
             ),
             "scores": np.array([0.9, 0.8, 0.7, 0.1, 0.6, 0.9]),

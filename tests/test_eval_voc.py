@@ -103,14 +103,20 @@ def test_legacy_plus_one() -> None:
     assert evaluate_voc(gt, preds, iou_threshold=0.44).ap[0] == 1.0
 
 
-def _devkit_reference(gt: AnnotationSet, preds: list[dict], cls: int, thr: float, plus_one: bool, use07: bool):
+def _devkit_reference(
+    gt: AnnotationSet, preds: list[dict], cls: int, thr: float, plus_one: bool, use07: bool
+):
     """A direct transcription of the devkit loop (per detection, per gt), for comparison."""
     e = 1.0 if plus_one else 0.0
     recs = {}
     npos = 0
     for i, r in enumerate(gt):
         m = r.labels == cls
-        recs[i] = {"bbox": r.boxes[m].astype(np.float64), "difficult": r.difficult[m], "det": [False] * int(m.sum())}
+        recs[i] = {
+            "bbox": r.boxes[m].astype(np.float64),
+            "difficult": r.difficult[m],
+            "det": [False] * int(m.sum()),
+        }
         npos += int((~r.difficult[m]).sum())
     dets = []
     for i, p in enumerate(preds):

@@ -15,11 +15,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--gt", required=True, help="ground truth: COCO json, VOC root or YOLO data.yaml")
-    p.add_argument("--dt", required=True, help="detections: COCO results json (image_id, category_id, bbox xywh, score)")
-    p.add_argument("--metric", choices=["coco", "voc07", "voc12"], default="coco", help="metric (default coco)")
-    p.add_argument("--iou", type=float, default=0.5, help="IoU threshold for VOC metrics and plots (default 0.5)")
-    p.add_argument("--plus-one", action="store_true", help="VOC: legacy +1 pixel box convention of the devkit")
-    p.add_argument("--conf", type=float, default=0.25, help="score threshold of the confusion matrix (default 0.25)")
+    p.add_argument(
+        "--dt", required=True, help="detections: COCO results json (image_id, category_id, bbox xywh, score)"
+    )
+    p.add_argument(
+        "--metric", choices=["coco", "voc07", "voc12"], default="coco", help="metric (default coco)"
+    )
+    p.add_argument(
+        "--iou", type=float, default=0.5, help="IoU threshold for VOC metrics and plots (default 0.5)"
+    )
+    p.add_argument(
+        "--plus-one", action="store_true", help="VOC: legacy +1 pixel box convention of the devkit"
+    )
+    p.add_argument(
+        "--conf", type=float, default=0.25, help="score threshold of the confusion matrix (default 0.25)"
+    )
     p.add_argument("--plots", metavar="DIR", help="write pr_curves.png and confusion_matrix.{png,npy} here")
     p.add_argument("--json", metavar="OUT", help="write every figure at full precision to this json file")
     p.add_argument("--format", help="ground-truth format when it cannot be guessed (coco, voc, yolo)")

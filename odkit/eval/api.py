@@ -47,7 +47,9 @@ def evaluate(
             raise ConfigError("plus_one applies to VOC metrics only (COCO boxes have no +1)")
         result = evaluate_coco(g, d)
     else:
-        result = evaluate_voc(g, d, iou_threshold=iou, use_07_metric=metric == "voc07", legacy_plus_one=plus_one)
+        result = evaluate_voc(
+            g, d, iou_threshold=iou, use_07_metric=metric == "voc07", legacy_plus_one=plus_one
+        )
     if plots:
         from pathlib import Path
 

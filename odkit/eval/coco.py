@@ -98,7 +98,8 @@ class CocoResult:
         """Every figure at full precision (json-serialisable)."""
         d: dict[str, Any] = {"metric": "coco", **self.metrics}
         d["per_class"] = {
-            name: {"category_id": cid, **self.per_class[name]} for name, cid in zip(self.class_names, self.cat_ids)
+            name: {"category_id": cid, **self.per_class[name]}
+            for name, cid in zip(self.class_names, self.cat_ids)
         }
         return d
 
@@ -428,7 +429,9 @@ def _evaluate(gt: GroundTruth, dt: Detections, show_progress: bool = False) -> C
                 scores[:, :, k, :, mi] = s_out
 
     stats, summary = _summarize(precision, recall)
-    names = [gt.class_names[int(lbl)] if int(lbl) < len(gt.class_names) else str(cat_ids[lbl]) for lbl in k_order]
+    names = [
+        gt.class_names[int(lbl)] if int(lbl) < len(gt.class_names) else str(cat_ids[lbl]) for lbl in k_order
+    ]
     i50 = int(np.flatnonzero(IOU_THRESHOLDS == 0.5)[0])
     i75 = int(np.flatnonzero(IOU_THRESHOLDS == 0.75)[0])
     per_class = {}

@@ -98,8 +98,15 @@ def plot_confusion_matrix(
             for j in range(n):
                 if matrix[i, j]:
                     txt = f"{m[i, j]:.2f}" if normalize else str(int(matrix[i, j]))
-                    ax.text(j, i, txt, ha="center", va="center", fontsize=7,
-                            color="white" if m[i, j] > 0.5 * m.max() else "black")
+                    ax.text(
+                        j,
+                        i,
+                        txt,
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if m[i, j] > 0.5 * m.max() else "black",
+                    )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("confusion matrix" + (" (column-normalised)" if normalize else ""))

@@ -103,7 +103,9 @@ def _annotation_set_to_gt(aset: AnnotationSet, source: str) -> GroundTruth:
     keep = labels >= 0
     if not keep.all():
         log.warning(
-            "%s: %d annotation(s) of unknown classes are left out of the evaluation", source, int((~keep).sum())
+            "%s: %d annotation(s) of unknown classes are left out of the evaluation",
+            source,
+            int((~keep).sum()),
         )
     img = aset.image_index()[keep]
     xyxy = np.asarray(aset.boxes, dtype=np.float64).reshape(-1, 4)[keep]
@@ -289,7 +291,12 @@ def _coco_results_fast(results: list[Any]) -> tuple[np.ndarray, ...] | None:
     for arr in (image_id, cat_id):
         if arr.shape != (n,) or arr.dtype.kind not in "iu":
             return None
-    if xywh.shape != (n, 4) or xywh.dtype.kind not in "iuf" or scores.shape != (n,) or scores.dtype.kind not in "iuf":
+    if (
+        xywh.shape != (n, 4)
+        or xywh.dtype.kind not in "iuf"
+        or scores.shape != (n,)
+        or scores.dtype.kind not in "iuf"
+    ):
         return None
     xywh = xywh.astype(np.float64)
     scores = scores.astype(np.float64)
@@ -330,7 +337,12 @@ def _coco_results_checked(results: list[Any], source: str) -> tuple[np.ndarray, 
 
 
 def _map_coco_ids(
-    image_id: np.ndarray, cat_id: np.ndarray, xywh: np.ndarray, scores: np.ndarray, gt: GroundTruth, source: str
+    image_id: np.ndarray,
+    cat_id: np.ndarray,
+    xywh: np.ndarray,
+    scores: np.ndarray,
+    gt: GroundTruth,
+    source: str,
 ) -> Detections:
     """Original image / category ids -> positions in ``gt``; DataError naming unknown ids."""
     n = len(image_id)

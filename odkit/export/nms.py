@@ -22,7 +22,6 @@ what it gets alone.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from odkit.errors import ConfigError

@@ -185,9 +185,10 @@ def _greedy_sorted(boxes: Tensor, thr: float, labels: Tensor | None = None, mode
         sel = alive.index_select(0, xs).nonzero().squeeze(1)
         xs, key_s = xs.index_select(0, sel), key_s.index_select(0, sel)
         blk = blk.index_select(0, valid.index_select(0, blk).nonzero().squeeze(1))
-        if xs.numel() == 0 or blk.numel() == 0:
-            if xs.numel() == 0:
-                break
+        if xs.numel() == 0:  # what is left has zero width or height: it cannot be suppressed
+            kept.append(alive[p:].nonzero().squeeze(1) + p)
+            break
+        if blk.numel() == 0:
             continue
         # windows [k_boxes, n_oct]
         wa = w.index_select(0, blk)[:, None]

@@ -1,0 +1,56 @@
+"""``odkit export``: trained weights -> ONNX or OpenVINO IR, with optional in-graph NMS."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export trained weights to ONNX or OpenVINO (normalisation, decoding, optional NMS in the graph)",
+        description=(
+            "Export trained weights to ONNX or OpenVINO IR. The graph takes float [B,3,H,W] RGB in [0,1], "
+            "letterboxed to --img, and includes normalisation and box decoding. Without --nms it outputs "
+            "boxes [B,N,4] and scores [B,N,C]; with --nms, dets [B,max_det,6] (x1,y1,x2,y2,score,class) and "
+            "num_dets [B]. A JSON sidecar <file>.json is written next to the export. "
+            "Needs the export extra: pip install 'odkit[export]'."
+        ),
+    )
+    p.add_argument("--weights", required=True, help="trained weights (.safetensors with sidecar) or a run directory")
+    p.add_argument("--format", choices=["onnx", "openvino"], default="onnx", help="output format (default onnx)")
+    p.add_argument("--img", type=int, default=None, help="square input size in pixels, multiple of 32 (default: training size)")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch dimension (default: batch 1)")
+    p.add_argument("--nms", action="store_true", help="include class-wise NMS; fixed-shape outputs")
+    p.add_argument("--half", action="store_true",
+                   help="float16 weights/compute where the runtime supports it (on CPU onnxruntime often slower)")
+    p.add_argument("--out", default=None, help="output file (.onnx / .xml) or directory (default: next to the weights)")
+    p.add_argument("--conf", type=float, default=0.001, help="in-graph NMS: score threshold (default 0.001)")
+    p.add_argument("--iou", type=float, default=0.65, help="in-graph NMS: IoU threshold (default 0.65)")
+    p.add_argument("--max-det", type=int, default=100, help="in-graph NMS: detections per image (default 100)")
+    p.add_argument("--pre-topk", type=int, default=1000, help="in-graph NMS: candidates before NMS (default 1000)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from odkit.export import export
+    from odkit.export.onnx import sidecar_path
+
+    path = export(
+        args.weights,
+        format=args.format,
+        img_size=args.img,
+        dynamic=args.dynamic,
+        nms=args.nms,
+        half=args.half,
+        out=args.out,
+        conf_thr=args.conf,
+        iou_thr=args.iou,
+        max_det=args.max_det,
+        opset=args.opset,
+        pre_topk=args.pre_topk,
+    )
+    print(f"exported {path}")
+    print(f"sidecar  {sidecar_path(path)}")
+    return 0

@@ -1,0 +1,227 @@
+"""Predictors for exported models: onnxruntime for ``.onnx``, OpenVINO for ``.xml``.
+
+They mirror :class:`odkit.engine.predictor.Predictor`: the same input forms (paths, numpy HWC RGB,
+tensors), the same letterbox (:func:`odkit.data.transforms.letterbox`) and the same post-processing
+(:func:`odkit.models.postprocess.postprocess`, or the in-graph NMS followed by
+:func:`odkit.models.postprocess.undo_letterbox`), so they return the same prediction dicts
+``{"boxes" [K,4] float32 xyxy original pixels, "scores" [K], "labels" [K] int64}``.
+
+A graph exported with in-graph NMS has its thresholds fixed: a stricter ``conf``, a smaller
+``max_det`` are applied exactly on its output; a looser ``conf``, a larger ``max_det`` or another
+``iou`` cannot be, and the exported values are used (with a warning).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from odkit.errors import ConfigError, OdkitError
+from odkit.export.onnx import require, sidecar_path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ExportedPredictor", "OnnxRuntimeBackend", "OpenVINOBackend", "load_predictor", "read_sidecar"]
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """The JSON sidecar (``<file>.json``) of an exported model."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise OdkitError(
+            f"{path}: its sidecar {side.name} is missing (it records image size, classes and NMS settings; "
+            f"re-export with `odkit export`)"
+        )
+    try:
+        info = json.loads(side.read_text())
+    except json.JSONDecodeError as e:
+        raise OdkitError(f"{side}: not valid JSON: {e}") from e
+    for key in ("img_size", "nms", "num_classes"):
+        if key not in info:
+            raise OdkitError(f"{side}: lacks {key!r}")
+    return info
+
+
+class OnnxRuntimeBackend:
+    """``run(images [B,3,H,W] float32) -> list of output arrays`` with onnxruntime on CPU."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        ort = require("onnxruntime")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise OdkitError(f"onnxruntime cannot load {path}: {e}") from e
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input_name: images})
+
+
+class OpenVINOBackend:
+    """``run(images [B,3,H,W] float32) -> list of output arrays`` with OpenVINO on CPU (float32 precision
+    unless the model was exported with ``half``)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, half: bool = False):
+        ov = require("openvino")
+        core = ov.Core()
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if not half:
+            config["INFERENCE_PRECISION_HINT"] = "f32"  # no silent bf16 on CPUs that have it
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            self.compiled = core.compile_model(str(path), "CPU", config)
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
+            raise OdkitError(f"OpenVINO cannot load {path}: {e}") from e
+        self.request = self.compiled.create_infer_request()
+        self.outputs = list(self.compiled.outputs)
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        res = self.request.infer({0: images})
+        return [np.asarray(res[o]) for o in self.outputs]
+
+
+def _inputs(images: Any) -> list[tuple[np.ndarray, str]]:
+    """``(uint8 [H, W, 3] RGB, path or "")`` per image; the input forms of the PyTorch ``Predictor``."""
+    from odkit.engine.predictor import _to_rgb_uint8
+
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        return [(_to_rgb_uint8(t, f"image {i}"), "") for i, t in enumerate(images)]
+    if isinstance(images, (str, Path, np.ndarray, torch.Tensor)):
+        images = [images]
+    out = []
+    for i, x in enumerate(images):
+        is_path = isinstance(x, (str, Path))
+        out.append((_to_rgb_uint8(x, str(x) if is_path else f"image {i}"), str(x) if is_path else ""))
+    return out
+
+
+class ExportedPredictor:
+    """Inference with an exported model; the interface of :class:`odkit.engine.predictor.Predictor`.
+
+    ``backend`` is an :class:`OnnxRuntimeBackend` / :class:`OpenVINOBackend` (anything with
+    ``run(images) -> outputs``) and ``info`` the export sidecar.
+    """
+
+    def __init__(self, backend: Any, info: dict[str, Any], path: str | Path = ""):
+        self.backend = backend
+        self.info = info
+        self.meta = info
+        self.path = str(path)
+        self.img_size = int(info["img_size"][0] if isinstance(info["img_size"], list) else info["img_size"])
+        self.nms = bool(info["nms"])
+        self.dynamic = bool(info.get("dynamic_batch", False))
+        n = int(info["num_classes"])
+        self.class_names: list[str] = list(info.get("class_names") or [str(i) for i in range(n)])
+        self._warned = False
+
+    def _check_thresholds(self, conf: float, iou: float, max_det: int) -> None:
+        i = self.info
+        problems = []
+        if conf < i["conf_thr"]:
+            problems.append(f"conf {conf} < exported {i['conf_thr']}")
+        if abs(iou - i["iou_thr"]) > 1e-12:
+            problems.append(f"iou {iou} != exported {i['iou_thr']}")
+        if max_det > i["max_det"]:
+            problems.append(f"max_det {max_det} > exported {i['max_det']}")
+        if problems and not self._warned:
+            log.warning(
+                "%s has NMS in the graph with fixed thresholds; %s: using the exported values "
+                "(re-export with other --conf/--iou/--max-det, or without --nms)",
+                self.path or "model", "; ".join(problems),
+            )
+            self._warned = True
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: Any,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        img_size: int | None = None,
+        batch: int = 8,
+        *,
+        conf_thr: float | None = None,
+        iou_thr: float | None = None,
+    ) -> list[dict[str, torch.Tensor]]:
+        """Detections per image (in original image pixels). ``conf_thr``/``iou_thr`` are aliases of
+        ``conf``/``iou``. ``img_size``, when given, must be the exported size."""
+        from odkit.data.transforms import letterbox
+        from odkit.models.postprocess import postprocess, undo_letterbox
+
+        conf = float(conf if conf_thr is None else conf_thr)
+        iou = float(iou if iou_thr is None else iou_thr)
+        max_det = int(max_det)
+        if img_size is not None and int(img_size) != self.img_size:
+            raise ConfigError(
+                f"{self.path}: exported for img size {self.img_size}, got img_size={img_size} (re-export with --img)"
+            )
+        if self.nms:
+            self._check_thresholds(conf, iou, max_det)
+        items = _inputs(images)
+        step = max(int(batch), 1) if self.dynamic else 1
+        size = self.img_size
+        results: list[dict[str, torch.Tensor]] = []
+        for s in range(0, len(items), step):
+            chunk = items[s : s + step]
+            arrs, metas = [], []
+            for k, (img, path) in enumerate(chunk):
+                out, _, meta = letterbox(img, np.zeros((0, 4), np.float32), {"image_id": s + k, "path": path}, size)
+                arrs.append(out)
+                metas.append(meta)
+            x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div_(255.0)
+            outs = self.backend.run(np.ascontiguousarray(x.numpy()))
+            if not self.nms:
+                boxes, scores = torch.from_numpy(outs[0]), torch.from_numpy(outs[1])
+                results.extend(postprocess(boxes, scores, metas, conf, iou, max_det))
+                continue
+            dets, num = outs[0], outs[1]
+            for b, meta in enumerate(metas):
+                d = torch.from_numpy(np.ascontiguousarray(dets[b, : int(num[b])], dtype=np.float32))
+                if conf > self.info["conf_thr"]:
+                    d = d[d[:, 4] > conf]
+                d = d[:max_det]
+                results.append(
+                    {"boxes": undo_letterbox(d[:, :4], meta).float(), "scores": d[:, 4].clone(),
+                     "labels": d[:, 5].round().long()}
+                )
+        return results
+
+    __call__ = predict
+
+    def run(self, images: np.ndarray | torch.Tensor) -> list[np.ndarray]:
+        """Raw graph outputs for already letterboxed ``images [B,3,H,W]`` float32 in [0, 1]."""
+        if isinstance(images, torch.Tensor):
+            images = images.detach().cpu().float().numpy()
+        return self.backend.run(np.ascontiguousarray(images, dtype=np.float32))
+
+    def __repr__(self) -> str:
+        kind = type(self.backend).__name__.replace("Backend", "")
+        return (f"ExportedPredictor({self.path}, {kind}, {len(self.class_names)} classes, img {self.img_size}, "
+                f"nms {'in graph' if self.nms else 'outside'})")
+
+
+def load_predictor(path: str | Path, threads: int | None = None) -> ExportedPredictor:
+    """Predictor for an exported model: ``.onnx`` (onnxruntime) or ``.xml`` (OpenVINO IR), with its
+    JSON sidecar. ``threads``: intra-op threads (default: the runtime's choice)."""
+    p = Path(path)
+    if p.suffix not in (".onnx", ".xml"):
+        raise ConfigError(f"{p}: an exported model must be .onnx (onnxruntime) or .xml (OpenVINO)")
+    if not p.is_file():
+        raise OdkitError(f"{p}: file does not exist")
+    info = read_sidecar(p)
+    if p.suffix == ".onnx":
+        backend: Any = OnnxRuntimeBackend(p, threads)
+    else:
+        backend = OpenVINOBackend(p, threads, half=bool(info.get("half")))
+    return ExportedPredictor(backend, info, p)
