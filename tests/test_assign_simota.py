@@ -135,8 +135,12 @@ def test_image_without_gt_and_padding():
     assigner = SimOTAAssigner()
     # a batch with no gt at all
     res = assigner.assign(
-        _far_boxes(n)[None].repeat(2, 1, 1), _uniform_scores(n)[None].repeat(2, 1, 1), centers, strides,
-        torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long),
+        _far_boxes(n)[None].repeat(2, 1, 1),
+        _uniform_scores(n)[None].repeat(2, 1, 1),
+        centers,
+        strides,
+        torch.zeros(2, 0, 4),
+        torch.zeros(2, 0, dtype=torch.long),
     )
     assert res.gt_inds.shape == (2, n) and (res.gt_inds == -1).all() and (res.labels == -1).all()
     assert res.num_gts.tolist() == [0, 0] and res.num_pos == 0
@@ -146,8 +150,13 @@ def test_image_without_gt_and_padding():
     preds[_idx(28, 28)] = gt[0]
     single = assigner.assign(preds, _uniform_scores(n), centers, strides, gt, torch.tensor([0]))
     batched = assigner.assign(
-        torch.stack((preds, preds)), _uniform_scores(n)[None].repeat(2, 1, 1), centers, strides,
-        torch.stack((gt, torch.zeros(1, 4))), torch.tensor([[0], [0]]), torch.tensor([[True], [False]]),
+        torch.stack((preds, preds)),
+        _uniform_scores(n)[None].repeat(2, 1, 1),
+        centers,
+        strides,
+        torch.stack((gt, torch.zeros(1, 4))),
+        torch.tensor([[0], [0]]),
+        torch.tensor([[True], [False]]),
     )
     assert torch.equal(batched.gt_inds[0], single.gt_inds)
     assert torch.allclose(batched.quality[0], single.quality)

@@ -43,7 +43,7 @@ def test_ema_ramp_matches_formula():
             else:
                 ref[k] = v.clone()
     for k, v in ema.ema.state_dict().items():
-        assert torch.allclose(v.double(), ref[k], atol=1e-5), k
+        assert torch.allclose(v.double(), ref[k].double(), atol=1e-5), k
 
 
 def test_ema_params_short_and_long_runs():

@@ -24,7 +24,9 @@ def test_iou_loss_modes_hand_values():
     assert float(iou_loss(a, b, "giou")) == pytest.approx(1 - giou, abs=1e-6)
     assert float(iou_loss(a, a, "iou")) == pytest.approx(0.0, abs=1e-6)
     two = torch.cat((a, a))
-    assert float(iou_loss(two, torch.cat((b, a)), "iou", reduction="sum")) == pytest.approx(1 - iou**2, abs=1e-6)
+    assert float(iou_loss(two, torch.cat((b, a)), "iou", reduction="sum")) == pytest.approx(
+        1 - iou**2, abs=1e-6
+    )
     with pytest.raises(ConfigError):
         iou_loss(a, b, "nope")
 
@@ -46,9 +48,13 @@ def test_l1_targets_invert_decode():
 def test_yolox_loss_matches_hand_computation():
     # one image, 3 priors, 2 classes: prior 0 foreground (gt 0, IoU quality 0.6), prior 1 background,
     # prior 2 ignored (takes no part in any loss).
-    bce = lambda x, t: -(t * math.log(1 / (1 + math.exp(-x))) + (1 - t) * math.log(1 - 1 / (1 + math.exp(-x))))  # noqa: E731
+    bce = lambda x, t: (
+        -(t * math.log(1 / (1 + math.exp(-x))) + (1 - t) * math.log(1 - 1 / (1 + math.exp(-x))))
+    )  # noqa: E731
     gt = torch.tensor([[[0.0, 0.0, 2.0, 2.0]]])
-    pred_boxes = torch.tensor([[[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 1.0, 1.0], [5.0, 5.0, 6.0, 6.0]]], requires_grad=True)
+    pred_boxes = torch.tensor(
+        [[[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 1.0, 1.0], [5.0, 5.0, 6.0, 6.0]]], requires_grad=True
+    )
     raw_reg = torch.tensor([[[0.1, 0.2, 0.3, 0.4], [0.0, 0.0, 0.0, 0.0], [9.0, 9.0, 9.0, 9.0]]])
     obj = torch.tensor([[0.5, -1.0, 3.0]], requires_grad=True)
     cls = torch.tensor([[[0.2, -0.3], [1.0, 1.0], [2.0, 2.0]]], requires_grad=True)
@@ -83,8 +89,15 @@ def test_yolox_loss_without_foreground_is_finite():
     )
     obj = torch.zeros(2, a, requires_grad=True)
     out = yolox_loss(
-        torch.zeros(2, a, 4), torch.zeros(2, a, 4), obj, torch.zeros(2, a, 3), assign, torch.zeros(2, 0, 4),
-        torch.zeros(a, 2), torch.ones(a), use_l1=True,
+        torch.zeros(2, a, 4),
+        torch.zeros(2, a, 4),
+        obj,
+        torch.zeros(2, a, 3),
+        assign,
+        torch.zeros(2, 0, 4),
+        torch.zeros(a, 2),
+        torch.ones(a),
+        use_l1=True,
     )
     # normalised by max(num_fg, 1) = 1: obj loss = 8 * BCE(0, 0) = 8 ln 2
     assert float(out["loss"]) == pytest.approx(8 * math.log(2), abs=1e-5)

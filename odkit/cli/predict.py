@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "and with --save, <image name> annotated with boxes, class names and scores."
         ),
     )
-    p.add_argument("--weights", required=True, help="weights .safetensors (with its .json sidecar) or a run directory")
+    p.add_argument("--weights", required=True, help="weights .safetensors (with its .json sidecar), a run directory, or an exported .onnx / .xml")
     p.add_argument("--source", required=True, help="an image file or a directory of images")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
@@ -44,7 +44,12 @@ def handler(args: argparse.Namespace) -> int:
 
     device = runtime.select_device(args.device)
     runtime.set_threads()
-    pred = load(args.weights, device=device)
+    if Path(args.weights).suffix in (".onnx", ".xml"):  # exported model: onnxruntime / OpenVINO
+        from odkit.export.runtime import load_predictor
+
+        pred = load_predictor(args.weights)
+    else:
+        pred = load(args.weights, device=device)
     files = list_images(args.source)
     out = Path(args.out)
     (out / "labels").mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,8 @@ what it gets alone.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -31,8 +33,7 @@ __all__ = ["ExportNMS", "greedy_fixed_point"]
 IOU_EPS = 1e-7  # union clamp, the same as odkit.ops (DEFAULT_EPS)
 
 
-@torch.jit.script
-def greedy_fixed_point(sup: Tensor, valid: Tensor) -> Tensor:
+def _greedy_fixed_point(sup: Tensor, valid: Tensor) -> Tensor:
     """Greedy NMS keep mask ``[B, K]`` from ``sup [B, K, K]`` (bool, ``sup[b, i, j]``: candidate ``i``
     suppresses ``j``; only ``i < j`` set) and ``valid [B, K]`` (bool). Loops until the fixed point."""
     keep = valid
@@ -45,6 +46,12 @@ def greedy_fixed_point(sup: Tensor, valid: Tensor) -> Tensor:
         go = torch.ne(new, keep).any()
         keep = new
     return keep
+
+
+# Scripted (not traced) so that the data-dependent loop becomes an ONNX Loop when the module is exported.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    greedy_fixed_point = torch.jit.script(_greedy_fixed_point)
 
 
 class ExportNMS(nn.Module):

@@ -1,0 +1,282 @@
+"""RoI pooling (Fast R-CNN RoIPool), RoIAlign and FPN level mapping, vectorised in pure PyTorch.
+
+RoIs are ``[K, 5]`` float tensors ``(batch_index, x1, y1, x2, y2)`` in input-image pixels; a
+feature map of stride ``s`` is addressed with ``spatial_scale = 1 / s``. Outputs are
+``[K, C, out_h, out_w]``. Semantics follow torchvision / Detectron2 exactly (see each function).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from odkit.errors import ConfigError
+
+__all__ = ["map_roi_levels", "multiscale_roi_align", "roi_align", "roi_pool"]
+
+_CHUNK_ELEMS = 1 << 24  # max elements of the per-chunk sample tensor (bounds memory)
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def _check(features: Tensor, rois: Tensor, fn: str) -> None:
+    if features.dim() != 4:
+        raise ConfigError(f"{fn}: features must be [B, C, H, W], got {tuple(features.shape)}")
+    if rois.dim() != 2 or rois.shape[1] != 5:
+        raise ConfigError(f"{fn}: rois must be [K, 5] (batch_index, x1, y1, x2, y2), got {tuple(rois.shape)}")
+    if rois.numel() and (rois[:, 0].min() < 0 or rois[:, 0].max() >= features.shape[0]):
+        raise ConfigError(f"{fn}: rois batch index out of range [0, {features.shape[0] - 1}]")
+
+
+def _round_half_away(x: Tensor) -> Tensor:
+    """std::round (half away from zero), as used by the reference RoIPool."""
+    return torch.sign(x) * torch.floor(x.abs() + 0.5)
+
+
+def roi_pool(
+    features: Tensor,
+    rois: Tensor,
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+) -> Tensor:
+    """Fast R-CNN RoI max pooling (torchvision ``roi_pool`` semantics).
+
+    The RoI corners are quantised with ``round(coord * spatial_scale)`` and the RoI spans
+    ``end - start + 1`` feature cells (the legacy inclusive convention of the reference op). Bin
+    ``p`` covers cells ``[floor(p * bin), ceil((p + 1) * bin))`` from the start, clipped to the
+    feature map; each output is the max over its bin, 0 for an empty bin.
+
+    Returns ``[K, C, out_h, out_w]``; gradients flow to ``features`` (to the arg-max cell).
+    """
+    _check(features, rois, "roi_pool")
+    oh, ow = _pair(output_size)
+    b_sz, c, h, w = features.shape
+    k = rois.shape[0]
+    if k == 0:
+        return features.new_zeros(0, c, oh, ow)
+    r = rois.to(torch.float32 if features.dtype != torch.float64 else torch.float64)
+    bidx = r[:, 0].long()
+    x1, y1, x2, y2 = (_round_half_away(r[:, i] * spatial_scale) for i in range(1, 5))
+    roi_w = (x2 - x1 + 1).clamp(min=1)
+    roi_h = (y2 - y1 + 1).clamp(min=1)
+    ph = torch.arange(oh, device=r.device, dtype=r.dtype)
+    pw = torch.arange(ow, device=r.device, dtype=r.dtype)
+    bh = (roi_h / oh)[:, None]
+    bw = (roi_w / ow)[:, None]
+    hs = (torch.floor(ph * bh) + y1[:, None]).clamp(0, h).long()  # [K, oh]
+    he = (torch.ceil((ph + 1) * bh) + y1[:, None]).clamp(0, h).long()
+    ws = (torch.floor(pw * bw) + x1[:, None]).clamp(0, w).long()  # [K, ow]
+    we = (torch.ceil((pw + 1) * bw) + x1[:, None]).clamp(0, w).long()
+    mh = max(int((he - hs).max()), 1)
+    mw = max(int((we - ws).max()), 1)
+    flat = features.permute(0, 2, 3, 1).reshape(b_sz * h * w, c)
+    out = features.new_zeros(k, oh, ow, c)
+    per_roi = oh * ow * mh * mw * c
+    step = max(1, _CHUNK_ELEMS // max(per_roi, 1))
+    iy = torch.arange(mh, device=r.device)
+    ix = torch.arange(mw, device=r.device)
+    for s in range(0, k, step):
+        sl = slice(s, s + step)
+        yy = hs[sl][:, :, None] + iy  # [k, oh, mh]
+        xx = ws[sl][:, :, None] + ix  # [k, ow, mw]
+        vy = yy < he[sl][:, :, None]
+        vx = xx < we[sl][:, :, None]
+        yy = yy.clamp(max=h - 1)
+        xx = xx.clamp(max=w - 1)
+        index = (
+            bidx[sl][:, None, None, None, None] * (h * w)
+            + yy[:, :, :, None, None] * w
+            + xx[:, None, None, :, :]
+        )  # [k, oh, mh, ow, mw]
+        valid = vy[:, :, :, None, None] & vx[:, None, None, :, :]
+        vals = flat.index_select(0, index.reshape(-1)).reshape(*index.shape, c)
+        vals = vals.masked_fill(~valid[..., None], float("-inf"))
+        m = vals.amax(dim=(2, 4))  # [k, oh, ow, c]
+        empty = ~valid.any(dim=(2, 4))
+        out[sl] = m.masked_fill(empty[..., None], 0.0)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def roi_align(
+    features: Tensor,
+    rois: Tensor,
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+) -> Tensor:
+    """RoIAlign (Mask R-CNN; torchvision / Detectron2 ``ROIAlignV2`` when ``aligned=True``).
+
+    The RoI ``(x1, y1, x2, y2) * spatial_scale`` (shifted by -0.5 when ``aligned``, so that pixel
+    centres sit at integer + 0.5; without ``aligned`` the RoI size is at least 1) is divided into
+    ``out_h x out_w`` bins. Each bin averages a regular grid of ``sampling_ratio^2`` bilinear samples
+    (``ceil(roi_size / output_size)`` per axis when ``sampling_ratio <= 0``). A sample outside
+    ``[-1, H] x [-1, W]`` contributes 0; inside, its coordinates are clamped to the map.
+
+    Returns ``[K, C, out_h, out_w]``, differentiable w.r.t. ``features``. Vectorised over RoIs,
+    bins and samples (RoIs grouped by sample-grid size, in memory-bounded chunks).
+    """
+    _check(features, rois, "roi_align")
+    oh, ow = _pair(output_size)
+    b_sz, c, h, w = features.shape
+    k = rois.shape[0]
+    if k == 0:
+        return features.new_zeros(0, c, oh, ow)
+    cdt = torch.float64 if features.dtype == torch.float64 else torch.float32
+    feats = features if features.dtype in (torch.float32, torch.float64) else features.float()
+    r = rois.to(cdt)
+    off = 0.5 if aligned else 0.0
+    x1 = r[:, 1] * spatial_scale - off
+    y1 = r[:, 2] * spatial_scale - off
+    rw = r[:, 3] * spatial_scale - off - x1
+    rh = r[:, 4] * spatial_scale - off - y1
+    if not aligned:
+        rw, rh = rw.clamp(min=1.0), rh.clamp(min=1.0)
+    bin_w, bin_h = rw / ow, rh / oh
+    if sampling_ratio > 0:
+        gh = torch.full((k,), sampling_ratio, dtype=torch.long, device=r.device)
+        gw = gh
+    else:
+        gh = torch.ceil(rh / oh).long().clamp(min=0)
+        gw = torch.ceil(rw / ow).long().clamp(min=0)
+    bidx = r[:, 0].long()
+    out = feats.new_zeros(k, c, oh, ow)
+    # group RoIs by grid size so that padding samples stay few; chunk for memory
+    gmax = torch.maximum(gh, gw)
+    order = torch.argsort(gmax)
+    gsorted = gmax[order].tolist()
+    s = 0
+    while s < k:
+        g_cap = 2 * max(int(gsorted[s]), 1)  # a chunk holds grids of up to twice its first one
+        step = max(1, _CHUNK_ELEMS // (c * oh * ow * g_cap * g_cap))
+        e = min(bisect.bisect_right(gsorted, g_cap, lo=s), s + step)
+        idx = order[s:e]
+        g_chunk = max(int(gsorted[e - 1]), 1)
+        out[idx] = _roi_align_chunk(
+            feats, bidx[idx], x1[idx], y1[idx], bin_w[idx], bin_h[idx], gh[idx], gw[idx], oh, ow, g_chunk
+        )
+        s = e
+    return out if features.dtype == out.dtype else out.to(features.dtype)
+
+
+def _roi_align_chunk(
+    feats: Tensor,
+    bidx: Tensor,
+    x1: Tensor,
+    y1: Tensor,
+    bin_w: Tensor,
+    bin_h: Tensor,
+    gh: Tensor,
+    gw: Tensor,
+    oh: int,
+    ow: int,
+    g: int,
+) -> Tensor:
+    """RoIAlign for a chunk of RoIs with at most ``g`` samples per bin and axis."""
+    k = bidx.shape[0]
+    _, c, h, w = feats.shape
+    dt = x1.dtype
+    dev = x1.device
+    i = torch.arange(g, device=dev, dtype=dt)
+    # sample coordinates: [k, o, g]
+    ghf = gh.clamp(min=1).to(dt)[:, None, None]
+    gwf = gw.clamp(min=1).to(dt)[:, None, None]
+    ys = (
+        y1[:, None, None]
+        + torch.arange(oh, device=dev, dtype=dt)[None, :, None] * bin_h[:, None, None]
+        + (i + 0.5)[None, None, :] * bin_h[:, None, None] / ghf
+    )
+    xs = (
+        x1[:, None, None]
+        + torch.arange(ow, device=dev, dtype=dt)[None, :, None] * bin_w[:, None, None]
+        + (i + 0.5)[None, None, :] * bin_w[:, None, None] / gwf
+    )
+    my = (i[None, None, :] < gh[:, None, None]) & (ys >= -1.0) & (ys <= h)  # [k, oh, g]
+    mx = (i[None, None, :] < gw[:, None, None]) & (xs >= -1.0) & (xs <= w)
+    # bilinear sampling with coordinates clamped to [0, size - 1] ("border"), align_corners=False
+    gy = (2.0 * ys.clamp(0, h - 1) + 1.0) / h - 1.0
+    gx = (2.0 * xs.clamp(0, w - 1) + 1.0) / w - 1.0
+    grid = torch.stack(
+        (
+            gx.reshape(k, 1, ow * g).expand(k, oh * g, ow * g),
+            gy.reshape(k, oh * g, 1).expand(k, oh * g, ow * g),
+        ),
+        dim=-1,
+    ).to(feats.dtype)  # [k, oh*g, ow*g, 2]
+    out = feats.new_empty(k, c, oh, ow)
+    weight = (my.reshape(k, oh * g, 1) & mx.reshape(k, 1, ow * g)).to(feats.dtype)  # [k, S, S]
+    count = (gh * gw).clamp(min=1).to(feats.dtype)
+    for b in torch.unique(bidx).tolist():
+        sel = (bidx == b).nonzero().squeeze(1)
+        kb = sel.numel()
+        gr = grid.index_select(0, sel).reshape(1, kb * oh * g, ow * g, 2)
+        v = F.grid_sample(feats[b : b + 1], gr, mode="bilinear", padding_mode="border", align_corners=False)
+        v = v.reshape(c, kb, oh * g, ow * g) * weight.index_select(0, sel)[None]
+        v = v.reshape(c, kb, oh, g, ow, g).sum(dim=(3, 5)) / count.index_select(0, sel)[None, :, None, None]
+        out[sel] = v.permute(1, 0, 2, 3)
+    return out
+
+
+def map_roi_levels(
+    rois: Tensor,
+    k_min: int,
+    k_max: int,
+    canonical_scale: float = 224.0,
+    canonical_level: int = 4,
+    eps: float = 1e-6,
+) -> Tensor:
+    """FPN level of each RoI (Lin et al. 2017, eq. 1), as an index into the feature list.
+
+    ``k = floor(canonical_level + log2(sqrt(w * h) / canonical_scale) + eps)`` clamped to
+    ``[k_min, k_max]``; returns ``k - k_min`` (int64 ``[K]``). ``rois`` is ``[K, 5]`` or ``[K, 4]``
+    (xyxy pixels, the last four columns are used).
+    """
+    if rois.dim() != 2 or rois.shape[1] not in (4, 5):
+        raise ConfigError(f"map_roi_levels: rois must be [K, 5] or [K, 4], got {tuple(rois.shape)}")
+    b = rois[:, -4:].float()
+    scale = torch.sqrt((b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0))
+    lvl = torch.floor(canonical_level + torch.log2(scale / canonical_scale + 1e-12) + eps)
+    return (lvl.clamp(min=k_min, max=k_max) - k_min).long()
+
+
+def multiscale_roi_align(
+    features: list[Tensor],
+    rois: Tensor,
+    strides: list[int],
+    output_size: int | tuple[int, int],
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+    canonical_scale: float = 224.0,
+    canonical_level: int = 4,
+) -> Tensor:
+    """RoIAlign from an FPN: each RoI is pooled from the level chosen by :func:`map_roi_levels`.
+
+    ``features[i]`` has stride ``strides[i]`` (powers of two, increasing); levels are
+    ``log2(stride)``. Returns ``[K, C, out_h, out_w]``.
+    """
+    if len(features) != len(strides) or not features:
+        raise ConfigError(f"multiscale_roi_align: {len(features)} feature maps but {len(strides)} strides")
+    levels = [math.log2(s) for s in strides]
+    if any(abs(lv - round(lv)) > 1e-6 for lv in levels) or sorted(levels) != levels:
+        raise ConfigError(f"multiscale_roi_align: strides must be increasing powers of two, got {strides}")
+    k_min, k_max = round(levels[0]), round(levels[-1])
+    if k_max - k_min + 1 != len(strides):
+        raise ConfigError(f"multiscale_roi_align: strides must be consecutive powers of two, got {strides}")
+    oh, ow = _pair(output_size)
+    c = features[0].shape[1]
+    lvl = map_roi_levels(rois, k_min, k_max, canonical_scale, canonical_level)
+    out = features[0].new_zeros(rois.shape[0], c, oh, ow)
+    for i, (feat, stride) in enumerate(zip(features, strides)):
+        sel = (lvl == i).nonzero().squeeze(1)
+        if sel.numel():
+            out[sel] = roi_align(feat, rois[sel], (oh, ow), 1.0 / stride, sampling_ratio, aligned)
+    return out
