@@ -67,11 +67,14 @@ def trained(tmp_path_factory):
     w = save_weights(root / "weights" / "best.safetensors", model.state_dict(), _meta(model, 1))
     # test images: synthetic shapes of other sizes than the network input (letterbox is exercised)
     images = [render_image(1, i, size=150).image for i in range(3)]
+    # the plain ONNX export goes through the CLI (exit 0 path)
+    assert main(["export", "--weights", str(w), "--dynamic", "--out", str(root / "plain.onnx")]) == 0
     files = {
-        "onnx": export(w, "onnx", dynamic=True, out=root / "plain.onnx"),
-        "xml": export(w, "openvino", dynamic=True, out=root / "plain.xml"),
+        "onnx": root / "plain.onnx",
         "onnx_nms": export(w, "onnx", dynamic=True, nms=True, out=root / "nms.onnx",
                            conf_thr=CONF, iou_thr=IOU, max_det=MAX_DET),
+        "xml_nms": export(w, "openvino", dynamic=True, nms=True, out=root / "nms.xml",
+                          conf_thr=CONF, iou_thr=IOU, max_det=MAX_DET),
     }
     return {"root": root, "weights": w, "model": model, "images": images, "files": files}
 
@@ -94,7 +97,7 @@ def test_parity_pytorch_onnxruntime_openvino(trained):
     torch_pred = load(trained["weights"]).predict(trained["images"], conf=CONF, iou=IOU, max_det=MAX_DET)
     assert sum(len(p["scores"]) for p in torch_pred) >= 10  # the trained model does detect things
     assert max(float(p["scores"].max()) for p in torch_pred) > 0.01
-    for key in ("onnx", "xml", "onnx_nms"):
+    for key in ("onnx", "onnx_nms", "xml_nms"):
         pred = load_predictor(trained["files"][key])
         got = pred.predict(trained["images"], conf=CONF, iou=IOU, max_det=MAX_DET, batch=2)
         assert len(got) == len(torch_pred)
@@ -103,28 +106,29 @@ def test_parity_pytorch_onnxruntime_openvino(trained):
             _match(r, g, f"{key} image {i}")
 
 
-def test_nms_graph_batch_1_and_3_equal(trained):
-    pred = load_predictor(trained["files"]["onnx_nms"])
+@pytest.mark.parametrize("key", ["onnx_nms", "xml_nms"])
+def test_nms_graph_batch_1_and_3_equal(trained, key):
+    from odkit.ops import multiclass_nms
+
+    pred = load_predictor(trained["files"][key])
     x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
-    for i, img in enumerate(trained["images"]):  # real content, letterboxed
+    for i, img in enumerate(trained["images"][:2]):  # real content, letterboxed; image 2 stays noise
         out, _, _ = letterbox(img, np.zeros((0, 4), np.float32), None, SIZE)
         x[i] = torch.from_numpy(out).permute(2, 0, 1).float() / 255
     dets, num = pred.run(x)
     assert dets.shape == (3, MAX_DET, 6) and num.shape == (3,)
-    assert num.min() > 0
+    assert num[:2].min() > 0
+    plain = load_predictor(trained["files"]["onnx"])
     for b in range(3):
         d1, n1 = pred.run(x[b : b + 1])
         assert n1[0] == num[b]
         np.testing.assert_array_equal(d1[0], dets[b])
-        # and it is multiclass_nms on the same graph's decoded outputs
-        from odkit.ops import multiclass_nms
-
-        plain = load_predictor(trained["files"]["onnx"]).run(x[b : b + 1])
-        rb, rs, rl = multiclass_nms(torch.from_numpy(plain[0][0]), torch.from_numpy(plain[1][0]), CONF, IOU, 1000,
-                                    MAX_DET)
+        # and it is multiclass_nms of the decoded outputs (up to the runtimes' float rounding)
+        boxes, scores = plain.run(x[b : b + 1])
+        rb, rs, rl = multiclass_nms(torch.from_numpy(boxes[0]), torch.from_numpy(scores[0]), CONF, IOU, 1000, MAX_DET)
         assert len(rs) == num[b]
-        np.testing.assert_allclose(dets[b, : len(rs), :4], rb.numpy(), atol=1e-4)
-        np.testing.assert_allclose(dets[b, : len(rs), 4], rs.numpy(), atol=1e-6)
+        np.testing.assert_allclose(dets[b, : len(rs), :4], rb.numpy(), atol=1e-3)
+        np.testing.assert_allclose(dets[b, : len(rs), 4], rs.numpy(), atol=1e-5)
         np.testing.assert_array_equal(dets[b, : len(rs), 5], rl.numpy())
 
 
@@ -133,8 +137,8 @@ def test_sidecar_and_in_graph_threshold_rules(trained, caplog):
     assert info["format"] == "onnx" and info["nms"] is True and info["model"] == "yolox-nano"
     assert info["class_names"] == list(CLASS_NAMES) and info["img_size"] == [SIZE, SIZE]
     assert (info["conf_thr"], info["iou_thr"], info["max_det"]) == (CONF, IOU, MAX_DET)
-    assert json.loads((trained["root"] / "plain.xml.json").read_text())["format"] == "openvino"
-    assert (trained["root"] / "plain.bin").is_file()
+    assert json.loads((trained["root"] / "nms.xml.json").read_text())["format"] == "openvino"
+    assert (trained["root"] / "nms.bin").is_file()
     pred = load_predictor(trained["files"]["onnx_nms"])
     full = pred.predict(trained["images"][:1], conf=CONF, iou=IOU, max_det=MAX_DET)[0]
     # a stricter conf and a smaller max_det are exact filters of the in-graph result
@@ -146,25 +150,25 @@ def test_sidecar_and_in_graph_threshold_rules(trained, caplog):
     assert "fixed thresholds" in caplog.text
 
 
-def test_cli_export_and_predict_exported(trained, tmp_path, capsys):
-    out = tmp_path / "m.onnx"
-    assert main(["export", "--weights", str(trained["weights"]), "--format", "onnx", "--out", str(out)]) == 0
-    assert out.is_file() and (tmp_path / "m.onnx.json").is_file()
-    info = json.loads((tmp_path / "m.onnx.json").read_text())
-    assert info["dynamic_batch"] is False and info["nms"] is False and info["source_weights"].endswith("best.safetensors")
+def test_cli_predict_exported_equals_pytorch(trained, tmp_path):
+    info = json.loads((trained["root"] / "plain.onnx.json").read_text())
+    assert info["dynamic_batch"] is True and info["nms"] is False
+    assert info["source_weights"].endswith("best.safetensors") and info["epoch"] == 1
     src = tmp_path / "imgs"
     src.mkdir()
     from odkit.data.imageio import write_image
 
     write_image(src / "a.png", trained["images"][0])
-    for weights in (out, trained["weights"]):
+    for weights in (trained["files"]["onnx"], trained["files"]["xml_nms"], trained["weights"]):
         res = tmp_path / ("res_" + weights.suffix[1:])
         assert main(["predict", "--weights", str(weights), "--source", str(src), "--out", str(res),
-                     "--conf", "0.001", "--device", "cpu"]) == 0
-    a = json.loads((tmp_path / "res_onnx" / "predictions.json").read_text())
-    b = json.loads((tmp_path / "res_safetensors" / "predictions.json").read_text())
-    assert len(a) == len(b) > 0
-    assert sorted(d["category_id"] for d in a) == sorted(d["category_id"] for d in b)
+                     "--conf", "0.01", "--iou", str(IOU), "--max-det", str(MAX_DET), "--device", "cpu"]) == 0
+    ref = json.loads((tmp_path / "res_safetensors" / "predictions.json").read_text())
+    assert len(ref) > 0
+    for kind in ("onnx", "xml"):
+        got = json.loads((tmp_path / f"res_{kind}" / "predictions.json").read_text())
+        assert [d["category_id"] for d in got] == [d["category_id"] for d in ref]
+        assert np.allclose([d["bbox"] for d in got], [d["bbox"] for d in ref], atol=0.011)
 
 
 def test_half_export_runs(trained, tmp_path):
@@ -217,7 +221,7 @@ def test_missing_runtime_names_the_extra(module, trained, monkeypatch):
     from odkit.errors import OdkitError
 
     monkeypatch.setitem(__import__("sys").modules, module, None)  # makes `import module` fail
-    path = trained["files"]["onnx" if module == "onnxruntime" else "xml"]
+    path = trained["files"]["onnx" if module == "onnxruntime" else "xml_nms"]
     with pytest.raises(OdkitError, match=r"odkit\[export\]"):
         load_predictor(path)
 

@@ -48,9 +48,10 @@ def test_l1_targets_invert_decode():
 def test_yolox_loss_matches_hand_computation():
     # one image, 3 priors, 2 classes: prior 0 foreground (gt 0, IoU quality 0.6), prior 1 background,
     # prior 2 ignored (takes no part in any loss).
-    bce = lambda x, t: (
-        -(t * math.log(1 / (1 + math.exp(-x))) + (1 - t) * math.log(1 - 1 / (1 + math.exp(-x))))
-    )  # noqa: E731
+    def bce(x: float, t: float) -> float:
+        q = 1 / (1 + math.exp(-x))
+        return -(t * math.log(q) + (1 - t) * math.log(1 - q))
+
     gt = torch.tensor([[[0.0, 0.0, 2.0, 2.0]]])
     pred_boxes = torch.tensor(
         [[[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 1.0, 1.0], [5.0, 5.0, 6.0, 6.0]]], requires_grad=True

@@ -143,14 +143,19 @@ class SimOTAAssigner:
         ious = aligned_box_iou(gt_boxes[:, :, None, :], pred_boxes[:, None, :, :])  # [b, g, a]
         ious = torch.where(candidate & valid, ious, torch.zeros((), dtype=ious.dtype, device=ious.device))
         iou_cost = -torch.log(ious + 1e-8)
-        p = scores.clamp(0.0, 1.0)
-        log_p = torch.log(p).clamp(min=-100.0)  # torch's binary_cross_entropy clamps logs at -100
-        log_1mp = torch.log1p(-p).clamp(min=-100.0)
-        neg_sum = -log_1mp.sum(-1)  # [b, a]: BCE against an all-zero target
+        # class cost = BCE(p, one_hot(label)).sum(classes)
+        #            = sum_c -log(1 - p_c)  +  (-log p_label) - (-log(1 - p_label))
+        # logs are clamped at -100 like torch's binary_cross_entropy; the [b, a, C] part is computed
+        # only for candidate priors (the others are never matched).
         idx = gt_labels.clamp(0, num_classes - 1)[..., None].expand(b, g, a)
-        lp = log_p.transpose(1, 2).gather(1, idx)  # [b, g, a] log p of the gt class
-        l1mp = log_1mp.transpose(1, 2).gather(1, idx)
-        cls_cost = neg_sum[:, None, :] - lp + l1mp
+        p_gt = scores.transpose(1, 2).gather(1, idx).clamp(0.0, 1.0)  # [b, g, a] p of the gt class
+        cand = candidate[:, 0]  # [b, a]
+        p_cand = scores[cand].clamp(0.0, 1.0)  # [n_cand, C]
+        neg_sum = torch.zeros((b, a), dtype=scores.dtype, device=scores.device)
+        neg_sum[cand] = -torch.log1p(-p_cand).clamp(min=-100.0).sum(-1)
+        cls_cost = (
+            neg_sum[:, None, :] - torch.log(p_gt).clamp(min=-100.0) + torch.log1p(-p_gt).clamp(min=-100.0)
+        )
         cost = self.cls_weight * cls_cost + self.iou_weight * iou_cost + OUTSIDE_COST * (~in_both).float()
         allowed = candidate & valid
         cost = torch.where(allowed, cost, torch.full((), float("inf"), device=cost.device))
@@ -165,9 +170,11 @@ class SimOTAAssigner:
         matching &= allowed
         # 4. resolve priors claimed by several gts: cheapest gt wins
         n_match = matching.sum(1)  # [b, a]
-        cheapest = cost.argmin(dim=1)  # [b, a]
-        first = matching.to(torch.uint8).argmax(dim=1)
-        gt_idx = torch.where(n_match > 1, cheapest, first)
+        gt_ar = torch.arange(g, device=cost.device).view(1, g, 1)
+        gt_idx = (matching * gt_ar).sum(1)  # the gt of singly-matched priors
+        multi = (n_match > 1).nonzero(as_tuple=True)
+        if multi[0].numel():
+            gt_idx[multi] = cost[multi[0], :, multi[1]].argmin(dim=1)
         fg = n_match > 0
         gt_inds = torch.where(fg, gt_idx, torch.full_like(gt_idx, NEGATIVE))
         labels = torch.where(fg, gt_labels.gather(1, gt_idx), torch.full_like(gt_idx, -1))

@@ -323,7 +323,8 @@ class Trainer:
             if cfg.time and not last:
                 # stop early if the next epoch cannot finish inside the budget
                 spent = self.elapsed_before + (time.time() - self.t_start)
-                if spent + t_train > cfg.time * 60.0:
+                stop = spent + t_train > cfg.time * 60.0
+                if dist_utils.broadcast_object(stop):  # rank 0 decides for everyone
                     last = do_val = True
             metrics = self._validate(epoch) if do_val else {}
             epoch_time = time.time() - t0
