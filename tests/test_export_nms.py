@@ -99,7 +99,9 @@ def test_against_brute_force_loop():
 def test_hand_worked_chain():
     # A (0.9) overlaps B (0.8) heavily; B overlaps C (0.7) heavily but A does not overlap C:
     # greedy keeps A and C (B is gone before it could suppress C). D is another class on top of A.
-    boxes = torch.tensor([[[0, 0, 10, 10], [2, 0, 12, 10], [4, 0, 14, 10], [0, 0, 10, 10]]], dtype=torch.float32)
+    boxes = torch.tensor(
+        [[[0, 0, 10, 10], [2, 0, 12, 10], [4, 0, 14, 10], [0, 0, 10, 10]]], dtype=torch.float32
+    )
     scores = torch.zeros(1, 4, 2)
     scores[0, 0, 0], scores[0, 1, 0], scores[0, 2, 0], scores[0, 3, 1] = 0.9, 0.8, 0.7, 0.6
     dets, num = ExportNMS(0.1, 0.5, 5)(boxes, scores)
@@ -107,6 +109,26 @@ def test_hand_worked_chain():
     assert dets[0, :3, 4].tolist() == pytest.approx([0.9, 0.7, 0.6])
     assert dets[0, :3, 5].tolist() == [0, 0, 1]
     assert dets[0, 1, :4].tolist() == [4, 0, 14, 10]
+
+
+def test_iou_threshold_rounding_matches_float64_comparison():
+    from odkit.export.nms import iou_threshold_f32
+
+    for thr in (0.3, 0.45, 0.5, 0.65, 0.7, 0.1, 0.0, 1.0):
+        t = iou_threshold_f32(thr)
+        f = torch.tensor(thr, dtype=torch.float32)
+        below, above = torch.nextafter(f, torch.tensor(-1.0)), torch.nextafter(f, torch.tensor(2.0))
+        for v in (below, f, above):  # the float32 values around thr
+            assert bool(v > torch.tensor(t)) == (float(v) > thr), (thr, float(v))
+    # IoU 30 / 100 is float32(0.3) > 0.3 in float64: suppressed, as in odkit.ops (a plain float32
+    # comparison with float32(0.3) would keep it)
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 3.0]]])
+    scores = torch.tensor([[[0.9], [0.8]]])
+    f = float(torch.tensor(0.3, dtype=torch.float32))
+    assert f > 0.3
+    dets, num = ExportNMS(0.1, 0.3, 5)(boxes, scores)
+    ref = multiclass_nms(boxes[0], scores[0], 0.1, 0.3, 1000, 5)
+    assert int(num[0]) == len(ref[0]) == 1
 
 
 def test_bad_arguments():
@@ -138,8 +160,13 @@ def nms_onnx(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _NMSGraph(ExportNMS(0.1, 0.5, 60, 400)), (boxes, scores), str(path), dynamo=False, opset_version=17,
-            input_names=["boxes", "scores"], output_names=["dets", "num_dets"],
+            _NMSGraph(ExportNMS(0.1, 0.5, 60, 400)),
+            (boxes, scores),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["boxes", "scores"],
+            output_names=["dets", "num_dets"],
             dynamic_axes={k: {0: "batch"} for k in ("boxes", "scores", "dets", "num_dets")},
         )
     return path
@@ -154,7 +181,9 @@ def _runners(path):
         import openvino as ov
     except ImportError:
         return
-    compiled = ov.Core().compile_model(ov.convert_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = ov.Core().compile_model(
+        ov.convert_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
 
     def run_ov(b, s):
         res = compiled({"boxes": b, "scores": s})

@@ -92,7 +92,7 @@ def numpy_greedy(boxes, scores, thr):
         ih = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
         inter = iw * ih
         iou = inter / np.maximum(areas[i] + areas[rest] - inter, np.float32(1e-7))
-        order = rest[iou <= thr]
+        order = rest[iou <= np.float64(thr)]  # compare in float64, like the classic loop
     return keep
 
 

@@ -11,7 +11,7 @@ DEMO_TRAIN = {
     "batch": 8,
     "epochs": 60,
     "optimizer": "adamw",
-    "lr": 0.004,
+    "lr": 0.002,
     "weight_decay": 0.05,
     "warmup_epochs": 1.0,
     "no_aug_epochs": 6,

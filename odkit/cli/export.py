@@ -17,18 +17,36 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Needs the export extra: pip install 'odkit[export]'."
         ),
     )
-    p.add_argument("--weights", required=True, help="trained weights (.safetensors with sidecar) or a run directory")
-    p.add_argument("--format", choices=["onnx", "openvino"], default="onnx", help="output format (default onnx)")
-    p.add_argument("--img", type=int, default=None, help="square input size in pixels, multiple of 32 (default: training size)")
+    p.add_argument(
+        "--weights", required=True, help="trained weights (.safetensors with sidecar) or a run directory"
+    )
+    p.add_argument(
+        "--format", choices=["onnx", "openvino"], default="onnx", help="output format (default onnx)"
+    )
+    p.add_argument(
+        "--img",
+        type=int,
+        default=None,
+        help="square input size in pixels, multiple of 32 (default: training size)",
+    )
     p.add_argument("--dynamic", action="store_true", help="dynamic batch dimension (default: batch 1)")
     p.add_argument("--nms", action="store_true", help="include class-wise NMS; fixed-shape outputs")
-    p.add_argument("--half", action="store_true",
-                   help="float16 weights/compute where the runtime supports it (on CPU onnxruntime often slower)")
-    p.add_argument("--out", default=None, help="output file (.onnx / .xml) or directory (default: next to the weights)")
+    p.add_argument(
+        "--half",
+        action="store_true",
+        help="float16 weights/compute where the runtime supports it (on CPU onnxruntime often slower)",
+    )
+    p.add_argument(
+        "--out", default=None, help="output file (.onnx / .xml) or directory (default: next to the weights)"
+    )
     p.add_argument("--conf", type=float, default=0.001, help="in-graph NMS: score threshold (default 0.001)")
     p.add_argument("--iou", type=float, default=0.65, help="in-graph NMS: IoU threshold (default 0.65)")
-    p.add_argument("--max-det", type=int, default=100, help="in-graph NMS: detections per image (default 100)")
-    p.add_argument("--pre-topk", type=int, default=1000, help="in-graph NMS: candidates before NMS (default 1000)")
+    p.add_argument(
+        "--max-det", type=int, default=100, help="in-graph NMS: detections per image (default 100)"
+    )
+    p.add_argument(
+        "--pre-topk", type=int, default=1000, help="in-graph NMS: candidates before NMS (default 1000)"
+    )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.set_defaults(func=handler)
 

@@ -83,6 +83,7 @@ class Trainer:
         self.plan_no_aug = cfg.no_aug_epochs
         self.epoch_times: list[float] = []
         self.best_preds: list[dict[str, Any]] | None = None
+        self.time_up = False
 
     # ------------------------------------------------------------------ setup
     def _setup_runtime(self) -> None:
@@ -318,7 +319,7 @@ class Trainer:
             t0 = time.time()
             row = self._train_epoch(epoch)
             t_train = time.time() - t0
-            last = epoch + 1 >= self.plan_epochs
+            last = epoch + 1 >= self.plan_epochs or self.time_up
             do_val = (epoch + 1) % cfg.val_interval == 0 or last
             if cfg.time and not last:
                 # stop early if the next epoch cannot finish inside the budget
@@ -368,7 +369,13 @@ class Trainer:
             leave=True, dynamic_ncols=True, unit="it",
         )
         lr = self.schedule.lr(self.iteration)
-        for batch in self.train_loader:
+        for k, batch in enumerate(self.train_loader):
+            if cfg.time and k and k % 5 == 0 and self._over_budget():
+                self.time_up = True  # budget spent inside an epoch: end it here
+                if self.dist.is_main:
+                    log.info("time budget of %.1f min spent during epoch %d (%d/%d iterations)",
+                             cfg.time, epoch + 1, k, self.ipe)
+                break
             images, targets, _ = data_utils.unpack(batch)
             images = images.to(self.device, non_blocking=True)
             if cfg.channels_last:
@@ -423,6 +430,11 @@ class Trainer:
         row["lr"] = lr
         row["images_per_s"] = round(total_images / dt, 2)
         return row
+
+    def _over_budget(self) -> bool:
+        """Whether the ``--time`` budget is spent (rank 0 decides for every rank)."""
+        spent = self.elapsed_before + (time.time() - self.t_start)
+        return bool(dist_utils.broadcast_object(spent > self.cfg.time * 60.0))
 
     def _bad_step(self, epoch: int, losses: dict[str, torch.Tensor]) -> None:
         self.bad_streak += 1

@@ -125,8 +125,18 @@ def export(
         "source_weights": str(src),
         "epoch": meta.get("epoch"),
     }
-    kw = dict(img_size=size, dynamic=dynamic, nms=nms, half=half, conf_thr=conf_thr, iou_thr=iou_thr,
-              max_det=max_det, pre_topk=pre_topk, opset=opset, meta=extra)
+    kw = dict(
+        img_size=size,
+        dynamic=dynamic,
+        nms=nms,
+        half=half,
+        conf_thr=conf_thr,
+        iou_thr=iou_thr,
+        max_det=max_det,
+        pre_topk=pre_topk,
+        opset=opset,
+        meta=extra,
+    )
     if format == "onnx":
         from odkit.export.onnx import export_onnx
 

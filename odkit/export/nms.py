@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from odkit.errors import ConfigError
 
-__all__ = ["ExportNMS", "greedy_fixed_point"]
+__all__ = ["ExportNMS", "greedy_fixed_point", "iou_threshold_f32"]
 
 IOU_EPS = 1e-7  # union clamp, the same as odkit.ops (DEFAULT_EPS)
 
@@ -48,6 +48,15 @@ def _greedy_fixed_point(sup: Tensor, valid: Tensor) -> Tensor:
     return keep
 
 
+def iou_threshold_f32(thr: float) -> float:
+    """The float32 ``t`` with ``iou > t`` (float32) iff ``iou > thr`` (float64), the comparison rule of
+    ``odkit.ops.nms``: ``thr`` rounded down to a float32."""
+    t = torch.tensor(thr, dtype=torch.float32)
+    if float(t) > thr:
+        t = torch.nextafter(t, torch.tensor(float("-inf")))
+    return float(t)
+
+
 # Scripted (not traced) so that the data-dependent loop becomes an ONNX Loop when the module is exported.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -61,7 +70,9 @@ class ExportNMS(nn.Module):
     Memory and time grow with ``K^2`` per image, ``K = min(pre_topk, N * C)``.
     """
 
-    def __init__(self, conf_thr: float = 0.001, iou_thr: float = 0.65, max_det: int = 100, pre_topk: int = 1000):
+    def __init__(
+        self, conf_thr: float = 0.001, iou_thr: float = 0.65, max_det: int = 100, pre_topk: int = 1000
+    ):
         super().__init__()
         if not 0.0 <= float(conf_thr) < 1.0:
             raise ConfigError(f"--conf must be in [0, 1), got {conf_thr}")
@@ -73,6 +84,7 @@ class ExportNMS(nn.Module):
             raise ConfigError(f"pre_topk must be >= 1, got {pre_topk}")
         self.conf_thr = float(conf_thr)
         self.iou_thr = float(iou_thr)
+        self.iou_thr_f32 = iou_threshold_f32(self.iou_thr)
         self.max_det = int(max_det)
         self.pre_topk = int(pre_topk)
 
@@ -100,17 +112,17 @@ class ExportNMS(nn.Module):
         # pairwise IoU with the arithmetic of odkit.ops.nms (bit-identical float32 results)
         x1, y1, x2, y2 = cand[..., 0], cand[..., 1], cand[..., 2], cand[..., 3]
         areas = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
-        iw = (torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :])).clamp(
-            min=0
-        )
-        ih = (torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :])).clamp(
-            min=0
-        )
+        iw = (
+            torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :])
+        ).clamp(min=0)
+        ih = (
+            torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :])
+        ).clamp(min=0)
         inter = iw * ih
         union = (areas[:, :, None] + areas[:, None, :] - inter).clamp(min=IOU_EPS)
         pos = torch.arange(k, device=boxes.device)
         later = pos[:, None] < pos[None, :]
-        sup = (inter / union > self.iou_thr) & (labels[:, :, None] == labels[:, None, :]) & later[None]
+        sup = (inter / union > self.iou_thr_f32) & (labels[:, :, None] == labels[:, None, :]) & later[None]
         keep = greedy_fixed_point(sup, valid)
 
         # the first max_det kept candidates, in order

@@ -168,8 +168,12 @@ def export_onnx(
         "num_classes": int(getattr(model, "num_classes", 0)) or cfg.get("num_classes"),
         "class_names": cfg.get("class_names"),
         "img_size": [img_size, img_size],
-        "input": {"name": INPUT_NAME, "shape": ["batch" if dynamic else 1, 3, img_size, img_size],
-                  "dtype": "float32", "layout": "RGB in [0, 1], letterboxed (pad 114)"},
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch" if dynamic else 1, 3, img_size, img_size],
+            "dtype": "float32",
+            "layout": "RGB in [0, 1], letterboxed (pad 114)",
+        },
         "outputs": outputs,
         "dynamic_batch": bool(dynamic),
         "nms": bool(nms),
@@ -183,5 +187,7 @@ def export_onnx(
     }
     info.update(dict(meta or {}))
     write_sidecar(path, info)
-    log.info("exported %s (%s, img %d, nms %s, %s)", path, info["model"], img_size, nms, "fp16" if half else "fp32")
+    log.info(
+        "exported %s (%s, img %d, nms %s, %s)", path, info["model"], img_size, nms, "fp16" if half else "fp32"
+    )
     return path

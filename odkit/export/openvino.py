@@ -66,8 +66,18 @@ def export_openvino(
     with tempfile.TemporaryDirectory(prefix="odkit-export-") as tmp:
         onnx_path = Path(tmp) / (path.stem + ".onnx")
         export_onnx(
-            model, onnx_path, img_size, dynamic, nms, half=False, conf_thr=conf_thr, iou_thr=iou_thr,
-            max_det=max_det, pre_topk=pre_topk, opset=opset, meta=meta,
+            model,
+            onnx_path,
+            img_size,
+            dynamic,
+            nms,
+            half=False,
+            conf_thr=conf_thr,
+            iou_thr=iou_thr,
+            max_det=max_det,
+            pre_topk=pre_topk,
+            opset=opset,
+            meta=meta,
         )
         info = json.loads(sidecar_path(onnx_path).read_text())
         if path.exists():

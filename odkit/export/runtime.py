@@ -137,7 +137,8 @@ class ExportedPredictor:
             log.warning(
                 "%s has NMS in the graph with fixed thresholds; %s: using the exported values "
                 "(re-export with other --conf/--iou/--max-det, or without --nms)",
-                self.path or "model", "; ".join(problems),
+                self.path or "model",
+                "; ".join(problems),
             )
             self._warned = True
 
@@ -176,7 +177,9 @@ class ExportedPredictor:
             chunk = items[s : s + step]
             arrs, metas = [], []
             for k, (img, path) in enumerate(chunk):
-                out, _, meta = letterbox(img, np.zeros((0, 4), np.float32), {"image_id": s + k, "path": path}, size)
+                out, _, meta = letterbox(
+                    img, np.zeros((0, 4), np.float32), {"image_id": s + k, "path": path}, size
+                )
                 arrs.append(out)
                 metas.append(meta)
             x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div_(255.0)
@@ -192,8 +195,11 @@ class ExportedPredictor:
                     d = d[d[:, 4] > conf]
                 d = d[:max_det]
                 results.append(
-                    {"boxes": undo_letterbox(d[:, :4], meta).float(), "scores": d[:, 4].clone(),
-                     "labels": d[:, 5].round().long()}
+                    {
+                        "boxes": undo_letterbox(d[:, :4], meta).float(),
+                        "scores": d[:, 4].clone(),
+                        "labels": d[:, 5].round().long(),
+                    }
                 )
         return results
 
@@ -207,8 +213,10 @@ class ExportedPredictor:
 
     def __repr__(self) -> str:
         kind = type(self.backend).__name__.replace("Backend", "")
-        return (f"ExportedPredictor({self.path}, {kind}, {len(self.class_names)} classes, img {self.img_size}, "
-                f"nms {'in graph' if self.nms else 'outside'})")
+        return (
+            f"ExportedPredictor({self.path}, {kind}, {len(self.class_names)} classes, img {self.img_size}, "
+            f"nms {'in graph' if self.nms else 'outside'})"
+        )
 
 
 def load_predictor(path: str | Path, threads: int | None = None) -> ExportedPredictor:

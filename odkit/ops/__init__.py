@@ -17,9 +17,23 @@ from odkit.ops.boxes import (
     xyxy_to_cxcywh,
     xyxy_to_xywh,
 )
+from odkit.ops.coders import DeltaXYWHCoder, DistanceCoder, YOLOCoder
 from odkit.ops.nms import batched_nms, diou_nms, matrix_nms, multiclass_nms, nms, soft_nms
+from odkit.ops.priors import AnchorGenerator, grid_points, ssd300_priors, ssd_priors
+from odkit.ops.roi import map_roi_levels, multiscale_roi_align, roi_align, roi_pool
 
 __all__ = [
+    "AnchorGenerator",
+    "DeltaXYWHCoder",
+    "DistanceCoder",
+    "YOLOCoder",
+    "grid_points",
+    "map_roi_levels",
+    "multiscale_roi_align",
+    "roi_align",
+    "roi_pool",
+    "ssd300_priors",
+    "ssd_priors",
     "aligned_box_iou",
     "batched_nms",
     "box_area",

@@ -14,6 +14,9 @@ later boxes they overlap, so IoU is only ever computed for surviving boxes and m
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -37,6 +40,39 @@ def _check_inputs(boxes: Tensor, scores: Tensor, fn: str) -> None:
 
 def _float(t: Tensor) -> Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the body with one intra-op thread.
+
+    NMS is a chain of many small tensor ops; on a busy CPU every parallel region can wait a whole
+    scheduler slice for its second thread (measured: 100x slower on a loaded 2-core machine), and
+    on an idle one the ops are too small to gain from threads.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _thr_for(thr: float, dtype: torch.dtype) -> float:
+    """A threshold ``t`` in ``dtype`` with ``iou > t`` (in ``dtype``) iff ``iou > thr`` (in float64).
+
+    IoU values are computed in float32 but compared with the float64 threshold, as the classic
+    loop and torchvision do: for float32 this is ``thr`` rounded down to a float32.
+    """
+    if dtype != torch.float32:
+        return float(thr)
+    t = torch.tensor(thr, dtype=torch.float32)
+    if float(t) > thr:
+        t = torch.nextafter(t, torch.tensor(float("-inf")))
+    return float(t)
 
 
 def _sort_desc(scores: Tensor) -> Tensor:
@@ -228,6 +264,7 @@ def _greedy_sorted(boxes: Tensor, thr: float, labels: Tensor | None = None, mode
     return torch.cat(kept)
 
 
+@_one_thread()
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Exact greedy NMS (torchvision-compatible).
 
@@ -241,10 +278,11 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     _check_inputs(boxes, scores, "nms")
     order = _sort_desc(scores)
-    pos = _greedy_sorted(_float(boxes)[order], float(iou_threshold))
-    return order[pos]
+    b = _float(boxes)[order]
+    return order[_greedy_sorted(b, _thr_for(iou_threshold, b.dtype))]
 
 
+@_one_thread()
 def diou_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy DIoU-NMS: suppress when ``IoU - d^2 / c^2 > iou_threshold`` (DIoU of the pair).
 
@@ -252,10 +290,11 @@ def diou_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     _check_inputs(boxes, scores, "diou_nms")
     order = _sort_desc(scores)
-    pos = _greedy_sorted(_float(boxes)[order], float(iou_threshold), mode="diou")
-    return order[pos]
+    b = _float(boxes)[order]
+    return order[_greedy_sorted(b, _thr_for(iou_threshold, b.dtype), mode="diou")]
 
 
+@_one_thread()
 def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
     """Class-aware exact greedy NMS: equal to :func:`nms` per label, merged by decreasing score.
 
@@ -268,10 +307,11 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: fl
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = _sort_desc(scores)
-    pos = _greedy_sorted(_float(boxes)[order], float(iou_threshold), labels=labels[order])
-    return order[pos]
+    b = _float(boxes)[order]
+    return order[_greedy_sorted(b, _thr_for(iou_threshold, b.dtype), labels=labels[order])]
 
 
+@_one_thread()
 def soft_nms(
     boxes: Tensor,
     scores: Tensor,
@@ -300,7 +340,7 @@ def soft_nms(
     alive = s >= score_threshold
     b, s, idx = b[alive], s[alive], idx[alive]
     rows = b.t().contiguous()
-    areas = (rows[2] - rows[0]).clamp(min=0) * (rows[3] - rows[1]).clamp(min=0)
+    thr = _thr_for(iou_threshold, b.dtype)
     keep, kept_scores = [], []
     while s.numel() > 0:
         i = int(torch.argmax(s))
@@ -308,16 +348,16 @@ def soft_nms(
         kept_scores.append(s[i])
         rest = torch.ones(s.numel(), dtype=torch.bool, device=s.device)
         rest[i] = False
-        rows_r, areas_r, s, idx = rows[:, rest], areas[rest], s[rest], idx[rest]
+        rows_r, s, idx = rows[:, rest], s[rest], idx[rest]
         if s.numel() == 0:
             break
         iou = _iou_core(rows[:, i], rows_r.t(), "iou", DEFAULT_EPS)
         if method == "linear":
-            s = torch.where(iou > iou_threshold, s * (1 - iou), s)
+            s = torch.where(iou > thr, s * (1 - iou), s)
         else:
             s = s * torch.exp(-(iou * iou) / sigma)
         alive = s >= score_threshold
-        rows, areas, s, idx = rows_r[:, alive], areas_r[alive], s[alive], idx[alive]
+        rows, s, idx = rows_r[:, alive], s[alive], idx[alive]
     if not keep:
         return torch.zeros(0, dtype=torch.long, device=boxes.device), scores.new_zeros(0, dtype=s.dtype)
     return torch.stack(keep), torch.stack(kept_scores)
@@ -384,6 +424,7 @@ def matrix_nms(
     return keep, ks
 
 
+@_one_thread()
 def multiclass_nms(
     boxes: Tensor,
     scores: Tensor,
