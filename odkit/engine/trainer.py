@@ -370,7 +370,7 @@ class Trainer:
         )
         lr = self.schedule.lr(self.iteration)
         for k, batch in enumerate(self.train_loader):
-            if cfg.time and k and k % 5 == 0 and self._over_budget():
+            if cfg.time and k and (k % 5 == 0 or not self.dist.enabled) and self._over_budget():
                 self.time_up = True  # budget spent inside an epoch: end it here
                 if self.dist.is_main:
                     log.info("time budget of %.1f min spent during epoch %d (%d/%d iterations)",

@@ -157,8 +157,9 @@ def roi_align(
     s = 0
     while s < k:
         g_cap = 2 * max(int(gsorted[s]), 1)  # a chunk holds grids of up to twice its first one
-        step = max(1, _CHUNK_ELEMS // (c * oh * ow * g_cap * g_cap))
-        e = min(bisect.bisect_right(gsorted, g_cap, lo=s), s + step)
+        e = bisect.bisect_right(gsorted, g_cap, lo=s)
+        g_max = max(int(gsorted[e - 1]), 1)
+        e = min(e, s + max(1, _CHUNK_ELEMS // (c * oh * ow * g_max * g_max)))
         idx = order[s:e]
         g_chunk = max(int(gsorted[e - 1]), 1)
         out[idx] = _roi_align_chunk(
@@ -202,9 +203,13 @@ def _roi_align_chunk(
     )
     my = (i[None, None, :] < gh[:, None, None]) & (ys >= -1.0) & (ys <= h)  # [k, oh, g]
     mx = (i[None, None, :] < gw[:, None, None]) & (xs >= -1.0) & (xs <= w)
-    # bilinear sampling with coordinates clamped to [0, size - 1] ("border"), align_corners=False
-    gy = (2.0 * ys.clamp(0, h - 1) + 1.0) / h - 1.0
-    gx = (2.0 * xs.clamp(0, w - 1) + 1.0) / w - 1.0
+    # Bilinear sampling at coordinates clamped to [0, size - 1] (so no read falls outside the map);
+    # samples that must contribute 0 are sent far outside, where padding_mode="zeros" gives 0.
+    far = -8.0
+    ys = torch.where(my, ys.clamp(0, h - 1), torch.full_like(ys, far))
+    xs = torch.where(mx, xs.clamp(0, w - 1), torch.full_like(xs, far))
+    gy = (2.0 * ys + 1.0) / h - 1.0  # align_corners=False normalisation
+    gx = (2.0 * xs + 1.0) / w - 1.0
     grid = torch.stack(
         (
             gx.reshape(k, 1, ow * g).expand(k, oh * g, ow * g),
@@ -213,15 +218,15 @@ def _roi_align_chunk(
         dim=-1,
     ).to(feats.dtype)  # [k, oh*g, ow*g, 2]
     out = feats.new_empty(k, c, oh, ow)
-    weight = (my.reshape(k, oh * g, 1) & mx.reshape(k, 1, ow * g)).to(feats.dtype)  # [k, S, S]
-    count = (gh * gw).clamp(min=1).to(feats.dtype)
+    scale = (g * g) / (gh * gw).clamp(min=1).to(feats.dtype)  # avg_pool divides by g*g, we need count
     for b in torch.unique(bidx).tolist():
         sel = (bidx == b).nonzero().squeeze(1)
         kb = sel.numel()
         gr = grid.index_select(0, sel).reshape(1, kb * oh * g, ow * g, 2)
-        v = F.grid_sample(feats[b : b + 1], gr, mode="bilinear", padding_mode="border", align_corners=False)
-        v = v.reshape(c, kb, oh * g, ow * g) * weight.index_select(0, sel)[None]
-        v = v.reshape(c, kb, oh, g, ow, g).sum(dim=(3, 5)) / count.index_select(0, sel)[None, :, None, None]
+        v = F.grid_sample(feats[b : b + 1], gr, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if g > 1:
+            v = F.avg_pool2d(v, g)  # [1, c, kb*oh, ow]: sum over each bin's g x g samples / g^2
+        v = v.reshape(c, kb, oh, ow) * scale.index_select(0, sel)[None, :, None, None]
         out[sel] = v.permute(1, 0, 2, 3)
     return out
 
