@@ -8,7 +8,8 @@ Batch 1, a fixed number of threads (default 2) for every runtime. Models are ran
 score threshold is a fixed 0.25, so post-processing handles few boxes). "+nms" columns run the
 exported graph with in-graph NMS (fixed shape: it always processes min(1000, N*C) candidates).
 
-Prints milliseconds per image (median of --iters runs after --warmup runs) and the ratio of
+Prints milliseconds per image (median of --iters rounds after --warmup runs; in each round every
+column runs once, in turn, so load changes hit all columns alike) and the ratio of
 PyTorch eager time to each column (> 1: faster than eager), both measured in the same run. The
 machine may be shared: run it when it is idle and compare ratios, not absolute times.
 
@@ -54,15 +55,19 @@ def torch_runner(model: torch.nn.Module, size: int, mode: str):
     return run
 
 
-def time_ms(run, img: np.ndarray, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        run(img)
-    ts = []
+def time_interleaved(runners: dict, img: np.ndarray, iters: int, warmup: int) -> dict[str, float]:
+    """Median ms per call of each runner. The runners take turns (one call each per round), so a
+    change in machine load affects all of them alike."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run(img)
+    times: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(iters):
-        t = time.perf_counter()
-        run(img)
-        ts.append((time.perf_counter() - t) * 1000.0)
-    return statistics.median(ts)
+        for k, run in runners.items():
+            t = time.perf_counter()
+            run(img)
+            times[k].append((time.perf_counter() - t) * 1000.0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             torch.manual_seed(0)
             for size in args.sizes:
                 model = zoo.build(name, num_classes=args.num_classes, img_size=size).eval()
-                row = {"model": name, "img": size}
+                runners = {}
                 for mode in ("eager", "channels_last", "bf16"):
                     m = zoo.build(name, num_classes=args.num_classes, img_size=size).eval()
                     m.load_state_dict(model.state_dict())
-                    row[mode] = time_ms(torch_runner(m, size, mode), img, args.iters, args.warmup)
+                    runners[mode] = torch_runner(m, size, mode)
                 for nms in (False, True):
                     stem = Path(tmp) / f"{name}_{size}_{'nms' if nms else 'plain'}"
                     onnx_path = export_onnx(
@@ -122,13 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                     Path(str(xml) + ".json").write_text(Path(str(onnx_path) + ".json").read_text())
                     for kind, path in (("onnxruntime", onnx_path), ("openvino", xml)):
                         pred = load_predictor(path, threads=args.threads)
-                        col = kind + ("+nms" if nms else "")
-                        row[col] = time_ms(
-                            lambda im, p=pred: p.predict([im], conf=CONF, iou=IOU, max_det=MAX_DET),
-                            img,
-                            args.iters,
-                            args.warmup,
+                        runners[kind + ("+nms" if nms else "")] = lambda im, p=pred: p.predict(
+                            [im], conf=CONF, iou=IOU, max_det=MAX_DET
                         )
+                row = {"model": name, "img": size, **time_interleaved(runners, img, args.iters, args.warmup)}
                 results.append(row)
                 print(f"  {name} {size}: " + ", ".join(f"{c} {row[c]:.1f}" for c in COLUMNS), file=sys.stderr)
 
