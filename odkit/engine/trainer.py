@@ -235,8 +235,10 @@ class Trainer:
             return  # inside the no-augmentation tail: keep the plan, only the hard stop applies
         budget = cfg.time * 60.0
         spent = self.elapsed_before + (time.time() - self.t_start)
-        recent = self.epoch_times[-3:] if len(self.epoch_times) > 1 else self.epoch_times
-        per_epoch = sum(recent) / len(recent)
+        # median of the last 5 epochs (the first one, with warm-up costs, only while it is alone):
+        # robust to a single epoch slowed by other load on the machine
+        recent = sorted(self.epoch_times[1:][-5:] or self.epoch_times)
+        per_epoch = recent[len(recent) // 2]
         reserve = 0.5 * per_epoch + 5.0  # final evaluation, plots and weights
         left = max(budget - spent - reserve, 0.0)
         more = int(left // per_epoch) if per_epoch > 0 else 0
@@ -246,7 +248,8 @@ class Trainer:
         no_aug = min(cfg.no_aug_epochs, epochs // 3) if cfg.no_aug_epochs else 0
         if epochs != self.plan_epochs or no_aug != self.plan_no_aug:
             if self.dist.is_main:
-                log.info(
+                log.log(
+                    logging.INFO if abs(epochs - self.plan_epochs) > 1 or epoch_done == 1 else logging.DEBUG,
                     "time budget %.1f min: %.1f s/epoch measured, planning %d epochs (%d without augmentation)",
                     cfg.time, per_epoch, epochs, no_aug,
                 )
