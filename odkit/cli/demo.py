@@ -7,11 +7,11 @@ import argparse
 # Settings chosen for a short CPU run on the synthetic shapes (images ~320 px): see `odkit demo --help`.
 DEMO_TRAIN = {
     "model": "yolox-nano",
-    "img": 320,
+    "img": 256,
     "batch": 8,
     "epochs": 60,
     "optimizer": "adamw",
-    "lr": 0.002,
+    "lr": 0.01,
     "weight_decay": 0.05,
     "warmup_epochs": 1.0,
     "no_aug_epochs": 6,
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=7.0,
                    help="training budget in minutes (default 7; the whole demo takes about 1.5 minutes more)")
     p.add_argument("--images", type=int, default=240, help="synthetic images (default 240, 20%% for val)")
-    p.add_argument("--img", type=int, default=DEMO_TRAIN["img"], help="network input size (default 320)")
+    p.add_argument("--img", type=int, default=DEMO_TRAIN["img"], help="network input size (default 256; the synthetic images are about 320 px)")
     p.add_argument("--device", default="cpu", help="device (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and of training")
     p.set_defaults(func=handler)

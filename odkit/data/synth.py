@@ -1,8 +1,8 @@
 """A synthetic shapes detection data set (COCO json + odkit dataset YAML), deterministic per seed.
 
 Each image is a noisy, textured background (two-colour gradient, low-frequency blotches, random
-lines, Gaussian noise) with 0-6 filled shapes (``circle``, ``rectangle``, ``triangle``) in
-saturated colours. Object sizes span the COCO small / medium / large ranges, rectangles and
+lines, Gaussian noise) with 0-6 filled shapes (``circle``, ``rectangle``, ``triangle``), each
+class in its own family of three saturated colours. Object sizes span the COCO small / medium / large ranges, rectangles and
 triangles are rotated, objects may overlap, and a few images are negatives (no objects).
 
 Boxes are computed from the drawn pixels: the tight ``xyxy`` box (continuous coordinates, pixel
@@ -36,26 +36,30 @@ log = logging.getLogger(__name__)
 
 CLASS_NAMES: list[str] = ["circle", "rectangle", "triangle"]
 
-# Saturated RGB fill colours; every class is drawn in all of them.
+# Saturated RGB fill colours. Each class has its own family of three colours (so colour is a
+# cue, as it often is in real data, but never the only one: shapes still differ in outline).
 PALETTE: np.ndarray = np.array(
     [
-        (220, 30, 30),  # red
-        (30, 170, 40),  # green
-        (30, 60, 220),  # blue
-        (245, 215, 20),  # yellow
-        (215, 40, 205),  # magenta
-        (20, 205, 215),  # cyan
-        (250, 125, 15),  # orange
-        (20, 20, 20),  # black
+        (220, 30, 30),  # red        circle
+        (250, 125, 15),  # orange    circle
+        (245, 215, 20),  # yellow    circle
+        (30, 60, 220),  # blue       rectangle
+        (20, 205, 215),  # cyan      rectangle
+        (20, 20, 20),  # black       rectangle
+        (30, 170, 40),  # green      triangle
+        (215, 40, 205),  # magenta   triangle
+        (240, 240, 240),  # white    triangle
     ],
     dtype=np.float32,
 )
+# Indices into PALETTE of the colours each class is drawn in.
+CLASS_COLORS: tuple[tuple[int, ...], ...] = ((0, 1, 2), (3, 4, 5), (6, 7, 8))
 
 MAX_OBJECTS = 6
 NEGATIVE_FRACTION = 0.075
 # Side (sqrt of box area, pixels) ranges of the COCO size buckets we sample, with margins around
 # the 32 / 96 thresholds so that a drawn box falls in the intended bucket.
-SIZE_BUCKETS: tuple[tuple[float, float], ...] = ((14.0, 29.0), (35.0, 90.0), (102.0, 190.0))
+SIZE_BUCKETS: tuple[tuple[float, float], ...] = ((16.0, 29.0), (35.0, 90.0), (102.0, 170.0))
 SIZE_PROBS = (0.3, 0.35, 0.35)
 MIN_VISIBLE_FRACTION = 0.6  # an occluded shape must keep this share of its pixels
 MIN_VISIBLE_SIDE = 12  # ... and every box is at least this many pixels wide and high
@@ -233,7 +237,8 @@ def render_image(seed: int, index: int, size: int = 320, negative: bool = False)
             touching = {
                 tuple(colors[k]) for k in range(len(full)) if (full[k] & m).any() or _iou(boxes[k], box) > 0
             }
-            order = rng.permutation(len(PALETTE))
+            choices = CLASS_COLORS[label]
+            order = [choices[i] for i in rng.permutation(len(choices))]
             color = None
             for ci in order:
                 c = PALETTE[ci]
