@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
     ap.add_argument("--data", default=DEFAULT_DATA, help="BCCD VOC root")
     ap.add_argument("--optimizer", default="adamw", choices=["sgd", "adamw"], help="default adamw")
-    ap.add_argument("--lr", type=float, default=None, help="peak lr (default 0.002 AdamW / 0.01 SGD)")
+    ap.add_argument("--lr", type=float, default=None, help="peak lr (default 0.008 AdamW / 0.01 SGD)")
     ap.add_argument("--phase-iters", type=int, default=3, help="timed steps per speed mode (default 3)")
     ap.add_argument("--workers", type=int, default=None, help="loader workers for the training run")
     ap.add_argument("--project", default="runs/bench", help="where the run directory goes")
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = set_threads()
     phases = {} if args.skip_phases else time_phases(args.data, args.model, args.img, args.batch,
                                                       args.phase_iters, warmup=2)
-    lr = args.lr if args.lr is not None else (0.002 if args.optimizer == "adamw" else 0.01)
+    lr = args.lr if args.lr is not None else (0.008 if args.optimizer == "adamw" else 0.01)
     t0 = time.time()
     result = train(
         data=args.data, train_split="train", val_split="val", model=args.model, img=args.img, batch=args.batch,

@@ -157,6 +157,22 @@ def _jsonable(o: Any) -> Any:
     return str(o)
 
 
+def _annotation_files(aset: AnnotationSet, paths: list[Path]) -> list[str]:
+    """Per image, the file that holds its annotations: the VOC xml, the YOLO label txt, or (COCO,
+    whose annotations are identified by id) the image itself."""
+    if aset.source == "voc":
+        out = []
+        for p in paths:
+            xml = aset.root / "Annotations" / f"{p.stem}.xml"
+            out.append(str(xml) if xml.exists() else str(p))
+        return out
+    if aset.source == "yolo":
+        from odkit.data.formats.yolo import label_path
+
+        return [str(label_path(p)) for p in paths]
+    return [str(p) for p in paths]
+
+
 # ---------------------------------------------------------------- image checks
 def _probe_all(paths: list[Path], decode: bool, workers: int) -> list[ImageInfo]:
     def one(p: Path) -> ImageInfo:
@@ -237,6 +253,7 @@ def check_dataset(
     repairs: dict[str, int] = {}
     paths = [aset.path(i) for i in range(n)]
     fnames = [str(p) for p in paths]
+    afiles = _annotation_files(aset, paths)  # where box-level problems are to be fixed
     img_of = aset.image_index()
     off = aset.offsets
     coco = aset.source == "coco"
@@ -378,7 +395,7 @@ def check_dataset(
         problems.append(
             Problem(
                 "non_finite_box",
-                fnames[i],
+                afiles[i],
                 f"box ({cname(r)}) has non-finite coordinates {_b(boxes[r])}",
                 ref(r),
             )
@@ -388,7 +405,7 @@ def check_dataset(
         problems.append(
             Problem(
                 "unknown_class",
-                fnames[i],
+                afiles[i],
                 f"class {aset.raw_names.get(int(r), '?')!r} is not in the class list {aset.class_names}",
                 ref(r),
             )
@@ -401,7 +418,7 @@ def check_dataset(
         problems.append(
             Problem(
                 "negative_size_box",
-                fnames[int(img_of[r])],
+                afiles[int(img_of[r])],
                 f"box ({cname(r)}) {_b(boxes[r])} has negative size {bw[r]:g}x{bh[r]:g} (x2 < x1 or y2 < y1)",
                 ref(r),
             )
@@ -410,7 +427,7 @@ def check_dataset(
         problems.append(
             Problem(
                 "zero_size_box",
-                fnames[int(img_of[r])],
+                afiles[int(img_of[r])],
                 f"box ({cname(r)}) {_b(boxes[r])} has zero size {bw[r]:g}x{bh[r]:g}",
                 ref(r),
                 severity="warning",
@@ -457,7 +474,7 @@ def check_dataset(
             problems.append(
                 Problem(
                     "box_out_of_bounds",
-                    fnames[i],
+                    afiles[i],
                     msg,
                     ref(r),
                     severity="warning",
@@ -467,7 +484,7 @@ def check_dataset(
         else:
             if not positive[r]:
                 msg += " (entirely outside the image)"
-            problems.append(Problem("box_out_of_bounds", fnames[i], msg, ref(r)))
+            problems.append(Problem("box_out_of_bounds", afiles[i], msg, ref(r)))
     if slight.any():
         repairs["boxes clipped to the image"] = int(slight.sum())
 
@@ -508,7 +525,7 @@ def check_dataset(
             problems.append(
                 Problem(
                     "near_duplicate_box",
-                    fnames[int(img_of[rp])],
+                    afiles[int(img_of[rp])],
                     f"boxes {ref(rp)} and {ref(rq)} ({cname(rp)}) overlap with IoU {iou[k]:.3f} "
                     f"{_b(boxes[rp])} / {_b(boxes[rq])}",
                     [ref(rp), ref(rq)],
