@@ -15,8 +15,7 @@ from odkit.cli.main import main
 from odkit.data import AnnotationSet
 from odkit.data.formats import detect_format, load_dataset, load_split, save_dataset
 from odkit.errors import DataError
-
-BCCD = Path("/work/shared/data/bccd")
+from tests._paths import BCCD  # noqa: E402
 
 
 def _img(path: Path, w: int, h: int, seed: int = 0) -> None:

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from odkit.data.stats import compute_stats, format_stats, plot_stats
 from odkit.data.structures import AnnotationSet
 from odkit.viz.draw import class_color, dataset_grid, draw_boxes, image_grid
-
-BCCD = Path("/work/shared/data/bccd")
+from tests._paths import BCCD  # noqa: E402
 
 
 def _hand_set() -> AnnotationSet:

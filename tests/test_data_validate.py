@@ -18,8 +18,8 @@ from odkit.data import AnnotationSet
 from odkit.data.formats import load_dataset
 from odkit.data.probe import probe_image
 from odkit.data.validate import check_dataset
+from tests._paths import BCCD  # noqa: E402
 
-BCCD = Path("/work/shared/data/bccd")
 W, H = 40, 30
 NAMES = ["cat", "dog", "bird"]
 

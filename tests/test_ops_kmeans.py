@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from odkit.errors import ConfigError
 from odkit.ops.kmeans import anchor_metrics, evolve_anchors, kmeans_anchors, wh_iou
-
-BCCD = Path("/work/shared/data/bccd")
+from tests._paths import BCCD  # noqa: E402
 
 
 def test_wh_iou_reference():
