@@ -56,6 +56,20 @@ def _to_rgb_uint8(x: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def prepare_inputs(images: Any) -> list[tuple[np.ndarray, str]]:
+    """``(uint8 [H, W, 3] RGB, path or "")`` per image, from one image or a list of paths, numpy
+    arrays or tensors, or a batch tensor ``[B, 3, H, W]`` (the input forms of ``predict``)."""
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        return [(_to_rgb_uint8(t, f"image {i}"), "") for i, t in enumerate(images)]
+    if isinstance(images, (str, Path, np.ndarray, torch.Tensor)):
+        images = [images]
+    out = []
+    for i, x in enumerate(images):
+        name = str(x) if isinstance(x, (str, Path)) else f"image {i}"
+        out.append((_to_rgb_uint8(x, name), str(x) if isinstance(x, (str, Path)) else ""))
+    return out
+
+
 class Predictor:
     """A trained detector ready for inference (see :func:`odkit.load`).
 
@@ -74,15 +88,7 @@ class Predictor:
         self.img_size = int(meta.get("img_size") or 416)
 
     def _inputs(self, images: Any) -> list[tuple[np.ndarray, str]]:
-        if isinstance(images, torch.Tensor) and images.dim() == 4:
-            return [(_to_rgb_uint8(t, f"image {i}"), "") for i, t in enumerate(images)]
-        if isinstance(images, (str, Path, np.ndarray, torch.Tensor)):
-            images = [images]
-        out = []
-        for i, x in enumerate(images):
-            name = str(x) if isinstance(x, (str, Path)) else f"image {i}"
-            out.append((_to_rgb_uint8(x, name), str(x) if isinstance(x, (str, Path)) else ""))
-        return out
+        return prepare_inputs(images)
 
     @torch.no_grad()
     def predict(

@@ -92,17 +92,9 @@ class OpenVINOBackend:
 
 def _inputs(images: Any) -> list[tuple[np.ndarray, str]]:
     """``(uint8 [H, W, 3] RGB, path or "")`` per image; the input forms of the PyTorch ``Predictor``."""
-    from odkit.engine.predictor import _to_rgb_uint8
+    from odkit.engine.predictor import prepare_inputs
 
-    if isinstance(images, torch.Tensor) and images.dim() == 4:
-        return [(_to_rgb_uint8(t, f"image {i}"), "") for i, t in enumerate(images)]
-    if isinstance(images, (str, Path, np.ndarray, torch.Tensor)):
-        images = [images]
-    out = []
-    for i, x in enumerate(images):
-        is_path = isinstance(x, (str, Path))
-        out.append((_to_rgb_uint8(x, str(x) if is_path else f"image {i}"), str(x) if is_path else ""))
-    return out
+    return prepare_inputs(images)
 
 
 class ExportedPredictor:
