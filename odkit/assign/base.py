@@ -1,0 +1,191 @@
+"""What every assigner takes and returns: ``Priors``, the padded ``GTBatch``, the ``Assigner`` protocol.
+
+An assigner maps priors (points, anchor boxes) of a batch to gt boxes and returns a batched
+:class:`~odkit.assign.result.AssignResult` (``[B, A]`` fields). Dense heads build ``Priors`` once
+per forward and a ``GTBatch`` once per batch, so any assigner can be swapped in:
+``RetinaNetHead(assigner=ATSSAssigner())`` is a constructor argument, not a new class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from odkit.assign.result import IGNORE, NEGATIVE, AssignResult
+from odkit.errors import DataError
+
+
+@dataclass
+class Priors:
+    """Priors of all pyramid levels, concatenated level by level (row-major within a level).
+
+    Attributes:
+        points: ``[A, 2]`` float prior centres ``(x, y)`` in input pixels.
+        strides: ``[A]`` float stride (pixels) of each prior's level.
+        levels: ``[A]`` int64 level index (0 = finest level).
+        num_per_level: number of priors on each level (sums to ``A``).
+        grid: ``[A, 2]`` float integer cell ``(gx, gy)`` of each prior on its level.
+        anchors: ``[A, 4]`` xyxy anchor boxes in input pixels, or ``None`` for anchor-free heads.
+            With ``k`` anchors per location, prior ``(y * W + x) * k + a`` of a level is anchor ``a``
+            of cell ``(x, y)``; ``points``, ``grid`` and ``strides`` repeat per anchor.
+    """
+
+    points: Tensor
+    strides: Tensor
+    levels: Tensor
+    num_per_level: list[int]
+    grid: Tensor
+    anchors: Tensor | None = None
+
+    @property
+    def num_priors(self) -> int:
+        return int(self.points.shape[0])
+
+    def boxes_or_points(self) -> Tensor:
+        """Anchor boxes ``[A, 4]`` when present, else zero-size boxes at the points."""
+        if self.anchors is not None:
+            return self.anchors
+        return torch.cat((self.points, self.points), dim=1)
+
+
+@dataclass
+class GTBatch:
+    """Gt boxes of a batch padded to the largest count ``G``.
+
+    Attributes:
+        boxes: ``[B, G, 4]`` float32 xyxy, input pixels (zeros in padding).
+        labels: ``[B, G]`` int64 classes 0..C-1 (0 in padding).
+        valid: ``[B, G]`` bool, True for real gts that take part in matching.
+        crowd: ``[B, G]`` bool, True for crowd (ignore-region) boxes; these are not ``valid``:
+            assigners do not match priors to them, :func:`ignore_crowd` marks priors that fall
+            inside them as ``IGNORE``.
+    """
+
+    boxes: Tensor
+    labels: Tensor
+    valid: Tensor
+    crowd: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @property
+    def max_gts(self) -> int:
+        return int(self.boxes.shape[1])
+
+    @property
+    def num_gts(self) -> Tensor:
+        """``[B]`` int64 count of valid (non-crowd) gts per image."""
+        return self.valid.sum(1)
+
+    @classmethod
+    def from_targets(
+        cls,
+        targets: Sequence[Mapping[str, Tensor]],
+        num_classes: int,
+        device: torch.device | str | None = None,
+        batch_size: int | None = None,
+    ) -> GTBatch:
+        """Pad a list of ``{"boxes" [N,4] xyxy px, "labels" [N], optional "iscrowd" [N]}`` targets.
+
+        Raises ``DataError`` when the number of targets differs from ``batch_size``, when boxes and
+        labels disagree in count, or when a label is outside ``0..num_classes-1``.
+        """
+        if batch_size is not None and len(targets) != batch_size:
+            raise DataError(f"loss: {len(targets)} targets for a batch of {batch_size} images")
+        b = len(targets)
+        g = max([int(torch.as_tensor(t["boxes"]).reshape(-1, 4).shape[0]) for t in targets] + [0])
+        boxes = torch.zeros((b, g, 4), dtype=torch.float32, device=device)
+        labels = torch.zeros((b, g), dtype=torch.long, device=device)
+        valid = torch.zeros((b, g), dtype=torch.bool, device=device)
+        crowd = torch.zeros((b, g), dtype=torch.bool, device=device)
+        for i, t in enumerate(targets):
+            bx = torch.as_tensor(t["boxes"], device=device).float().reshape(-1, 4)
+            n = int(bx.shape[0])
+            if n == 0:
+                continue
+            lab = torch.as_tensor(t["labels"], device=device).long().reshape(-1)
+            if lab.numel() != n:
+                raise DataError(f"loss: image {i} of the batch has {n} boxes but {lab.numel()} labels")
+            if int(lab.min()) < 0 or int(lab.max()) >= num_classes:
+                raise DataError(
+                    f"loss: image {i} of the batch has labels outside 0..{num_classes - 1} "
+                    f"(min {int(lab.min())}, max {int(lab.max())})"
+                )
+            is_crowd = torch.zeros(n, dtype=torch.bool, device=device)
+            if t.get("iscrowd") is not None:
+                is_crowd = torch.as_tensor(t["iscrowd"], device=device).reshape(-1).bool()
+                if is_crowd.numel() != n:
+                    raise DataError(f"loss: image {i} of the batch has {n} boxes but {is_crowd.numel()} iscrowd flags")
+            boxes[i, :n] = bx
+            labels[i, :n] = lab
+            valid[i, :n] = ~is_crowd
+            crowd[i, :n] = is_crowd
+        return cls(boxes, labels, valid, crowd)
+
+    def matched_boxes(self, result: AssignResult) -> Tensor:
+        """``[B, A, 4]`` gt box of each prior's match (zeros where not foreground)."""
+        idx = result.gt_inds.clamp(min=0)
+        if self.max_gts == 0:
+            return torch.zeros((*idx.shape, 4), dtype=self.boxes.dtype, device=self.boxes.device)
+        out = torch.gather(self.boxes, 1, idx[..., None].expand(*idx.shape, 4))
+        return out * (result.gt_inds >= 0)[..., None].to(out.dtype)
+
+
+@runtime_checkable
+class Assigner(Protocol):
+    """One protocol for every label assigner.
+
+    ``assign(priors, gt, pred_boxes=None, pred_scores=None)`` returns a batched ``AssignResult``
+    (``[B, A]``). ``pred_boxes`` (``[B, A, 4]`` xyxy input pixels) and ``pred_scores``
+    (``[B, A, C]`` probabilities) are needed only by prediction-aware assigners (SimOTA).
+    """
+
+    def assign(
+        self,
+        priors: Priors,
+        gt: GTBatch,
+        pred_boxes: Tensor | None = None,
+        pred_scores: Tensor | None = None,
+    ) -> AssignResult: ...
+
+
+def empty_result(batch: int, num_priors: int, gt: GTBatch) -> AssignResult:
+    """An all-negative batched result (images without gts)."""
+    device = gt.boxes.device
+    return AssignResult(
+        gt_inds=torch.full((batch, num_priors), NEGATIVE, dtype=torch.long, device=device),
+        labels=torch.full((batch, num_priors), -1, dtype=torch.long, device=device),
+        quality=torch.zeros((batch, num_priors), dtype=torch.float32, device=device),
+        num_gts=gt.num_gts.to(device),
+    )
+
+
+def ignore_crowd(result: AssignResult, priors: Priors, gt: GTBatch, iof_thr: float = 0.5) -> AssignResult:
+    """Mark background priors that overlap a crowd box as ``IGNORE``.
+
+    A prior overlaps when its anchor box lies at least ``iof_thr`` inside the crowd box (intersection
+    over the anchor's area) or, for anchor-free priors, when its point lies inside the crowd box.
+    Foreground priors keep their match. Returns ``result`` (modified in place).
+    """
+    if not bool(gt.crowd.any()):
+        return result
+    boxes = gt.boxes[:, None, :, :]  # [B, 1, G, 4]
+    if priors.anchors is not None:
+        a = priors.anchors[None, :, None, :]  # [1, A, 1, 4]
+        iw = (torch.minimum(a[..., 2], boxes[..., 2]) - torch.maximum(a[..., 0], boxes[..., 0])).clamp(min=0)
+        ih = (torch.minimum(a[..., 3], boxes[..., 3]) - torch.maximum(a[..., 1], boxes[..., 1])).clamp(min=0)
+        area = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])).clamp(min=1e-6)
+        inside = (iw * ih / area) >= iof_thr
+    else:
+        p = priors.points[None, :, None, :]
+        inside = (p[..., 0] > boxes[..., 0]) & (p[..., 0] < boxes[..., 2])
+        inside &= (p[..., 1] > boxes[..., 1]) & (p[..., 1] < boxes[..., 3])
+    hit = (inside & gt.crowd[:, None, :]).any(-1)  # [B, A]
+    result.gt_inds[hit & (result.gt_inds == NEGATIVE)] = IGNORE
+    return result
