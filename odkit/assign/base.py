@@ -45,6 +45,30 @@ class Priors:
     def num_priors(self) -> int:
         return int(self.points.shape[0])
 
+    def take(self, idx: Tensor) -> Priors:
+        """The priors at rows ``idx`` (``num_per_level`` becomes ``[len(idx)]``)."""
+        return Priors(
+            self.points[idx],
+            self.strides[idx],
+            self.levels[idx],
+            [int(idx.numel())],
+            self.grid[idx],
+            None if self.anchors is None else self.anchors[idx],
+        )
+
+    def level(self, i: int) -> Priors:
+        """The priors of pyramid level ``i``."""
+        start = sum(self.num_per_level[:i])
+        sl = slice(start, start + self.num_per_level[i])
+        return Priors(
+            self.points[sl],
+            self.strides[sl],
+            self.levels[sl],
+            [self.num_per_level[i]],
+            self.grid[sl],
+            None if self.anchors is None else self.anchors[sl],
+        )
+
     def boxes_or_points(self) -> Tensor:
         """Anchor boxes ``[A, 4]`` when present, else zero-size boxes at the points."""
         if self.anchors is not None:

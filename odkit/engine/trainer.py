@@ -350,9 +350,7 @@ class Trainer:
         if self.dist.is_main:
             log.info("epoch %d: last %d epoch(s) without augmentation, L1 loss on", epoch + 1,
                      self.plan_epochs - epoch)
-        head = getattr(unwrap(self.model), "head", None)
-        if head is not None and hasattr(head, "use_l1"):
-            head.use_l1 = True
+        unwrap(self.model).head.enter_phase("no_aug")
         data_utils.close_mosaic(self.train_loader)
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:

@@ -90,7 +90,8 @@ class ExportModule(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.half:
             raw = self.model.raw_outputs(images.to(torch.float16))
-            boxes, scores = self.model.head.decode([r.float() for r in raw])
+            raw = [tuple(r.float() for r in level) for level in raw]
+            boxes, scores = self.model.head.decode_outputs(raw, tuple(images.shape[-2:]))
         else:
             boxes, scores = self.model.forward_export(images)
         boxes, scores = boxes.float(), scores.float()

@@ -7,20 +7,16 @@ import torch.nn.functional as F
 
 from odkit.assign.result import AssignResult
 from odkit.losses.iou import iou_loss
+from odkit.ops.coders import YOLOCoder
 
 
 def yolox_l1_targets(
     gt_boxes: torch.Tensor, grid_xy: torch.Tensor, strides: torch.Tensor, eps: float = 1e-8
 ) -> torch.Tensor:
-    """Raw regression targets ``(tx, ty, tw, th)`` of xyxy gt boxes for priors at integer grid cells.
-
-    The head decodes ``cx = (tx + gx) * s``, ``w = exp(tw) * s``; so ``tx = cx / s - gx`` and
-    ``tw = log(w / s + eps)``. Shapes: gt ``[N, 4]``, grid ``[N, 2]``, strides ``[N]`` -> ``[N, 4]``.
-    """
-    s = strides[:, None]
-    cxcy = (gt_boxes[:, :2] + gt_boxes[:, 2:]) * 0.5
-    wh = (gt_boxes[:, 2:] - gt_boxes[:, :2]).clamp(min=0)
-    return torch.cat((cxcy / s - grid_xy, torch.log(wh / s + eps)), dim=1)
+    """Raw regression targets ``(tx, ty, tw, th)`` of xyxy gt boxes for priors at integer grid cells:
+    the inverse of the YOLOX decoding (:class:`odkit.ops.YOLOCoder` ``style="yolox"``).
+    Shapes: gt ``[N, 4]``, grid ``[N, 2]``, strides ``[N]`` -> ``[N, 4]``."""
+    return YOLOCoder("yolox", eps=eps).encode(grid_xy, gt_boxes, strides)
 
 
 def yolox_loss(

@@ -10,6 +10,10 @@ import torch
 
 from odkit.errors import ConfigError
 
+# Default prediction settings of a Detector (zoo models override them with their reference's values):
+# score threshold, candidates kept per pyramid level before NMS, NMS IoU, detections per image.
+POSTPROCESS_DEFAULTS: dict[str, Any] = {"conf_thr": 0.001, "pre_topk": 1000, "iou_thr": 0.65, "max_det": 300}
+
 
 def undo_letterbox(boxes: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
     """Map xyxy boxes from network-input pixels to original image pixels.
@@ -60,4 +64,29 @@ def postprocess(
         if metas is not None:
             b = undo_letterbox(b, metas[i])
         results.append({"boxes": b.float(), "scores": s.float(), "labels": lab.long()})
+    return results
+
+
+def postprocess_candidates(
+    candidates: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    metas: Sequence[Mapping[str, Any]] | None = None,
+    iou_thr: float = 0.65,
+    max_det: int = 300,
+) -> list[dict[str, torch.Tensor]]:
+    """Per-image candidates ``(boxes [K, 4] xyxy input px, scores [K], labels [K])`` (already
+    score-filtered and top-k'd by the head) -> class-wise NMS at ``iou_thr``, the best ``max_det``
+    (``<= 0``: all), letterbox undone when ``metas`` is given. Same dict format as :func:`postprocess`."""
+    from odkit.ops import batched_nms
+
+    if metas is not None and len(metas) != len(candidates):
+        raise ConfigError(f"postprocess: {len(metas)} metas for a batch of {len(candidates)} images")
+    results = []
+    for i, (b, s, lab) in enumerate(candidates):
+        keep = batched_nms(b.float(), s.float(), lab, iou_thr)
+        if max_det > 0:
+            keep = keep[:max_det]
+        b, s, lab = b[keep].float(), s[keep].float(), lab[keep].long()
+        if metas is not None:
+            b = undo_letterbox(b, metas[i])
+        results.append({"boxes": b, "scores": s, "labels": lab})
     return results

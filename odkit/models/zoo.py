@@ -1,71 +1,94 @@
-"""Named model builders: ``build("yolox-nano", num_classes=3)``, ``available()``, ``from_config(cfg)``.
+"""Named models: ``build("yolox-nano", num_classes=3)``, ``available()``, ``from_config(cfg)``, ``recipe(name)``.
 
-Builders are plain functions in the ``BUILDERS`` dict. Every model gets a JSON-serialisable
-``model.config`` (name, num_classes, class_names, img_size and any overrides) that
-``from_config`` turns back into the same architecture.
+Every entry of ``MODELS`` is a :class:`ModelSpec`: a plain builder function plus the model's defaults
+(input size, prediction settings, training recipe). Every built model gets a JSON-serialisable
+``model.config`` (name, num_classes, class_names, img_size and any overrides) that ``from_config``
+turns back into the same architecture. Detector families live in ``odkit/models/families/`` (one
+file each); adding one is a builder there plus its entries here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from odkit.errors import ConfigError
-from odkit.models.backbones import CSPDarknet
 from odkit.models.detector import Detector
-from odkit.models.heads import YOLOXHead
-from odkit.models.necks import PAFPN
+from odkit.models.families import dense, yolox
+
+# Overrides every model accepts (handled here, not by the builders): in-model input format and
+# prediction defaults.
+INPUT_KEYS = ("pixel_mean", "pixel_std", "input_bgr")
+POSTPROCESS_KEYS = ("conf_thr", "iou_thr", "max_det", "pre_topk")
 
 
-def yolox(
-    num_classes: int = 80,
-    depth: float = 1.0,
-    width: float = 1.0,
-    depthwise: bool = False,
-    act: str = "silu",
-    prior_prob: float = 0.01,
-    iou_loss: str = "iou",
-) -> Detector:
-    """A YOLOX detector: CSPDarknet + PAFPN + decoupled head at strides 8, 16, 32."""
-    backbone = CSPDarknet(depth, width, depthwise=depthwise, act=act)
-    neck = PAFPN(backbone.out_channels, depth, depthwise=depthwise, act=act)
-    head = YOLOXHead(
-        num_classes,
-        neck.out_channels,
-        feat_channels=int(256 * width),
-        strides=backbone.strides,
-        depthwise=depthwise,
-        act=act,
-        prior_prob=prior_prob,
-        iou_loss_mode=iou_loss,
+@dataclass(frozen=True)
+class ModelSpec:
+    """A zoo entry.
+
+    Attributes:
+        builder: ``builder(num_classes, **overrides) -> Detector``.
+        img_size: default square input size in pixels (training and inference).
+        postprocess: prediction defaults (``conf_thr``, ``pre_topk`` per level, ``iou_thr``,
+            ``max_det``): the reference implementation's values.
+        recipe: training defaults, as ``TrainConfig`` field values (optimizer, lr, schedule,
+            warm-up, augmentation, no-augmentation tail, ...); ``odkit train`` flags override them.
+        family: detector family name (for listings).
+    """
+
+    builder: Callable[..., Detector]
+    img_size: int
+    postprocess: Mapping[str, Any] = field(default_factory=dict)
+    recipe: Mapping[str, Any] = field(default_factory=dict)
+    family: str = ""
+
+
+def _with(builder: Callable[..., Detector], **defaults: Any) -> Callable[..., Detector]:
+    def build_preset(num_classes: int = 80, **kw: Any) -> Detector:
+        return builder(num_classes, **{**defaults, **kw})
+
+    build_preset.__doc__ = f"{builder.__name__} with {defaults}"
+    return build_preset
+
+
+def _yolox(depth: float, width: float, depthwise: bool, img: int) -> ModelSpec:
+    return ModelSpec(
+        _with(yolox.build_yolox, depth=depth, width=width, depthwise=depthwise),
+        img,
+        yolox.POSTPROCESS,
+        yolox.RECIPE,
+        "yolox",
     )
-    return Detector(backbone, neck, head)
 
 
-def _preset(depth: float, width: float, depthwise: bool, img_size: int) -> Callable[..., Detector]:
-    def builder(num_classes: int = 80, **kw: Any) -> Detector:
-        kw.setdefault("depth", depth)
-        kw.setdefault("width", width)
-        kw.setdefault("depthwise", depthwise)
-        return yolox(num_classes, **kw)
-
-    builder.default_img_size = img_size  # type: ignore[attr-defined]
-    return builder
-
-
-BUILDERS: dict[str, Callable[..., Detector]] = {
-    "yolox-nano": _preset(0.33, 0.25, True, 416),
-    "yolox-tiny": _preset(0.33, 0.375, False, 416),
-    "yolox-s": _preset(0.33, 0.50, False, 640),
-    "yolox-m": _preset(0.67, 0.75, False, 640),
-    "yolox-l": _preset(1.0, 1.0, False, 640),
-    "yolox-x": _preset(1.33, 1.25, False, 640),
+MODELS: dict[str, ModelSpec] = {
+    "yolox-nano": _yolox(0.33, 0.25, True, 416),
+    "yolox-tiny": _yolox(0.33, 0.375, False, 416),
+    "yolox-s": _yolox(0.33, 0.50, False, 640),
+    "yolox-m": _yolox(0.67, 0.75, False, 640),
+    "yolox-l": _yolox(1.0, 1.0, False, 640),
+    "yolox-x": _yolox(1.33, 1.25, False, 640),
+    **dense.MODELS,
 }
 
 
 def available() -> list[str]:
     """Names accepted by :func:`build`."""
-    return sorted(BUILDERS)
+    return sorted(MODELS)
+
+
+def spec(name: str) -> ModelSpec:
+    """The zoo entry of ``name`` (``ConfigError`` for an unknown name)."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(available())}")
+    return MODELS[name]
+
+
+def recipe(name: str) -> dict[str, Any]:
+    """Training defaults of model ``name`` as ``TrainConfig`` field values (``img`` included)."""
+    s = spec(name)
+    return {"img": s.img_size, **dict(s.recipe)}
 
 
 def build(
@@ -78,29 +101,37 @@ def build(
     """Build the named model with ``num_classes`` classes.
 
     ``class_names`` (optional, length ``num_classes``) and ``img_size`` (training/inference size, int or
-    ``[h, w]``; default per model: 416 for nano/tiny, 640 otherwise) are stored in ``model.config``.
-    ``overrides`` go to the builder (``depth``, ``width``, ``depthwise``, ``act``, ``prior_prob``,
-    ``iou_loss``) and are stored too.
+    ``[h, w]``; default per model) are stored in ``model.config``. ``overrides`` go to the builder
+    (e.g. ``depth``, ``width`` for YOLOX; ``assigner`` for dense heads), except the input format
+    (``pixel_mean``, ``pixel_std`` in [0, 1] units, ``input_bgr``) and prediction defaults
+    (``conf_thr``, ``iou_thr``, ``max_det``, ``pre_topk``), which every model accepts. All are stored.
     """
-    if name not in BUILDERS:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(available())}")
+    s = spec(name)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
     if class_names is not None:
         class_names = [str(c) for c in class_names]
         if len(class_names) != num_classes:
             raise ConfigError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
-    builder = BUILDERS[name]
     if img_size is None:
-        img_size = getattr(builder, "default_img_size", 640)
+        img_size = s.img_size
     if not isinstance(img_size, int):
         img_size = [int(v) for v in img_size]
         if len(img_size) != 2:
             raise ConfigError(f"img_size must be an int or [h, w], got {img_size}")
+    arch = {k: v for k, v in overrides.items() if k not in INPUT_KEYS + POSTPROCESS_KEYS}
     try:
-        model = builder(num_classes, **overrides)
+        model = s.builder(num_classes, **arch)
     except TypeError as e:
         raise ConfigError(f"bad override for model {name!r}: {e}") from e
+    if any(k in overrides for k in INPUT_KEYS):
+        model.set_input_format(
+            overrides.get("pixel_mean", model.pixel_mean.view(-1).tolist()),
+            overrides.get("pixel_std", model.pixel_std.view(-1).tolist()),
+            overrides.get("input_bgr", model.input_bgr),
+        )
+    model.postprocess_defaults.update(s.postprocess)
+    model.postprocess_defaults.update({k: overrides[k] for k in POSTPROCESS_KEYS if k in overrides})
     model.config = {
         "name": name,
         "num_classes": num_classes,

@@ -29,6 +29,7 @@ class AnchorGenerator:
         scales: multipliers of every size (RetinaNet: ``(2**0, 2**(1/3), 2**(2/3))``).
         offset: anchor centres at ``(x + offset) * stride``; 0 (torchvision / MMDetection default)
             or 0.5 (cell centres).
+        round_base: round the base anchors' corners to whole pixels (torchvision does).
 
     An anchor of size ``s``, scale ``c`` and ratio ``r`` has ``w = s c / sqrt(r)``,
     ``h = s c sqrt(r)`` (area ``(s c)^2``). Per location the order is ratio-major, then size, then
@@ -43,6 +44,7 @@ class AnchorGenerator:
         strides: Sequence[int] = (16,),
         scales: Sequence[float] = (1.0,),
         offset: float = 0.0,
+        round_base: bool = False,
     ) -> None:
         strides = list(strides)
         sizes_l = [list(s) if isinstance(s, Sequence) else [float(s)] for s in sizes]
@@ -64,6 +66,7 @@ class AnchorGenerator:
         self.strides = strides
         self.scales = list(scales)
         self.offset = float(offset)
+        self.round_base = bool(round_base)
         self.base_anchors = [self._base(s, r) for s, r in zip(self.sizes, self.ratios)]
 
     def _base(self, sizes: list[float], ratios: list[float]) -> Tensor:
@@ -72,7 +75,8 @@ class AnchorGenerator:
         hr = torch.sqrt(r)
         ws = (s[None, :] / hr[:, None]).reshape(-1)
         hs = (s[None, :] * hr[:, None]).reshape(-1)
-        return torch.stack([-ws / 2, -hs / 2, ws / 2, hs / 2], dim=1).float()
+        base = torch.stack([-ws / 2, -hs / 2, ws / 2, hs / 2], dim=1)
+        return (base.round() if self.round_base else base).float()
 
     @property
     def num_levels(self) -> int:
@@ -87,12 +91,17 @@ class AnchorGenerator:
         feature_sizes: Sequence[tuple[int, int]],
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        strides: Sequence[float | tuple[float, float]] | None = None,
     ) -> list[Tensor]:
-        """Anchors for feature maps of sizes ``[(H, W), ...]`` -> list of ``[H*W*A, 4]`` xyxy pixels."""
+        """Anchors for feature maps of sizes ``[(H, W), ...]`` -> list of ``[H*W*A, 4]`` xyxy pixels.
+
+        ``strides`` overrides the generator's strides (one value or ``(stride_y, stride_x)`` per
+        level), e.g. torchvision's ``input_size // feature_size``."""
         if len(feature_sizes) != self.num_levels:
             raise ConfigError(f"grid_anchors: {len(feature_sizes)} feature sizes for {self.num_levels} levels")
         out = []
-        for (h, w), stride, base in zip(feature_sizes, self.strides, self.base_anchors):
+        for i, ((h, w), base) in enumerate(zip(feature_sizes, self.base_anchors)):
+            stride = self.strides[i] if strides is None else strides[i]
             pts = grid_points((h, w), stride, self.offset, device=device, dtype=torch.float32)
             shifts = torch.cat([pts, pts], dim=1)  # [H*W, 4]
             anchors = shifts[:, None, :] + base.to(pts.device)[None, :, :]
@@ -104,7 +113,7 @@ class AnchorGenerator:
 
 def grid_points(
     feature_size: tuple[int, int],
-    stride: float,
+    stride: float | tuple[float, float],
     offset: float = 0.5,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -112,11 +121,12 @@ def grid_points(
     """Anchor-free prior points ``[H*W, 2]`` as ``(x, y)`` pixels: ``((j + offset) s, (i + offset) s)``.
 
     Row-major (``i`` = row outer), so row ``i * W + j``. ``offset`` 0.5 = cell centres (FCOS, GFL),
-    0 = cell corners (YOLOX grids, scaled by the stride).
+    0 = cell corners (YOLOX grids, scaled by the stride). ``stride`` may be ``(stride_y, stride_x)``.
     """
     h, w = int(feature_size[0]), int(feature_size[1])
-    ys = (torch.arange(h, device=device, dtype=torch.float32) + offset) * stride
-    xs = (torch.arange(w, device=device, dtype=torch.float32) + offset) * stride
+    sy, sx = (float(stride[0]), float(stride[1])) if isinstance(stride, Sequence) else (stride, stride)
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + offset) * sy
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + offset) * sx
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1).to(dtype)
 

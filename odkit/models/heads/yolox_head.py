@@ -3,27 +3,31 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from odkit.assign import SimOTAAssigner
-from odkit.errors import DataError
+from odkit.assign.base import GTBatch, Priors
 from odkit.losses.yolox import yolox_loss
+from odkit.models.heads.base import DenseHead, Flat, init_prior_bias
 from odkit.nn import ConvBNAct, conv_or_dw
+from odkit.ops.coders import YOLOCoder
 
 
-class YOLOXHead(nn.Module):
+class YOLOXHead(DenseHead):
     """YOLOX head over pyramid levels at ``strides`` (default 8, 16, 32).
 
-    ``forward(feats)`` returns one raw map per level, ``[B, 4 + 1 + C, H_l, W_l]`` with channels
-    ``(tx, ty, tw, th, obj_logit, cls_logits...)``. A prior is a grid cell ``(gx, gy)`` of its level;
-    decoding gives ``cx = (tx + gx) * s``, ``cy = (ty + gy) * s``, ``w = exp(tw) * s``, ``h = exp(th) * s``
-    in input pixels. Class and objectness biases start at ``-log((1 - p) / p)`` with ``p = prior_prob``.
-    Set ``use_l1 = True`` to add the L1 loss on raw offsets (last no-augmentation epochs).
+    ``forward(feats)`` returns per level ``(cls [B, C, H, W], reg [B, 4, H, W], obj [B, 1, H, W])``.
+    A prior is a grid cell ``(gx, gy)`` of its level (point at the cell centre, used by SimOTA);
+    decoding (:class:`odkit.ops.YOLOCoder`, ``"yolox"``) gives ``cx = (tx + gx) * s``,
+    ``w = exp(tw) * s`` in input pixels; scores are ``sigmoid(obj) * sigmoid(cls)``. Class and
+    objectness biases start at ``-log((1 - p) / p)`` with ``p = prior_prob``. The ``"no_aug"`` phase
+    adds the L1 loss on raw offsets (YOLOX's last epochs).
     """
+
+    output_channels: tuple[int, ...] = ()
 
     def __init__(
         self,
@@ -36,16 +40,17 @@ class YOLOXHead(nn.Module):
         prior_prob: float = 0.01,
         iou_loss_mode: str = "iou",
         reg_weight: float = 5.0,
+        assigner: SimOTAAssigner | None = None,
     ) -> None:
-        super().__init__()
         if len(in_channels) != len(strides):
             raise ValueError("YOLOXHead: in_channels and strides must have the same length")
-        self.num_classes = int(num_classes)
-        self.strides = [int(s) for s in strides]
+        super().__init__(num_classes, strides, None, point_offset=0.5, clip_before_nms=False)
+        self.output_channels = (self.num_classes, 4, 1)
         self.use_l1 = False
         self.iou_loss_mode = iou_loss_mode
         self.reg_weight = float(reg_weight)
-        self.assigner = SimOTAAssigner()
+        self.assigner = assigner if assigner is not None else SimOTAAssigner()
+        self.coder = YOLOCoder("yolox")
         c = int(feat_channels)
         self.stems = nn.ModuleList(ConvBNAct(int(ch), c, 1, 1, act=act) for ch in in_channels)
 
@@ -63,111 +68,45 @@ class YOLOXHead(nn.Module):
 
     def init_biases(self, prior_prob: float = 0.01) -> None:
         """Set class and objectness biases so that initial probabilities are ``prior_prob``."""
-        bias = -math.log((1.0 - prior_prob) / prior_prob)
         for conv in list(self.cls_preds) + list(self.obj_preds):
-            nn.init.constant_(conv.bias, bias)
+            init_prior_bias(conv, prior_prob)
 
-    def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def forward(self, feats: Sequence[Tensor]) -> list[tuple[Tensor, Tensor, Tensor]]:
         outs = []
         for i, x in enumerate(feats):
             x = self.stems[i](x)
             cls_feat = self.cls_convs[i](x)
             reg_feat = self.reg_convs[i](x)
-            outs.append(
-                torch.cat(
-                    (self.reg_preds[i](reg_feat), self.obj_preds[i](reg_feat), self.cls_preds[i](cls_feat)), 1
-                )
-            )
+            outs.append((self.cls_preds[i](cls_feat), self.reg_preds[i](reg_feat), self.obj_preds[i](reg_feat)))
         return outs
 
-    # ----------------------------------------------------------------------------- priors / decode
+    def enter_phase(self, phase: str) -> None:
+        if phase == "no_aug":
+            self.use_l1 = True
 
-    def priors(self, raw: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Grid cells ``[A, 2]`` (float ``(gx, gy)``) and strides ``[A]`` of all priors, level by level,
-        row-major within a level (the order of :meth:`flatten`)."""
-        grids, strides = [], []
-        for r, s in zip(raw, self.strides):
-            h, w = r.shape[-2:]
-            ys = torch.arange(h, device=r.device, dtype=torch.float32)
-            xs = torch.arange(w, device=r.device, dtype=torch.float32)
-            gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-            grids.append(torch.stack((gx, gy), dim=-1).reshape(-1, 2))
-            strides.append(torch.full_like(gx.reshape(-1), float(s)))
-        return torch.cat(grids, 0), torch.cat(strides, 0)
+    def scores_of(self, flat: Flat) -> Tensor:
+        cls, _, obj = flat
+        return torch.sigmoid(obj) * torch.sigmoid(cls)
 
-    @staticmethod
-    def flatten(raw: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Per-level raw maps -> ``[B, A, 4 + 1 + C]``."""
-        return torch.cat([r.flatten(2) for r in raw], dim=2).permute(0, 2, 1)
+    def boxes_of(self, flat: Flat, priors: Priors) -> Tensor:
+        return self.coder.decode(priors.grid, flat[1], priors.strides.to(flat[1].dtype))
 
-    @staticmethod
-    def decode_boxes(raw_reg: torch.Tensor, grid: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
-        """Raw ``[B, A, 4]`` offsets -> xyxy boxes ``[B, A, 4]`` in input pixels."""
-        s = strides[:, None].to(raw_reg.dtype)
-        cxcy = (raw_reg[..., :2] + grid.to(raw_reg.dtype)) * s
-        half = torch.exp(raw_reg[..., 2:4]) * s * 0.5
-        return torch.cat((cxcy - half, cxcy + half), dim=-1)
-
-    def decode(self, raw: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Boxes ``[B, A, 4]`` xyxy (input pixels) and scores ``[B, A, C]`` = sigmoid(obj) * sigmoid(cls)."""
-        flat = self.flatten(raw)
-        grid, strides = self.priors(raw)
-        boxes = self.decode_boxes(flat[..., :4], grid, strides)
-        scores = torch.sigmoid(flat[..., 4:5]) * torch.sigmoid(flat[..., 5:])
-        return boxes, scores
-
-    # ----------------------------------------------------------------------------- loss
-
-    def pad_targets(
-        self, targets: Sequence[dict], batch_size: int, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Targets (list of ``{"boxes", "labels"}``) -> padded ``[B, G, 4]`` boxes, ``[B, G]`` labels, valid mask."""
-        if len(targets) != batch_size:
-            raise DataError(f"YOLOX loss: {len(targets)} targets for a batch of {batch_size} images")
-        g = max([int(t["boxes"].shape[0]) for t in targets] + [0])
-        boxes = torch.zeros((batch_size, g, 4), dtype=torch.float32, device=device)
-        labels = torch.zeros((batch_size, g), dtype=torch.long, device=device)
-        valid = torch.zeros((batch_size, g), dtype=torch.bool, device=device)
-        for i, t in enumerate(targets):
-            n = int(t["boxes"].shape[0])
-            if n == 0:
-                continue
-            lab = torch.as_tensor(t["labels"], device=device).long().reshape(-1)
-            if lab.numel() != n:
-                raise DataError(f"YOLOX loss: image {i} of the batch has {n} boxes but {lab.numel()} labels")
-            if int(lab.min()) < 0 or int(lab.max()) >= self.num_classes:
-                raise DataError(
-                    f"YOLOX loss: image {i} of the batch has labels outside 0..{self.num_classes - 1} "
-                    f"(min {int(lab.min())}, max {int(lab.max())})"
-                )
-            boxes[i, :n] = torch.as_tensor(t["boxes"], device=device).float().reshape(n, 4)
-            labels[i, :n] = lab
-            valid[i, :n] = True
-        return boxes, labels, valid
-
-    def loss(self, raw: Sequence[torch.Tensor], targets: Sequence[dict]) -> dict[str, torch.Tensor]:
-        """Loss dict (see :func:`odkit.losses.yolox_loss`) of raw outputs against targets in input pixels."""
-        flat = self.flatten(raw).float()
-        grid, strides = self.priors(raw)
-        raw_reg = flat[..., :4]
-        boxes = self.decode_boxes(raw_reg, grid, strides)
-        obj, cls = flat[..., 4], flat[..., 5:]
-        gt_boxes, gt_labels, gt_valid = self.pad_targets(targets, flat.shape[0], flat.device)
+    def loss_by_flat(self, flat: Flat, priors: Priors, gt: GTBatch, input_hw: tuple[int, int]) -> dict[str, Tensor]:
+        """The YOLOX loss (:func:`odkit.losses.yolox_loss`) with SimOTA assignment."""
+        cls, reg, obj = flat
+        boxes = self.boxes_of(flat, priors)
         with torch.no_grad():
-            scores = (torch.sigmoid(cls) * torch.sigmoid(obj)[..., None]).sqrt()
-            centers = (grid + 0.5) * strides[:, None]
-            assign = self.assigner.assign(
-                boxes.detach(), scores, centers, strides, gt_boxes, gt_labels, gt_valid
-            )
+            scores = (torch.sigmoid(cls) * torch.sigmoid(obj)).sqrt()
+            assign = self.assigner.assign(boxes.detach(), scores, priors.points, priors.strides, gt.boxes, gt.labels, gt.valid)
         return yolox_loss(
-            raw_reg,
+            reg,
             boxes,
-            obj,
+            obj[..., 0],
             cls,
             assign,
-            gt_boxes,
-            grid,
-            strides,
+            gt.boxes,
+            priors.grid,
+            priors.strides,
             use_l1=self.use_l1,
             reg_weight=self.reg_weight,
             iou_mode=self.iou_loss_mode,

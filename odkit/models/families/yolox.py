@@ -1,0 +1,47 @@
+"""YOLOX: CSPDarknet + PAFPN + decoupled head with SimOTA (Ge et al. 2021)."""
+
+from __future__ import annotations
+
+from odkit.models.backbones import CSPDarknet
+from odkit.models.detector import Detector
+from odkit.models.heads import YOLOXHead
+from odkit.models.necks import PAFPN
+
+# YOLOX's evaluation settings: score threshold, NMS IoU; one candidate pool per level.
+POSTPROCESS = {"conf_thr": 0.001, "iou_thr": 0.65, "max_det": 300, "pre_topk": 1000}
+
+# The YOLOX recipe: SGD (lr 0.01 per 64 images), cosine with warm-up, Mosaic, the last 15 epochs without
+# strong augmentation and with the L1 loss ("no_aug" phase).
+RECIPE = {
+    "optimizer": "sgd",
+    "schedule": "cos",
+    "warmup_epochs": 3.0,
+    "mosaic": 1.0,
+    "mixup": 0.0,
+    "no_aug_epochs": 15,
+}
+
+
+def build_yolox(
+    num_classes: int = 80,
+    depth: float = 1.0,
+    width: float = 1.0,
+    depthwise: bool = False,
+    act: str = "silu",
+    prior_prob: float = 0.01,
+    iou_loss: str = "iou",
+) -> Detector:
+    """A YOLOX detector: CSPDarknet + PAFPN + decoupled head at strides 8, 16, 32."""
+    backbone = CSPDarknet(depth, width, depthwise=depthwise, act=act)
+    neck = PAFPN(backbone.out_channels, depth, depthwise=depthwise, act=act)
+    head = YOLOXHead(
+        num_classes,
+        neck.out_channels,
+        feat_channels=int(256 * width),
+        strides=backbone.strides,
+        depthwise=depthwise,
+        act=act,
+        prior_prob=prior_prob,
+        iou_loss_mode=iou_loss,
+    )
+    return Detector(backbone, neck, head)

@@ -1,0 +1,206 @@
+"""``DenseHead``: the base of one-stage heads (YOLOX, RetinaNet, FCOS, ATSS, GFL, ...).
+
+The contract with :class:`~odkit.models.detector.Detector`:
+
+- ``loss(feats, targets, input_hw) -> dict`` (``loss`` is the total);
+- ``predict_raw(feats, input_hw) -> (boxes [B, N, 4], scores [B, N, C])``: every prior decoded, no
+  data-dependent control flow (what ONNX export runs);
+- ``predict_candidates(feats, input_hw, conf_thr, pre_topk)``: per image, per level, keep
+  ``(prior, class)`` pairs with score ``> conf_thr``, the best ``pre_topk`` of them, decode only those;
+  the Detector then runs one class-wise NMS over the levels.
+
+A subclass declares ``output_channels`` (channels per prior of each output map, e.g. ``(C, 4)`` for
+class logits and box deltas), builds its layers, and writes four methods: ``forward`` (per level a
+tuple of ``[B, k * c_i, H, W]`` maps, ``k`` priors per location), ``scores_of`` (probabilities
+``[..., C]`` of flat outputs), ``boxes_of`` (xyxy input-pixel boxes of flat outputs and their priors)
+and ``loss_by_flat`` (loss terms of the outputs of all levels concatenated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from odkit.assign.base import GTBatch, Priors
+from odkit.ops.priors import AnchorGenerator, grid_points
+
+Flat = tuple[Tensor, ...]
+
+
+class DenseHead(nn.Module):
+    """Base of dense heads; see the module docstring.
+
+    Args:
+        num_classes: number of object classes ``C`` (no background class).
+        strides: stride in pixels of each input level.
+        anchor_generator: anchors per location (anchor-based heads), or ``None`` (one point per cell).
+        point_offset: anchor-free points at ``(j + point_offset) * stride`` (0.5: cell centres).
+        stride_from_input: level strides are ``input_size // feature_size`` per side (torchvision's
+            rule; it differs from the nominal stride on P6/P7 when the input is not a multiple of 128).
+        clip_before_nms: clip decoded candidate boxes to the input before NMS.
+    """
+
+    output_channels: tuple[int, ...] = ()
+
+    def __init__(
+        self,
+        num_classes: int,
+        strides: Sequence[int],
+        anchor_generator: AnchorGenerator | None = None,
+        point_offset: float = 0.5,
+        stride_from_input: bool = False,
+        clip_before_nms: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.strides = [int(s) for s in strides]
+        self.anchor_generator = anchor_generator
+        self.point_offset = float(point_offset)
+        self.stride_from_input = bool(stride_from_input)
+        self.clip_before_nms = bool(clip_before_nms)
+        self._prior_cache: dict[Any, Priors] = {}
+        if anchor_generator is not None and anchor_generator.num_levels != len(self.strides):
+            raise ValueError(f"{type(self).__name__}: anchor generator has {anchor_generator.num_levels} levels, "
+                             f"head has {len(self.strides)} strides")
+
+    @property
+    def num_anchors(self) -> int:
+        """Priors per feature-map location (1 for anchor-free heads)."""
+        if self.anchor_generator is None:
+            return 1
+        return int(self.anchor_generator.num_anchors_per_location()[0])
+
+    # ----------------------------------------------------------------------------- priors
+
+    def get_priors(self, level_sizes: Sequence[tuple[int, int]], input_hw: tuple[int, int],
+                   device: torch.device) -> Priors:
+        """Priors of all levels for feature maps of ``level_sizes`` (cached per sizes and device)."""
+        key = (tuple(level_sizes), tuple(input_hw), str(device))
+        cached = self._prior_cache.get(key)
+        if cached is not None:
+            return cached
+        if self.stride_from_input:
+            lvl_strides = [(input_hw[0] // h, input_hw[1] // w) for h, w in level_sizes]
+        else:
+            lvl_strides = [(s, s) for s in self.strides]
+        k = self.num_anchors
+        anchors = None
+        if self.anchor_generator is not None:
+            anchors = torch.cat(self.anchor_generator.grid_anchors(level_sizes, device, strides=lvl_strides))
+        points, strides, levels, grids, counts = [], [], [], [], []
+        for lvl, ((h, w), st) in enumerate(zip(level_sizes, lvl_strides)):
+            offset = self.anchor_generator.offset if self.anchor_generator is not None else self.point_offset
+            pts = grid_points((h, w), st, offset, device=device)
+            cells = grid_points((h, w), 1.0, 0.0, device=device)
+            n = h * w * k
+            points.append(pts.repeat_interleave(k, 0))
+            grids.append(cells.repeat_interleave(k, 0))
+            strides.append(torch.full((n,), float(st[0]), device=device))
+            levels.append(torch.full((n,), lvl, dtype=torch.long, device=device))
+            counts.append(n)
+        priors = Priors(torch.cat(points), torch.cat(strides), torch.cat(levels), counts, torch.cat(grids), anchors)
+        if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+            if len(self._prior_cache) > 16:
+                self._prior_cache.clear()
+            self._prior_cache[key] = priors
+        return priors
+
+    # ----------------------------------------------------------------------------- layout
+
+    def flatten_level(self, outs: Sequence[Tensor]) -> Flat:
+        """One level's maps ``[B, k * c_i, H, W]`` -> flat ``[B, H * W * k, c_i]`` (prior order)."""
+        k = self.num_anchors
+        flat = []
+        for t, c in zip(outs, self.output_channels):
+            b, _, h, w = t.shape
+            flat.append(t.view(b, k, c, h, w).permute(0, 3, 4, 1, 2).reshape(b, h * w * k, c))
+        return tuple(flat)
+
+    def flatten(self, outs: Sequence[Sequence[Tensor]]) -> Flat:
+        """All levels' outputs -> flat tensors ``[B, A, c_i]`` concatenated over levels."""
+        per_level = [self.flatten_level(o) for o in outs]
+        return tuple(torch.cat(parts, 1) for parts in zip(*per_level))
+
+    @staticmethod
+    def level_sizes(outs: Sequence[Sequence[Tensor]]) -> list[tuple[int, int]]:
+        return [(int(o[0].shape[-2]), int(o[0].shape[-1])) for o in outs]
+
+    # ----------------------------------------------------------------------------- subclass hooks
+
+    def scores_of(self, flat: Flat) -> Tensor:
+        """Class probabilities ``[..., C]`` of flat outputs ``[..., c_i]``."""
+        raise NotImplementedError
+
+    def boxes_of(self, flat: Flat, priors: Priors) -> Tensor:
+        """Decoded xyxy boxes ``[..., 4]`` (input pixels) of flat outputs and their priors."""
+        raise NotImplementedError
+
+    def loss_by_flat(self, flat: Flat, priors: Priors, gt: GTBatch, input_hw: tuple[int, int]) -> dict[str, Tensor]:
+        """Loss dict of flat outputs ``[B, A, c_i]`` (all levels) against a padded gt batch."""
+        raise NotImplementedError
+
+    def enter_phase(self, phase: str) -> None:
+        """Training phase hook (e.g. ``"no_aug"`` for the last epochs without strong augmentation)."""
+
+    # ----------------------------------------------------------------------------- contract
+
+    def loss(self, feats: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]],
+             input_hw: tuple[int, int]) -> dict[str, Tensor]:
+        """Loss dict of features against ``targets`` (xyxy boxes in input pixels)."""
+        outs = self(feats)
+        flat = tuple(t.float() for t in self.flatten(outs))
+        priors = self.get_priors(self.level_sizes(outs), input_hw, flat[0].device)
+        gt = GTBatch.from_targets(targets, self.num_classes, flat[0].device, batch_size=flat[0].shape[0])
+        return self.loss_by_flat(flat, priors, gt, input_hw)
+
+    def decode_outputs(self, outs: Sequence[Sequence[Tensor]], input_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Raw per-level outputs -> boxes ``[B, A, 4]`` and scores ``[B, A, C]`` of every prior."""
+        flat = self.flatten(outs)
+        priors = self.get_priors(self.level_sizes(outs), input_hw, flat[0].device)
+        return self.boxes_of(flat, priors), self.scores_of(flat)
+
+    def predict_raw(self, feats: Sequence[Tensor], input_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Boxes ``[B, A, 4]`` xyxy (input pixels) and scores ``[B, A, C]`` of every prior."""
+        return self.decode_outputs(self(feats), input_hw)
+
+    def predict_candidates(
+        self, feats: Sequence[Tensor], input_hw: tuple[int, int], conf_thr: float, pre_topk: int
+    ) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Per image ``(boxes [K, 4], scores [K], labels [K])``: filter, then decode, level by level."""
+        outs = self(feats)
+        sizes = self.level_sizes(outs)
+        priors = self.get_priors(sizes, input_hw, outs[0][0].device)
+        levels = [(self.flatten_level(o), priors.level(i)) for i, o in enumerate(outs)]
+        level_scores = [self.scores_of(flat) for flat, _ in levels]
+        results = []
+        for b in range(outs[0][0].shape[0]):
+            boxes, scores, labels = [], [], []
+            for (flat, pri), sc in zip(levels, level_scores):
+                s = sc[b].reshape(-1)
+                idx = (s > conf_thr).nonzero().squeeze(1)
+                vals = s[idx]
+                if pre_topk > 0 and vals.numel() > pre_topk:
+                    vals, order = vals.topk(pre_topk)
+                    idx = idx[order]
+                prior_idx = torch.div(idx, self.num_classes, rounding_mode="floor")
+                box = self.boxes_of(tuple(t[b, prior_idx] for t in flat), pri.take(prior_idx))
+                boxes.append(box)
+                scores.append(vals)
+                labels.append(idx % self.num_classes)
+            box = torch.cat(boxes).float()
+            if self.clip_before_nms:
+                h, w = input_hw
+                box = torch.stack((box[:, 0].clamp(0, w), box[:, 1].clamp(0, h),
+                                   box[:, 2].clamp(0, w), box[:, 3].clamp(0, h)), dim=1)
+            results.append((box, torch.cat(scores).float(), torch.cat(labels)))
+        return results
+
+
+def init_prior_bias(conv: nn.Conv2d, prior_prob: float = 0.01) -> None:
+    """Set a class-logit conv's bias so that initial probabilities are ``prior_prob``."""
+    import math
+
+    nn.init.constant_(conv.bias, -math.log((1.0 - prior_prob) / prior_prob))
