@@ -65,6 +65,19 @@ class ImageRecord:
     areas: np.ndarray  # [N] float32 (NaN when the source has no area field)
 
 
+def _remap_splits(splits: dict[str, np.ndarray], idx: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """Split indices after selecting images ``idx`` (old indices, in new order) out of ``n``."""
+    if not splits:
+        return {}
+    new_of_old = np.full(n, -1, dtype=np.int64)
+    new_of_old[idx] = np.arange(len(idx), dtype=np.int64)
+    out = {}
+    for name, members in splits.items():
+        m = new_of_old[np.asarray(members, dtype=np.int64)]
+        out[name] = np.unique(m[m >= 0])
+    return out
+
+
 def _empty(dtype: Any, *shape: int) -> np.ndarray:
     return np.zeros(shape if shape else (0,), dtype=dtype)
 
@@ -83,6 +96,10 @@ class AnnotationSet:
     Dataset level: ``class_names`` (index = label), ``class_ids`` (original category id per
     label: COCO category id, YOLO index, VOC position), ``source`` (format name) and ``problems``
     found while parsing.
+    ``splits``: split name -> sorted int64 image indices, as the source defines them (ImageSets
+    files, YAML keys, CSV files, split folders, CVAT subsets); an image may be in several splits,
+    and an empty dict means the source defines none. ``ann_files``: per image, the file holding its
+    annotations (xml, json, txt, csv), or an empty list when the reader does not say.
     """
 
     root: Path
@@ -102,6 +119,8 @@ class AnnotationSet:
     source: str = ""
     raw_names: dict[int, str] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    splits: dict[str, np.ndarray] = field(default_factory=dict)
+    ann_files: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -234,6 +253,8 @@ class AnnotationSet:
             source=self.source,
             raw_names={old_to_new[r]: n for r, n in self.raw_names.items() if r in old_to_new},
             problems=list(self.problems),
+            splits=_remap_splits(self.splits, idx, len(self)),
+            ann_files=[self.ann_files[i] for i in idx] if self.ann_files else [],
         )
 
     def select_annotations(self, keep: np.ndarray) -> AnnotationSet:
@@ -267,6 +288,8 @@ class AnnotationSet:
             source=self.source,
             raw_names={int(new_index[r]): n for r, n in self.raw_names.items() if keep[r]},
             problems=list(self.problems),
+            splits={k: v.copy() for k, v in self.splits.items()},
+            ann_files=list(self.ann_files),
         )
 
     def targets(self, i: int) -> dict[str, np.ndarray]:

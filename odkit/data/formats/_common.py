@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -108,3 +109,129 @@ def apply_names(aset: AnnotationSet, names: list[str]) -> AnnotationSet:
     aset.class_names = names
     aset.class_ids = list(range(len(names)))
     return aset
+
+
+# ---------------------------------------------------------------- per-image readers
+@dataclass
+class Entry:
+    """One image as a per-image reader finds it.
+
+    ``file``: image path (absolute, or relative to the set's root); ``width``/``height``: pixels
+    (0 = unknown); ``objects``: ``(class name, [x1, y1, x2, y2] pixels, difficult, annotation
+    ref)`` with continuous coordinates; ``split``: split name or ``None``; ``ann_file``: the file
+    holding the annotations (named in problems).
+    """
+
+    file: str
+    width: int = 0
+    height: int = 0
+    objects: list[tuple[str, list[float], bool, int]] = field(default_factory=list)
+    split: str | None = None
+    ann_file: str = ""
+
+
+def build_set(
+    root: Path,
+    entries: list[Entry],
+    source: str,
+    problems: list[Problem],
+    names: list[str] | None = None,
+) -> AnnotationSet:
+    """An :class:`AnnotationSet` (with ``splits`` and ``ann_files``) from per-image entries.
+
+    Without ``names`` the classes are the sorted names found in every entry (so all splits of one
+    source share a class list). Objects of other classes get label -1 and an ``unknown_class``
+    problem naming their annotation file. ``ann_ids`` are the entries' annotation refs when they
+    are unique over the set (CSV line numbers), else a running index.
+    """
+    if names is None:
+        names = sorted({o[0] for e in entries for o in e.objects if o[0]})
+    names = [str(n) for n in names]
+    index = {n: i for i, n in enumerate(names)}
+    counts = np.array([len(e.objects) for e in entries], dtype=np.int64)
+    offsets = np.zeros(len(entries) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    objs = [o for e in entries for o in e.objects]
+    a = len(objs)
+    labels = np.array([index.get(o[0], -1) for o in objs], dtype=np.int64)
+    refs = np.array([o[3] for o in objs], dtype=np.int64)
+    raw_names: dict[int, str] = {}
+    img_of = np.repeat(np.arange(len(entries)), counts)
+    for r in np.flatnonzero(labels < 0):
+        raw_names[int(r)] = objs[r][0]
+        e = entries[int(img_of[r])]
+        problems.append(
+            Problem(
+                "unknown_class",
+                e.ann_file or e.file,
+                f"object {objs[r][3]}: class {objs[r][0]!r} is not in {names}",
+                annotation=objs[r][3],
+            )
+        )
+    splits: dict[str, list[int]] = {}
+    for i, e in enumerate(entries):
+        if e.split is not None:
+            splits.setdefault(e.split, []).append(i)
+    return AnnotationSet(
+        root=root,
+        files=[e.file for e in entries],
+        image_ids=np.arange(len(entries), dtype=np.int64),
+        widths=np.array([e.width for e in entries], dtype=np.int64),
+        heights=np.array([e.height for e in entries], dtype=np.int64),
+        offsets=offsets,
+        boxes=np.array([o[1] for o in objs], dtype=np.float32).reshape(a, 4),
+        labels=labels,
+        iscrowd=np.zeros(a, dtype=bool),
+        difficult=np.array([o[2] for o in objs], dtype=bool),
+        ann_ids=refs if len(np.unique(refs)) == a else np.arange(a, dtype=np.int64),
+        areas=np.full(a, np.nan, dtype=np.float32),
+        class_names=names,
+        class_ids=list(range(len(names))),
+        source=source,
+        raw_names=raw_names,
+        problems=problems,
+        splits={k: np.asarray(v, dtype=np.int64) for k, v in splits.items()},
+        ann_files=[e.ann_file for e in entries],
+    )
+
+
+def rel(p: Path, root: Path) -> str:
+    """``p`` relative to ``root`` (posix) when inside it, else absolute."""
+    try:
+        return p.relative_to(root).as_posix()
+    except ValueError:
+        return str(p.absolute())
+
+
+def find_image(folder: Path, stem: str, name: str | None = None) -> Path | None:
+    """The image of ``stem`` in ``folder`` (``name`` first, then ``stem`` + any image extension)."""
+    from odkit.data.probe import IMAGE_EXTS
+
+    if name:
+        p = folder / name
+        if p.is_file():
+            return p
+    for ext in IMAGE_EXTS + tuple(e.upper() for e in IMAGE_EXTS):
+        p = folder / f"{stem}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def label_names(aset: AnnotationSet) -> list[str]:
+    """Class name of every annotation row (the raw name for unknown classes)."""
+    return [
+        aset.class_names[int(lab)] if lab >= 0 else aset.raw_names.get(r, "")
+        for r, lab in enumerate(aset.labels.tolist())
+    ]
+
+
+def fill_sizes(aset: AnnotationSet, i: int) -> tuple[int, int]:
+    """``(width, height)`` of image ``i``: the annotation's, else the image header's (0, 0 unknown)."""
+    w, h = int(aset.widths[i]), int(aset.heights[i])
+    if w > 0 and h > 0:
+        return w, h
+    from odkit.data.probe import probe_image
+
+    info = probe_image(aset.path(i))
+    return info.display_size if info.width > 0 else (0, 0)

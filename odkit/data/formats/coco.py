@@ -24,6 +24,44 @@ from odkit.errors import DataError
 log = logging.getLogger(__name__)
 
 
+def is_coco_json(path: Path) -> bool:
+    """Whether a json file looks like a COCO detection file (an object with ``images``), from its head."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    h = head.lstrip()
+    return h.startswith(b"{") and b'"images"' in head and b'"shapes"' not in head
+
+
+def coco_split_files(d: Path) -> dict[str, Path]:
+    """The COCO jsons of a folder, by split name.
+
+    Looks in ``d``, ``d/annotations`` and split-named sub-folders (``train/_annotations.coco.json``).
+    A json's split is its folder's name inside a split folder, else its stem without an
+    ``instances_`` prefix. A single json that names no split gets the key ``""`` (no splits).
+    """
+    from odkit.data.splits import is_split_name
+
+    found: dict[str, Path] = {}
+    loose = [p for p in sorted(d.glob("*.json")) + sorted((d / "annotations").glob("*.json")) if is_coco_json(p)]
+    for p in loose:
+        name = p.stem[len("instances_"):] if p.stem.startswith("instances_") else p.stem
+        found.setdefault(name, p)
+    for sub in sorted(q for q in d.iterdir() if q.is_dir() and is_split_name(q.name)) if d.is_dir() else []:
+        js = [p for p in sorted(sub.glob("*.json")) if is_coco_json(p)]
+        if len(js) == 1:
+            found.setdefault(sub.name, js[0])
+    if len(found) == 1:
+        from odkit.data.splits import split_word
+
+        (name, p), = found.items()
+        if not split_word(name):
+            return {"": p}
+    return found
+
+
 def _image_root_candidates(json_path: Path) -> list[Path]:
     d = json_path.parent
     cands = [d, d / "images", d.parent / "images"]
@@ -217,20 +255,28 @@ def _unique_or_range(values: np.ndarray, start: int) -> list[int]:
 
 
 def write_coco(
-    aset: AnnotationSet, out: str | Path, copy_images: bool = True, split: str | None = None
+    aset: AnnotationSet,
+    out: str | Path,
+    copy_images: bool = True,
+    split: str | None = None,
+    names: list[str] | None = None,
 ) -> list[Problem]:
     """Write ``aset`` as COCO json; returns the problems met (annotations that could not be written).
 
     ``out`` is a ``.json`` path or a folder (then ``<out>/<split or 'annotations'>.json``). With
     ``copy_images`` the images are copied to ``images/`` next to the json and ``file_name`` is the
-    bare name; otherwise ``file_name`` is the absolute path of the source image.
+    bare name; otherwise ``file_name`` is the absolute path of the source image. ``names``: output
+    file name per image (default :func:`output_names`).
     """
     out = Path(out)
     json_path = out if out.suffix.lower() == ".json" else out / f"{split or 'annotations'}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     problems: list[Problem] = []
     n = len(aset)
-    names = output_names(aset) if copy_images else None
+    if copy_images:
+        names = names or output_names(aset)
+    else:
+        names = None
     image_ids = _unique_or_range(aset.image_ids, 1)
     class_ids = list(aset.class_ids)
     if len(set(class_ids)) != len(class_ids):

@@ -2,15 +2,16 @@
 
 Example (all paths relative to the YAML's folder, or to ``root`` when given)::
 
-    format: voc            # coco | voc | yolo
+    format: voc            # coco | voc | yolo | voc-flat | paired | csv | labelme | cvat
     root: ../VOCdevkit/VOC2007
     train: trainval        # voc: split name or ImageSets txt; coco: json; yolo: image folder/txt
     val: test
     names: [aeroplane, bicycle, ...]   # optional for coco/voc; required for yolo without data.yaml
     image_root: images     # coco only, optional: where file_name is resolved
 
-``names`` fixes the label order: labels are positions in this list and annotations of other
-classes are reported as ``unknown_class``.
+For voc-flat, paired, csv, labelme and cvat, an entry is a file or folder of that layout (read
+whole). ``names`` fixes the label order: labels are positions in this list and annotations of
+other classes are reported as ``unknown_class``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from odkit.data.formats._common import apply_names
 from odkit.data.structures import AnnotationSet
 from odkit.errors import DataError
 
-FORMATS = ("coco", "voc", "yolo")
+FORMATS = ("coco", "voc", "yolo", "voc-flat", "paired", "csv", "labelme", "cvat")
+
+
+def spec_splits(path: str | Path) -> list[str]:
+    """The split entries an odkit dataset YAML defines (``train``, ``val``, ``test``, ...)."""
+    from odkit.data.formats.yolo import load_yaml, yolo_splits
+
+    return yolo_splits(load_yaml(Path(path)))
 
 
 def is_spec(cfg: dict[str, Any]) -> bool:
@@ -30,8 +38,16 @@ def is_spec(cfg: dict[str, Any]) -> bool:
     return isinstance(cfg, dict) and "format" in cfg
 
 
-def read_spec(path: str | Path, split: str = "train") -> AnnotationSet:
-    """Load split ``split`` (a key of the YAML, usually ``train`` or ``val``) of an odkit dataset YAML."""
+def read_spec(path: str | Path, split: str | None = "train") -> AnnotationSet:
+    """Load split ``split`` (a key of the YAML, usually ``train`` or ``val``) of an odkit dataset
+    YAML; ``None``: every split entry, with ``splits`` recording them."""
+    if split is None:
+        from odkit.data.splits import merge_splits
+
+        keys = spec_splits(path)
+        if not keys:
+            raise DataError(f"{path}: no split entries (train, val, test, ...)")
+        return merge_splits([(k, read_spec(path, k)) for k in keys])
     from odkit.data.formats.coco import read_coco
     from odkit.data.formats.voc import read_voc
     from odkit.data.formats.yolo import YAML_NAMES, load_yaml, parse_names, read_yolo_split
@@ -60,6 +76,14 @@ def read_spec(path: str | Path, split: str = "train") -> AnnotationSet:
         e = str(entry)
         split_arg = str(root / e) if e.endswith(".txt") else e
         aset = read_voc(root, split=split_arg, names=names)
+    elif fmt != "yolo":
+        from odkit.data.formats import load_dataset
+
+        img_root = root / cfg["image_root"] if cfg.get("image_root") else None
+        aset = load_dataset(root / str(entry), format=fmt, image_root=img_root)
+        aset.splits = {}
+        if names is not None:
+            aset = apply_names(aset, names)
     else:
         if names is None:
             for n in YAML_NAMES:

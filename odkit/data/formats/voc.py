@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import math
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from odkit.data.formats._common import output_names, place_image, progress
+from odkit.data.formats._common import Entry, build_set, output_names, place_image, progress
 from odkit.data.probe import IMAGE_EXTS
 from odkit.data.structures import AnnotationSet, Problem
 from odkit.errors import DataError
@@ -90,8 +91,75 @@ def _all_names(root: Path, skip: set[str]) -> set[str]:
     return names
 
 
+@dataclass
+class VocXml:
+    """What one VOC xml file says: ``filename``/``path`` tags, size in pixels (0 = unknown) and
+    objects ``(name, [x1, y1, x2, y2], difficult, index)`` with coordinates as written."""
+
+    filename: str | None
+    path: str | None
+    width: int
+    height: int
+    objects: list[tuple[str, list[float], bool, int]]
+
+
+def parse_voc_xml(xml_path: Path, problems: list[Problem]) -> VocXml:
+    """Parse one VOC xml; non-finite coordinates and an unknown size are added to ``problems``."""
+    r = _parse(xml_path)
+    size = r.find("size")
+    w, h = _num(_text(size, "width")), _num(_text(size, "height"))
+    if not (w > 0 and h > 0):
+        problems.append(
+            Problem(
+                "size_unknown",
+                str(xml_path),
+                f"<size> is {_text(size, 'width')}x{_text(size, 'height')}: image size unknown",
+                severity="warning",
+            )
+        )
+        w = h = 0
+    objects = []
+    for k, obj in enumerate(r.iter("object")):
+        name = _text(obj, "name") or ""
+        diff = _text(obj, "difficult")
+        bb = obj.find("bndbox")
+        vals = [_num(_text(bb, c)) for c in _COORDS]
+        bad = [c for c, v in zip(_COORDS, vals) if not math.isfinite(v)]
+        if bad:
+            problems.append(
+                Problem(
+                    "non_finite_box",
+                    str(xml_path),
+                    f"object {k} ({name}): {', '.join(bad)} missing or not a finite number",
+                    annotation=k,
+                )
+            )
+        objects.append((name, vals, diff not in (None, "", "0"), k))
+    return VocXml(_text(r, "filename"), _text(r, "path"), int(w), int(h), objects)
+
+
+def is_voc_xml(path: Path) -> bool:
+    """Whether ``path`` looks like a VOC annotation (root element ``<annotation>``), from its head."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return b"<annotation" in head and b"<annotations" not in head
+
+
+def splits_of(root: Path) -> list[str]:
+    """Split names of a VOC root: the ``ImageSets/Main/*.txt`` stems, without per-class lists
+    (``<class>_<split>.txt``)."""
+    stems = sorted(p.stem for p in (Path(root) / "ImageSets" / "Main").glob("*.txt"))
+    return [s for s in stems if not any(s.endswith(f"_{t}") for t in stems if t != s)]
+
+
 def read_voc(root: str | Path, split: str | None = None, names: list[str] | None = None) -> AnnotationSet:
-    """Read a VOC tree (all xml files, or the ids of ``split``) into an :class:`AnnotationSet`."""
+    """Read a VOC tree (all xml files, or the ids of ``split``) into an :class:`AnnotationSet`.
+
+    Without ``split`` every xml is read and ``splits`` holds the ImageSets/Main lists.
+    """
     root = Path(root)
     ann_dir = root / "Annotations"
     if not ann_dir.is_dir():
@@ -101,104 +169,29 @@ def read_voc(root: str | Path, split: str | None = None, names: list[str] | None
     else:
         ids = sorted(p.stem for p in ann_dir.glob("*.xml"))
     problems: list[Problem] = []
-    files: list[str] = []
-    widths: list[int] = []
-    heights: list[int] = []
-    per_obj: list[tuple[str, bool, float, float, float, float]] = []
-    counts: list[int] = []
+    entries: list[Entry] = []
     for stem in progress(ids, len(ids), "reading VOC xml"):
         xml = ann_dir / f"{stem}.xml"
         if not xml.exists():
-            img = _find_image(root, stem, None, None)
             problems.append(
                 Problem("missing_annotation", str(xml), f"{split}.txt lists {stem!r} but its xml is missing")
             )
-            files.append(img)
-            widths.append(0)
-            heights.append(0)
-            counts.append(0)
+            entries.append(Entry(_find_image(root, stem, None, None), ann_file=str(xml)))
             continue
-        r = _parse(xml)
-        size = r.find("size")
-        w, h = _num(_text(size, "width")), _num(_text(size, "height"))
-        img = _find_image(root, stem, _text(r, "filename"), _text(r, "path"))
-        files.append(img)
-        if not (w > 0 and h > 0):
-            problems.append(
-                Problem(
-                    "size_unknown",
-                    str(xml),
-                    f"<size> is {_text(size, 'width')}x{_text(size, 'height')}: image size unknown",
-                    severity="warning",
-                )
-            )
-            w = h = 0
-        widths.append(int(w))
-        heights.append(int(h))
-        k = 0
-        for k, obj in enumerate(r.iter("object"), 1):
-            name = _text(obj, "name") or ""
-            diff = _text(obj, "difficult")
-            bb = obj.find("bndbox")
-            vals = [_num(_text(bb, c)) for c in _COORDS]
-            bad = [c for c, v in zip(_COORDS, vals) if not math.isfinite(v)]
-            if bad:
-                problems.append(
-                    Problem(
-                        "non_finite_box",
-                        str(xml),
-                        f"object {k - 1} ({name}): {', '.join(bad)} missing or not a finite number",
-                        annotation=k - 1,
-                    )
-                )
-            per_obj.append((name, diff not in (None, "", "0"), *vals))
-        counts.append(k)
-
+        v = parse_voc_xml(xml, problems)
+        img = _find_image(root, stem, v.filename, v.path)
+        entries.append(Entry(img, v.width, v.height, v.objects, ann_file=str(xml)))
     if names is None:
-        found = {o[0] for o in per_obj if o[0]}
+        found = {o[0] for e in entries for o in e.objects if o[0]}
         if split is not None:
             found |= _all_names(root, set(ids))
         names = sorted(found)
-    names = [str(n) for n in names]
-    index = {n: i for i, n in enumerate(names)}
-    labels = np.array([index.get(o[0], -1) for o in per_obj], dtype=np.int64)
-    raw_names: dict[int, str] = {}
-    cnt = np.asarray(counts, dtype=np.int64)
-    offsets = np.zeros(len(files) + 1, dtype=np.int64)
-    np.cumsum(cnt, out=offsets[1:])
-    img_of_row = np.repeat(np.arange(len(files)), cnt)
-    for r_ in np.flatnonzero(labels < 0):
-        raw_names[int(r_)] = per_obj[r_][0]
-        i = int(img_of_row[r_])
-        problems.append(
-            Problem(
-                "unknown_class",
-                str(ann_dir / f"{ids[i]}.xml"),
-                f"object {int(r_ - offsets[i])}: class {per_obj[r_][0]!r} is not in {names}",
-                annotation=int(r_ - offsets[i]),
-            )
-        )
-    a = len(per_obj)
-    boxes = np.array([o[2:] for o in per_obj], dtype=np.float32).reshape(a, 4)
-    aset = AnnotationSet(
-        root=root,
-        files=files,
-        image_ids=np.arange(len(files), dtype=np.int64),
-        widths=np.asarray(widths, dtype=np.int64),
-        heights=np.asarray(heights, dtype=np.int64),
-        offsets=offsets,
-        boxes=boxes,
-        labels=labels,
-        iscrowd=np.zeros(a, dtype=bool),
-        difficult=np.array([o[1] for o in per_obj], dtype=bool),
-        ann_ids=np.arange(a, dtype=np.int64),
-        areas=np.full(a, np.nan, dtype=np.float32),
-        class_names=names,
-        class_ids=list(range(len(names))),
-        source="voc",
-        raw_names=raw_names,
-        problems=problems,
-    )
+    aset = build_set(root, entries, "voc", problems, names=names)
+    if split is None:
+        pos = {s: i for i, s in enumerate(ids)}
+        for s in splits_of(root):
+            members = [pos[i] for i in split_ids(root, s) if i in pos]
+            aset.splits[s] = np.unique(np.asarray(members, dtype=np.int64))
     log.debug("read VOC %s split=%s: %s", root, split, aset.summary())
     return aset
 
@@ -222,48 +215,79 @@ def _indent(el: ET.Element, level: int = 0) -> None:
         el.tail = pad
 
 
+def voc_element(filename: str, folder: str, width: int, height: int, objects: list[tuple]) -> ET.Element:
+    """A VOC ``<annotation>`` element; ``objects``: ``(name, [x1, y1, x2, y2], difficult)``."""
+    r = ET.Element("annotation")
+    ET.SubElement(r, "folder").text = folder
+    ET.SubElement(r, "filename").text = filename
+    size = ET.SubElement(r, "size")
+    ET.SubElement(size, "width").text = str(width)
+    ET.SubElement(size, "height").text = str(height)
+    ET.SubElement(size, "depth").text = "3"
+    ET.SubElement(r, "segmented").text = "0"
+    for name, box, difficult in objects:
+        o = ET.SubElement(r, "object")
+        ET.SubElement(o, "name").text = name
+        ET.SubElement(o, "pose").text = "Unspecified"
+        ET.SubElement(o, "truncated").text = "0"
+        ET.SubElement(o, "difficult").text = "1" if difficult else "0"
+        bb = ET.SubElement(o, "bndbox")
+        for c, v in zip(_COORDS, box):
+            ET.SubElement(bb, c).text = _fmt(float(v))
+    _indent(r)
+    return r
+
+
+def image_objects(aset: AnnotationSet, i: int) -> list[tuple[str, list[float], bool]]:
+    """``(name, box, difficult)`` of every annotation of image ``i`` (raw name for unknown classes)."""
+    s, e = int(aset.offsets[i]), int(aset.offsets[i + 1])
+    out = []
+    for r in range(s, e):
+        lab = int(aset.labels[r])
+        name = aset.class_names[lab] if lab >= 0 else aset.raw_names.get(r, "")
+        out.append((name, aset.boxes[r].tolist(), bool(aset.difficult[r])))
+    return out
+
+
+def write_voc_xml(path: Path, filename: str, folder: str, width: int, height: int, objects: list[tuple]) -> None:
+    """Write one VOC xml file (see :func:`voc_element`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(voc_element(filename, folder, width, height, objects)).write(path, encoding="unicode")
+
+
 def write_voc(
-    aset: AnnotationSet, out: str | Path, copy_images: bool = True, split: str | None = None
+    aset: AnnotationSet,
+    out: str | Path,
+    copy_images: bool = True,
+    split: str | None = None,
+    names: list[str] | None = None,
 ) -> list[Problem]:
     """Write ``aset`` as a VOC tree under ``out``; returns the problems met.
 
     Writes ``Annotations/<stem>.xml``, ``JPEGImages/<name>`` (copies, or symlinks when
     ``copy_images`` is False) and ``ImageSets/Main/<split or 'all'>.txt``. Other splits already in
     ``out`` are left alone, so several splits can be written into one tree. Unknown-class
-    annotations are written with their original name.
+    annotations are written with their original name. ``names``: output file name per image
+    (default :func:`output_names`).
     """
     out = Path(out)
     (out / "Annotations").mkdir(parents=True, exist_ok=True)
     (out / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
     problems: list[Problem] = []
-    names = output_names(aset)
+    names = names or output_names(aset)
     for i in progress(range(len(aset)), len(aset), "writing VOC"):
         rec = aset[i]
         p = place_image(rec.path, out / "JPEGImages" / names[i], copy_images)
         if p:
             problems.append(p)
-        r = ET.Element("annotation")
-        ET.SubElement(r, "folder").text = "JPEGImages"
-        ET.SubElement(r, "filename").text = names[i]
-        size = ET.SubElement(r, "size")
-        ET.SubElement(size, "width").text = str(rec.width)
-        ET.SubElement(size, "height").text = str(rec.height)
-        ET.SubElement(size, "depth").text = "3"
-        ET.SubElement(r, "segmented").text = "0"
-        s = int(aset.offsets[i])
-        for k in range(len(rec.boxes)):
-            lab = int(rec.labels[k])
-            name = aset.class_names[lab] if lab >= 0 else aset.raw_names.get(s + k, "")
-            o = ET.SubElement(r, "object")
-            ET.SubElement(o, "name").text = name
-            ET.SubElement(o, "pose").text = "Unspecified"
-            ET.SubElement(o, "truncated").text = "0"
-            ET.SubElement(o, "difficult").text = "1" if rec.difficult[k] else "0"
-            bb = ET.SubElement(o, "bndbox")
-            for c, v in zip(_COORDS, rec.boxes[k].tolist()):
-                ET.SubElement(bb, c).text = _fmt(v)
-        _indent(r)
-        ET.ElementTree(r).write(out / "Annotations" / f"{Path(names[i]).stem}.xml", encoding="unicode")
+        write_voc_xml(
+            out / "Annotations" / f"{Path(names[i]).stem}.xml",
+            names[i],
+            "JPEGImages",
+            rec.width,
+            rec.height,
+            image_objects(aset, i),
+        )
     lst = out / "ImageSets" / "Main" / f"{split or 'all'}.txt"
     lst.write_text("".join(f"{Path(n).stem}\n" for n in names))
     log.debug("wrote VOC %s (%d images, split file %s)", out, len(aset), lst.name)

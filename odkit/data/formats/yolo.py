@@ -266,6 +266,7 @@ def read_yolo_split(
         source="yolo",
         raw_names=raw_names,
         problems=problems,
+        ann_files=[str(label_path(q)) for q in imgs],
     )
 
 
@@ -284,17 +285,35 @@ def dataset_root(yaml_path: Path, cfg: dict[str, Any]) -> Path:
     return root
 
 
-def read_yolo(path: str | Path, split: str = "train") -> AnnotationSet:
-    """Read split ``split`` (a key of data.yaml) of a YOLO dataset."""
+SPLIT_KEYS = ("train", "val", "valid", "validation", "test", "trainval", "dev")
+
+
+def yolo_splits(cfg: dict[str, Any]) -> list[str]:
+    """The split keys a data.yaml (or odkit YAML) defines, in a fixed order."""
+    return [k for k in SPLIT_KEYS if cfg.get(k)]
+
+
+def read_yolo(path: str | Path, split: str | None = "train") -> AnnotationSet:
+    """Read split ``split`` (a key of data.yaml) of a YOLO dataset; ``None``: every split, with
+    ``splits`` recording which images each key names."""
     yp = find_yaml(path)
     cfg = load_yaml(yp)
     if "names" not in cfg:
         raise DataError(f"{yp}: no 'names' key (the class list is required)")
     names, class_ids = parse_names(cfg["names"], str(yp))
-    if cfg.get(split) is None:
-        keys = [k for k in ("train", "val", "test") if cfg.get(k)]
-        raise DataError(f"{yp}: no {split!r} split (splits present: {keys})")
-    aset = read_yolo_split(dataset_root(yp, cfg), cfg[split], names, class_ids, f"{yp}:{split}")
+    root = dataset_root(yp, cfg)
+    if split is None:
+        from odkit.data.splits import merge_splits
+
+        keys = yolo_splits(cfg)
+        if not keys:
+            raise DataError(f"{yp}: no split keys ({', '.join(SPLIT_KEYS)}) name any images")
+        parts = [(k, read_yolo_split(root, cfg[k], names, class_ids, f"{yp}:{k}")) for k in keys]
+        aset = merge_splits(parts, root=root)
+    else:
+        if cfg.get(split) is None:
+            raise DataError(f"{yp}: no {split!r} split (splits present: {yolo_splits(cfg)})")
+        aset = read_yolo_split(root, cfg[split], names, class_ids, f"{yp}:{split}")
     if "nc" in cfg and cfg["nc"] != len(names):
         aset.problems.append(
             Problem(
@@ -314,7 +333,11 @@ def _fmt(v: float) -> str:
 
 
 def write_yolo(
-    aset: AnnotationSet, out: str | Path, copy_images: bool = True, split: str | None = None
+    aset: AnnotationSet,
+    out: str | Path,
+    copy_images: bool = True,
+    split: str | None = None,
+    names: list[str] | None = None,
 ) -> list[Problem]:
     """Write ``aset`` as YOLO under ``out`` (``images/<split>``, ``labels/<split>``, ``data.yaml``).
 
@@ -322,11 +345,12 @@ def write_yolo(
     splits can be written into one tree. Class indices are the contiguous labels. Images are
     copied (or symlinked when ``copy_images`` is False). Returns the problems met: annotations
     that cannot be written (unknown class, unknown image size) and flags YOLO cannot store.
+    ``names``: output file name per image (default :func:`output_names`).
     """
     out = Path(out)
     split = split or "train"
     problems: list[Problem] = []
-    names = output_names(aset)
+    names = names or output_names(aset)
     img_dir, lbl_dir = out / "images" / split, out / "labels" / split
     img_dir.mkdir(parents=True, exist_ok=True)
     lbl_dir.mkdir(parents=True, exist_ok=True)

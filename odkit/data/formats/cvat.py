@@ -1,0 +1,210 @@
+"""CVAT for images XML 1.1: one ``annotations.xml`` for a whole task.
+
+``<annotations><version>1.1</version><meta>... <labels><label><name>cat</name></label>...``
+then ``<image id name width height [subset]>`` elements holding ``<box label xtl ytl xbr ybr>``
+in pixels (continuous coordinates, as odkit's ``xyxy``). The class list is the ``<labels>`` of
+the meta block (in its order) plus any other label found on a box. Other shapes (polygon,
+polyline, points, ellipse, cuboid, mask, skeleton) and image tags are not boxes: each is reported
+as ``unsupported_shape`` (file, image, shape) and not loaded. ``subset`` attributes become
+splits. Image names resolve against ``image_root``, the xml's folder, ``images/`` beside it, or
+``images/`` beside its parent. Annotation refs are box indices within the image.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from odkit.data.formats._common import Entry, build_set, fill_sizes, output_names, place_image, rel
+from odkit.data.structures import AnnotationSet, Problem
+from odkit.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SHAPES = ("polygon", "polyline", "points", "ellipse", "cuboid", "mask", "skeleton", "tag")
+
+
+def is_cvat_xml(path: Path) -> bool:
+    """Whether an xml file looks like CVAT for images (root ``<annotations>`` with ``<image``)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    return b"<annotations" in head and (b"<image " in head or b"<version>" in head)
+
+
+def _parse(path: Path) -> ET.Element:
+    try:
+        r = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise DataError(f"{path}: invalid xml ({e})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if r.tag != "annotations":
+        raise DataError(f"{path}: not a CVAT for images file (root element <{r.tag}>, expected <annotations>)")
+    return r
+
+
+def _num(v: str | None) -> float:
+    try:
+        return float(v) if v is not None else math.nan
+    except ValueError:
+        return math.nan
+
+
+def read_cvat(
+    path: str | Path, image_root: str | Path | None = None, names: list[str] | None = None
+) -> AnnotationSet:
+    """Read a CVAT for images xml (or the CVAT xml of a folder) into an :class:`AnnotationSet`."""
+    path = Path(path)
+    if path.is_dir():
+        cands = [p for p in sorted(path.glob("*.xml")) + sorted((path / "annotations").glob("*.xml")) if is_cvat_xml(p)]
+        if len(cands) != 1:
+            raise DataError(f"{path}: expected one CVAT xml here, found {[c.name for c in cands]}")
+        path = cands[0]
+    r = _parse(path)
+    d = path.parent
+    dirs = [Path(image_root)] if image_root is not None else []
+    dirs += [d, d / "images", d.parent / "images"]
+    meta = r.find("meta")
+    meta_names = [
+        lab.findtext("name", "").strip() for lab in (meta.iter("label") if meta is not None else [])
+    ]
+    meta_names = [n for n in meta_names if n]
+    problems: list[Problem] = []
+    entries: list[Entry] = []
+    best: Path | None = None
+    for im in r.iter("image"):
+        name = im.get("name") or ""
+        img = None
+        for folder in ([best] if best is not None else []) + dirs:
+            for cand in (folder / name, folder / Path(name).name):
+                if cand.is_file():
+                    img, best = cand, folder
+                    break
+            if img is not None:
+                break
+        if img is None:
+            img = dirs[0] / name
+        where = f"image {im.get('id')} ({name})"
+        objects = []
+        k = 0
+        for child in im:
+            label = child.get("label", "")
+            if child.tag == "box":
+                box = [_num(child.get(a)) for a in ("xtl", "ytl", "xbr", "ybr")]
+                if not all(math.isfinite(v) for v in box):
+                    problems.append(
+                        Problem("non_finite_box", str(path), f"{where}: box {k} ({label}) has coordinates "
+                                f"{[child.get(a) for a in ('xtl', 'ytl', 'xbr', 'ybr')]}", annotation=k)
+                    )
+                objects.append((label, box, False, k))
+                k += 1
+            elif child.tag in SHAPES:
+                problems.append(
+                    Problem(
+                        "unsupported_shape",
+                        str(path),
+                        f"{where}: {child.tag} ({label}) is not a box; not loaded",
+                        severity="warning",
+                    )
+                )
+        w, h = int(_num(im.get("width")) or 0), int(_num(im.get("height")) or 0)
+        entries.append(Entry(str(img), max(w, 0), max(h, 0), objects, im.get("subset") or None, str(path)))
+    if names is None and meta_names:
+        extra = sorted({o[0] for e in entries for o in e.objects} - set(meta_names))
+        names = list(dict.fromkeys(meta_names)) + extra
+    root = d
+    for e in entries:
+        e.file = rel(Path(e.file), root)
+    aset = build_set(root, entries, "cvat", problems, names=names)
+    log.debug("read CVAT %s: %s", path, aset.summary())
+    return aset
+
+
+def _xml_file(out: Path) -> Path:
+    return out if out.suffix.lower() == ".xml" else out / "annotations.xml"
+
+
+def write_cvat(
+    aset: AnnotationSet,
+    out: str | Path,
+    copy_images: bool = True,
+    split: str | None = None,
+    names: list[str] | None = None,
+) -> list[Problem]:
+    """Write ``aset`` as CVAT for images 1.1 (``out/annotations.xml``, images in ``out/images/``).
+
+    ``split`` becomes the images' ``subset`` attribute; an existing annotations.xml in ``out`` is
+    extended, so several splits can be written into one file. Difficult / crowd flags have no CVAT
+    field and are reported.
+    """
+    out = Path(out)
+    xml_path = _xml_file(out)
+    base = xml_path.parent
+    (base / "images").mkdir(parents=True, exist_ok=True)
+    names = names or output_names(aset)
+    problems: list[Problem] = []
+    if xml_path.exists():
+        r = _parse(xml_path)
+        labels_el = r.find("meta/task/labels")
+    else:
+        r = ET.Element("annotations")
+        ET.SubElement(r, "version").text = "1.1"
+        task = ET.SubElement(ET.SubElement(r, "meta"), "task")
+        labels_el = ET.SubElement(task, "labels")
+    have = {el.findtext("name") for el in labels_el.findall("label")} if labels_el is not None else set()
+    for n in aset.class_names:
+        if labels_el is not None and n not in have:
+            ET.SubElement(ET.SubElement(labels_el, "label"), "name").text = n
+    next_id = 1 + max((int(im.get("id", -1)) for im in r.iter("image")), default=-1)
+    for i in range(len(aset)):
+        p = place_image(aset.path(i), base / "images" / names[i], copy_images)
+        if p:
+            problems.append(p)
+        w, h = fill_sizes(aset, i)
+        attrs = {"id": str(next_id + i), "name": f"images/{names[i]}", "width": str(w), "height": str(h)}
+        if split:
+            attrs["subset"] = split
+        im = ET.SubElement(r, "image", attrs)
+        s, e = int(aset.offsets[i]), int(aset.offsets[i + 1])
+        for row in range(s, e):
+            lab = int(aset.labels[row])
+            b = [float(v) for v in aset.boxes[row]]
+            ET.SubElement(
+                im,
+                "box",
+                {
+                    "label": aset.class_names[lab] if lab >= 0 else aset.raw_names.get(row, ""),
+                    "occluded": "0",
+                    "source": "manual",
+                    "xtl": _fmt(b[0]),
+                    "ytl": _fmt(b[1]),
+                    "xbr": _fmt(b[2]),
+                    "ybr": _fmt(b[3]),
+                    "z_order": "0",
+                },
+            )
+    ET.indent(r)
+    ET.ElementTree(r).write(xml_path, encoding="utf-8", xml_declaration=True)
+    for flag, what in ((aset.difficult, "difficult"), (aset.iscrowd, "iscrowd")):
+        if flag.any():
+            problems.append(
+                Problem(
+                    f"{what}_dropped",
+                    str(xml_path),
+                    f"CVAT boxes have no {what} flag: {int(flag.sum())} {what} boxes written as ordinary boxes",
+                    severity="warning",
+                )
+            )
+    return problems
+
+
+def _fmt(v: float) -> str:
+    if not math.isfinite(v):
+        return str(v)
+    t = f"{v:.4f}".rstrip("0").rstrip(".")
+    return "0" if t == "-0" else t
