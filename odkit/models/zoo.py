@@ -69,8 +69,8 @@ MODELS: dict[str, ModelSpec] = {
     "yolox-m": _yolox(0.67, 0.75, False, 640),
     "yolox-l": _yolox(1.0, 1.0, False, 640),
     "yolox-x": _yolox(1.33, 1.25, False, 640),
-    **dense.MODELS,
 }
+MODELS.update(dense.models())
 
 
 def available() -> list[str]:

@@ -1,7 +1,133 @@
-"""Dense one-stage detectors: RetinaNet, FCOS, ATSS, GFL (filled in below)."""
+"""Dense one-stage detectors: RetinaNet, FCOS, ATSS, GFL, each as a full-size ResNet-50-FPN member
+(the reference configuration) and a light CPU member (ShuffleNetV2 x1.0 + SlimPAN, depthwise heads).
+
+The heads take ``assigner=`` as a builder argument, so ``build("retinanet-lite", assigner="atss")``
+is RetinaNet with ATSS sample selection, not another class.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-MODELS: dict[str, Any] = {}
+from torch import nn
+
+from odkit.errors import ConfigError
+from odkit.models.backbones.resnet import ResNet
+from odkit.models.backbones.shufflenetv2 import ShuffleNetV2
+from odkit.models.detector import Detector
+from odkit.models.heads.atss_head import ATSSHead
+from odkit.models.heads.fcos_head import FCOSHead
+from odkit.models.heads.gfl_head import GFLHead
+from odkit.models.heads.retinanet_head import RetinaNetHead, retinanet_anchors
+from odkit.models.necks.fpn import FPN
+from odkit.models.necks.slim_pan import SlimPAN
+from odkit.ops.priors import AnchorGenerator
+
+HEADS: dict[str, type[nn.Module]] = {"retinanet": RetinaNetHead, "fcos": FCOSHead, "atss": ATSSHead, "gfl": GFLHead}
+
+
+def make_assigner(name: str | None, **kw: Any) -> Any:
+    """An assigner by name (``maxiou``, ``fcos``, ``atss``, ``simota``), or ``None`` for the head's own."""
+    from odkit.assign import ATSSAssigner, FCOSAssigner, MaxIoUAssigner, SimOTAAssigner
+
+    if name is None:
+        return None
+    table = {"maxiou": MaxIoUAssigner, "fcos": FCOSAssigner, "atss": ATSSAssigner, "simota": SimOTAAssigner}
+    if name not in table:
+        raise ConfigError(f"unknown assigner {name!r}; expected one of {', '.join(table)}")
+    return table[name](**kw)
+
+
+def _r50_fpn(extra_source: str = "p5", norm: str = "bn") -> tuple[nn.Module, nn.Module]:
+    backbone = ResNet(50, out_indices=(1, 2, 3), norm=norm)
+    neck = FPN(backbone.out_channels, 256, extra_levels=2, extra_source=extra_source, in_strides=backbone.strides)
+    return backbone, neck
+
+
+def _lite() -> tuple[nn.Module, nn.Module]:
+    backbone = ShuffleNetV2(1.0, out_indices=(0, 1, 2))
+    neck = SlimPAN(backbone.out_channels, 96, extra_levels=1, in_strides=backbone.strides)
+    return backbone, neck
+
+
+def build_dense(
+    num_classes: int = 80,
+    family: str = "retinanet",
+    size: str = "r50",
+    assigner: str | None = None,
+    assigner_args: dict[str, Any] | None = None,
+    **head_args: Any,
+) -> Detector:
+    """A dense detector: ``family`` (retinanet, fcos, atss, gfl) on ``size`` ``"r50"`` (ResNet-50 + FPN
+    P3-P7, 256-channel towers of 4 convs) or ``"lite"`` (ShuffleNetV2 + SlimPAN P3-P6, 96-channel
+    depthwise towers of 2 convs with BatchNorm). ``assigner`` swaps the head's assigner by name;
+    ``head_args`` go to the head class."""
+    if family not in HEADS:
+        raise ConfigError(f"unknown dense family {family!r}; expected one of {', '.join(HEADS)}")
+    if size == "r50":
+        backbone, neck = _r50_fpn()
+        defaults: dict[str, Any] = {"feat_channels": 256, "stacked_convs": 4}
+        if family == "retinanet":
+            defaults.update(norm=None, stride_from_input=True,
+                            anchor_generator=retinanet_anchors(neck.strides, torchvision_sizes=True))
+        elif family == "fcos":
+            defaults.update(norm="gn", stride_from_input=True,
+                            anchor_generator=AnchorGenerator([[8.0 * 2**i] for i in range(5)], (1.0,), neck.strides))
+    elif size == "lite":
+        backbone, neck = _lite()
+        defaults = {"feat_channels": 96, "stacked_convs": 2, "norm": "gn", "depthwise": True}
+        if family == "retinanet":
+            defaults.update(box_loss="giou")
+        if family == "fcos":
+            defaults.update(learn_scale=True)
+    else:
+        raise ConfigError(f"unknown dense model size {size!r}; expected r50 or lite")
+    kw = {**defaults, **head_args}
+    made = make_assigner(assigner, **(assigner_args or {}))
+    if made is not None:
+        kw["assigner"] = made
+    head = HEADS[family](num_classes, neck.out_channels[0], strides=neck.strides, **kw)
+    return Detector(backbone, neck, head)
+
+
+# Prediction settings of the references: torchvision's RetinaNet and FCOS, MMDetection's ATSS and GFL.
+POSTPROCESS = {
+    "retinanet": {"conf_thr": 0.05, "pre_topk": 1000, "iou_thr": 0.5, "max_det": 300},
+    "fcos": {"conf_thr": 0.2, "pre_topk": 1000, "iou_thr": 0.6, "max_det": 100},
+    "atss": {"conf_thr": 0.05, "pre_topk": 1000, "iou_thr": 0.6, "max_det": 100},
+    "gfl": {"conf_thr": 0.05, "pre_topk": 1000, "iou_thr": 0.6, "max_det": 100},
+}
+
+# The reference "1x" recipe (SGD 0.01 per 16 images, warm-up, x0.1 at 8/12 and 11/12 of training,
+# flip-only augmentation, no Mosaic), and a from-scratch recipe for the light members (AdamW, cosine,
+# Mosaic with a no-augmentation tail), which train on a CPU in minutes.
+RECIPE_1X = {
+    "optimizer": "sgd", "lr_per_image": 0.01 / 16, "momentum": 0.9, "weight_decay": 1e-4,
+    "schedule": "step", "lr_steps": [8 / 12, 11 / 12], "lr_gamma": 0.1, "warmup_epochs": 0.5,
+    "mosaic": 0.0, "mixup": 0.0, "no_aug_epochs": 0, "clip_grad": 35.0,
+}
+RECIPE_LITE = {
+    "optimizer": "adamw", "lr_per_image": 0.004 / 16, "weight_decay": 0.05, "schedule": "cos",
+    "warmup_epochs": 2.0, "mosaic": 0.5, "mixup": 0.0, "no_aug_epochs": 10, "clip_grad": 35.0,
+}
+
+
+def _entry(family: str, size: str) -> Any:
+    from odkit.models.zoo import ModelSpec
+
+    def builder(num_classes: int = 80, **kw: Any) -> Detector:
+        return build_dense(num_classes, family, size, **kw)
+
+    builder.__name__ = f"build_{family}_{size}"
+    recipe = RECIPE_1X if size == "r50" else RECIPE_LITE
+    return ModelSpec(builder, 800 if size == "r50" else 416, POSTPROCESS[family], recipe, family)
+
+
+def models() -> dict[str, Any]:
+    """Zoo entries of the dense families (``<family>-r50-fpn`` and ``<family>-lite``)."""
+    out = {}
+    for family in HEADS:
+        out[f"{family}-r50-fpn"] = _entry(family, "r50")
+        out[f"{family}-lite"] = _entry(family, "lite")
+    return out
+
