@@ -182,9 +182,9 @@ class DenseHead(nn.Module):
                 s = sc[b].reshape(-1)
                 idx = (s > conf_thr).nonzero().squeeze(1)
                 vals = s[idx]
-                if pre_topk > 0 and vals.numel() > pre_topk:
-                    vals, order = vals.topk(pre_topk)
-                    idx = idx[order]
+                k = min(pre_topk, vals.numel()) if pre_topk > 0 else vals.numel()
+                vals, order = vals.topk(k)
+                idx = idx[order]
                 prior_idx = torch.div(idx, self.num_classes, rounding_mode="floor")
                 box = self.boxes_of(tuple(t[b, prior_idx] for t in flat), pri.take(prior_idx))
                 boxes.append(box)
