@@ -45,7 +45,8 @@ class ImageInfo:
     ``mode`` is ``"gray"``, ``"gray_alpha"``, ``"rgb"``, ``"rgba"``, ``"palette"``, ``"cmyk"`` or
     ``""`` when unknown; ``bit_depth`` bits per channel (0 = unknown); ``orientation`` the EXIF
     orientation tag (1..8) or ``None``. ``error`` is set when the file is missing, empty,
-    unreadable or truncated (``truncated`` True for a missing end marker).
+    unreadable or truncated (``truncated`` True for a missing end marker). ``trailing``: bytes
+    after the end marker (JPEG EOI, PNG IEND), which decoders ignore.
     """
 
     path: str
@@ -60,6 +61,7 @@ class ImageInfo:
     orientation: int | None = None
     truncated: bool = False
     error: str | None = None
+    trailing: int = 0
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -243,21 +245,61 @@ _PARSERS = {
 }
 
 
-def _check_end(fmt: str, tail: bytes, nbytes: int, info: ImageInfo) -> None:
-    """Flag a file whose end marker is missing (the usual sign of an interrupted copy)."""
+MAX_SCAN_BYTES = 512 * 1024 * 1024  # whole-file scans for the end marker stop here
+
+
+def _jpeg_eoi(data: bytes) -> int:
+    """Offset of the main image's end-of-image marker (FFD9), or -1.
+
+    Walks the marker segments to the first start-of-scan (so an EXIF thumbnail's EOI inside APP1
+    is skipped), then takes the first FFD9 after it: inside entropy-coded data FF is always
+    followed by 00 or a restart marker, so that FFD9 is the real end of the image.
+    """
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return -1
+        m = data[i + 1]
+        if m == 0xFF:
+            i += 1
+            continue
+        if m in (0xD8, 0x01) or 0xD0 <= m <= 0xD7:
+            i += 2
+            continue
+        (seglen,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if m == 0xDA:
+            return data.find(b"\xff\xd9", i + 2 + seglen)
+        i += 2 + seglen
+    return -1
+
+
+def _check_end(fmt: str, path: str, tail: bytes, nbytes: int, info: ImageInfo) -> None:
+    """Flag a file whose end marker is missing (the usual sign of an interrupted copy), and count
+    the bytes after an end marker (zero padding, appended data: harmless)."""
     if fmt == "jpeg":
-        # Tolerate padding after EOI (some cameras append zeros).
-        t = tail.rstrip(b"\x00")
-        if not t.endswith(b"\xff\xd9"):
+        if tail.endswith(b"\xff\xd9"):
+            return
+        with open(path, "rb") as f:
+            data = f.read(MAX_SCAN_BYTES)
+        eoi = _jpeg_eoi(data)
+        if eoi >= 0:
+            info.trailing = nbytes - (eoi + 2)
+        else:
             info.truncated = True
-            info.error = "truncated JPEG (no end-of-image marker FFD9 at the end of the file)"
+            info.error = "truncated JPEG (no end-of-image marker FFD9 after the image data)"
     elif fmt == "png":
-        if b"IEND" not in tail[-64:]:
+        iend = b"\x00\x00\x00\x00IEND"  # a zero-length IEND chunk
+        k = tail.rfind(iend)
+        if k >= 0 and len(tail) - (k + 12) <= 0:
+            return
+        with open(path, "rb") as f:
+            data = f.read(MAX_SCAN_BYTES)
+        k = data.rfind(iend)
+        if k >= 0:
+            info.trailing = max(0, nbytes - (k + 12))
+        else:
             info.truncated = True
             info.error = "truncated PNG (no IEND chunk at the end of the file)"
-    elif fmt == "bmp":
-        # The header states the file size.
-        pass
 
 
 def probe_image(path: str | Path) -> ImageInfo:
@@ -304,7 +346,7 @@ def probe_image(path: str | Path) -> ImageInfo:
         info.error = f"corrupt {info.format.upper()} header ({e})"
         return info
     if info.error is None:
-        _check_end(info.format, tail, info.nbytes, info)
+        _check_end(info.format, p, tail, info.nbytes, info)
     if info.error is None and (info.width <= 0 or info.height <= 0):
         info.error = f"header states an invalid size {info.width}x{info.height}"
     return info
