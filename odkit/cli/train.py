@@ -78,7 +78,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     a("--train-split", default=None,
       help="train split: VOC ImageSets/Main name, YOLO / odkit YAML key (default train)")
     a("--val-split", default=None, help="val split, as --train-split (default val)")
-    a("--format", choices=["coco", "voc", "yolo", "spec"], default=None, help="dataset format (default: detected)")
+    a("--format", default=None, help="dataset format (default: detected; see `odkit data check --help`)")
+    a("--strict", action="store_true",
+      help="refuse to train on any data warning or undecodable image (default: undecodable images are left out, named)")
     a("--deterministic", action="store_true",
       help="torch.use_deterministic_algorithms + fixed seeds + workers 0: a resumed run then ends with "
            "exactly the weights of an uninterrupted one (CPU)")
@@ -98,6 +100,7 @@ def config_from_args(args: argparse.Namespace) -> object:
         mixup=args.mixup, multiscale=args.multiscale, cache=args.cache, ema=not args.no_ema,
         clip_grad=args.clip_grad, train_split=args.train_split, val_split=args.val_split, format=args.format,
         deterministic=args.deterministic, threads=args.threads, plots=not args.no_plots,
+        strict_data=args.strict,
     )
 
 

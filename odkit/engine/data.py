@@ -1,12 +1,17 @@
-"""The engine's view of the data pipeline: load + check the train/val splits, build loaders."""
+"""The engine's view of the data pipeline: load + check the train/val splits (hold-out split when the
+data set has none, undecodable images left out), build loaders."""
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from odkit.data.splits import Holdout
 from odkit.data.structures import AnnotationSet
 from odkit.engine.config import TrainConfig
 from odkit.engine.distributed import DistInfo
@@ -15,31 +20,68 @@ from odkit.errors import DataError
 log = logging.getLogger(__name__)
 
 
+HOLDOUT_FRACTION = 0.2
+
+
+@dataclass
+class DataPlan:
+    """The checked train and val sets of a run and what was decided to get them.
+
+    ``left_out``: per part (``train``, ``val``, ``all``), the image files that cannot be decoded and
+    were left out; ``holdout``: the hold-out split when the data set has no val split (indices
+    into ``source``, the checked set it was cut from); ``reports``: the data check text per part.
+    """
+
+    train: AnnotationSet
+    val: AnnotationSet
+    notes: list[str] = field(default_factory=list)
+    left_out: dict[str, list[str]] = field(default_factory=dict)
+    holdout: Holdout | None = None
+    source: AnnotationSet | None = None
+    reports: dict[str, str] = field(default_factory=dict)
+
+
 def default_splits(data: str, fmt: str | None, train_split: str | None, val_split: str | None) -> tuple[str, str]:
     """``--train-split`` / ``--val-split`` defaults: ``train`` and ``val`` (ImageSets/Main names for VOC,
     keys of a YOLO data.yaml or odkit dataset YAML)."""
     return train_split or "train", val_split or "val"
 
 
+def _checked(aset: AnnotationSet, label: str, strict: bool, report: bool) -> tuple[AnnotationSet, list[str], str]:
+    """Check ``aset``; returns (the repaired set without undecodable images, their files, report text).
+
+    Raises :class:`DataError` with the report on errors training cannot work around, or (``strict``)
+    on any warning or undecodable image.
+    """
+    from odkit.data.validate import check_dataset
+
+    rep = check_dataset(aset)
+    rep.name = label
+    if rep.has_other_errors or (strict and rep.exit_code(True) != 0):
+        raise DataError(f"{label}: the data check found problems training cannot work around:\n{rep.text()}")
+    left = rep.unusable_files
+    if left and report:
+        log.warning(
+            "%s: %d image(s) cannot be decoded and are left out (--strict refuses instead): %s",
+            label, len(left), ", ".join(left),
+        )
+    if report and rep.problems:
+        log.info("data check of %s:\n%s", label, rep.text())
+    return rep.usable(), left, rep.text()
+
+
 def load_checked(data: str, split: str | None, fmt: str | None = None, strict: bool = False,
                  report: bool = True, what: str = "") -> AnnotationSet:
     """Load one split and run :func:`odkit.data.validate.check_dataset` on it.
 
-    Safe repairs (documented by the validator) are applied and reported; a dataset with errors
+    Safe repairs (documented by the validator) are applied and reported; images that cannot be
+    decoded are left out and named in the log (``strict``: refused); a dataset with other errors
     that cannot be repaired raises :class:`DataError` carrying the report text.
     """
     from odkit.data.formats import load_split
-    from odkit.data.validate import check_dataset
 
     aset = load_split(data, split, format=fmt) if split is not None else _load_any(data, fmt)
-    rep = check_dataset(aset)
-    label = f"{data} [{what or split}]"
-    rep.name = label
-    if rep.has_errors or (strict and rep.exit_code(True) != 0):
-        raise DataError(f"{label}: the data check found problems training cannot work around:\n{rep.text()}")
-    if report and rep.problems:
-        log.info("data check of %s:\n%s", label, rep.text())
-    return rep.dataset if rep.dataset is not None else aset
+    return _checked(aset, f"{data} [{what or split}]", strict, report)[0]
 
 
 def _load_any(data: str, fmt: str | None) -> AnnotationSet:
@@ -48,26 +90,86 @@ def _load_any(data: str, fmt: str | None) -> AnnotationSet:
     return load_dataset(data, format=fmt)
 
 
-def load_train_val(cfg: TrainConfig, report: bool = True) -> tuple[AnnotationSet, AnnotationSet]:
-    """The checked train and val sets named by ``cfg.data`` (+ splits, format)."""
-    from pathlib import Path
+def prepare_data(cfg: TrainConfig, report: bool = True) -> DataPlan:
+    """The checked train and val sets named by ``cfg.data`` (+ splits, format).
 
-    tr, va = default_splits(cfg.data, cfg.format, cfg.train_split, cfg.val_split)
+    The val split is ``--val-split``, else the data set's ``val`` / ``valid`` / ``validation``
+    split. A data set without one (no splits at all, such as one COCO json or a flat folder, or a
+    train split only) gets a hold-out split: :func:`odkit.data.splits.holdout_split` of the train
+    images (20 %, stratified by class, seeded with ``cfg.seed``), announced in the log.
+    """
+    from odkit.data.formats import list_splits, load_dataset, load_split
+    from odkit.data.splits import find_val_split, holdout_split
+
+    splits = list_splits(cfg.data, cfg.format)
+    tr = cfg.train_split or "train"
+    va = cfg.val_split or find_val_split(splits)
+    plan_notes: list[str] = []
+    if va is not None:
+        train, left_tr, rep_tr = _checked(load_split(cfg.data, tr, format=cfg.format), f"{cfg.data} [train]",
+                                          cfg.strict_data, report)
+        val, left_va, rep_va = _checked(load_split(cfg.data, va, format=cfg.format), f"{cfg.data} [val]",
+                                        cfg.strict_data, report)
+        plan = DataPlan(train, val, plan_notes, {"train": left_tr, "val": left_va},
+                        reports={"train": rep_tr, "val": rep_va})
+    else:
+        if splits and tr not in splits:
+            raise DataError(
+                f"{cfg.data}: no {tr!r} split (splits: {', '.join(splits)}); name one with --train-split"
+            )
+        src = load_split(cfg.data, tr, format=cfg.format) if tr in splits else load_dataset(cfg.data, format=cfg.format)
+        what = f"{cfg.data} [{tr if tr in splits else 'all'}]"
+        whole, left, rep = _checked(src, what, cfg.strict_data, report)
+        h = holdout_split(whole, HOLDOUT_FRACTION, cfg.seed)
+        train, val = whole.select_images(h.train), whole.select_images(h.val)
+        train.splits, val.splits = {}, {}
+        why = "it defines no splits" if not splits else f"it has no val split (splits: {', '.join(splits)})"
+        plan_notes.append(f"{cfg.data}: {why}; {h.describe(len(whole))}; written to holdout.json in the run directory")
+        if report:
+            log.warning("%s", plan_notes[-1])
+        plan = DataPlan(train, val, plan_notes, {"train" if splits else "all": left}, h, whole, {"all": rep})
     p = Path(cfg.data)
-    if p.is_file() and p.suffix.lower() == ".json" and report:
+    if p.is_file() and p.suffix.lower() == ".json" and va is not None and report:
         log.warning("%s is a single COCO json: it is used for both training and validation "
                     "(use an odkit dataset YAML with separate train/val parts)", p)
-    train = load_checked(cfg.data, tr, cfg.format, cfg.strict_data, report, "train")
-    val = load_checked(cfg.data, va, cfg.format, cfg.strict_data, report, "val")
-    if list(train.class_names) != list(val.class_names):
+    if list(plan.train.class_names) != list(plan.val.class_names):
         raise DataError(
-            f"{cfg.data}: train classes {train.class_names} differ from val classes {val.class_names}"
+            f"{cfg.data}: train classes {plan.train.class_names} differ from val classes {plan.val.class_names}"
         )
-    if len(train) == 0:
-        raise DataError(f"{cfg.data}: the train split {tr!r} has no images")
-    if len(val) == 0:
-        raise DataError(f"{cfg.data}: the val split {va!r} has no images")
-    return train, val
+    if len(plan.train) == 0:
+        raise DataError(f"{cfg.data}: the train split {tr!r} has no usable images")
+    if len(plan.val) == 0:
+        raise DataError(f"{cfg.data}: the val split {va!r} has no usable images")
+    for part, files in plan.left_out.items():
+        if files:
+            plan.notes.append(f"{len(files)} image(s) of {part} left out (cannot be decoded): {', '.join(files)}")
+    return plan
+
+
+def load_train_val(cfg: TrainConfig, report: bool = True) -> tuple[AnnotationSet, AnnotationSet]:
+    """The checked train and val sets named by ``cfg.data`` (see :func:`prepare_data`)."""
+    plan = prepare_data(cfg, report)
+    return plan.train, plan.val
+
+
+def write_data_notes(run_dir: Path, plan: DataPlan) -> None:
+    """Write ``data_report.txt`` (left-out images, hold-out split, data check per part) and, for a
+    hold-out split, ``holdout.json`` (seed, fraction, train and val image files) into the run directory."""
+    lines = ["# data of this run", ""]
+    lines += plan.notes or ["no images left out; train and val splits from the data set"]
+    for part, text in plan.reports.items():
+        lines += ["", f"## data check ({part})", text]
+    (run_dir / "data_report.txt").write_text("\n".join(lines) + "\n")
+    if plan.holdout is not None and plan.source is not None:
+        src = plan.source
+        doc = {
+            "fraction": plan.holdout.fraction,
+            "seed": plan.holdout.seed,
+            "stratified_by": "rarest class of each image",
+            "train": [str(src.path(int(i))) for i in plan.holdout.train],
+            "val": [str(src.path(int(i))) for i in plan.holdout.val],
+        }
+        (run_dir / "holdout.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def augment_config(cfg: TrainConfig) -> Any:

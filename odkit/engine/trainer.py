@@ -108,7 +108,8 @@ class Trainer:
         from odkit.engine import data as data_utils
 
         cfg = self.cfg
-        self.train_set, self.val_set = data_utils.load_train_val(cfg, report=self.dist.is_main)
+        self.data_plan = data_utils.prepare_data(cfg, report=self.dist.is_main)
+        self.train_set, self.val_set = self.data_plan.train, self.data_plan.val
         self.class_names = list(self.train_set.class_names)
         self.num_classes = len(self.class_names)
         self.train_loader = data_utils.train_loader(
@@ -290,6 +291,9 @@ class Trainer:
                 log.info("resuming %s from epoch %d", resume_ckpt, self.start_epoch + 1)
         self._setup_run_dir(resume_ckpt)
         if self.dist.is_main:
+            from odkit.engine.data import write_data_notes
+
+            write_data_notes(self.run_dir, self.data_plan)  # left-out images, hold-out split
             log.info(
                 "training %s on %s (%d train / %d val images, %d classes) at %d px, batch %d x %d process(es), "
                 "device %s, %d threads, %d loader workers%s -> %s",
