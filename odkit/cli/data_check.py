@@ -4,27 +4,49 @@ from __future__ import annotations
 
 import argparse
 
+from odkit.data.formats import FORMATS
+
+
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    """``--format``, ``--images`` and ``--labels``: how a data set path is read (shared by data actions)."""
+    p.add_argument("--format", choices=FORMATS, help="dataset layout (default: detected)")
+    p.add_argument(
+        "--images",
+        metavar="DIR",
+        help="folder the image names are resolved against (CSV, LabelMe, CVAT, COCO file_name)",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="DIR",
+        help="annotation folder (VOC xml / LabelMe json) paired by file stem with the images of DATA",
+    )
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check",
         help="find, count and name every problem in a dataset (exit 1 on errors that cannot be repaired)",
         description=(
-            "Validate a COCO json, VOC root, YOLO data.yaml or odkit dataset YAML. Safe repairs "
-            "(clip boxes slightly outside the image, drop zero-area boxes, fill unknown sizes) are "
-            "reported. Exit status: 0 clean or repaired, 1 errors (or any problem with --strict), 2 bad input."
+            "Validate a data set in any supported layout (COCO json, VOC root, VOC xml beside the images, "
+            "images + annotations folders, CSV, LabelMe, CVAT, YOLO data.yaml, odkit YAML), all its splits "
+            "unless --split names one. Safe repairs (clip boxes slightly outside the image, drop zero-area "
+            "boxes, fill unknown sizes) are reported. Damaged images: bytes after the end marker are an info "
+            "note; a truncated image that still decodes is a warning naming the rows lost; an image that "
+            "cannot be decoded is an error (training leaves it out). Exit status: 0 clean or repaired, 1 "
+            "errors (or any warning with --strict), 2 bad input."
         ),
     )
-    p.add_argument("data", help="dataset path (COCO json, VOC root, YOLO data.yaml or odkit YAML)")
-    p.add_argument(
-        "--format", choices=["coco", "voc", "yolo", "spec"], help="dataset format (default: detected)"
-    )
-    p.add_argument("--split", help="VOC ImageSets/Main split, YOLO/odkit YAML key (default: all / train)")
-    p.add_argument(
-        "--strict", action="store_true", help="exit 1 on any problem, warnings included (not negatives)"
-    )
+    p.add_argument("data", help="dataset path (file or folder; with --labels, the image folder)")
+    add_source_args(p)
+    p.add_argument("--split", help="check only this split (default: every split the data set defines)")
+    p.add_argument("--strict", action="store_true", help="exit 1 on any warning too (info notes never fail)")
     p.add_argument("--json", metavar="OUT", help="write every problem to this json file")
-    p.add_argument("--fix-out", metavar="DIR", help="write the repaired dataset here, in the same format")
+    p.add_argument(
+        "--fix-out",
+        metavar="DIR",
+        help="write the repaired data set here, in the same layout (recovered images re-encoded, "
+        "undecodable ones listed in DIR/repair_report.json)",
+    )
     p.add_argument("--no-images", action="store_true", help="skip image file checks (annotations only)")
     p.add_argument("--decode", action="store_true", help="also decode every image with OpenCV (slower)")
     p.add_argument(
@@ -35,23 +57,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from odkit.data.formats import load_dataset, save_dataset
+    from odkit.data.formats import load_dataset
     from odkit.data.validate import check_dataset
 
-    aset = load_dataset(args.data, format=args.format, split=args.split)
+    aset = load_dataset(args.data, format=args.format, split=args.split, image_root=args.images,
+                        labels=args.labels)
     report = check_dataset(
         aset, check_images=not args.no_images, near_dup_iou=args.near_dup_iou, decode=args.decode
     )
     report.name = f"{args.data}" + (f" [{args.split}]" if args.split else "")
+    print(f"layout: {aset.source}" + (
+        f"; splits: {', '.join(f'{k} ({len(v)})' for k, v in sorted(aset.splits.items()))}" if aset.splits else ""
+    ))
     print(report.text(examples=args.examples))
+    if report.unusable:
+        print(f"{len(report.unusable)} image(s) cannot be decoded (training leaves them out, --strict refuses):")
+        for f in report.unusable_files:
+            print(f"  {f}")
     if args.json:
         report.to_json(args.json)
         print(f"problems written to {args.json}")
     if args.fix_out:
-        fmt = aset.source if aset.source in ("coco", "voc", "yolo") else "coco"
-        problems = save_dataset(report.dataset, args.fix_out, fmt, split=args.split)
-        print(f"repaired dataset written to {args.fix_out} ({fmt})")
-        for p in problems:
+        from odkit.data.repair import write_repaired
+
+        res = write_repaired(report, args.fix_out, split=args.split)
+        per = ", ".join(f"{k or 'all'}: {v}" for k, v in res.counts.items())
+        print(f"repaired dataset written to {args.fix_out} ({res.format}; images {per})")
+        for f in res.reencoded:
+            print(f"  re-encoded (was truncated): {f}")
+        for f in res.left_out:
+            print(f"  left out (cannot be decoded): {f}")
+        for p in res.problems:
             print(f"  not written: {p.file}: {p.message}")
     code = report.exit_code(args.strict)
     if code and not report.has_errors:

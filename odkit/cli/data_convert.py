@@ -1,48 +1,46 @@
-"""``odkit data convert``: convert between COCO, VOC and YOLO (problems are reported, never dropped)."""
+"""``odkit data convert``: convert between data set layouts, every split carried (problems are
+reported, never dropped)."""
 
 from __future__ import annotations
 
 import argparse
 
+from odkit.data.formats import FORMATS, WRITE_FORMATS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
-        help="convert a dataset between coco, voc and yolo",
+        help="convert a dataset between layouts (coco, voc, yolo, csv, labelme, cvat, ...), all splits",
         description=(
-            "Read SRC (COCO json, VOC root, YOLO data.yaml or odkit YAML) and write it to DST in "
-            "another format. Boxes are copied unchanged (continuous pixel coordinates); parse "
-            "problems and annotations that the target format cannot hold are listed."
+            "Read SRC in any supported layout and write it to DST in another. Every split of SRC is written "
+            "(VOC ImageSets files, YAML keys, CSV files, split folders, CVAT subsets); --split narrows to one. "
+            "Images in no split of a source that has splits go to the split 'unassigned'. Boxes are copied "
+            "unchanged (continuous pixel coordinates); parse problems and annotations that the target "
+            "layout cannot hold are listed."
         ),
     )
-    p.add_argument("src", help="source dataset")
-    p.add_argument("dst", help="output: COCO json path or folder, VOC root, YOLO folder")
-    p.add_argument(
-        "--from",
-        dest="src_format",
-        choices=["coco", "voc", "yolo", "spec"],
-        help="source format (default: detected)",
-    )
-    p.add_argument(
-        "--to", dest="dst_format", required=True, choices=["coco", "voc", "yolo"], help="target format"
-    )
-    p.add_argument(
-        "--split",
-        help="VOC ImageSets/Main split or YOLO/odkit YAML key to read (also names the output split)",
-    )
+    p.add_argument("src", help="source dataset (file or folder; with --labels, the image folder)")
+    p.add_argument("dst", help="output: COCO json path or folder, or a folder for the other layouts")
+    p.add_argument("--from", dest="src_format", choices=FORMATS, help="source layout (default: detected)")
+    p.add_argument("--to", dest="dst_format", required=True, choices=WRITE_FORMATS, help="target layout")
+    p.add_argument("--images", metavar="DIR", help="folder the source's image names resolve against")
+    p.add_argument("--labels", metavar="DIR", help="annotation folder paired by stem with the images of SRC")
+    p.add_argument("--split", help="convert only this split (it keeps its name in the output)")
     p.add_argument(
         "--link-images",
         action="store_true",
-        help="symlink images (VOC/YOLO) or reference them (COCO) instead of copying",
+        help="symlink images (or, for COCO, reference them) instead of copying",
     )
     p.set_defaults(func=handler)
 
 
 def handler(args: argparse.Namespace) -> int:
-    from odkit.data.formats import load_dataset, save_dataset
+    from odkit.data.formats import load_dataset, save_dataset, save_splits
 
-    aset = load_dataset(args.src, format=args.src_format, split=args.split)
-    print(f"read {args.src}: {aset.summary()}")
+    aset = load_dataset(args.src, format=args.src_format, split=args.split, image_root=args.images,
+                        labels=args.labels)
+    print(f"read {args.src} ({aset.source}): {aset.summary()}")
     if aset.problems:
         print(f"{len(aset.problems)} problems found while reading (kept as they are in the output):")
         for p in aset.problems[:20]:
@@ -50,10 +48,16 @@ def handler(args: argparse.Namespace) -> int:
             print(f"  {p.kind}: {p.file}{ann}: {p.message}")
         if len(aset.problems) > 20:
             print(f"  ... and {len(aset.problems) - 20} more (run `odkit data check` for all)")
-    problems = save_dataset(
-        aset, args.dst, args.dst_format, copy_images=not args.link_images, split=args.split
-    )
-    print(f"wrote {args.dst} ({args.dst_format})")
+    copy = not args.link_images
+    if args.split is not None:
+        problems = save_dataset(aset, args.dst, args.dst_format, copy_images=copy, split=args.split)
+        counts = {args.split: len(aset)}
+    else:
+        problems, counts = save_splits(aset, args.dst, args.dst_format, copy_images=copy)
+    per = ", ".join(f"{k} {v}" for k, v in counts.items() if k) or f"{len(aset)} images, no splits"
+    print(f"wrote {args.dst} ({args.dst_format}): {per}")
+    if "unassigned" in counts:
+        print(f"  {counts['unassigned']} image(s) are in no split of the source: written as split 'unassigned'")
     if problems:
         print(f"{len(problems)} problems while writing:")
         for p in problems[:20]:

@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write a PNG grid of images with their boxes (--augment: as the training pipeline sees them)",
     )
     p.add_argument("data", metavar="DATA", help="COCO json, VOC root, YOLO data.yaml or odkit dataset YAML")
-    p.add_argument("--format", default=None, help="coco, voc or yolo (default: detected from DATA)")
+    from odkit.cli.data_check import add_source_args
+
+    add_source_args(p)
     p.add_argument("--split", default=None, help="split to show (e.g. train, val)")
     p.add_argument("--out", default=None, metavar="PNG", help="output path (default: <DATA name>_show.png)")
     p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
@@ -29,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def handler(args: argparse.Namespace) -> int:
     from odkit.data.formats import load_dataset
 
-    aset = load_dataset(args.data, format=args.format, split=args.split)
+    aset = load_dataset(args.data, format=args.format, split=args.split, image_root=args.images,
+                        labels=args.labels)
     stem = Path(args.data).stem + (f"_{args.split}" if args.split else "")
     out = Path(args.out) if args.out else Path(f"{stem}_{'augmented' if args.augment else 'show'}.png")
     if args.augment:

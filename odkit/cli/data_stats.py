@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(box area w*h in pixels), aspect ratios and negatives.",
     )
     p.add_argument("data", metavar="DATA", help="COCO json, VOC root, YOLO data.yaml or odkit dataset YAML")
-    p.add_argument("--format", default=None, help="coco, voc or yolo (default: detected from DATA)")
+    from odkit.cli.data_check import add_source_args
+
+    add_source_args(p)
     p.add_argument("--split", default=None, help="split to describe (e.g. train, val)")
     p.add_argument("--out", default=None, metavar="PNG", help="plot path (default: <DATA name>_stats.png)")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON instead of a table")
@@ -26,7 +28,8 @@ def handler(args: argparse.Namespace) -> int:
     from odkit.data.formats import load_dataset
     from odkit.data.stats import compute_stats, format_stats, plot_stats
 
-    aset = load_dataset(args.data, format=args.format, split=args.split)
+    aset = load_dataset(args.data, format=args.format, split=args.split, image_root=args.images,
+                        labels=args.labels)
     name = Path(args.data).stem + (f"/{args.split}" if args.split else "")
     stats = compute_stats(aset, name=name)
     out = (

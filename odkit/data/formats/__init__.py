@@ -202,23 +202,28 @@ def save_dataset(
 
 
 def save_splits(
-    aset: AnnotationSet, out: str | Path, format: str, copy_images: bool = True
+    aset: AnnotationSet,
+    out: str | Path,
+    format: str,
+    copy_images: bool = True,
+    names: list[str] | None = None,
 ) -> tuple[list[Problem], dict[str, int]]:
     """Write every split of ``aset`` (see :func:`save_dataset`); returns (problems, images per split).
 
     File names are chosen once over the whole set, so images of different splits never collide.
     Images in no split of a set that has splits are written as the split ``unassigned``. A set
     without splits is written as one split with the writer's default name (key ``""``).
+    ``names``: output file name per image (default :func:`output_names` over the whole set).
     """
     fmt = _check_format(format, WRITE_FORMATS)
     if not aset.splits:
-        return save_dataset(aset, out, fmt, copy_images), {"": len(aset)}
+        return save_dataset(aset, out, fmt, copy_images, names=names), {"": len(aset)}
     if fmt == "coco" and Path(out).suffix.lower() == ".json" and len(aset.splits) > 1:
         raise ConfigError(
             f"{out}: {len(aset.splits)} splits ({', '.join(aset.splits)}) need a folder (one json per split); "
             "give a folder, or narrow with --split"
         )
-    names = output_names(aset)
+    names = names or output_names(aset)
     parts = dict(aset.splits)
     left = unassigned(aset)
     if len(left):
