@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,8 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="float16 weights/compute where the runtime supports it (on CPU onnxruntime often slower)",
     )
     p.add_argument(
-        "--out", default=None, help="output file (.onnx / .xml) or directory (default: next to the weights)"
+        "--out",
+        default=None,
+        help="output file (.onnx / .xml) or directory (default: next to the weights, named after the graph: "
+        "best-416.onnx, best-nms-416.onnx, best-dynamic-416.onnx, best-nms-fp16-416.onnx, ...)",
     )
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.add_argument("--conf", type=float, default=0.001, help="in-graph NMS: score threshold (default 0.001)")
     p.add_argument("--iou", type=float, default=0.65, help="in-graph NMS: IoU threshold (default 0.65)")
     p.add_argument(
@@ -49,6 +54,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.set_defaults(func=handler)
+
+
+def default_name(stem: str, suffix: str, img: int, nms: bool, dynamic: bool, half: bool) -> str:
+    """File name of an export: one name per distinct graph (NMS, dynamic batch, fp16, input size)."""
+    parts = [stem] + [tag for tag, on in (("nms", nms), ("dynamic", dynamic), ("fp16", half)) if on]
+    return "-".join(parts + [str(img)]) + suffix
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    """Where the export goes: ``--out`` (a file, or a folder for the default name) or beside the
+    weights; refuses to replace an existing file without ``--force``."""
+    import json
+
+    from odkit.engine.weights import sidecar_path
+    from odkit.errors import ConfigError
+    from odkit.export import FORMATS, resolve_weights
+
+    suffix = FORMATS.get(args.format, ".onnx")
+    out = Path(args.out) if args.out else None
+    if out is None or out.is_dir():
+        src = resolve_weights(args.weights)
+        img = args.img
+        if img is None:
+            try:
+                img = json.loads(sidecar_path(src).read_text()).get("img_size")
+            except (OSError, ValueError):
+                img = None
+        name = default_name(src.stem, suffix, int(img or 416), args.nms, args.dynamic, args.half)
+        out = (out if out is not None else src.parent) / name
+    if out.exists() and not args.force:
+        raise ConfigError(f"{out} exists; pass --force to replace it (or choose another --out)")
+    return out
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -62,7 +99,7 @@ def handler(args: argparse.Namespace) -> int:
         dynamic=args.dynamic,
         nms=args.nms,
         half=args.half,
-        out=args.out,
+        out=output_path(args),
         conf_thr=args.conf,
         iou_thr=args.iou,
         max_det=args.max_det,

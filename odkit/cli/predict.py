@@ -10,7 +10,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "predict",
         help="detect objects in images with trained weights",
         description=(
-            "Run a trained model on an image or a directory of images. Writes to --out: "
+            "Run a trained model on an image, a directory of images or a .txt list of image paths (one per "
+            "line, relative to the list's folder). An image that cannot be decoded is skipped: the others "
+            "are predicted, the failures are listed at the end and the exit status is 1. A truncated image "
+            "that still decodes is used as decoded, with a warning. Writes to --out: "
             "predictions.json (COCO results: image_id = position of the image in the sorted list, "
             "file_name, category_id = class index, bbox [x, y, w, h] pixels, score, plus a 'categories' "
             "file categories.json); labels/<image stem>.txt with one line per box "
@@ -19,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--weights", required=True, help="weights .safetensors (with its .json sidecar), a run directory, or an exported .onnx / .xml")
-    p.add_argument("--source", required=True, help="an image file or a directory of images")
+    p.add_argument("--source", required=True, help="an image file, a directory of images or a .txt list of images")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
     p.add_argument("--max-det", type=int, default=300, help="detections kept per image (default 300)")
@@ -31,13 +34,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=handler)
 
 
+def _decode(f: object, failures: list[tuple[str, str]]) -> object:
+    """The RGB image of ``f`` under the damage policy of the validator, or None (failure recorded)."""
+    from odkit.data.checks.images import UNUSABLE, check_image_file
+    from odkit.data.imageio import read_image
+    from odkit.errors import DataError
+
+    state, problems = check_image_file(f)
+    if state == UNUSABLE:
+        failures.append((str(f), "; ".join(p.message for p in problems)))
+        return None
+    for p in problems:
+        if p.severity == "warning":
+            print(f"warning: {p.file}: {p.message}")
+    try:
+        return read_image(f)  # type: ignore[arg-type]
+    except DataError as e:
+        failures.append((str(f), str(e)))
+        return None
+
+
 def handler(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
     from tqdm import tqdm
 
-    from odkit.data.imageio import read_image, write_image
+    from odkit.data.imageio import write_image
     from odkit.engine import runtime
     from odkit.engine.api import load
     from odkit.engine.predictor import list_images
@@ -54,31 +77,41 @@ def handler(args: argparse.Namespace) -> int:
     out = Path(args.out)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     results = []
-    n_boxes = 0
+    failures: list[tuple[str, str]] = []
+    n_boxes = n_done = 0
     step = max(args.batch, 1)
     for s in tqdm(range(0, len(files), step), desc="predict", unit="batch", disable=len(files) <= step):
-        chunk = files[s : s + step]
-        preds = pred.predict(chunk, conf=args.conf, iou=args.iou, max_det=args.max_det, img_size=args.img,
-                             batch=step)
-        for k, (f, p) in enumerate(zip(chunk, preds)):
+        decoded = [(s + k, f, _decode(f, failures)) for k, f in enumerate(files[s : s + step])]
+        decoded = [d for d in decoded if d[2] is not None]
+        if not decoded:
+            continue
+        preds = pred.predict([d[2] for d in decoded], conf=args.conf, iou=args.iou, max_det=args.max_det,
+                             img_size=args.img, batch=step)
+        for (idx, f, img), p in zip(decoded, preds):
+            n_done += 1
             boxes, scores, labels = p["boxes"].numpy(), p["scores"].numpy(), p["labels"].numpy()
             n_boxes += len(boxes)
             lines = [f"{int(c)} {float(sc):.5f} " + " ".join(f"{v:.2f}" for v in b)
                      for b, sc, c in zip(boxes.tolist(), scores, labels)]
             (out / "labels" / f"{f.stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
             for b, sc, c in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
-                results.append({"image_id": s + k, "file_name": str(f), "category_id": int(c),
+                results.append({"image_id": idx, "file_name": str(f), "category_id": int(c),
                                 "bbox": [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
                                 "score": round(float(sc), 5)})
             if args.save:
                 from odkit.viz.draw import draw_boxes
 
-                img = draw_boxes(read_image(f), boxes, labels, pred.class_names, scores=scores)
-                write_image(out / f.name, img)
+                write_image(out / f.name, draw_boxes(img, boxes, labels, pred.class_names, scores=scores))
     with open(out / "predictions.json", "w") as fh:
         json.dump(results, fh)
     with open(out / "categories.json", "w") as fh:
         json.dump([{"id": i, "name": n} for i, n in enumerate(pred.class_names)], fh)
-    print(f"{len(files)} image(s), {n_boxes} detection(s) -> {out}/ (predictions.json, labels/*.txt"
+    print(f"{n_done} image(s), {n_boxes} detection(s) -> {out}/ (predictions.json, labels/*.txt"
           + (", annotated images)" if args.save else ")"))
+    if failures:
+        (out / "failures.txt").write_text("".join(f"{f}\t{why}\n" for f, why in failures))
+        print(f"{len(failures)} image(s) could not be read (listed in {out}/failures.txt):")
+        for f, why in failures:
+            print(f"  {f}: {why}")
+        return 1
     return 0

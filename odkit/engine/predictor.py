@@ -17,8 +17,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def list_images(source: str | Path) -> list[Path]:
-    """Image files of ``source``: the file itself, or the images of a directory (sorted, not recursive)."""
+    """Image files of ``source``: the file itself, the images of a directory (sorted, not recursive),
+    or the paths listed in a ``.txt`` file (one per line, relative to the list's folder; order kept)."""
     p = Path(source)
+    if p.is_file() and p.suffix.lower() == ".txt":
+        lines = [ln.strip() for ln in p.read_text().splitlines()]
+        files = [Path(ln) if Path(ln).is_absolute() else p.parent / ln for ln in lines if ln and not ln.startswith("#")]
+        if not files:
+            raise ConfigError(f"--source {p}: the list names no images")
+        return files
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
         if not files:
