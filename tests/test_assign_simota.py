@@ -8,16 +8,34 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from odkit.assign import AssignResult, SimOTAAssigner
+from odkit.assign import IGNORE, AssignResult, GTBatch, Priors, SimOTAAssigner
+from odkit.errors import ConfigError
+from odkit.ops import grid_points
 
 STRIDE = 8.0
 GRID = 8  # 8 x 8 priors of stride 8 on a 64 x 64 image; centres at 4, 12, ..., 60
 
 
-def _priors():
-    ys, xs = torch.meshgrid(torch.arange(GRID), torch.arange(GRID), indexing="ij")
-    centers = torch.stack(((xs.reshape(-1) + 0.5) * STRIDE, (ys.reshape(-1) + 0.5) * STRIDE), 1)
-    return centers.float(), torch.full((GRID * GRID,), STRIDE)
+def _make_priors(levels: list[tuple[int, float]]) -> Priors:
+    """YOLOX priors: ``(grid + 0.5) * stride`` centres of square levels ``[(size, stride), ...]``."""
+    pts, strides, lvl, grid, nums = [], [], [], [], []
+    for li, (n, s) in enumerate(levels):
+        pts.append(grid_points((n, n), s, offset=0.5))
+        grid.append(grid_points((n, n), 1.0, offset=0.0))
+        strides.append(torch.full((n * n,), float(s)))
+        lvl.append(torch.full((n * n,), li, dtype=torch.long))
+        nums.append(n * n)
+    return Priors(torch.cat(pts), torch.cat(strides), torch.cat(lvl), nums, torch.cat(grid))
+
+
+def _gt(boxes, labels, valid=None, crowd=None) -> GTBatch:
+    """A ``GTBatch`` from ``[B, G, 4]`` boxes and ``[B, G]`` labels (valid: all, crowd: none by default)."""
+    labels = labels.long()
+    if crowd is None:
+        crowd = torch.zeros(labels.shape, dtype=torch.bool)
+    if valid is None:
+        valid = ~crowd
+    return GTBatch(boxes.float(), labels, valid, crowd)
 
 
 def _idx(cx: float, cy: float) -> int:
@@ -35,8 +53,11 @@ def _uniform_scores(n: int, c: int = 2) -> torch.Tensor:
 
 
 def _assign(preds, scores, gts, labels):
-    centers, strides = _priors()
-    return SimOTAAssigner().assign(preds, scores, centers, strides, gts, labels)
+    """One image: ``[A, 4]`` preds, ``[A, C]`` scores, ``[G, 4]`` gts -> the image's ``[A]`` result."""
+    res = SimOTAAssigner().assign(
+        _make_priors([(GRID, STRIDE)]), _gt(gts[None], labels[None]), preds[None], scores[None]
+    )
+    return res[0]
 
 
 def _fg(res: AssignResult) -> dict[int, int]:
@@ -130,33 +151,28 @@ def test_gt_smaller_than_stride_still_gets_a_positive():
 
 
 def test_image_without_gt_and_padding():
-    centers, strides = _priors()
+    priors = _make_priors([(GRID, STRIDE)])
     n = GRID * GRID
     assigner = SimOTAAssigner()
     # a batch with no gt at all
     res = assigner.assign(
+        priors,
+        _gt(torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long)),
         _far_boxes(n)[None].repeat(2, 1, 1),
         _uniform_scores(n)[None].repeat(2, 1, 1),
-        centers,
-        strides,
-        torch.zeros(2, 0, 4),
-        torch.zeros(2, 0, dtype=torch.long),
     )
     assert res.gt_inds.shape == (2, n) and (res.gt_inds == -1).all() and (res.labels == -1).all()
     assert res.num_gts.tolist() == [0, 0] and res.num_pos == 0
-    # a batch where image 1 has no gt (one padded row): image 0 must equal its unbatched result
+    # a batch where image 1 has no gt (one padded row): image 0 must equal its single-image result
     preds = _far_boxes(n)
     gt = torch.tensor([[16.0, 16.0, 40.0, 40.0]])
     preds[_idx(28, 28)] = gt[0]
-    single = assigner.assign(preds, _uniform_scores(n), centers, strides, gt, torch.tensor([0]))
+    single = _assign(preds, _uniform_scores(n), gt, torch.tensor([0]))
     batched = assigner.assign(
+        priors,
+        _gt(torch.stack((gt, torch.zeros(1, 4))), torch.tensor([[0], [0]]), torch.tensor([[True], [False]])),
         torch.stack((preds, preds)),
         _uniform_scores(n)[None].repeat(2, 1, 1),
-        centers,
-        strides,
-        torch.stack((gt, torch.zeros(1, 4))),
-        torch.tensor([[0], [0]]),
-        torch.tensor([[True], [False]]),
     )
     assert torch.equal(batched.gt_inds[0], single.gt_inds)
     assert torch.allclose(batched.quality[0], single.quality)
@@ -211,12 +227,9 @@ def _reference_simota(preds, scores, centers, strides, gts, labels, num_classes)
 @pytest.mark.parametrize("seed", range(6))
 def test_matches_loop_reference_on_random_scenes(seed):
     gen = torch.Generator().manual_seed(seed)
-    centers, strides = _priors()
-    # add a second level (stride 16) so priors of different strides coexist
-    ys, xs = torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij")
-    c16 = torch.stack(((xs.reshape(-1) + 0.5) * 16, (ys.reshape(-1) + 0.5) * 16), 1).float()
-    centers = torch.cat((centers, c16))
-    strides = torch.cat((strides, torch.full((16,), 16.0)))
+    # a second level (stride 16) so priors of different strides coexist
+    priors = _make_priors([(GRID, STRIDE), (4, 16.0)])
+    centers, strides = priors.points, priors.strides
     a, c, b = centers.shape[0], 3, 3
     num_gt = [4, 0, 2]
     g = max(num_gt)
@@ -234,7 +247,7 @@ def test_matches_loop_reference_on_random_scenes(seed):
     pwh = 4 + torch.rand(b, a, 2, generator=gen) * 28
     preds = torch.cat((pxy - pwh / 2, pxy + pwh / 2), -1)
     scores = torch.rand(b, a, c, generator=gen) * 0.98 + 0.01
-    res = SimOTAAssigner().assign(preds, scores, centers, strides, gts, labels, valid)
+    res = SimOTAAssigner().assign(priors, _gt(gts, labels, valid), preds, scores)
     for i, ng in enumerate(num_gt):
         ref = _reference_simota(preds[i], scores[i], centers, strides, gts[i, :ng], labels[i, :ng], c)
         assert torch.equal(res.gt_inds[i], ref), f"image {i}"
@@ -245,7 +258,8 @@ def test_matches_loop_reference_on_random_scenes(seed):
 
 def test_chunking_gives_same_result():
     gen = torch.Generator().manual_seed(3)
-    centers, strides = _priors()
+    priors = _make_priors([(GRID, STRIDE)])
+    centers = priors.points
     b, a = 5, centers.shape[0]
     gts = torch.tensor([[8.0, 8.0, 30.0, 40.0], [20.0, 24.0, 60.0, 50.0]])[None].repeat(b, 1, 1)
     gts = gts + torch.rand(b, 2, 4, generator=gen) * 3
@@ -254,8 +268,73 @@ def test_chunking_gives_same_result():
     pwh = 8 + torch.rand(b, a, 2, generator=gen) * 30
     preds = torch.cat((pxy - pwh / 2, pxy + pwh / 2), -1)
     scores = torch.rand(b, a, 2, generator=gen)
-    full = SimOTAAssigner().assign(preds, scores, centers, strides, gts, labels)
-    chunked = SimOTAAssigner(max_elements=2 * a).assign(preds, scores, centers, strides, gts, labels)
+    full = SimOTAAssigner().assign(priors, _gt(gts, labels), preds, scores)
+    chunked = SimOTAAssigner(max_elements=2 * a).assign(priors, _gt(gts, labels), preds, scores)
     assert torch.equal(full.gt_inds, chunked.gt_inds)
     assert torch.equal(full.quality, chunked.quality)
     assert not math.isnan(float(full.quality.sum()))
+
+
+def test_crowd_box_is_ignored_never_positive():
+    # The single-gt scene of the first test (A, B, C, D, E) plus a crowd box [40,40,64,64] (class 0)
+    # that every other prior predicts exactly (IoU 0 with the gt, which it only touches at a corner). Crowd boxes are not matched: the positives stay A, B, C, D of
+    # gt 0; the negative priors whose centre lies strictly inside the crowd box (centres 44, 52, 60 in
+    # x and y: 9 priors) become IGNORE; everything else is unchanged.
+    n = GRID * GRID
+    preds = _far_boxes(n)
+    gt = torch.tensor([[16.0, 16.0, 40.0, 40.0]])
+    a, b, c, d, e = _idx(28, 28), _idx(20, 28), _idx(36, 28), _idx(28, 20), _idx(12, 28)
+    preds[a] = gt[0]
+    preds[b] = torch.tensor([16.0, 16.0, 40.0, 36.0])
+    preds[c] = torch.tensor([16.0, 16.0, 40.0, 34.0])
+    preds[d] = torch.tensor([16.0, 16.0, 40.0, 30.0])
+    preds[e] = gt[0]
+    plain = _assign(preds, _uniform_scores(n), gt, torch.tensor([1]))
+    crowd_box = torch.tensor([40.0, 40.0, 64.0, 64.0])
+    preds2 = preds.clone()
+    others = [i for i in range(n) if i not in (a, b, c, d, e)]
+    preds2[others] = crowd_box
+    boxes = torch.stack((gt[0], crowd_box))[None]
+    res = SimOTAAssigner().assign(
+        _make_priors([(GRID, STRIDE)]),
+        _gt(boxes, torch.tensor([[1, 0]]), crowd=torch.tensor([[False, True]])),
+        preds2[None],
+        _uniform_scores(n)[None],
+    )[0]
+    assert _fg(res) == _fg(plain) == {a: 0, b: 0, c: 0, d: 0}
+    ignored = {_idx(x, y) for x in (44, 52, 60) for y in (44, 52, 60)}
+    assert set((res.gt_inds == IGNORE).nonzero().flatten().tolist()) == ignored
+    assert int(res.num_gts) == 1
+    assert (res.labels[res.gt_inds < 0] == -1).all()
+
+
+def test_legacy_positional_form_still_accepted():
+    # Temporary: the former 7-tensor call (still used by the YOLOX head) gives the same result as
+    # the protocol call, batched and unbatched.
+    gen = torch.Generator().manual_seed(5)
+    priors = _make_priors([(GRID, STRIDE)])
+    centers, strides = priors.points, priors.strides
+    b, a = 2, centers.shape[0]
+    gts = torch.tensor(
+        [[[8.0, 8.0, 30.0, 40.0], [20.0, 24.0, 60.0, 50.0]], [[4.0, 30.0, 28.0, 60.0], [0, 0, 0, 0]]]
+    )
+    labels = torch.tensor([[0, 1], [1, 0]])
+    valid = torch.tensor([[True, True], [True, False]])
+    pxy = centers[None] + (torch.rand(b, a, 2, generator=gen) - 0.5) * 8
+    pwh = 8 + torch.rand(b, a, 2, generator=gen) * 30
+    preds = torch.cat((pxy - pwh / 2, pxy + pwh / 2), -1)
+    scores = torch.rand(b, a, 2, generator=gen)
+    new = SimOTAAssigner().assign(priors, _gt(gts, labels, valid), preds, scores)
+    old = SimOTAAssigner().assign(preds, scores, centers, strides, gts, labels, valid)
+    for f in ("gt_inds", "labels", "quality", "num_gts"):
+        assert torch.equal(getattr(new, f), getattr(old, f)), f
+    one = SimOTAAssigner().assign(preds[0], scores[0], centers, strides, gts[0], labels[0])
+    assert one.gt_inds.shape == (a,) and torch.equal(one.gt_inds, new.gt_inds[0])
+    assert new.num_pos > 0
+
+
+def test_protocol_call_needs_predictions():
+    priors = _make_priors([(GRID, STRIDE)])
+    gt = _gt(torch.tensor([[[16.0, 16.0, 40.0, 40.0]]]), torch.tensor([[0]]))
+    with pytest.raises(ConfigError):
+        SimOTAAssigner().assign(priors, gt)

@@ -1,6 +1,23 @@
-"""odkit.assign: label assigners; all return an ``AssignResult``."""
+"""odkit.assign: label assigners; all follow the ``Assigner`` protocol and return an ``AssignResult``."""
 
+from odkit.assign.atss import ATSSAssigner
+from odkit.assign.base import Assigner, GTBatch, Priors, empty_result, ignore_crowd
+from odkit.assign.fcos import FCOSAssigner
+from odkit.assign.max_iou import MaxIoUAssigner
 from odkit.assign.result import IGNORE, NEGATIVE, AssignResult
 from odkit.assign.simota import SimOTAAssigner
 
-__all__ = ["IGNORE", "NEGATIVE", "AssignResult", "SimOTAAssigner"]
+__all__ = [
+    "IGNORE",
+    "NEGATIVE",
+    "ATSSAssigner",
+    "AssignResult",
+    "Assigner",
+    "FCOSAssigner",
+    "GTBatch",
+    "MaxIoUAssigner",
+    "Priors",
+    "SimOTAAssigner",
+    "empty_result",
+    "ignore_crowd",
+]

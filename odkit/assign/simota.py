@@ -13,14 +13,20 @@ Per image, with priors at centres ``c`` (pixels) and strides ``s``:
 4. A prior taken by several gts goes to the gt with the lowest cost for it.
 
 The matched IoU becomes ``AssignResult.quality`` (YOLOX's soft class target). Everything is batched
-over images with gts padded to the largest count (``gt_valid`` marks real gts); the batch is cut
+over images with gts padded to the largest count (``gt.valid`` marks real gts); the batch is cut
 into chunks so that no ``[b, G, A]`` intermediate exceeds ``max_elements``.
+
+Prior centres are ``priors.points``: for YOLOX exactly ``(grid + 0.5) * stride``. Crowd gts take no
+part in matching; afterwards :func:`~odkit.assign.base.ignore_crowd` turns negative priors whose
+centre lies strictly inside a crowd box into ``IGNORE``.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
+from odkit.assign.base import GTBatch, Priors, ignore_crowd
 from odkit.assign.result import NEGATIVE, AssignResult
 from odkit.errors import ConfigError
 from odkit.ops import aligned_box_iou
@@ -30,6 +36,8 @@ OUTSIDE_COST = 1e5
 
 class SimOTAAssigner:
     """SimOTA assigner; see the module docstring for the exact rule."""
+
+    needs_predictions: bool = True  # needs ``pred_boxes`` and ``pred_scores``
 
     def __init__(
         self,
@@ -48,6 +56,41 @@ class SimOTAAssigner:
     @torch.no_grad()
     def assign(
         self,
+        priors: Priors | Tensor,
+        gt: GTBatch | Tensor,
+        pred_boxes: Tensor | None = None,
+        pred_scores: Tensor | None = None,
+        *legacy: Tensor | None,
+    ) -> AssignResult:
+        """Assign priors to gts (the :class:`~odkit.assign.base.Assigner` protocol).
+
+        Args:
+            priors: ``points`` ``[A, 2]`` prior centres (px) and ``strides`` ``[A]`` (px).
+            gt: padded gts ``[B, G]``.
+            pred_boxes: ``[B, A, 4]`` predicted xyxy boxes, input pixels.
+            pred_scores: ``[B, A, C]`` joint class probabilities in [0, 1].
+
+        Returns:
+            ``AssignResult`` with ``[B, A]`` fields.
+
+        Temporarily, the former positional form ``assign(pred_boxes, pred_scores, prior_centers,
+        prior_strides, gt_boxes, gt_labels[, gt_valid])`` (first argument a Tensor) is still
+        accepted and forwarded to :meth:`_assign_tensors`, until its last caller moves over.
+        """
+        if isinstance(priors, Tensor):
+            return self._assign_tensors(priors, gt, pred_boxes, pred_scores, *legacy)  # type: ignore[arg-type]
+        if legacy or not isinstance(gt, GTBatch):
+            raise ConfigError("SimOTAAssigner.assign: expected assign(priors, gt, pred_boxes, pred_scores)")
+        if pred_boxes is None or pred_scores is None:
+            raise ConfigError("SimOTAAssigner.assign: pred_boxes and pred_scores are required")
+        result = self._assign_tensors(
+            pred_boxes, pred_scores, priors.points, priors.strides, gt.boxes, gt.labels, gt.valid
+        )
+        return ignore_crowd(result, priors, gt)
+
+    @torch.no_grad()
+    def _assign_tensors(
+        self,
         pred_boxes: torch.Tensor,
         pred_scores: torch.Tensor,
         prior_centers: torch.Tensor,
@@ -56,7 +99,7 @@ class SimOTAAssigner:
         gt_labels: torch.Tensor,
         gt_valid: torch.Tensor | None = None,
     ) -> AssignResult:
-        """Assign priors to gts.
+        """Assign priors to gts given as plain tensors (the form behind :meth:`assign`).
 
         Args:
             pred_boxes: ``[B, A, 4]`` (or ``[A, 4]``) predicted xyxy boxes, input pixels.
