@@ -17,22 +17,27 @@ from odkit.errors import OdkitError
 def train(data: str | Path | TrainConfig | None = None, callbacks: dict[str, Any] | None = None,
           **kwargs: Any) -> TrainResult:
     """Train a detector; keyword arguments are :class:`~odkit.engine.config.TrainConfig` fields
-    (the ``odkit train`` flags: ``model``, ``img``, ``epochs``, ``batch``, ``time`` minutes, ...).
+    (the ``odkit train`` flags: ``model``, ``img``, ``epochs``, ``batch``, ``time`` minutes,
+    ``weights``, ``freeze``, ...).
 
+    Values not given come from the model's recipe adapted to the data set and budget
+    (:func:`odkit.engine.recipe.resolve`; the effective recipe is logged and kept in
+    ``result.recipe``); a complete ``TrainConfig`` passed as ``data`` is used as it is.
     Returns a :class:`~odkit.engine.trainer.TrainResult` (``run_dir``, ``best``, ``last``,
-    ``metrics``). Example: ``odkit.train("data.yaml", epochs=30, img=320)``.
+    ``metrics``, ``recipe``). Example: ``odkit.train("data.yaml", time=10)``.
     """
     from odkit.engine.trainer import Trainer
 
     if isinstance(data, TrainConfig):
-        cfg = data
-    else:
-        if data is not None:
-            kwargs["data"] = str(data)
-        cfg = TrainConfig.from_dict(kwargs)
-    if not cfg.data and not cfg.resume:
+        if kwargs:
+            raise OdkitError("train: pass either a complete TrainConfig or keyword arguments, not both")
+        return Trainer(data, callbacks).fit()
+    if data is not None:
+        kwargs["data"] = str(data)
+    TrainConfig.check_names(kwargs)
+    if not kwargs.get("data") and not kwargs.get("resume"):
         raise OdkitError("train: a dataset (data=...) is required unless resuming")
-    return Trainer(cfg, callbacks).fit()
+    return Trainer(kwargs, callbacks).fit()
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:

@@ -1,4 +1,10 @@
-"""Training configuration: one dataclass whose fields map 1:1 onto ``odkit train`` flags."""
+"""Training configuration: one dataclass whose fields are the ``odkit train`` flags.
+
+Each field carries its help text (and, where the flag differs from the field, its command-line
+spelling) in ``metadata``; :mod:`odkit.cli.train` builds the parser from these fields. Fields marked
+``recipe`` are the ones a model's training recipe and the data/budget rule of
+:mod:`odkit.engine.recipe` may set when the user does not.
+"""
 
 from __future__ import annotations
 
@@ -7,57 +13,117 @@ from typing import Any
 
 from odkit.errors import ConfigError
 
+SCHEDULES = ("cos", "linear", "step")
+OPTIMIZERS = ("sgd", "adamw")
+WEIGHT_SOURCES = ("yolox", "torchvision")
+
+
+def _opt(default: Any = None, help: str = "", *, factory: Any = None, recipe: bool = False, **cli: Any) -> Any:
+    """A dataclass field with its command-line description in ``metadata``.
+
+    ``cli`` may hold ``flags`` (option strings, default ``--field-name``), ``metavar``, ``choices``,
+    ``nargs``/``const`` and ``cli=False`` (no flag)."""
+    meta = {"help": help, "recipe": recipe, **cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
 
 @dataclass
 class TrainConfig:
     """Everything a training run needs. Units: ``img`` pixels (square network input), ``time``
     minutes of wall clock, ``lr`` per iteration at the full batch (``None``: 0.01 * batch / 64 for
-    SGD, 0.002 * batch / 64 for AdamW), ``warmup_epochs`` epochs (fractions allowed)."""
+    SGD, 0.002 * batch / 64 for AdamW), ``warmup_epochs`` epochs (fractions allowed).
 
-    data: str = ""
-    model: str = "yolox-nano"
-    img: int = 416
-    epochs: int = 100
-    batch: int = 16
-    time: float | None = None
-    device: str = "auto"
-    workers: int | None = None
-    project: str = "runs"
-    name: str = "train"
-    exist_ok: bool = False
-    resume: str | None = None
-    amp: bool = False
-    optimizer: str = "sgd"
-    lr: float | None = None
-    weight_decay: float | None = None
-    momentum: float = 0.9
-    schedule: str = "cos"
-    min_lr_ratio: float = 0.05
-    warmup_epochs: float = 3.0
-    seed: int = 0
-    val_interval: int = 1
-    no_aug_epochs: int = 15
-    train_split: str | None = None
-    val_split: str | None = None
-    format: str | None = None
-    deterministic: bool = False
-    channels_last: bool = True
-    ema: bool = True
-    ema_decay: float = 0.9998
-    ema_tau: float = 2000.0
-    clip_grad: float = 10.0
-    max_bad_steps: int = 5
-    mosaic: float = 1.0
-    mixup: float = 0.0
-    multiscale: bool = False
-    cache: float = 0.0
-    threads: int | None = None
-    conf_thr: float = 0.001
-    iou_thr: float = 0.65
-    max_det: int = 100
-    plots: bool = True
-    strict_data: bool = False
-    aug: dict[str, Any] = field(default_factory=dict)
+    A ``TrainConfig`` is complete: every value in it is used as it is. ``odkit.train(**kwargs)`` and
+    ``odkit train`` instead resolve the values the user did not give from the model's recipe and the
+    data (see :func:`odkit.engine.recipe.resolve`)."""
+
+    data: str = _opt("", "dataset: COCO json, VOC root, YOLO data.yaml or odkit dataset YAML "
+                         "(not needed with --resume)")
+    model: str = _opt("yolox-nano", "model name from the zoo (see `odkit info`); with --weights of odkit "
+                                    "weights, the weights' model")
+    img: int = _opt(416, "square network input size in pixels, multiple of 32", recipe=True)
+    epochs: int = _opt(100, "number of epochs; with --time, the upper bound of the fitted plan", recipe=True)
+    batch: int = _opt(16, "images per batch per process")
+    time: float | None = _opt(
+        None, "wall-clock budget in minutes: after the first epoch the number of epochs is fitted to the "
+              "measured epoch time (capped by --epochs) and the lr schedule, EMA and the no-aug tail are "
+              "re-planned; training also stops early if the next epoch would overrun", metavar="MIN")
+    device: str = _opt("auto", "cpu, cuda, cuda:N or auto (CUDA if available)")
+    workers: int | None = _opt(None, "data loader worker processes (default: half the cores on CPU, cores-1 "
+                                     "up to 8 on CUDA; 0 = main process)")
+    project: str = _opt("runs", "parent directory of run directories")
+    name: str = _opt("train", "run name: outputs go to <project>/<name>, auto-incremented if it exists")
+    exist_ok: bool = _opt(False, "reuse <project>/<name> if it exists instead of incrementing")
+    resume: str | None = _opt(
+        None, "continue a run exactly from its checkpoint.pt: a run directory, a checkpoint path, or nothing "
+              "for the most recent run under --project; the run's saved settings are used (--device/--workers "
+              "may change)", nargs="?", const="last", metavar="RUN")
+    weights: str | None = _opt(
+        None, "start from these weights (fine-tuning): odkit .safetensors (+ .json sidecar), or a foreign "
+              "checkpoint with --from; layers whose shape depends on the class count are re-initialised "
+              "when the class count differs, the rest is kept", metavar="W")
+    weights_from: str | None = _opt(
+        None, "format of --weights / --pretrained-backbone when it is not odkit's: yolox (official YOLOX "
+              "checkpoint) or torchvision (state dict); pickles are read with weights_only=True",
+        flags=["--from"], choices=list(WEIGHT_SOURCES))
+    pretrained_backbone: str | None = _opt(
+        None, "load backbone-only weights (odkit .safetensors, or --from torchvision) before training",
+        metavar="FILE")
+    freeze: str | None = _opt(
+        None, "parameters not to train: 'backbone' (all of it), 'backbone:N' (stem + first N stages), "
+              "'neck'; comma-separated; frozen parts also keep their batch-norm statistics", metavar="PARTS")
+    freeze_stages: int | None = _opt(None, "same as --freeze backbone:N", metavar="N")
+    amp: bool = _opt(False, "mixed precision: fp16 autocast + grad scaler on CUDA, bf16 autocast on CPU (slow "
+                            "on CPUs without AVX512-BF16/AMX, such as AVX2-only ones; a warning says so)")
+    optimizer: str = _opt("sgd", "sgd (momentum, Nesterov) or adamw; weight decay skips norms and biases",
+                          choices=list(OPTIMIZERS), recipe=True)
+    lr: float | None = _opt(None, "peak learning rate (base: 0.01*batch/64 for SGD, 0.002*batch/64 for AdamW)",
+                            recipe=True)
+    weight_decay: float | None = _opt(None, "weight decay (base: 5e-4 SGD, 0.05 AdamW)", recipe=True)
+    momentum: float = _opt(0.9, "SGD momentum / AdamW beta1", recipe=True)
+    schedule: str = _opt("cos", "lr decay after warm-up: cos, linear, or step (x lr_gamma at each of "
+                                "--lr-steps)", choices=list(SCHEDULES), recipe=True)
+    lr_steps: list[float] = _opt(factory=lambda: [0.667, 0.917], recipe=True, metavar="FRAC",
+                                 help="step schedule: fractions of the run at which the lr is multiplied "
+                                      "by --lr-gamma")
+    lr_gamma: float = _opt(0.1, "step schedule: lr factor at each step", recipe=True)
+    min_lr_ratio: float = _opt(0.05, "cos/linear: final lr as a fraction of the peak", recipe=True)
+    warmup_epochs: float = _opt(3.0, "linear warm-up length in epochs (at most 20%% of a run without --time)",
+                                recipe=True)
+    seed: int = _opt(0, "random seed (sample order, augmentation, init)")
+    val_interval: int = _opt(1, "validate every N epochs (and always after the last)", recipe=True)
+    no_aug_epochs: int = _opt(
+        15, "last N epochs without mosaic/affine/mixup, in the head's 'no_aug' phase (YOLOX: L1 loss on); "
+            "with --time at most a third of the fitted epochs", recipe=True)
+    train_split: str | None = _opt(None, "train split: VOC ImageSets/Main name, YOLO / odkit YAML key "
+                                         "(default train)")
+    val_split: str | None = _opt(None, "val split, as --train-split (default val)")
+    format: str | None = _opt(None, "dataset format (default: detected; see `odkit data check --help`)")
+    deterministic: bool = _opt(False, "torch.use_deterministic_algorithms + fixed seeds + workers 0: a resumed "
+                                      "run then ends with exactly the weights of an uninterrupted one (CPU)")
+    channels_last: bool = _opt(True, "channels_last memory format")
+    ema: bool = _opt(True, "exponential moving average of the weights (evaluated and saved)")
+    ema_decay: float = _opt(0.9998, "EMA decay (lowered automatically for short runs)")
+    ema_tau: float = _opt(2000.0, "EMA warm-up ramp in iterations (shortened for short runs)")
+    clip_grad: float = _opt(10.0, "gradient-norm clip (0 = off)", recipe=True)
+    max_bad_steps: int = _opt(5, "abort after this many consecutive NaN/inf losses")
+    mosaic: float = _opt(1.0, "mosaic probability", recipe=True)
+    mixup: float = _opt(0.0, "mixup probability", recipe=True)
+    multiscale: bool = _opt(False, "multi-scale training: input size +/- 3 x 32 px every 10 batches")
+    cache: float = _opt(0.0, "keep resized training images in RAM, up to GB", metavar="GB")
+    threads: int | None = _opt(None, "torch threads (default: cores / processes on this machine)")
+    conf_thr: float = _opt(0.001, "validation score threshold")
+    iou_thr: float = _opt(0.65, "validation NMS IoU")
+    max_det: int = _opt(100, "validation detections per image")
+    plots: bool = _opt(True, "write the PNG plots")
+    strict_data: bool = _opt(False, "refuse to train on any data warning or undecodable image (default: "
+                                    "undecodable images are left out, named)", flags=["--strict", "--strict-data"])
+    aug: dict[str, Any] = _opt(
+        factory=dict, recipe=True, metavar="KEY=VALUE",
+        help="augmentation settings (odkit.data.transforms.AugmentConfig fields), e.g. scale=[0.5,1.5] "
+             "degrees=0; values are YAML")
 
     def __post_init__(self) -> None:
         if self.img <= 0 or self.img % 32:
@@ -68,14 +134,65 @@ class TrainConfig:
             raise ConfigError(f"--batch must be at least 1, got {self.batch}")
         if self.time is not None and self.time <= 0:
             raise ConfigError(f"--time must be a positive number of minutes, got {self.time}")
-        if self.optimizer not in ("sgd", "adamw"):
+        if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"--optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        self.lr_steps = [float(s) for s in self.lr_steps]
+        if any(not 0.0 < s < 1.0 for s in self.lr_steps) or self.lr_steps != sorted(self.lr_steps):
+            raise ConfigError(f"--lr-steps must be increasing fractions of the run in (0, 1), got {self.lr_steps}")
+        if not 0.0 < self.lr_gamma <= 1.0:
+            raise ConfigError(f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        for name in ("mosaic", "mixup"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"--{name} is a probability in [0, 1], got {getattr(self, name)}")
         if self.val_interval < 1:
             raise ConfigError(f"--val-interval must be at least 1, got {self.val_interval}")
         if self.no_aug_epochs < 0:
             raise ConfigError(f"--no-aug-epochs must be >= 0, got {self.no_aug_epochs}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {self.workers}")
+        if self.weights_from is not None and self.weights_from not in WEIGHT_SOURCES:
+            raise ConfigError(f"--from must be one of {', '.join(WEIGHT_SOURCES)}, got {self.weights_from!r}")
+        if self.weights_from and not (self.weights or self.pretrained_backbone):
+            raise ConfigError("--from names the format of --weights or --pretrained-backbone; give one of them")
+        if self.weights and self.pretrained_backbone:
+            raise ConfigError("--weights already holds a backbone; use either --weights or --pretrained-backbone")
+        if not isinstance(self.aug, dict):
+            raise ConfigError(f"aug must be a mapping of augmentation settings, got {self.aug!r}")
+        self.freeze_parts()  # validates --freeze / --freeze-stages
+
+    def freeze_parts(self) -> dict[str, int | None]:
+        """Parsed ``--freeze`` / ``--freeze-stages``: ``{"backbone": None (all) or N, "neck": None}``."""
+        parts: dict[str, int | None] = {}
+        for item in (self.freeze or "").split(","):
+            item = item.strip().lower()
+            if not item or item == "none":
+                continue
+            name, _, n = item.partition(":")
+            if name not in ("backbone", "neck") or (n and name != "backbone"):
+                raise ConfigError(f"--freeze: unknown part {item!r}; use backbone, backbone:N or neck")
+            if n:
+                try:
+                    stages = int(n)
+                except ValueError:
+                    raise ConfigError(f"--freeze {item!r}: N must be a number of stages") from None
+                if stages < 0:
+                    raise ConfigError(f"--freeze {item!r}: N must be >= 0")
+                parts[name] = stages
+            else:
+                parts[name] = None
+        if self.freeze_stages is not None:
+            if self.freeze_stages < 0:
+                raise ConfigError(f"--freeze-stages must be >= 0, got {self.freeze_stages}")
+            if "backbone" in parts and parts["backbone"] != self.freeze_stages:
+                raise ConfigError(f"--freeze {self.freeze!r} and --freeze-stages {self.freeze_stages} disagree")
+            parts["backbone"] = self.freeze_stages
+        return parts
 
     @property
     def base_lr(self) -> float:
@@ -94,9 +211,18 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
+    def field_names(cls) -> list[str]:
+        """The field names, in declaration order."""
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def check_names(cls, d: dict[str, Any], what: str = "training options") -> None:
+        """Raise ``ConfigError`` naming every key of ``d`` that is not a field."""
+        unknown = sorted(set(d) - set(cls.field_names()))
         if unknown:
-            raise ConfigError(f"unknown training options: {', '.join(unknown)}")
+            raise ConfigError(f"unknown {what}: {', '.join(unknown)}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        cls.check_names(d)
         return cls(**d)

@@ -1,5 +1,12 @@
-"""The training loop: optimiser + warm-up/cosine schedule + EMA + AMP + NaN guard + validation,
+"""The training loop: optimiser + warm-up/cosine/step schedule + EMA + AMP + NaN guard + validation,
 checkpoints every epoch, a wall-clock budget, and DistributedDataParallel under ``torchrun``.
+
+A run starts from the user's values (a mapping: flags or keyword arguments actually given), which
+:func:`odkit.engine.recipe.resolve` completes from the model's recipe and the data/budget rule once
+the training set is loaded, or from a complete :class:`TrainConfig` used as it is. The effective
+recipe, with the source and reason of each value, is logged and written to ``args.yaml``. Optional
+starting weights (``--weights``, ``--pretrained-backbone``) and frozen parts (``--freeze``) are
+applied before the optimiser is built (:mod:`odkit.engine.finetune`).
 
 Per epoch the trainer writes ``checkpoint.pt`` (atomically) and a row of ``metrics.csv``; every
 ``val_interval`` epochs (and after the last one) it evaluates the EMA weights with the COCO
@@ -15,12 +22,12 @@ from __future__ import annotations
 import csv
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from odkit.engine import distributed as dist_utils
@@ -29,6 +36,7 @@ from odkit.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint,
 from odkit.engine.config import TrainConfig
 from odkit.engine.ema import ModelEMA, ema_params_for, unwrap
 from odkit.engine.optim import build_optimizer
+from odkit.engine.recipe import Resolved, complete, resolve
 from odkit.engine.rundir import find_resume_checkpoint, make_run_dir
 from odkit.engine.schedule import LRSchedule
 from odkit.engine.weights import save_weights
@@ -47,10 +55,16 @@ class TrainResult:
     epochs: int
     metrics: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
+    init: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         m = ", ".join(f"{k} {v:.4f}" if k != "epoch" else f"best epoch {int(v)}" for k, v in self.metrics.items())
         return f"run {self.run_dir} ({self.epochs} epochs, {self.elapsed_s / 60:.1f} min): {m}"
+
+
+# Where and how fast a run goes: the only values a resume may change, known before the recipe is.
+_WHERE_KEYS = ("resume", "project", "device", "workers", "threads")
 
 
 class TrainingDiverged(OdkitError):
@@ -58,14 +72,25 @@ class TrainingDiverged(OdkitError):
 
 
 class Trainer:
-    """Runs one training job described by a :class:`TrainConfig`.
+    """Runs one training job.
 
+    ``cfg`` is either a complete :class:`TrainConfig` (used as it is) or a mapping of the values the
+    user gave (``TrainConfig`` field names); the rest then comes from the model's recipe and the
+    data/budget rule (:mod:`odkit.engine.recipe`), resolved once the training set is loaded.
     ``callbacks`` maps event names to functions: ``"on_epoch_end"(trainer, epoch, row)`` is called
     on rank 0 after the epoch's checkpoint is written (raising there interrupts the run, which
     can then be resumed).
     """
 
-    def __init__(self, cfg: TrainConfig, callbacks: dict[str, Any] | None = None):
+    def __init__(self, cfg: TrainConfig | Mapping[str, Any], callbacks: dict[str, Any] | None = None):
+        if isinstance(cfg, TrainConfig):
+            self.request: dict[str, Any] | None = None
+            self.resolved: Resolved | None = complete(cfg)
+        else:
+            self.request = dict(cfg)
+            TrainConfig.check_names(self.request)
+            self.resolved = None
+            cfg = TrainConfig.from_dict({k: v for k, v in self.request.items() if k in _WHERE_KEYS})
         self.cfg = cfg
         self.callbacks = callbacks or {}
         self.dist = dist_utils.env_info()
@@ -84,6 +109,11 @@ class Trainer:
         self.epoch_times: list[float] = []
         self.best_preds: list[dict[str, Any]] | None = None
         self.time_up = False
+        self.frozen_modules: list[nn.Module] = []
+        self.freeze_note = ""
+        self.init_report: Any = None
+        self.weights_model: str | None = None
+        self.model_overrides: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ setup
     def _setup_runtime(self) -> None:
@@ -104,14 +134,37 @@ class Trainer:
         cores = runtime.cpu_count() // max(self.dist.local_world_size, 1)
         return max(0, min(8, cores - 1)) if self.device.type == "cuda" else max(0, min(4, cores // 2))
 
+    def _load_data(self) -> None:
+        from odkit.engine import data as data_utils
+
+        self.data_plan = data_utils.prepare_data(self.cfg, report=self.dist.is_main)
+        self.train_set, self.val_set = self.data_plan.train, self.data_plan.val
+        self.class_names = list(self.train_set.class_names)
+        self.num_classes = len(self.class_names)
+
+    def _preliminary_config(self) -> None:
+        """Enough of the config to load data and build the model (the rule needs the data set size)."""
+        from odkit.engine.finetune import weights_model
+
+        assert self.request is not None
+        weights, source = self.request.get("weights"), self.request.get("weights_from")
+        if weights:
+            self.weights_model = weights_model(weights, source)
+        self.cfg = resolve(self.request, weights_model=self.weights_model).config
+
+    def _resolve(self) -> None:
+        """The final config: the user's values completed by the model's recipe and the rule."""
+        if self.request is None:
+            return
+        params = sum(p.numel() for p in self.model.parameters())
+        self.resolved = resolve(self.request, num_images=len(self.train_set), params=params,
+                                weights_model=self.weights_model, num_val_images=len(self.val_set))
+        self.cfg = self.resolved.config
+
     def _setup_data(self) -> None:
         from odkit.engine import data as data_utils
 
         cfg = self.cfg
-        self.data_plan = data_utils.prepare_data(cfg, report=self.dist.is_main)
-        self.train_set, self.val_set = self.data_plan.train, self.data_plan.val
-        self.class_names = list(self.train_set.class_names)
-        self.num_classes = len(self.class_names)
         self.train_loader = data_utils.train_loader(
             self.train_set, cfg, no_aug=False, workers=self.workers, dist=self.dist
         )
@@ -123,25 +176,53 @@ class Trainer:
                 f"per process; lower --batch"
             )
 
-    def _setup_model(self) -> None:
+    def _build_model(self, resuming: bool) -> None:
+        """Build the model for the data's classes, load starting weights (not when resuming: the
+        checkpoint has them) and freeze what ``--freeze`` names."""
+        from odkit.engine import finetune
         from odkit.models.zoo import build
 
         cfg = self.cfg
-        model = build(cfg.model, num_classes=self.num_classes, class_names=self.class_names, img_size=cfg.img)
+        src = None
+        overrides = dict(self.model_overrides or {})
+        if cfg.weights and not resuming:
+            src = finetune.read_source(cfg.weights, cfg.weights_from, cfg.model)
+            overrides = src.overrides
+        model = build(cfg.model, num_classes=self.num_classes, class_names=self.class_names, img_size=cfg.img,
+                      **overrides)
+        if src is not None:
+            self.init_report = finetune.init_from_weights(model, src)
+        elif cfg.pretrained_backbone and not resuming:
+            self.init_report = finetune.load_pretrained_backbone(model, cfg.pretrained_backbone, cfg.weights_from)
+        parts = cfg.freeze_parts()
+        if parts:
+            self.frozen_modules, self.freeze_note = finetune.freeze(model, parts)
         model.to(self.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
+
+    def _train_mode(self) -> None:
+        """``model.train()`` with the frozen parts kept in eval mode (their batch-norm statistics fixed)."""
+        self.model.train()
+        for m in self.frozen_modules:
+            m.eval()
+
+    def _setup_model(self) -> None:
+        cfg = self.cfg
+        model = self.model
         self.optimizer = build_optimizer(
             model, cfg.optimizer, lr=cfg.base_lr, weight_decay=cfg.decay, momentum=cfg.momentum
         )
-        warmup_epochs = min(cfg.warmup_epochs, 1.0 if cfg.time else max(cfg.epochs * 0.2, 0.0))
+        warmup_epochs = cfg.warmup_epochs if cfg.time else min(cfg.warmup_epochs, cfg.epochs * 0.2)
         self.schedule = LRSchedule(
             base_lr=cfg.base_lr,
             total_iters=cfg.epochs * self.ipe,
             warmup_iters=int(round(warmup_epochs * self.ipe)),
             kind=cfg.schedule,
             min_lr_ratio=cfg.min_lr_ratio,
+            steps=list(cfg.lr_steps) if cfg.schedule == "step" else [],
+            gamma=cfg.lr_gamma,
         )
         self.ema: ModelEMA | None = None
         if cfg.ema:
@@ -161,8 +242,8 @@ class Trainer:
             else:
                 run_dir = make_run_dir(cfg.project, cfg.name, cfg.exist_ok)
                 (run_dir / "weights").mkdir(exist_ok=True)
-                with open(run_dir / "args.yaml", "w") as f:
-                    yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+                resolved = self.resolved or complete(cfg)
+                (run_dir / "args.yaml").write_text(resolved.to_yaml())
             path = str(run_dir)
         else:
             path = None
@@ -186,6 +267,7 @@ class Trainer:
             "bad_streak": self.bad_streak,
             "csv_header": self.csv_header,
             "config": self.cfg.to_dict(),
+            "model_config": _plain(dict(getattr(unwrap(self.model), "config", {}) or {})),
             "class_names": self.class_names,
             "rng": rng_state(self.loader_generator),
         }
@@ -221,6 +303,8 @@ class Trainer:
             "metrics": metrics,
             "model_config": dict(getattr(unwrap(self.model), "config", {}) or {}),
             "train_args": self.cfg.to_dict(),
+            "recipe": self.resolved.record() if self.resolved else {},
+            "init": self.init_report.to_dict() if self.init_report is not None else None,
         }
 
     def _eval_module(self) -> nn.Module:
@@ -255,7 +339,7 @@ class Trainer:
                     cfg.time, per_epoch, epochs, no_aug,
                 )
             self.plan_epochs, self.plan_no_aug = epochs, no_aug
-            self.schedule.replan(epochs * self.ipe)
+            self.schedule.replan(epochs * self.ipe, self.iteration)
             if self.ema:
                 self.ema.set_params(*ema_params_for(epochs * self.ipe, cfg.ema_decay, cfg.ema_tau))
 
@@ -277,8 +361,24 @@ class Trainer:
                     setattr(saved, k, getattr(cfg, k))
             saved.resume = str(resume_ckpt)
             self.cfg = cfg = saved
+            self.request = None
+            self.resolved = complete(saved)
+            self.model_overrides = _arch_overrides(state.get("model_config"))
             self.device = runtime.select_device(cfg.device, self.dist.local_rank)
+        elif self.request is not None:
+            self._preliminary_config()
         self._setup_runtime()
+        self._load_data()
+        self._build_model(resuming=state is not None)
+        self._resolve()
+        cfg = self.cfg
+        self.plan_epochs, self.plan_no_aug = cfg.epochs, cfg.no_aug_epochs
+        if self.dist.is_main and state is None:
+            log.info("%s", self.resolved.describe() if self.resolved else "")
+            if self.init_report is not None:
+                log.info("%s", self.init_report.describe())
+            if self.freeze_note:
+                log.info("%s", self.freeze_note)
         self._setup_data()
         self._setup_model()
         self.t_start = time.time()
@@ -352,7 +452,7 @@ class Trainer:
         from odkit.engine import data as data_utils
 
         if self.dist.is_main:
-            log.info("epoch %d: last %d epoch(s) without augmentation, L1 loss on", epoch + 1,
+            log.info("epoch %d: last %d epoch(s) without augmentation (head phase 'no_aug')", epoch + 1,
                      self.plan_epochs - epoch)
         unwrap(self.model).head.enter_phase("no_aug")
         data_utils.close_mosaic(self.train_loader)
@@ -363,7 +463,7 @@ class Trainer:
         from odkit.engine import data as data_utils
 
         cfg = self.cfg
-        self.model.train()
+        self._train_mode()
         data_utils.set_epoch(self.train_loader, epoch)
         sums: dict[str, float] = {}
         steps = 0
@@ -472,7 +572,7 @@ class Trainer:
             log.info("epoch %d: val mAP50-95 %.4f  mAP50 %.4f", epoch + 1, metrics["mAP50-95"], metrics["mAP50"])
             if metrics["mAP50-95"] > self.best_fitness:
                 self.best_preds = preds
-        self.model.train()
+        self._train_mode()
         return metrics
 
     def _end_epoch(self, epoch: int, row: dict[str, Any], metrics: dict[str, float]) -> None:
@@ -538,6 +638,8 @@ class Trainer:
         return TrainResult(
             run_dir=self.run_dir, best=best if best.exists() else None, last=last if last.exists() else None,
             epochs=self.plan_epochs, metrics={k: float(v) for k, v in self.best_metrics.items()}, elapsed_s=elapsed,
+            recipe=self.resolved.record() if self.resolved else {},
+            init=self.init_report.to_dict() if self.init_report is not None else None,
         )
 
     def _final_outputs(self, best: Path) -> None:
@@ -577,6 +679,22 @@ class Trainer:
                 log.warning("PR curve / confusion matrix plots failed: %s", e)
 
 
-def train(cfg: TrainConfig, callbacks: dict[str, Any] | None = None) -> TrainResult:
-    """Run training for ``cfg``; returns the :class:`TrainResult`."""
+def _arch_overrides(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    from odkit.engine.finetune import arch_overrides
+
+    return arch_overrides(config)
+
+
+def _plain(x: Any) -> Any:
+    """``x`` with tuples as lists (a checkpoint holds only plain containers)."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def train(cfg: TrainConfig | Mapping[str, Any], callbacks: dict[str, Any] | None = None) -> TrainResult:
+    """Run training for ``cfg`` (a complete config, or the user's values to resolve); returns the
+    :class:`TrainResult`."""
     return Trainer(cfg, callbacks).fit()
