@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,11 +87,19 @@ def csv_files(path: Path) -> list[Path]:
     return found
 
 
+_NOISE = {"labels", "label", "annotations", "annotation", "boxes", "bboxes"}
+
+
 def _split_of(f: Path, many: bool) -> str | None:
+    """Split of a CSV file: its split folder, the split word in its name, or (when there are several
+    files) its name without ``labels`` / ``annotations`` (``extra_labels.csv`` -> ``extra``)."""
     if is_split_name(f.parent.name):
         return f.parent.name
     s = split_from_file(f.stem)
-    return s if s is not None or not many else f.stem
+    if s is not None or not many:
+        return s
+    kept = [t for t in re.split(r"[-_.]+", f.stem) if t and t.lower() not in _NOISE]
+    return "_".join(kept) or f.stem
 
 
 class _Resolver:
