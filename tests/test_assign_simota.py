@@ -308,9 +308,8 @@ def test_crowd_box_is_ignored_never_positive():
     assert (res.labels[res.gt_inds < 0] == -1).all()
 
 
-def test_legacy_positional_form_still_accepted():
-    # Temporary: the former 7-tensor call (still used by the YOLOX head) gives the same result as
-    # the protocol call, batched and unbatched.
+def test_protocol_call_equals_tensor_form():
+    # The protocol call gives the same result as the tensor-level implementation, batched and unbatched.
     gen = torch.Generator().manual_seed(5)
     priors = _make_priors([(GRID, STRIDE)])
     centers, strides = priors.points, priors.strides
@@ -325,10 +324,10 @@ def test_legacy_positional_form_still_accepted():
     preds = torch.cat((pxy - pwh / 2, pxy + pwh / 2), -1)
     scores = torch.rand(b, a, 2, generator=gen)
     new = SimOTAAssigner().assign(priors, _gt(gts, labels, valid), preds, scores)
-    old = SimOTAAssigner().assign(preds, scores, centers, strides, gts, labels, valid)
+    old = SimOTAAssigner()._assign_tensors(preds, scores, centers, strides, gts, labels, valid)
     for f in ("gt_inds", "labels", "quality", "num_gts"):
         assert torch.equal(getattr(new, f), getattr(old, f)), f
-    one = SimOTAAssigner().assign(preds[0], scores[0], centers, strides, gts[0], labels[0])
+    one = SimOTAAssigner()._assign_tensors(preds[0], scores[0], centers, strides, gts[0], labels[0])
     assert one.gt_inds.shape == (a,) and torch.equal(one.gt_inds, new.gt_inds[0])
     assert new.num_pos > 0
 

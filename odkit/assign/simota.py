@@ -56,11 +56,10 @@ class SimOTAAssigner:
     @torch.no_grad()
     def assign(
         self,
-        priors: Priors | Tensor,
-        gt: GTBatch | Tensor,
+        priors: Priors,
+        gt: GTBatch,
         pred_boxes: Tensor | None = None,
         pred_scores: Tensor | None = None,
-        *legacy: Tensor | None,
     ) -> AssignResult:
         """Assign priors to gts (the :class:`~odkit.assign.base.Assigner` protocol).
 
@@ -72,14 +71,8 @@ class SimOTAAssigner:
 
         Returns:
             ``AssignResult`` with ``[B, A]`` fields.
-
-        Temporarily, the former positional form ``assign(pred_boxes, pred_scores, prior_centers,
-        prior_strides, gt_boxes, gt_labels[, gt_valid])`` (first argument a Tensor) is still
-        accepted and forwarded to :meth:`_assign_tensors`, until its last caller moves over.
         """
-        if isinstance(priors, Tensor):
-            return self._assign_tensors(priors, gt, pred_boxes, pred_scores, *legacy)  # type: ignore[arg-type]
-        if legacy or not isinstance(gt, GTBatch):
+        if not isinstance(priors, Priors) or not isinstance(gt, GTBatch):
             raise ConfigError("SimOTAAssigner.assign: expected assign(priors, gt, pred_boxes, pred_scores)")
         if pred_boxes is None or pred_scores is None:
             raise ConfigError("SimOTAAssigner.assign: pred_boxes and pred_scores are required")

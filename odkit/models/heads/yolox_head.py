@@ -97,7 +97,7 @@ class YOLOXHead(DenseHead):
         boxes = self.boxes_of(flat, priors)
         with torch.no_grad():
             scores = (torch.sigmoid(cls) * torch.sigmoid(obj)).sqrt()
-            assign = self.assigner.assign(boxes.detach(), scores, priors.points, priors.strides, gt.boxes, gt.labels, gt.valid)
+            assign = self.assigner.assign(priors, gt, boxes.detach(), scores)
         return yolox_loss(
             reg,
             boxes,
