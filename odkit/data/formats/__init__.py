@@ -40,9 +40,6 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("coco", "voc", "voc-flat", "paired", "csv", "labelme", "cvat", "yolo", "spec")
 WRITE_FORMATS = ("coco", "voc", "voc-flat", "paired", "csv", "labelme", "cvat", "yolo")
-# Layouts read as a whole, then narrowed to a split.
-_WHOLE = ("voc-flat", "paired", "csv", "labelme", "cvat")
-
 Writer = Callable[..., list[Problem]]
 WRITERS: dict[str, Writer] = {
     "coco": write_coco,
@@ -136,7 +133,7 @@ def load_dataset(
     if fmt == "yolo":
         return read_yolo(p, split=split)
     if fmt == "spec":
-        return read_spec(p, split=split)
+        return read_spec(find_yaml(p), split=split)
     aset = _read_whole(fmt, p, image_root, labels)
     return take_split(aset, split) if split is not None else aset
 
@@ -171,7 +168,7 @@ def list_splits(
     if fmt == "yolo":
         return yolo_splits(load_yaml(find_yaml(p)))
     if fmt == "spec":
-        return spec_splits(p)
+        return spec_splits(find_yaml(p))
     return sorted(_read_whole(fmt, p, image_root, labels).splits)
 
 
