@@ -19,7 +19,8 @@ For each model (official exp settings: depth / width, depthwise for nano, 80 cla
    model and of the ``odkit.load``-ed one, RGB [0, 1] input): largest box difference in pixels and
    largest score difference (``obj * cls``); and the detections of ``Predictor.predict`` on the RGB
    picture with those obtained from the official decoded outputs by the same per-level filtering
-   and class-wise NMS.
+   and class-wise NMS; and, when onnxruntime is installed, the decoded outputs of the ONNX export
+   of the imported weights (``odkit.export.export``) run by onnxruntime.
 
 With ``--write-fixtures DIR`` it also writes ``DIR/yolox_keys/yolox_{nano,s}.json`` (the official key
 names and shapes at 80 classes) and ``DIR/yolox_parity/`` (a yolox-nano with 3 classes, float16
@@ -290,6 +291,17 @@ def parity(ym: types.ModuleType, name: str, seed: int, work: Path) -> dict[str, 
     dets = pred.predict(rgb, conf=conf, iou=iou, max_det=max_det, img_size=size)[0]
     refd = reference_detections(rboxes[0], rscores[0], size, conf, iou, max_det,
                                 int(pred.model.postprocess_defaults["pre_topk"]))
+    onnx_box = onnx_score = float("nan")
+    try:
+        import onnxruntime  # noqa: F401
+
+        from odkit.export import export, load_predictor
+    except ImportError:
+        pass
+    else:  # the exported graph of the imported weights, run by onnxruntime
+        onnx_path = export(out, "onnx", img_size=size, out=work / f"yolox_{name}.onnx")
+        b3, s3 = load_predictor(onnx_path).run(x)[:2]
+        onnx_box, onnx_score = max_diff(torch.from_numpy(b3[0]), rboxes[0]), max_diff(torch.from_numpy(s3[0]), rscores[0])
     dets, refd = by_position(dets), by_position(refd)
     same_n = len(dets["boxes"]) == len(refd["boxes"])
     return {
@@ -301,6 +313,8 @@ def parity(ym: types.ModuleType, name: str, seed: int, work: Path) -> dict[str, 
         "score": max_diff(s1[0], rscores[0]),
         "load_box_px": max_diff(b2[0], rboxes[0]),
         "load_score": max_diff(s2[0], rscores[0]),
+        "onnx_box_px": onnx_box,
+        "onnx_score": onnx_score,
         "dets": f"{len(dets['boxes'])}/{len(refd['boxes'])} at conf {conf:.3f}",
         "det_box_px": max_diff(dets["boxes"], refd["boxes"]) if same_n else float("nan"),
         "det_score": max_diff(dets["scores"], refd["scores"]) if same_n else float("nan"),
@@ -340,14 +354,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             rows.append(parity(ym, name, args.seed, Path(tmp)))
-    cols = ["model", "input", "priors", "mapped", "box_px", "score", "load_box_px", "load_score", "dets",
+    cols = ["model", "input", "priors", "mapped", "box_px", "score", "load_box_px", "load_score", "onnx_box_px",
+            "onnx_score", "dets",
             "det_box_px", "det_score", "labels_equal", "score_range"]
     print("largest |official - odkit| of decoded outputs (box: px, xyxy; score: obj * cls), full size:")
     print(" | ".join(cols))
     for r in rows:
         print(" | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols))
     ok = all(r["box_px"] <= 0.01 and r["score"] <= 1e-4 and r["load_box_px"] <= 0.01 and r["load_score"] <= 1e-4
-             and r["labels_equal"] and r["det_box_px"] <= 0.01 and r["det_score"] <= 1e-4 for r in rows)
+             and r["labels_equal"] and r["det_box_px"] <= 0.01 and r["det_score"] <= 1e-4
+             and not r["onnx_box_px"] > 0.01 and not r["onnx_score"] > 1e-4 for r in rows)
     print("parity (boxes within 0.01 px, scores within 1e-4):", "yes" if ok else "NO")
     if not ok:
         raise SystemExit(1)

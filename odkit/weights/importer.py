@@ -14,7 +14,7 @@ from torch import nn
 
 from odkit.errors import ConfigError
 from odkit.weights import tables
-from odkit.weights.load import StateDict, read_state_dict
+from odkit.weights.load import StateDict, read_checkpoint, read_state_dict
 from odkit.weights.tables import Table
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def _source_info(src: Any, source: str) -> dict[str, Any]:
 
 
 def _write(report: ImportReport, out: str | Path, model_name: str, img_size: Any, src: Any, source: str,
-           class_names: Any) -> Path:
+           class_names: Any, epochs: int | None = None) -> Path:
     from odkit.engine.weights import save_weights
 
     config = dict(getattr(report.model, "config", {}) or {})
@@ -163,6 +163,8 @@ def _write(report: ImportReport, out: str | Path, model_name: str, img_size: Any
         "imported": {**_source_info(src, source), "scope": report.scope, "mapped": len(report.mapped),
                      "kept": [k for k in report.kept if not k.endswith("num_batches_tracked")]},
     }
+    if epochs is not None:
+        meta["epoch"] = int(epochs)  # completed training epochs, as the source's checkpoint states them
     return save_weights(out, report.state_dict, meta)
 
 
@@ -189,7 +191,7 @@ def import_weights(
 
     spec = zoo.spec(model)
     table = tables.detector_table(source, model)
-    sd = read_state_dict(src)
+    sd, info = read_checkpoint(src)
     if table is None:
         return _import_backbone_only(sd, src, source, model, num_classes, out, class_names)
     key = table.num_classes_key
@@ -211,7 +213,10 @@ def import_weights(
     report = ImportReport(detector, detector.state_dict(), **parts, source=source, num_classes=n)
     if out is not None:
         if report.ok:
-            report.out = _write(report, out, model, spec.img_size, src, source, class_names)
+            epochs = info.get(table.epochs_key) if table.epochs_key else None
+            if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+                epochs = None
+            report.out = _write(report, out, model, spec.img_size, src, source, class_names, epochs)
         else:
             log.error("import incomplete (%d missing, %d shape-mismatched): %s not written",
                       len(report.missing), len(report.mismatched), out)

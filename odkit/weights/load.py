@@ -101,20 +101,34 @@ def unwrap_state_dict(obj: Any, name: str = "checkpoint") -> StateDict:
     return sd
 
 
-def read_state_dict(src: str | Path | Mapping[str, torch.Tensor]) -> StateDict:
-    """The state dict of ``src``: a ``.pth`` / ``.pt`` / ``.tar`` (``weights_only`` only), a
-    ``.safetensors`` file, or an in-memory mapping (used as it is, after unwrapping)."""
+def _scalars(obj: Any) -> dict[str, Any]:
+    """Top-level plain values of a checkpoint container (epoch counters and the like)."""
+    if not isinstance(obj, Mapping) or _is_state_dict(obj):
+        return {}
+    return {str(k): v for k, v in obj.items() if isinstance(v, (int, float, str, bool))}
+
+
+def read_checkpoint(src: str | Path | Mapping[str, Any]) -> tuple[StateDict, dict[str, Any]]:
+    """``(state_dict, info)`` of ``src``: a ``.pth`` / ``.pt`` / ``.tar`` (``weights_only`` only), a
+    ``.safetensors`` file, or an in-memory mapping (unwrapped like a loaded file). ``info`` holds the
+    container's top-level plain values (e.g. YOLOX's ``start_epoch``)."""
     if isinstance(src, Mapping):
-        return unwrap_state_dict(src, "state dict")
+        return unwrap_state_dict(src, "state dict"), _scalars(src)
     path = Path(src)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist")
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
-        return unwrap_state_dict(read_safetensors(path), str(path))
+        return unwrap_state_dict(read_safetensors(path), str(path)), {}
     if suffix in PICKLE_SUFFIXES:
-        return unwrap_state_dict(read_pickle_checkpoint(path), str(path))
+        obj = read_pickle_checkpoint(path)
+        return unwrap_state_dict(obj, str(path)), _scalars(obj)
     raise ConfigError(
         f"{path}: unsupported checkpoint type {suffix or '(no suffix)'}; expected one of "
         f"{', '.join(PICKLE_SUFFIXES + SAFETENSORS_SUFFIXES)}"
     )
+
+
+def read_state_dict(src: str | Path | Mapping[str, Any]) -> StateDict:
+    """The state dict of ``src`` (see :func:`read_checkpoint`)."""
+    return read_checkpoint(src)[0]

@@ -42,6 +42,8 @@ class Table:
         build_overrides: ``zoo.build`` overrides the source's models need, e.g. the input format
             (``input_bgr``, ``pixel_mean``, ``pixel_std`` in [0, 1] units); stored in ``model.config``.
         class_names: names of the classes when the checkpoint has exactly that many (e.g. COCO's 80).
+        epochs_key: top-level checkpoint entry holding the number of completed training epochs
+            (recorded as ``epoch`` in the written sidecar).
         note: one line shown in reports (what the checkpoints are).
     """
 
@@ -52,6 +54,7 @@ class Table:
     num_classes_key: str | None = None
     build_overrides: Mapping[str, Any] = field(default_factory=dict)
     class_names: Sequence[str] | None = None
+    epochs_key: str | None = None
     note: str = ""
 
     @cached_property

@@ -29,6 +29,7 @@ DETECTOR = Table(
     num_classes_key="head.cls_preds.0.weight",
     build_overrides=INPUT_FORMAT,
     class_names=COCO80,
+    epochs_key="start_epoch",  # YOLOX's trainer saves epoch index + 1, the epochs completed
     note="official YOLOX checkpoint (BGR 0-255 input)",
 )
 
