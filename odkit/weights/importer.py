@@ -165,7 +165,17 @@ def _write(report: ImportReport, out: str | Path, model_name: str, img_size: Any
     }
     if epochs is not None:
         meta["epoch"] = int(epochs)  # completed training epochs, as the source's checkpoint states them
-    return save_weights(out, report.state_dict, meta)
+    path = save_weights(out, report.state_dict, meta)
+    # odkit.engine.weights.load_weights takes a file whose first bytes are 0x80 or "PK" for a pickle;
+    # a safetensors header length can start that way, so grow the metadata until it does not.
+    for k in range(1, 65):
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head[:1] != b"\x80" and head != b"PK":
+            break
+        meta["imported"]["pad"] = "." * k
+        path = save_weights(out, report.state_dict, meta)
+    return path
 
 
 def import_weights(
