@@ -209,3 +209,43 @@ def test_pickle_payload_given_to_train_weights_is_refused(sets, tmp_path, name):
         Trainer({"data": str(sets["two"]), "weights": str(evil), "project": str(tmp_path)}).fit()
     assert not marker.exists()
     assert not (tmp_path / "train").exists()  # refused before any run directory was made
+
+
+YOLOX_OFFICIAL = Path(__file__).parent / "fixtures" / "yolox_parity" / "yolox_nano_c3.safetensors"
+
+
+def test_finetune_from_an_official_yolox_checkpoint(sets, tmp_path):
+    """``--weights X --from yolox``: the model takes the checkpoint's input format (BGR, 0-255) and
+    everything but the class layers (3 classes in the checkpoint, 2 in the data)."""
+    if not YOLOX_OFFICIAL.is_file():
+        pytest.skip("official-layout YOLOX fixture not present")
+    pytest.importorskip("odkit.weights")
+    from odkit.weights import import_weights
+
+    run = Trainer(_cfg(sets["two"], tmp_path, "yolox", weights=str(YOLOX_OFFICIAL), weights_from="yolox",
+                       epochs=1, lr=1e-6)).fit()
+    assert sorted(run.init["reinitialised"]) == _class_keys_by_shape(3, 2)
+    meta = json.loads(run.last.with_suffix(".json").read_text())
+    assert meta["model_config"].get("input_bgr") is True
+    ref = import_weights(YOLOX_OFFICIAL, source="yolox", model="yolox-nano").state_dict
+    state = torch.load(run.run_dir / "checkpoint.pt", weights_only=True)["model"]
+    # backbone weights: the checkpoint's, moved only by a tiny learning rate
+    k = "backbone.stem.conv.conv.weight" if "backbone.stem.conv.conv.weight" in state else next(
+        k for k in state if k.startswith("backbone.") and k.endswith("weight"))
+    assert torch.allclose(state[k], ref[k], atol=1e-3)
+
+
+def test_cli_finetune_takes_the_model_from_the_weights(sets, pretrained, tmp_path):
+    from odkit.cli.main import main
+
+    rc = main(["train", "--data", str(sets["two"]), "--weights", str(pretrained), "--img", str(IMG), "--epochs", "1",
+               "--batch", "8", "--workers", "0", "--device", "cpu", "--threads", "1", "--project", str(tmp_path),
+               "--name", "cli", "--no-plots", "--freeze-stages", "1"])
+    assert rc == 0
+    doc = (tmp_path / "cli" / "args.yaml").read_text()
+    assert "model: yolox-nano  # weights:" in doc
+    cfg = TrainConfig.from_dict(yaml.safe_load(doc))
+    assert cfg.weights == str(pretrained) and cfg.freeze_stages == 1
+    assert cfg.optimizer == "adamw" and cfg.lr == pytest.approx(0.008 * (8 / 16) ** 0.5 * 0.25, rel=1e-3)
+    meta = json.loads((tmp_path / "cli" / "weights" / "last.json").read_text())
+    assert sorted(meta["init"]["reinitialised"]) == _class_keys_by_shape(3, 2)
