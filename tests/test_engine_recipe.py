@@ -213,7 +213,7 @@ def test_readme_train_commands_parse():
     for cmd in cmds:
         cmd = cmd.split("  ")[0]  # drop a trailing description column
         words = [w.strip("[]") for w in shlex.split(cmd)[2:]]
-        words = [w for w in words if w and w != "|"]
+        words = [w.split("|")[0] for w in words if w and w != "|"]  # a|b: the first alternative
         # placeholders (DATA, E, MIN, ...) become values of the right kind
         words = [("1" if words[i - 1] in NUMERIC_FLAGS else "x") if w.isupper() else w for i, w in enumerate(words)]
         args = _parser().parse_args(words)
