@@ -62,6 +62,9 @@ def import_handler(args: argparse.Namespace) -> int:
     if not report.ok:
         print(f"import failed: {len(report.missing)} required key(s) missing, {len(report.mismatched)} "
               f"shape mismatch(es); nothing written")
+        if len(report.missing) + len(report.mismatched) > len(report.mapped):
+            print(f"most keys do not fit: is {args.model} the checkpoint's architecture (model size, "
+                  f"--from source)?")
         return 1
     if report.out is not None:
         print(f"wrote {report.out} (+ {report.out.with_suffix('.json').name})")

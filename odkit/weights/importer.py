@@ -195,7 +195,9 @@ def import_weights(
     the backbone is loaded and ``num_classes`` is required. The model is built with the source's input
     format (e.g. BGR 0-255 for official YOLOX), stored in its config. With ``out`` (``.safetensors``)
     the weights and their JSON sidecar are written when the import is complete (``report.ok``); they
-    load with :func:`odkit.load` and every ``--weights`` option.
+    load with :func:`odkit.load` and every ``--weights`` option. The sidecar records the source
+    (``imported``: file name, sha256, scope) and, when the checkpoint states it (YOLOX's
+    ``start_epoch``), the completed training epochs as ``epoch``.
     """
     from odkit.models import zoo
 
@@ -212,7 +214,7 @@ def import_weights(
                               f"pass num_classes (--num-classes)")
         num_classes = ckpt_classes
     n = int(num_classes)
-    if class_names is None and table.class_names is not None and len(table.class_names) == n:
+    if class_names is None and table.class_names is not None and ckpt_classes == n == len(table.class_names):
         class_names = list(table.class_names)
     detector = zoo.build(model, num_classes=n, class_names=class_names, **dict(table.build_overrides))
     reinit = ckpt_classes is not None and ckpt_classes != n
