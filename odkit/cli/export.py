@@ -56,12 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=handler)
 
 
-def default_name(stem: str, suffix: str, img: int, nms: bool, dynamic: bool, half: bool) -> str:
-    """File name of an export: one name per distinct graph (NMS, dynamic batch, fp16, input size)."""
-    parts = [stem] + [tag for tag, on in (("nms", nms), ("dynamic", dynamic), ("fp16", half)) if on]
-    return "-".join(parts + [str(img)]) + suffix
-
-
 def output_path(args: argparse.Namespace) -> Path:
     """Where the export goes: ``--out`` (a file, or a folder for the default name) or beside the
     weights; refuses to replace an existing file without ``--force``."""
@@ -69,7 +63,7 @@ def output_path(args: argparse.Namespace) -> Path:
 
     from odkit.engine.weights import sidecar_path
     from odkit.errors import ConfigError
-    from odkit.export import FORMATS, resolve_weights
+    from odkit.export import FORMATS, default_name, resolve_weights
 
     suffix = FORMATS.get(args.format, ".onnx")
     out = Path(args.out) if args.out else None
@@ -105,6 +99,7 @@ def handler(args: argparse.Namespace) -> int:
         max_det=args.max_det,
         opset=args.opset,
         pre_topk=args.pre_topk,
+        force=args.force,
     )
     print(f"exported {path}")
     print(f"sidecar  {sidecar_path(path)}")

@@ -23,9 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--weights", required=True, help="weights .safetensors (with its .json sidecar), a run directory, or an exported .onnx / .xml")
     p.add_argument("--source", required=True, help="an image file, a directory of images or a .txt list of images")
-    p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
-    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
-    p.add_argument("--max-det", type=int, default=300, help="detections kept per image (default 300)")
+    p.add_argument("--conf", type=float, default=None,
+                   help="score threshold (default: the model's, e.g. 0.25 for YOLOX, 0.05 for RetinaNet)")
+    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the model's)")
+    p.add_argument("--max-det", type=int, default=None, help="detections kept per image (default: the model's)")
     p.add_argument("--img", type=int, default=None, help="network input size (default: the training size)")
     p.add_argument("--batch", type=int, default=8, help="images per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")

@@ -101,19 +101,22 @@ class Predictor:
     def predict(
         self,
         images: Any,
-        conf: float = 0.25,
-        iou: float = 0.45,
-        max_det: int = 300,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
         img_size: int | None = None,
         batch: int = 8,
     ) -> list[dict[str, torch.Tensor]]:
-        """Detections per image (``conf``: score threshold, ``iou``: NMS IoU, ``img_size``: square
-        network input in pixels, multiple of 32; default: the training size)."""
+        """Detections per image (``conf``: score threshold, ``iou``: NMS IoU, ``max_det``: detections per
+        image, each defaulting to the model's prediction settings (``model.postprocess_defaults``: the
+        reference implementation's); ``img_size``: square network input in pixels, a multiple of the
+        model's size divisor; default: the training size)."""
         from odkit.data.transforms import letterbox
 
         size = int(img_size or self.img_size)
-        if size % 32:
-            raise ConfigError(f"img_size must be a multiple of 32, got {size}")
+        divisor = int(getattr(self.model, "size_divisor", 32))
+        if size % divisor:
+            raise ConfigError(f"img_size must be a multiple of {divisor}, got {size}")
         items = self._inputs(images)
         results: list[dict[str, torch.Tensor]] = []
         for s in range(0, len(items), max(int(batch), 1)):

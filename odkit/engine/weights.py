@@ -70,6 +70,9 @@ def _check_safetensors(path: Path) -> None:
     """Raise a clear error unless ``path`` starts like a safetensors file."""
     with open(path, "rb") as f:
         head = f.read(9)
+    size = path.stat().st_size
+    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= size - 8:
+        return  # an 8-byte header length then a JSON header: safetensors (checked before the pickle test)
     if head[:2] == b"PK" or head[:1] == b"\x80":
         raise OdkitError(
             f"{path} is a pickle / torch .pt file; odkit does not unpickle weight files. "
@@ -77,10 +80,7 @@ def _check_safetensors(path: Path) -> None:
         )
     if len(head) < 9:
         raise OdkitError(f"{path} is too short to be a safetensors file ({len(head)} bytes)")
-    (n,) = struct.unpack("<Q", head[:8])
-    size = path.stat().st_size
-    if head[8:9] != b"{" or n > size - 8:
-        raise OdkitError(f"{path} is not a safetensors file (or is truncated): bad header")
+    raise OdkitError(f"{path} is not a safetensors file (or is truncated): bad header")
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

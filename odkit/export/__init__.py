@@ -63,9 +63,19 @@ def resolve_weights(weights: str | Path) -> Path:
     raise OdkitError(f"--weights {p}: file does not exist")
 
 
+def default_name(stem: str, suffix: str, img: int, nms: bool, dynamic: bool, half: bool) -> str:
+    """File name of an export: one name per distinct graph (NMS, dynamic batch, fp16, input size)."""
+    parts = [stem] + [tag for tag, on in (("nms", nms), ("dynamic", dynamic), ("fp16", half)) if on]
+    return "-".join(parts + [str(img)]) + suffix
+
+
 def check_trained(meta: dict[str, Any], source: str | Path) -> None:
     """Refuse weights without a training record: the sidecar must say ``epoch >= 1`` (odkit's trainer
-    writes the number of completed epochs)."""
+    writes the number of completed epochs) or record a whole-detector import of published weights
+    (``odkit weights import``)."""
+    imported = meta.get("imported")
+    if isinstance(imported, dict) and imported.get("scope") == "detector":
+        return
     epoch = meta.get("epoch")
     try:
         done = int(epoch) if epoch is not None else 0
@@ -91,11 +101,14 @@ def export(
     max_det: int = 100,
     opset: int = 17,
     pre_topk: int = 1000,
+    force: bool = False,
 ) -> Path:
     """Export trained ``weights`` to ``format`` (``"onnx"`` or ``"openvino"``); returns the written file.
 
     ``img_size`` (square, pixels, multiple of 32) defaults to the training size of the weights.
-    ``out`` defaults to the weights path with suffix ``.onnx`` / ``.xml``. Other arguments: see
+    ``out`` (a file, or a folder) defaults to a name beside the weights that differs per graph
+    (:func:`default_name`, e.g. ``best-nms-416.onnx``); an existing file is replaced only with
+    ``force``. Other arguments: see
     :func:`odkit.export.onnx.export_onnx`. Raises ``OdkitError`` for untrained weights, unknown
     models, bad sizes or a missing export extra.
     """
@@ -114,11 +127,14 @@ def export(
     model = predictor.model
     size = check_img_size(img_size if img_size is not None else meta.get("img_size") or 416)
     suffix = FORMATS[format]
-    out_path = Path(out) if out is not None else src.with_suffix(suffix)
+    name = default_name(src.stem, suffix, size, nms, dynamic, half)
+    out_path = Path(out) if out is not None else src.with_name(name)
     if out_path.is_dir():
-        out_path = out_path / (src.stem + suffix)
+        out_path = out_path / name
     if out_path.suffix != suffix:
         raise ConfigError(f"--out {out_path}: a {format} export must end in {suffix}")
+    if out_path.exists() and not force:
+        raise ConfigError(f"{out_path} exists; pass force=True (--force) to replace it")
     extra = {
         "class_names": meta.get("class_names") or (getattr(model, "config", {}) or {}).get("class_names"),
         "class_ids": meta.get("class_ids"),

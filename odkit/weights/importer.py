@@ -207,7 +207,8 @@ def import_weights(
     if table is None:
         return _import_backbone_only(sd, src, source, model, num_classes, out, class_names)
     key = table.num_classes_key
-    ckpt_classes = int(sd[key].shape[0]) if key is not None and key in sd and sd[key].dim() else None
+    ckpt_classes = (int(sd[key].shape[0]) // table.num_classes_divisor
+                    if key is not None and key in sd and sd[key].dim() else None)
     if num_classes is None:
         if ckpt_classes is None:
             raise ConfigError(f"{src}: cannot read the class count from the checkpoint (no {key!r}); "

@@ -38,7 +38,8 @@ class Table:
         optional: regexes of odkit keys that may stay at their initial value without failing.
         class_layers: regexes of odkit keys whose shape depends on the class count; with another
             class count than the checkpoint's they keep their initialisation (reported).
-        num_classes_key: source key whose first dimension is the checkpoint's class count.
+        num_classes_key: source key whose first dimension is the checkpoint's class count (times
+            ``num_classes_divisor``, e.g. the anchors per location of a RetinaNet class layer).
         build_overrides: ``zoo.build`` overrides the source's models need, e.g. the input format
             (``input_bgr``, ``pixel_mean``, ``pixel_std`` in [0, 1] units); stored in ``model.config``.
         class_names: names of the classes when the checkpoint has exactly that many (e.g. COCO's 80).
@@ -52,6 +53,7 @@ class Table:
     optional: Sequence[str] = OPTIONAL_DEFAULT
     class_layers: Sequence[str] = ()
     num_classes_key: str | None = None
+    num_classes_divisor: int = 1
     build_overrides: Mapping[str, Any] = field(default_factory=dict)
     class_names: Sequence[str] | None = None
     epochs_key: str | None = None

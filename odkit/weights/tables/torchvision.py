@@ -36,4 +36,41 @@ BACKBONES: dict[str, Table] = {
     ),
 }
 
-DETECTORS: dict[str, Table] = {}
+# Detection models (torchvision's COCO weights have 91 class slots: index 0 is background and never
+# predicted by RetinaNet / FCOS, the "N/A" slots are unused ids of COCO's category list). The trunk and
+# FPN use torchvision's names in odkit, the heads are renamed.
+_TRUNK = ((r"^backbone\.body\.", "backbone."), (r"^backbone\.fpn\.", "neck."))
+
+DETECTORS: dict[str, Table] = {
+    "retinanet-r50-fpn": Table(
+        rules=(
+            *_TRUNK,
+            (r"^head\.classification_head\.conv\.(\d+)\.0\.", r"head.cls_convs.\1.0."),
+            (r"^head\.classification_head\.cls_logits\.", "head.cls_logits."),
+            (r"^head\.regression_head\.conv\.(\d+)\.0\.", r"head.reg_convs.\1.0."),
+            (r"^head\.regression_head\.bbox_reg\.", "head.bbox_reg."),
+        ),
+        class_layers=(r"^head\.cls_logits\.",),
+        num_classes_key="head.classification_head.cls_logits.bias",
+        num_classes_divisor=9,
+        build_overrides=IMAGENET_INPUT,
+        note="torchvision retinanet_resnet50_fpn (COCO, 91 class slots)",
+    ),
+    "fcos-r50-fpn": Table(
+        rules=(
+            *_TRUNK,
+            # torchvision's towers are flat [conv, GroupNorm, ReLU] x 4; odkit nests them per block
+            *((rf"^head\.classification_head\.conv\.{3 * i + j}\.", f"head.cls_convs.{i}.{j}.")
+              for i in range(4) for j in range(2)),
+            *((rf"^head\.regression_head\.conv\.{3 * i + j}\.", f"head.reg_convs.{i}.{j}.")
+              for i in range(4) for j in range(2)),
+            (r"^head\.classification_head\.cls_logits\.", "head.cls_logits."),
+            (r"^head\.regression_head\.bbox_reg\.", "head.bbox_reg."),
+            (r"^head\.regression_head\.bbox_ctrness\.", "head.bbox_ctrness."),
+        ),
+        class_layers=(r"^head\.cls_logits\.",),
+        num_classes_key="head.classification_head.cls_logits.bias",
+        build_overrides=IMAGENET_INPUT,
+        note="torchvision fcos_resnet50_fpn (COCO, 91 class slots)",
+    ),
+}
