@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from odkit.assign.result import AssignResult
-from odkit.losses.iou import iou_loss
+from odkit.losses.iou import iou_loss as iou_loss_fn
 from odkit.ops.coders import YOLOCoder
 
 
@@ -30,7 +30,7 @@ def yolox_loss(
     strides: torch.Tensor,
     use_l1: bool = False,
     reg_weight: float = 5.0,
-    iou_mode: str = "iou",
+    iou_loss: str = "iou",
 ) -> dict[str, torch.Tensor]:
     """YOLOX training loss of a batch, every term summed and divided by the number of foreground priors.
 
@@ -46,7 +46,7 @@ def yolox_loss(
         grid_xy: ``[A, 2]`` integer grid cell of each prior; ``strides``: ``[A]`` pixels.
         use_l1: add the L1 loss on raw offsets (YOLOX switches it on for the last epochs).
         reg_weight: weight of the IoU term (YOLOX: 5.0).
-        iou_mode: see :func:`odkit.losses.iou_loss` (``"iou"`` is ``1 - IoU**2``).
+        iou_loss: the IoU loss mode, see :func:`odkit.losses.iou_loss` (``"iou"`` is ``1 - IoU**2``).
 
     Returns:
         dict with ``loss`` (total), ``loss_iou`` (already multiplied by ``reg_weight``), ``loss_obj``,
@@ -59,7 +59,7 @@ def yolox_loss(
     b_idx, a_idx = pos.nonzero(as_tuple=True)
     matched = gt_boxes[b_idx, assign.gt_inds[b_idx, a_idx]].to(pred_boxes.dtype)  # [P, 4]
 
-    loss_iou = iou_loss(pred_boxes[b_idx, a_idx], matched, mode=iou_mode).sum() / num_fg
+    loss_iou = iou_loss_fn(pred_boxes[b_idx, a_idx], matched, mode=iou_loss).sum() / num_fg
 
     obj_target = pos.to(obj_logits.dtype)
     obj_weight = (assign.gt_inds != -2).to(obj_logits.dtype)

@@ -43,6 +43,6 @@ def build_yolox(
         depthwise=depthwise,
         act=act,
         prior_prob=prior_prob,
-        iou_loss_mode=iou_loss,
+        iou_loss=iou_loss,
     )
     return Detector(backbone, neck, head)

@@ -38,7 +38,7 @@ class YOLOXHead(DenseHead):
         depthwise: bool = False,
         act: str = "silu",
         prior_prob: float = 0.01,
-        iou_loss_mode: str = "iou",
+        iou_loss: str = "iou",
         reg_weight: float = 5.0,
         assigner: SimOTAAssigner | None = None,
     ) -> None:
@@ -47,7 +47,7 @@ class YOLOXHead(DenseHead):
         super().__init__(num_classes, strides, None, point_offset=0.5, clip_before_nms=False)
         self.output_channels = (self.num_classes, 4, 1)
         self.use_l1 = False
-        self.iou_loss_mode = iou_loss_mode
+        self.iou_loss = iou_loss
         self.reg_weight = float(reg_weight)
         self.assigner = assigner if assigner is not None else SimOTAAssigner()
         self.coder = YOLOCoder("yolox")
@@ -109,5 +109,5 @@ class YOLOXHead(DenseHead):
             priors.strides,
             use_l1=self.use_l1,
             reg_weight=self.reg_weight,
-            iou_mode=self.iou_loss_mode,
+            iou_loss=self.iou_loss,
         )
