@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 @pytest.mark.parametrize(("name", "tv_name"), [("retinanet-r50-fpn", "retinanet_resnet50_fpn"),
                                                 ("fcos-r50-fpn", "fcos_resnet50_fpn")])
 def test_detections_equal_torchvision(name: str, tv_name: str, tmp_path: Path) -> None:
+    from tv_parity import match
+
     import odkit
     from odkit.weights import import_weights
-    from tv_parity import match
 
     fx = load_file(str(FIX / "tv_parity" / "r50_320.safetensors"))
     sd = synthetic_state_dict(layout(FIX / "torchvision_keys" / f"{tv_name}.json"), seed=0)

@@ -69,10 +69,10 @@ def build_dense(
         defaults: dict[str, Any] = {"feat_channels": 256, "stacked_convs": 4}
         if family == "retinanet":
             defaults.update(norm=None, stride_from_input=True,
-                            anchor_generator=retinanet_anchors(neck.strides, torchvision_sizes=True))
+                            prior_generator=retinanet_anchors(neck.strides, torchvision_sizes=True))
         elif family == "fcos":
             defaults.update(norm="gn", stride_from_input=True,
-                            anchor_generator=AnchorGenerator([[8.0 * 2**i] for i in range(5)], (1.0,), neck.strides))
+                            prior_generator=AnchorGenerator([[8.0 * 2**i] for i in range(5)], (1.0,), neck.strides))
     elif size == "lite":
         backbone, neck = _lite()
         defaults = {"feat_channels": 96, "stacked_convs": 2, "norm": "gn", "depthwise": True}

@@ -40,7 +40,7 @@ class ATSSHead(DenseHead):
         stacked_convs: int = 4,
         norm: str | None = "gn",
         depthwise: bool = False,
-        anchor_generator: AnchorGenerator | None = None,
+        prior_generator: AnchorGenerator | None = None,
         assigner: Assigner | None = None,
         coder: DeltaXYWHCoder | None = None,
         box_weight: float = 2.0,
@@ -48,7 +48,7 @@ class ATSSHead(DenseHead):
     ) -> None:
         from odkit.assign import ATSSAssigner
 
-        super().__init__(num_classes, strides, anchor_generator or square_anchors(strides))
+        super().__init__(num_classes, strides, prior_generator or square_anchors(strides))
         k = self.num_anchors
         self.output_channels = (self.num_classes, 4, 1)
         self.assigner = assigner if assigner is not None else ATSSAssigner(9)

@@ -36,7 +36,7 @@ class DenseHead(nn.Module):
     Args:
         num_classes: number of object classes ``C`` (no background class).
         strides: stride in pixels of each input level.
-        anchor_generator: anchors per location (anchor-based heads), or ``None`` (one point per cell).
+        prior_generator: anchors per location (anchor-based heads), or ``None`` (one point per cell).
         point_offset: anchor-free points at ``(j + point_offset) * stride`` (0.5: cell centres).
         stride_from_input: level strides are ``input_size // feature_size`` per side (torchvision's
             rule; it differs from the nominal stride on P6/P7 when the input is not a multiple of 128).
@@ -49,7 +49,7 @@ class DenseHead(nn.Module):
         self,
         num_classes: int,
         strides: Sequence[int],
-        anchor_generator: AnchorGenerator | None = None,
+        prior_generator: AnchorGenerator | None = None,
         point_offset: float = 0.5,
         stride_from_input: bool = False,
         clip_before_nms: bool = True,
@@ -57,21 +57,21 @@ class DenseHead(nn.Module):
         super().__init__()
         self.num_classes = int(num_classes)
         self.strides = [int(s) for s in strides]
-        self.anchor_generator = anchor_generator
+        self.prior_generator = prior_generator
         self.point_offset = float(point_offset)
         self.stride_from_input = bool(stride_from_input)
         self.clip_before_nms = bool(clip_before_nms)
         self._prior_cache: dict[Any, Priors] = {}
-        if anchor_generator is not None and anchor_generator.num_levels != len(self.strides):
-            raise ValueError(f"{type(self).__name__}: anchor generator has {anchor_generator.num_levels} levels, "
+        if prior_generator is not None and prior_generator.num_levels != len(self.strides):
+            raise ValueError(f"{type(self).__name__}: anchor generator has {prior_generator.num_levels} levels, "
                              f"head has {len(self.strides)} strides")
 
     @property
     def num_anchors(self) -> int:
         """Priors per feature-map location (1 for anchor-free heads)."""
-        if self.anchor_generator is None:
+        if self.prior_generator is None:
             return 1
-        return int(self.anchor_generator.num_anchors_per_location()[0])
+        return int(self.prior_generator.num_anchors_per_location()[0])
 
     # ----------------------------------------------------------------------------- priors
 
@@ -88,11 +88,11 @@ class DenseHead(nn.Module):
             lvl_strides = [(s, s) for s in self.strides]
         k = self.num_anchors
         anchors = None
-        if self.anchor_generator is not None:
-            anchors = torch.cat(self.anchor_generator.grid_anchors(level_sizes, device, strides=lvl_strides))
+        if self.prior_generator is not None:
+            anchors = torch.cat(self.prior_generator.grid_anchors(level_sizes, device, strides=lvl_strides))
         points, strides, levels, grids, counts = [], [], [], [], []
         for lvl, ((h, w), st) in enumerate(zip(level_sizes, lvl_strides)):
-            offset = self.anchor_generator.offset if self.anchor_generator is not None else self.point_offset
+            offset = self.prior_generator.offset if self.prior_generator is not None else self.point_offset
             pts = grid_points((h, w), st, offset, device=device)
             cells = grid_points((h, w), 1.0, 0.0, device=device)
             n = h * w * k

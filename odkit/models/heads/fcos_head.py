@@ -44,7 +44,7 @@ class FCOSHead(DenseHead):
         stacked_convs: int = 4,
         norm: str | None = "gn",
         depthwise: bool = False,
-        anchor_generator: AnchorGenerator | None = None,
+        prior_generator: AnchorGenerator | None = None,
         assigner: Assigner | None = None,
         learn_scale: bool = False,
         focal_alpha: float = 0.25,
@@ -55,7 +55,7 @@ class FCOSHead(DenseHead):
     ) -> None:
         from odkit.assign import FCOSAssigner
 
-        super().__init__(num_classes, strides, anchor_generator, point_offset, stride_from_input)
+        super().__init__(num_classes, strides, prior_generator, point_offset, stride_from_input)
         self.output_channels = (self.num_classes, 4, 1)
         self.assigner = assigner if assigner is not None else FCOSAssigner(fcos_ranges(len(self.strides)))
         self.focal_alpha, self.focal_gamma = float(focal_alpha), float(focal_gamma)

@@ -45,7 +45,7 @@ class GFLHead(DenseHead):
         norm: str | None = "gn",
         depthwise: bool = False,
         reg_max: int = 16,
-        anchor_generator: AnchorGenerator | None = None,
+        prior_generator: AnchorGenerator | None = None,
         assigner: Assigner | None = None,
         box_weight: float = 2.0,
         dfl_weight: float = 0.25,
@@ -53,7 +53,7 @@ class GFLHead(DenseHead):
     ) -> None:
         from odkit.assign import ATSSAssigner
 
-        super().__init__(num_classes, strides, anchor_generator or square_anchors(strides))
+        super().__init__(num_classes, strides, prior_generator or square_anchors(strides))
         if self.num_anchors != 1:
             raise ValueError("GFLHead: one anchor per location is expected")
         self.reg_max = int(reg_max)

@@ -49,7 +49,7 @@ class RetinaNetHead(DenseHead):
         stacked_convs: int = 4,
         norm: str | None = None,
         depthwise: bool = False,
-        anchor_generator: AnchorGenerator | None = None,
+        prior_generator: AnchorGenerator | None = None,
         assigner: Assigner | None = None,
         coder: DeltaXYWHCoder | None = None,
         box_loss: str = "l1",
@@ -60,8 +60,8 @@ class RetinaNetHead(DenseHead):
     ) -> None:
         from odkit.assign import MaxIoUAssigner
 
-        anchor_generator = anchor_generator or retinanet_anchors(strides)
-        super().__init__(num_classes, strides, anchor_generator, stride_from_input=stride_from_input)
+        prior_generator = prior_generator or retinanet_anchors(strides)
+        super().__init__(num_classes, strides, prior_generator, stride_from_input=stride_from_input)
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"RetinaNetHead: box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
         k = self.num_anchors
