@@ -12,6 +12,7 @@ from odkit.assign.base import Assigner, GTBatch, Priors
 from odkit.losses import centerness_loss, iou_loss, reduce_num_pos, sigmoid_focal_loss
 from odkit.models.heads.base import DenseHead, Flat, init_prior_bias
 from odkit.models.heads.common import Scale, conv_tower, init_normal
+from odkit.ops.coders import DistanceCoder
 from odkit.ops.priors import AnchorGenerator
 
 
@@ -46,6 +47,7 @@ class FCOSHead(DenseHead):
         depthwise: bool = False,
         prior_generator: AnchorGenerator | None = None,
         assigner: Assigner | None = None,
+        coder: DistanceCoder | None = None,
         learn_scale: bool = False,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
@@ -58,6 +60,7 @@ class FCOSHead(DenseHead):
         super().__init__(num_classes, strides, prior_generator, point_offset, stride_from_input)
         self.output_channels = (self.num_classes, 4, 1)
         self.assigner = assigner if assigner is not None else FCOSAssigner(fcos_ranges(len(self.strides)))
+        self.coder = coder or DistanceCoder()
         self.focal_alpha, self.focal_gamma = float(focal_alpha), float(focal_gamma)
         self.cls_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm, depthwise)
         self.reg_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm, depthwise)
@@ -91,9 +94,7 @@ class FCOSHead(DenseHead):
 
     def boxes_of(self, flat: Flat, priors: Priors) -> Tensor:
         d = flat[1] * self.prior_size(priors).to(flat[1].dtype)
-        p = priors.points.to(d.dtype)
-        return torch.stack((p[..., 0] - d[..., 0], p[..., 1] - d[..., 1], p[..., 0] + d[..., 2],
-                            p[..., 1] + d[..., 3]), -1)
+        return self.coder.decode(priors.points.to(d.dtype), d)
 
     def loss_by_flat(self, flat: Flat, priors: Priors, gt: GTBatch, input_hw: tuple[int, int]) -> dict[str, Tensor]:
         cls, ltrb, ctr = flat

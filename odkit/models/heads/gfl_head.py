@@ -47,6 +47,7 @@ class GFLHead(DenseHead):
         reg_max: int = 16,
         prior_generator: AnchorGenerator | None = None,
         assigner: Assigner | None = None,
+        coder: DistanceCoder | None = None,
         box_weight: float = 2.0,
         dfl_weight: float = 0.25,
         prior_prob: float = 0.01,
@@ -59,7 +60,7 @@ class GFLHead(DenseHead):
         self.reg_max = int(reg_max)
         self.output_channels = (self.num_classes, 4 * (self.reg_max + 1))
         self.assigner = assigner if assigner is not None else ATSSAssigner(9)
-        self.coder = DistanceCoder(max_dis=float(self.reg_max))
+        self.coder = coder or DistanceCoder(max_dis=float(self.reg_max))
         self.box_weight, self.dfl_weight = float(box_weight), float(dfl_weight)
         self.cls_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm, depthwise)
         self.reg_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm, depthwise)
