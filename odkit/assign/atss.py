@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from odkit.assign.base import GTBatch, Priors, empty_result, ignore_crowd
+from odkit.assign.base import GTBatch, Priors, assign_in_chunks, empty_result, ignore_crowd
 from odkit.assign.result import NEGATIVE, AssignResult
 from odkit.errors import ConfigError
 from odkit.ops import aligned_box_iou
@@ -96,20 +96,8 @@ class ATSSAssigner:
             return ignore_crowd(empty_result(b, a, gt), priors, gt)
         device = gt.boxes.device
         boxes, centres = (t.to(device) for t in self.prior_boxes(priors))
-        chunk = max(1, self.max_elements // max(1, g * a))
-        parts = [
-            self._assign_chunk(
-                boxes,
-                centres,
-                priors.num_per_level,
-                gt.boxes[i : i + chunk].float(),
-                gt.labels[i : i + chunk].long(),
-                gt.valid[i : i + chunk].bool(),
-            )
-            for i in range(0, b, chunk)
-        ]
-        gt_inds, labels, quality = (torch.cat(t, 0) for t in zip(*parts))
-        return ignore_crowd(AssignResult(gt_inds, labels, quality, gt.num_gts), priors, gt)
+        result = assign_in_chunks(self._assign_chunk, gt, a, self.max_elements, boxes, centres, priors.num_per_level)
+        return ignore_crowd(result, priors, gt)
 
     def _assign_chunk(
         self,

@@ -8,9 +8,9 @@ per forward and a ``GTBatch`` once per batch, so any assigner can be swapped in:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -177,6 +177,22 @@ class Assigner(Protocol):
         pred_boxes: Tensor | None = None,
         pred_scores: Tensor | None = None,
     ) -> AssignResult: ...
+
+
+def assign_in_chunks(
+    fn: Callable[..., tuple[Tensor, Tensor, Tensor]], gt: GTBatch, num_priors: int, max_elements: int, *shared: Any
+) -> AssignResult:
+    """Run ``fn(*shared, boxes, labels, valid)`` on chunks of the batch (padded gts ``[b, G, ...]``)
+    small enough that no ``[b, G, A]`` intermediate exceeds ``max_elements``, and join the chunks'
+    ``(gt_inds, labels, quality)`` into one batched ``AssignResult``."""
+    b, g = gt.batch_size, gt.max_gts
+    chunk = max(1, int(max_elements) // max(1, g * num_priors))
+    parts = [
+        fn(*shared, gt.boxes[i : i + chunk].float(), gt.labels[i : i + chunk].long(), gt.valid[i : i + chunk].bool())
+        for i in range(0, b, chunk)
+    ]
+    gt_inds, labels, quality = (torch.cat(t, 0) for t in zip(*parts))
+    return AssignResult(gt_inds, labels, quality, gt.num_gts)
 
 
 def empty_result(batch: int, num_priors: int, gt: GTBatch) -> AssignResult:

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from odkit.assign.base import GTBatch, Priors, empty_result, ignore_crowd
+from odkit.assign.base import GTBatch, Priors, assign_in_chunks, empty_result, ignore_crowd
 from odkit.assign.result import NEGATIVE, AssignResult
 from odkit.errors import ConfigError
 
@@ -114,20 +114,8 @@ class FCOSAssigner:
         ]
         points = priors.points.to(device).float()
         strides = priors.strides.to(device).float()
-        chunk = max(1, self.max_elements // max(1, g * a))
-        parts = [
-            self._assign_chunk(
-                points,
-                strides,
-                ranges,
-                gt.boxes[i : i + chunk].float(),
-                gt.labels[i : i + chunk].long(),
-                gt.valid[i : i + chunk].bool(),
-            )
-            for i in range(0, b, chunk)
-        ]
-        gt_inds, labels, quality = (torch.cat(t, 0) for t in zip(*parts))
-        return ignore_crowd(AssignResult(gt_inds, labels, quality, gt.num_gts), priors, gt)
+        result = assign_in_chunks(self._assign_chunk, gt, a, self.max_elements, points, strides, ranges)
+        return ignore_crowd(result, priors, gt)
 
     def _assign_chunk(
         self,

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from odkit.assign.base import Assigner, GTBatch, Priors
-from odkit.losses import centerness_loss, centerness_targets, iou_loss, reduce_num_pos, sigmoid_focal_loss
-from odkit.models.heads.base import DenseHead, Flat, init_prior_bias
+from odkit.losses import centerness_loss, centerness_targets, iou_loss, reduce_num_pos
+from odkit.models.heads.base import DenseHead, Flat, focal_class_loss, init_prior_bias, positives
 from odkit.models.heads.common import Scale, conv_tower, init_normal
 from odkit.ops.coders import DeltaXYWHCoder, DistanceCoder
 from odkit.ops.priors import AnchorGenerator
@@ -79,13 +79,8 @@ class ATSSHead(DenseHead):
     def loss_by_flat(self, flat: Flat, priors: Priors, gt: GTBatch, input_hw: tuple[int, int]) -> dict[str, Tensor]:
         cls, deltas, ctr = flat
         assign = self.assigner.assign(priors, gt)
-        pos = assign.gt_inds >= 0
-        num_pos = reduce_num_pos(pos.sum().float())
-        valid = assign.gt_inds != -2
-        target = torch.zeros_like(cls)
-        b_idx, a_idx = pos.nonzero(as_tuple=True)
-        target[b_idx, a_idx, assign.labels[b_idx, a_idx]] = 1.0
-        loss_cls = sigmoid_focal_loss(cls[valid], target[valid], 0.25, 2.0, "sum") / num_pos
+        b_idx, a_idx, num_pos = positives(assign)
+        loss_cls = focal_class_loss(cls, assign, num_pos, 0.25, 2.0)
         matched = gt.matched_boxes(assign)[b_idx, a_idx]
         anchors = priors.anchors[a_idx]
         ctr_t = centerness_targets(DistanceCoder().encode((anchors[:, :2] + anchors[:, 2:]) * 0.5, matched))
@@ -94,4 +89,4 @@ class ATSSHead(DenseHead):
         loss_box = self.box_weight * (iou_loss(boxes, matched, "giou") * ctr_t).sum() / denom
         loss_ctr = centerness_loss(ctr[b_idx, a_idx, 0], ctr_t, reduction="sum") / num_pos
         return {"loss": loss_cls + loss_box + loss_ctr, "loss_cls": loss_cls, "loss_box": loss_box,
-                "loss_ctr": loss_ctr, "num_fg": pos.sum().detach().float()}
+                "loss_ctr": loss_ctr, "num_fg": cls.new_tensor(float(b_idx.numel()))}

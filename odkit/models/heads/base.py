@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from odkit.assign.base import GTBatch, Priors
+from odkit.assign.result import IGNORE, AssignResult
 from odkit.ops.priors import AnchorGenerator, grid_points
 
 Flat = tuple[Tensor, ...]
@@ -197,6 +198,30 @@ class DenseHead(nn.Module):
                                    box[:, 2].clamp(0, w), box[:, 3].clamp(0, h)), dim=1)
             results.append((box, torch.cat(scores).float(), torch.cat(labels)))
         return results
+
+
+def positives(assign: AssignResult) -> tuple[Tensor, Tensor, Tensor]:
+    """``(b_idx, a_idx)`` of the foreground priors of a batched result and the number of positives
+    for normalisation (clamped at 1, averaged over processes)."""
+    from odkit.losses import reduce_num_pos
+
+    pos = assign.gt_inds >= 0
+    b_idx, a_idx = pos.nonzero(as_tuple=True)
+    return b_idx, a_idx, reduce_num_pos(pos.sum().float())
+
+
+def focal_class_loss(cls: Tensor, assign: AssignResult, num_pos: Tensor, alpha: float = 0.25,
+                     gamma: float = 2.0) -> Tensor:
+    """Sigmoid focal loss of class logits ``[B, A, C]`` against one-hot targets of the foreground
+    priors (background: all zeros), summed over non-ignored priors and divided by ``num_pos``."""
+    from odkit.losses import sigmoid_focal_loss
+
+    pos = assign.gt_inds >= 0
+    target = torch.zeros_like(cls)
+    b_idx, a_idx = pos.nonzero(as_tuple=True)
+    target[b_idx, a_idx, assign.labels[b_idx, a_idx]] = 1.0
+    valid = assign.gt_inds != IGNORE
+    return sigmoid_focal_loss(cls[valid], target[valid], alpha, gamma, "sum") / num_pos
 
 
 def init_prior_bias(conv: nn.Conv2d, prior_prob: float = 0.01) -> None:

@@ -9,8 +9,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from odkit.assign.base import Assigner, GTBatch, Priors
-from odkit.losses import centerness_loss, iou_loss, reduce_num_pos, sigmoid_focal_loss
-from odkit.models.heads.base import DenseHead, Flat, init_prior_bias
+from odkit.losses import centerness_loss, iou_loss
+from odkit.models.heads.base import DenseHead, Flat, focal_class_loss, init_prior_bias, positives
 from odkit.models.heads.common import Scale, conv_tower, init_normal
 from odkit.ops.coders import DistanceCoder
 from odkit.ops.priors import AnchorGenerator
@@ -99,16 +99,11 @@ class FCOSHead(DenseHead):
     def loss_by_flat(self, flat: Flat, priors: Priors, gt: GTBatch, input_hw: tuple[int, int]) -> dict[str, Tensor]:
         cls, ltrb, ctr = flat
         assign = self.assigner.assign(priors, gt)
-        pos = assign.gt_inds >= 0
-        num_pos = reduce_num_pos(pos.sum().float())
-        valid = assign.gt_inds != -2
-        target = torch.zeros_like(cls)
-        b_idx, a_idx = pos.nonzero(as_tuple=True)
-        target[b_idx, a_idx, assign.labels[b_idx, a_idx]] = 1.0
-        loss_cls = sigmoid_focal_loss(cls[valid], target[valid], self.focal_alpha, self.focal_gamma, "sum") / num_pos
+        b_idx, a_idx, num_pos = positives(assign)
+        loss_cls = focal_class_loss(cls, assign, num_pos, self.focal_alpha, self.focal_gamma)
         boxes = self.boxes_of((cls[b_idx, a_idx], ltrb[b_idx, a_idx], ctr[b_idx, a_idx]), priors.take(a_idx))
         matched = gt.matched_boxes(assign)[b_idx, a_idx]
         loss_box = iou_loss(boxes, matched, "giou").sum() / num_pos
         loss_ctr = centerness_loss(ctr[b_idx, a_idx, 0], assign.quality[b_idx, a_idx], reduction="sum") / num_pos
         return {"loss": loss_cls + loss_box + loss_ctr, "loss_cls": loss_cls, "loss_box": loss_box,
-                "loss_ctr": loss_ctr, "num_fg": pos.sum().detach().float()}
+                "loss_ctr": loss_ctr, "num_fg": cls.new_tensor(float(b_idx.numel()))}

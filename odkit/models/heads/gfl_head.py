@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from odkit.assign.base import Assigner, GTBatch, Priors
+from odkit.assign.result import IGNORE
 from odkit.losses import (
     distribution_focal_loss,
     distribution_to_distance,
@@ -17,7 +18,7 @@ from odkit.losses import (
     reduce_num_pos,
 )
 from odkit.models.heads.atss_head import square_anchors
-from odkit.models.heads.base import DenseHead, Flat, init_prior_bias
+from odkit.models.heads.base import DenseHead, Flat, init_prior_bias, positives
 from odkit.models.heads.common import Scale, conv_tower, init_normal
 from odkit.ops.boxes import aligned_box_iou
 from odkit.ops.coders import DistanceCoder
@@ -85,9 +86,8 @@ class GFLHead(DenseHead):
         cls, dist = flat
         assign = self.assigner.assign(priors, gt)
         pos = assign.gt_inds >= 0
-        num_pos = reduce_num_pos(pos.sum().float())
-        valid = assign.gt_inds != -2
-        b_idx, a_idx = pos.nonzero(as_tuple=True)
+        valid = assign.gt_inds != IGNORE
+        b_idx, a_idx, num_pos = positives(assign)
         pri = priors.take(a_idx)
         matched = gt.matched_boxes(assign)[b_idx, a_idx]
         pos_dist = dist[b_idx, a_idx]

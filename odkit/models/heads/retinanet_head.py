@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from odkit.assign.base import Assigner, GTBatch, Priors
-from odkit.losses import iou_loss, l1_loss, reduce_num_pos, sigmoid_focal_loss, smooth_l1_loss
-from odkit.models.heads.base import DenseHead, Flat, init_prior_bias
+from odkit.losses import iou_loss, l1_loss, smooth_l1_loss
+from odkit.models.heads.base import DenseHead, Flat, focal_class_loss, init_prior_bias, positives
 from odkit.models.heads.common import conv_tower, init_normal
 from odkit.ops.coders import DeltaXYWHCoder
 from odkit.ops.priors import AnchorGenerator
@@ -92,13 +92,8 @@ class RetinaNetHead(DenseHead):
         if getattr(self.assigner, "needs_predictions", False):
             pred_boxes = self.boxes_of((cls, deltas.detach()), priors)
         assign = self.assigner.assign(priors, gt, pred_boxes, torch.sigmoid(cls.detach()))
-        pos = assign.gt_inds >= 0
-        num_pos = reduce_num_pos(pos.sum().float())
-        valid = assign.gt_inds != -2
-        target = torch.zeros_like(cls)
-        b_idx, a_idx = pos.nonzero(as_tuple=True)
-        target[b_idx, a_idx, assign.labels[b_idx, a_idx]] = 1.0
-        loss_cls = sigmoid_focal_loss(cls[valid], target[valid], self.focal_alpha, self.focal_gamma, "sum") / num_pos
+        b_idx, a_idx, num_pos = positives(assign)
+        loss_cls = focal_class_loss(cls, assign, num_pos, self.focal_alpha, self.focal_gamma)
         matched = gt.matched_boxes(assign)[b_idx, a_idx]
         anchors = priors.anchors[a_idx]
         if self.box_loss == "giou":
@@ -108,4 +103,4 @@ class RetinaNetHead(DenseHead):
             fn = l1_loss if self.box_loss == "l1" else smooth_l1_loss
             loss_box = fn(deltas[b_idx, a_idx], tgt, reduction="sum") / num_pos
         return {"loss": loss_cls + loss_box, "loss_cls": loss_cls, "loss_box": loss_box,
-                "num_fg": pos.sum().detach().float()}
+                "num_fg": cls.new_tensor(float(b_idx.numel()))}
