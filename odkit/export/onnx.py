@@ -185,6 +185,7 @@ def export_onnx(
         "half": bool(half),
         "opset": int(opset),
         "model_config": cfg,
+        "postprocess": dict(getattr(model, "postprocess_defaults", {}) or {}),
     }
     info.update(dict(meta or {}))
     write_sidecar(path, info)

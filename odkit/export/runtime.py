@@ -138,9 +138,9 @@ class ExportedPredictor:
     def predict(
         self,
         images: Any,
-        conf: float = 0.25,
-        iou: float = 0.45,
-        max_det: int = 300,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
         img_size: int | None = None,
         batch: int = 8,
         *,
@@ -148,13 +148,21 @@ class ExportedPredictor:
         iou_thr: float | None = None,
     ) -> list[dict[str, torch.Tensor]]:
         """Detections per image (in original image pixels). ``conf_thr``/``iou_thr`` are aliases of
-        ``conf``/``iou``. ``img_size``, when given, must be the exported size."""
+        ``conf``/``iou``; unset settings take the graph's own (with in-graph NMS) or the model's
+        prediction defaults recorded in the sidecar. ``img_size``, when given, must be the exported
+        size."""
         from odkit.data.transforms import letterbox
         from odkit.models.postprocess import postprocess, undo_letterbox
 
-        conf = float(conf if conf_thr is None else conf_thr)
-        iou = float(iou if iou_thr is None else iou_thr)
-        max_det = int(max_det)
+        if self.nms:
+            defaults = {k: self.info[k] for k in ("conf_thr", "iou_thr", "max_det")}
+        else:
+            defaults = {"conf_thr": 0.25, "iou_thr": 0.45, "max_det": 300, **(self.info.get("postprocess") or {})}
+        conf = conf if conf_thr is None else conf_thr
+        iou = iou if iou_thr is None else iou_thr
+        conf = float(defaults["conf_thr"] if conf is None else conf)
+        iou = float(defaults["iou_thr"] if iou is None else iou)
+        max_det = int(defaults["max_det"] if max_det is None else max_det)
         if img_size is not None and int(img_size) != self.img_size:
             raise ConfigError(
                 f"{self.path}: exported for img size {self.img_size}, got img_size={img_size} (re-export with --img)"
