@@ -123,3 +123,11 @@ def test_recipes_and_prediction_defaults() -> None:
     assert model.postprocess_defaults == {"conf_thr": 0.2, "pre_topk": 1000, "iou_thr": 0.6, "max_det": 100}
     model = zoo.build("retinanet-r50-fpn", num_classes=91, conf_thr=0.3)
     assert model.postprocess_defaults["conf_thr"] == 0.3 and model.postprocess_defaults["iou_thr"] == 0.5
+
+
+def test_backbone_options_are_builder_arguments() -> None:
+    model = zoo.build("retinanet-lite", num_classes=2, backbone_args={"frozen_stages": 1})
+    frozen = [n for n, p in model.backbone.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith(("conv1.", "stage2.")) for n in frozen)
+    rebuilt = zoo.from_config(model.config)
+    assert [n for n, p in rebuilt.backbone.named_parameters() if not p.requires_grad] == frozen

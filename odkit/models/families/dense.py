@@ -38,14 +38,14 @@ def make_assigner(name: str | None, **kw: Any) -> Any:
     return table[name](**kw)
 
 
-def _r50_fpn(extra_source: str = "p5", norm: str = "bn") -> tuple[nn.Module, nn.Module]:
-    backbone = ResNet(50, out_indices=(1, 2, 3), norm=norm)
+def _r50_fpn(extra_source: str = "p5", **backbone_args: Any) -> tuple[nn.Module, nn.Module]:
+    backbone = ResNet(50, out_indices=(1, 2, 3), **backbone_args)
     neck = FPN(backbone.out_channels, 256, extra_levels=2, extra_source=extra_source, in_strides=backbone.strides)
     return backbone, neck
 
 
-def _lite() -> tuple[nn.Module, nn.Module]:
-    backbone = ShuffleNetV2(1.0, out_indices=(0, 1, 2))
+def _lite(**backbone_args: Any) -> tuple[nn.Module, nn.Module]:
+    backbone = ShuffleNetV2(1.0, out_indices=(0, 1, 2), **backbone_args)
     neck = SlimPAN(backbone.out_channels, 96, extra_levels=1, in_strides=backbone.strides)
     return backbone, neck
 
@@ -56,16 +56,20 @@ def build_dense(
     size: str = "r50",
     assigner: str | None = None,
     assigner_args: dict[str, Any] | None = None,
+    backbone_args: dict[str, Any] | None = None,
+    extra_source: str = "p5",
     **head_args: Any,
 ) -> Detector:
     """A dense detector: ``family`` (retinanet, fcos, atss, gfl) on ``size`` ``"r50"`` (ResNet-50 + FPN
     P3-P7, 256-channel towers of 4 convs) or ``"lite"`` (ShuffleNetV2 + SlimPAN P3-P6, 96-channel
-    depthwise towers of 2 convs with BatchNorm). ``assigner`` swaps the head's assigner by name;
-    ``head_args`` go to the head class."""
+    depthwise towers of 2 convs with GroupNorm). ``assigner`` swaps the head's assigner by name
+    (``assigner_args`` configure it); ``backbone_args`` go to the backbone (e.g. ``frozen_stages``,
+    ``norm="frozen_bn"`` for ResNet); ``extra_source`` picks P6's input for the r50 FPN (``"p5"``
+    as torchvision's RetinaNet / FCOS, or ``"c5"``); ``head_args`` go to the head class."""
     if family not in HEADS:
         raise ConfigError(f"unknown dense family {family!r}; expected one of {', '.join(HEADS)}")
     if size == "r50":
-        backbone, neck = _r50_fpn()
+        backbone, neck = _r50_fpn(extra_source, **(backbone_args or {}))
         defaults: dict[str, Any] = {"feat_channels": 256, "stacked_convs": 4}
         if family == "retinanet":
             defaults.update(norm=None, stride_from_input=True,
@@ -74,7 +78,7 @@ def build_dense(
             defaults.update(norm="gn", stride_from_input=True,
                             prior_generator=AnchorGenerator([[8.0 * 2**i] for i in range(5)], (1.0,), neck.strides))
     elif size == "lite":
-        backbone, neck = _lite()
+        backbone, neck = _lite(**(backbone_args or {}))
         defaults = {"feat_channels": 96, "stacked_convs": 2, "norm": "gn", "depthwise": True}
         if family == "retinanet":
             defaults.update(box_loss="giou")
