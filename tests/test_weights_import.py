@@ -419,14 +419,31 @@ def test_yolox_backbone_only_into_cspdarknet(tiny_state) -> None:
 
 
 def test_backbone_only_import_needs_num_classes() -> None:
-    names = [n for n in ("retinanet-r50-fpn", "fcos-r50-fpn", "fcos-lite") if n in zoo.available()]
-    if not names:
-        pytest.skip("no zoo model with a torchvision backbone yet")
-    name = names[0]
-    if tables.detector_table("torchvision", name) is not None:
-        pytest.skip(f"{name} has a whole-detector table")
+    # a zoo model whose backbone has a torchvision mapping but the detector has none
+    name = "atss-r50-fpn"
+    assert tables.detector_table("torchvision", name) is None
     with pytest.raises(ConfigError, match="num_classes"):
         import_weights({"conv1.weight": torch.zeros(1)}, "torchvision", name)
+
+
+@pytest.mark.parametrize(("name", "fixture"), [("retinanet-r50-fpn", "resnet50"), ("gfl-lite", "shufflenet_v2_x1_0")])
+def test_imagenet_backbone_into_dense_detectors(name: str, fixture: str) -> None:
+    """torchvision ImageNet state dicts (key layout from the committed fixture) load into the
+    backbone of the dense zoo models, every backbone key filled, the classifier dropped."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _tv_weights import layout, synthetic_state_dict
+
+    sd = synthetic_state_dict(layout(Path(__file__).parent / "fixtures" / "torchvision_keys" / f"{fixture}.json"))
+    det = zoo.build(name, num_classes=3)
+    report = load_backbone(det, sd, "torchvision")
+    assert report.ok and not report.missing and not report.mismatched
+    assert "fc.weight" in report.dropped
+    # the lite members' ShuffleNetV2 stops at stage 4 (no conv5): those keys are reported, not used
+    assert all(k.startswith("conv5.") for k in report.unexpected)
+    key = "conv1.weight" if fixture == "resnet50" else "conv1.0.weight"
+    assert torch.equal(det.backbone.state_dict()[key], sd[key])
 
 
 def test_predictor_bgr_input_order(ref) -> None:
