@@ -5,7 +5,7 @@ Measures samples/s of DetectionDataset + TrainAugment (mosaic, affine, mixup, HS
 training step rate of yolox-nano (forward + backward + SGD step, channels_last) at the same size
 and batch, then prints the ratio loader / model (> 1: the loader keeps up).
 
-    python benchmarks/dataloader.py [--data /work/shared/data/bccd] [--img 416] [--batches 20]
+    python benchmarks/dataloader.py [--data BCCD_ROOT] [--img 416] [--batches 20]
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def bench_model(img: int, batch: int, steps: int, example) -> float | None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="/work/shared/data/bccd")
+    ap.add_argument("--data", default=os.environ.get("ODKIT_BCCD")
+                    or str(Path(__file__).resolve().parents[2] / "shared" / "data" / "bccd"))
     ap.add_argument("--img", type=int, default=416)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--batches", type=int, default=20, help="timed batches per worker setting")

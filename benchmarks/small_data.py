@@ -35,12 +35,12 @@ IMG = 416
 
 
 def bccd_root() -> Path:
-    """``$ODKIT_BCCD`` if set, else ``shared/data/bccd`` beside the repository, else /work/shared."""
+    """``$ODKIT_BCCD`` if set, else ``shared/data/bccd`` beside the repository."""
     env = os.environ.get("ODKIT_BCCD")
     if env:
         return Path(env)
     beside = Path(__file__).resolve().parents[2] / "shared" / "data" / "bccd"
-    return beside if beside.is_dir() else Path("/work/shared/data/bccd")
+    return beside
 
 
 def _subset(aset: Any, indices: np.ndarray | None, keep_class: str | None) -> Any:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
 import torch
 
-DEFAULT_DATA = "/work/shared/data/bccd"
+# BCCD as the tests find it: $ODKIT_BCCD, else shared/data/bccd beside the repository
+DEFAULT_DATA = os.environ.get("ODKIT_BCCD") or str(Path(__file__).resolve().parents[2] / "shared" / "data" / "bccd")
 
 
 def time_phases(data: str, model_name: str, img: int, batch: int, iters: int, warmup: int) -> dict[str, float]:
