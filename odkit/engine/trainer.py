@@ -19,7 +19,6 @@ Training losses are averaged over ranks (all-reduce); only rank 0 logs, writes f
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from collections.abc import Mapping
@@ -37,6 +36,7 @@ from odkit.engine.config import TrainConfig
 from odkit.engine.ema import ModelEMA, ema_params_for, unwrap
 from odkit.engine.optim import build_optimizer
 from odkit.engine.recipe import Resolved, complete, resolve
+from odkit.engine.run_outputs import append_csv, early_plots, final_outputs
 from odkit.engine.rundir import find_resume_checkpoint, make_run_dir
 from odkit.engine.schedule import LRSchedule
 from odkit.engine.weights import save_weights
@@ -594,33 +594,13 @@ class Trainer:
         dist_utils.barrier()
 
     def _write_csv(self, row: dict[str, Any]) -> None:
-        path = self.run_dir / "metrics.csv"
-        if self.csv_header is None:
-            self.csv_header = list(row)
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.csv_header, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        self.csv_header = append_csv(self.run_dir / "metrics.csv", row, self.csv_header)
 
     # ------------------------------------------------------------------ end of run
     def _early_plots(self) -> None:
-        from odkit.viz.plots import plot_label_stats
+        from odkit.engine.data import augment_config
 
-        pdir = self.run_dir / "plots"
-        try:
-            plot_label_stats(self.train_set, pdir / "labels.png")
-        except Exception as e:  # noqa: BLE001 - a plot must never stop training
-            log.warning("label statistics plot failed: %s", e)
-        try:
-            from odkit.data.preview import augmented_grid
-            from odkit.engine.data import augment_config
-
-            augmented_grid(self.train_set, pdir / "train_batch.png", n=16, img_size=self.cfg.img, seed=self.cfg.seed,
-                           cfg=augment_config(self.cfg))
-        except Exception as e:  # noqa: BLE001
-            log.warning("augmented sample grid failed: %s", e)
+        early_plots(self.train_set, self.run_dir / "plots", self.cfg.img, self.cfg.seed, augment_config(self.cfg))
 
     def _finish(self) -> TrainResult:
         elapsed = self.elapsed_before + (time.time() - self.t_start)
@@ -644,10 +624,9 @@ class Trainer:
 
     def _final_outputs(self, best: Path) -> None:
         """predictions.json (best weights on val), curves, PR curves and confusion matrix."""
-        from odkit.engine.evaluator import predict_set, write_coco_results
+        from odkit.engine.evaluator import predict_set
 
         cfg = self.cfg
-        pdir = self.run_dir / "plots"
         preds = self.best_preds
         if preds is None and best.exists():
             from odkit.engine.weights import load_weights
@@ -660,23 +639,7 @@ class Trainer:
                 conf_thr=cfg.conf_thr, iou_thr=cfg.iou_thr, max_det=cfg.max_det, amp_dtype=self.amp_dtype,
                 channels_last=cfg.channels_last, distributed=False,
             )
-        if preds is not None:
-            write_coco_results(self.val_set, preds, self.run_dir / "predictions.json")
-        if not cfg.plots:
-            return
-        try:
-            from odkit.viz.plots import plot_training_curves
-
-            plot_training_curves(self.run_dir / "metrics.csv", pdir)
-        except Exception as e:  # noqa: BLE001
-            log.warning("training curve plots failed: %s", e)
-        if preds is not None:
-            try:
-                from odkit.engine.evaluator import curve_plots
-
-                curve_plots(self.val_set, preds, pdir)
-            except Exception as e:  # noqa: BLE001
-                log.warning("PR curve / confusion matrix plots failed: %s", e)
+        final_outputs(self.run_dir, self.val_set, preds, cfg.plots)
 
 
 def _arch_overrides(config: Mapping[str, Any] | None) -> dict[str, Any]:
