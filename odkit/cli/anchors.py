@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", metavar="DATA", help="COCO json, VOC root, YOLO data.yaml or odkit dataset YAML")
     p.add_argument("-k", type=int, default=9, help="number of anchors (default 9)")
     p.add_argument("--img", type=int, default=640, help="network input size in pixels (default 640)")
-    p.add_argument("--format", default=None, help="coco, voc or yolo (default: detected from DATA)")
+    from odkit.data.formats import FORMATS
+
+    p.add_argument("--format", choices=FORMATS, default=None, help="dataset layout (default: detected from DATA)")
     p.add_argument("--split", default=None, help="split to use (e.g. train)")
     p.add_argument("--evolve", type=int, default=0, metavar="N", help="generations of evolution (default 0)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, help="weights .safetensors (with its .json sidecar) or a run directory")
     p.add_argument("--data", required=True, help="dataset: COCO json, VOC root, YOLO data.yaml or odkit dataset YAML")
     p.add_argument("--split", default="val", help="split to evaluate (VOC ImageSets/Main name or YAML key; default val)")
-    p.add_argument("--format", choices=["coco", "voc", "yolo", "spec"], default=None, help="dataset format (default: detected)")
+    from odkit.data.formats import FORMATS
+
+    p.add_argument("--format", choices=FORMATS, default=None, help="dataset layout (default: detected)")
     p.add_argument("--batch", type=int, default=16, help="images per batch (results do not depend on it)")
     p.add_argument("--img", type=int, default=None, help="network input size in pixels (default: the training size)")
     p.add_argument("--conf", type=float, default=0.001, help="score threshold (default 0.001, as for COCO mAP)")
