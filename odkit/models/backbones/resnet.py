@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from odkit.errors import ConfigError
-from odkit.nn.norm import freeze, make_norm, set_bn_eval
+from odkit.models.backbones.staged import StagedBackbone
+from odkit.nn.norm import make_norm
 
 STAGE_NAMES = ("C2", "C3", "C4", "C5")
 STAGE_STRIDES = (4, 8, 16, 32)
@@ -89,7 +90,7 @@ ARCH: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, int, 
 }
 
 
-class ResNet(nn.Module):
+class ResNet(StagedBackbone):
     """ResNet backbone returning a list of feature maps, finest first.
 
     Args:
@@ -199,20 +200,6 @@ class ResNet(nn.Module):
         """Stage modules in order: ``[stem (conv1 + bn1), layer1, layer2, layer3, layer4]``."""
         stem = nn.ModuleList([self.conv1, self.bn1])  # a view for freezing; not registered
         return [stem, self.layer1, self.layer2, self.layer3, self.layer4]
-
-    def _freeze_stages(self) -> None:
-        for stage in self.stages()[: self.frozen_stages + 1]:
-            freeze(stage)
-
-    def train(self, mode: bool = True) -> ResNet:
-        """Switch train/eval mode, keeping frozen stages (and all BN layers when ``norm_eval``) in eval."""
-        super().train(mode)
-        if mode:
-            for stage in self.stages()[: self.frozen_stages + 1]:
-                stage.eval()
-            if self.norm_eval:
-                set_bn_eval(self)
-        return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from odkit.errors import ConfigError
-from odkit.nn.norm import freeze, set_bn_eval
+from odkit.models.backbones.staged import StagedBackbone
 
 # widen factor -> channels of (conv1, stage2, stage3, stage4, conv5)
 CHANNELS: dict[float, tuple[int, int, int, int, int]] = {
@@ -86,7 +86,7 @@ class ShuffleUnit(nn.Module):
         return channel_shuffle(out, 2)
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(StagedBackbone):
     """ShuffleNetV2 backbone returning a list of feature maps, finest first.
 
     Args:
@@ -163,8 +163,7 @@ class ShuffleNetV2(nn.Module):
         self.strides = [STAGE_STRIDES[i] for i in indices]
 
         self._init_weights()
-        for stage in self.stages()[: frozen_stages + 1]:
-            freeze(stage)
+        self._freeze_stages()
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -177,16 +176,6 @@ class ShuffleNetV2(nn.Module):
     def stages(self) -> list[nn.Module]:
         """``[conv1, stage2, stage3, stage4]`` (the order ``frozen_stages`` counts in)."""
         return [self.conv1, self.stage2, self.stage3, self.stage4]
-
-    def train(self, mode: bool = True) -> ShuffleNetV2:
-        """Switch train/eval mode, keeping frozen stages (and all BN layers when ``norm_eval``) in eval."""
-        super().train(mode)
-        if mode:
-            for stage in self.stages()[: self.frozen_stages + 1]:
-                stage.eval()
-            if self.norm_eval:
-                set_bn_eval(self)
-        return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.conv1(x))
