@@ -1,0 +1,118 @@
+"""Darknet-53 (YOLOv3, Redmon & Farhadi 2018) and the YOLOv3-tiny trunk.
+
+Every convolution is ``Conv (no bias) -> BatchNorm -> LeakyReLU(0.1)`` (:class:`odkit.nn.ConvBNAct`
+with ``act="lrelu"``). Darknet-53: a 3x3 stem of 32 channels, then five stages, each a 3x3 stride-2
+convolution doubling the channels followed by ``(1, 2, 8, 8, 4)`` residual blocks (1x1 to half the
+channels, 3x3 back, plus the input). Without the classifier it has 40,584,928 parameters.
+
+The tiny trunk (darknet's ``yolov3-tiny.cfg``): 3x3 convolutions of 16, 32, ..., 1024 channels with a
+2x2 max-pool after each of the first six (the sixth with stride 1 and one pixel of zero padding on the
+right and bottom, so the map keeps its size). Feature maps are ``[B, C, H, W]``; inputs must be
+multiples of 32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from odkit.errors import ConfigError
+from odkit.models.backbones.staged import StagedBackbone
+from odkit.nn import ConvBNAct
+
+DARKNET53_BLOCKS = (1, 2, 8, 8, 4)
+
+
+def _conv(cin: int, cout: int, k: int, stride: int = 1) -> ConvBNAct:
+    return ConvBNAct(cin, cout, k, stride, act="lrelu")
+
+
+class DarknetResBlock(nn.Module):
+    """``x + conv3x3(conv1x1(x))`` with the 1x1 to ``channels // 2``: ``[B, C, H, W] -> [B, C, H, W]``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = _conv(channels, channels // 2, 1)
+        self.conv2 = _conv(channels // 2, channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.conv1(x))
+
+
+def _check_indices(out_indices: Sequence[int], n: int, name: str) -> tuple[int, ...]:
+    out = tuple(int(i) for i in out_indices)
+    if not out or any(not 0 <= i < n for i in out) or list(out) != sorted(set(out)):
+        raise ConfigError(f"{name}: out_indices must be increasing stage indices in 0..{n - 1}, got {out_indices}")
+    return out
+
+
+class _DarknetTrunk(StagedBackbone):
+    """A stem and ``stage1..stage5``; ``forward`` returns the stages in ``out_indices``, finest first."""
+
+    out_indices: tuple[int, ...] = ()
+
+    def stages(self) -> list[nn.Module]:
+        return [self.stem] + [getattr(self, f"stage{i + 1}") for i in range(5)]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages()[1:]):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+
+class Darknet53(_DarknetTrunk):
+    """Darknet-53. ``forward`` returns the outputs of the stages in ``out_indices`` (0-based over
+    ``stage1..stage5`` at strides 2, 4, 8, 16, 32; default ``(2, 3, 4)``: C3, C4, C5 with 256, 512,
+    1024 channels), finest first. ``frozen_stages = n`` freezes the stem and the first ``n`` stages;
+    ``norm_eval`` keeps every BatchNorm in eval mode while training."""
+
+    def __init__(self, out_indices: Sequence[int] = (2, 3, 4), frozen_stages: int = -1,
+                 norm_eval: bool = False) -> None:
+        super().__init__()
+        self.out_indices = _check_indices(out_indices, 5, "Darknet53")
+        self.stem = _conv(3, 32, 3)
+        chans = [32 * 2 ** (i + 1) for i in range(5)]
+        cin = 32
+        for i, (c, n) in enumerate(zip(chans, DARKNET53_BLOCKS)):
+            layers = [_conv(cin, c, 3, 2)] + [DarknetResBlock(c) for _ in range(n)]
+            self.add_module(f"stage{i + 1}", nn.Sequential(*layers))
+            cin = c
+        self.out_channels = [chans[i] for i in self.out_indices]
+        self.strides = [2 ** (i + 1) for i in self.out_indices]
+        self.size_divisor = 32
+        self.frozen_stages = int(frozen_stages)
+        self.norm_eval = bool(norm_eval)
+        self._freeze_stages()
+
+
+
+class DarknetTiny(_DarknetTrunk):
+    """The YOLOv3-tiny trunk. Stages: ``stem`` (conv 16, stride 1), ``stage1..stage4`` (max-pool 2/2 then
+    conv 32, 64, 128, 256: strides 2..16), ``stage5`` (max-pool 2/2, conv 512, zero-pad + max-pool 2/1,
+    conv 1024: stride 32). ``forward`` returns the stages in ``out_indices`` (0-based over
+    ``stage1..stage5``; default ``(3, 4)``: 256 channels at stride 16 and 1024 at stride 32)."""
+
+    def __init__(self, out_indices: Sequence[int] = (3, 4), frozen_stages: int = -1, norm_eval: bool = False) -> None:
+        super().__init__()
+        self.out_indices = _check_indices(out_indices, 5, "DarknetTiny")
+        self.stem = _conv(3, 16, 3)
+        chans = (32, 64, 128, 256)
+        cin = 16
+        for i, c in enumerate(chans):
+            self.add_module(f"stage{i + 1}", nn.Sequential(nn.MaxPool2d(2, 2), _conv(cin, c, 3)))
+            cin = c
+        self.stage5 = nn.Sequential(nn.MaxPool2d(2, 2), _conv(256, 512, 3), nn.ZeroPad2d((0, 1, 0, 1)),
+                                    nn.MaxPool2d(2, 1), _conv(512, 1024, 3))
+        all_chans = (*chans, 1024)
+        self.out_channels = [all_chans[i] for i in self.out_indices]
+        self.strides = [2 ** (i + 1) for i in self.out_indices]
+        self.size_divisor = 32
+        self.frozen_stages = int(frozen_stages)
+        self.norm_eval = bool(norm_eval)
+        self._freeze_stages()
