@@ -8,6 +8,8 @@ a new sample; random transforms draw only from the ``numpy.random.Generator`` th
 ``meta`` follows the letterbox convention: ``orig_size=(h, w)``, ``ratio=r``, ``pad=(dx, dy)`` with
 ``original = (box - [dx, dy, dx, dy]) / r`` (see :func:`unletterbox_boxes`). ``meta["input_size"]``
 ``(h, w)``, when present, is the size :class:`Letterbox` pads to if it was built without one.
+A plain resize (``"stretch"`` mode of :func:`fit_to_input`, SSD's) records ``ratio=(rx, ry)``, one
+scale per axis: ``original_x = (x - dx) / rx``, ``original_y = (y - dy) / ry``.
 
 :class:`TrainAugment` (mosaic -> affine -> mixup -> HSV -> flip -> letterbox) and
 :class:`ValTransform` (letterbox) are the two pipelines a :class:`~odkit.data.DetectionDataset` uses.
@@ -39,13 +41,19 @@ __all__ = [
     "ValTransform",
     "affine_boxes",
     "box_candidates",
+    "fit_to_input",
     "letterbox",
     "random_affine_matrix",
+    "stretch",
     "unletterbox_boxes",
     "warp_affine",
 ]
 
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
+
+# How an image becomes the square network input: "letterbox" (keep the aspect ratio, pad) or
+# "stretch" (plain resize to the input size, separate x/y scales; SSD's).
+RESIZE_MODES = ("letterbox", "stretch")
 
 
 def _need_rng(rng: np.random.Generator | None, name: str) -> np.random.Generator:
@@ -75,10 +83,10 @@ def letterbox(
     nw, nh = w * r, h * r
     dx, dy = int((ow - round(nw)) // 2), int((oh - round(nh)) // 2)
     meta = dict(meta) if meta is not None else {}
-    r0 = float(meta.get("ratio", 1.0))
+    rx0, ry0 = ratio_xy(meta)
     p0 = meta.get("pad", (0.0, 0.0))
     meta.setdefault("orig_size", (h, w))
-    meta["ratio"] = r0 * r
+    meta["ratio"] = rx0 * r if rx0 == ry0 else (rx0 * r, ry0 * r)
     meta["pad"] = (p0[0] * r + dx, p0[1] * r + dy)
     meta["input_size"] = (oh, ow)
     if (h, w) == (oh, ow):
@@ -95,24 +103,80 @@ def letterbox(
     return out, b, meta
 
 
+def ratio_xy(meta: dict[str, Any] | None) -> tuple[float, float]:
+    """``(rx, ry)`` of a meta's ``ratio`` (a number for letterbox, an ``(rx, ry)`` pair for stretch)."""
+    r = (meta or {}).get("ratio", 1.0)
+    if isinstance(r, (tuple, list)):
+        return float(r[0]), float(r[1])
+    return float(r), float(r)
+
+
+def stretch(
+    image: np.ndarray, boxes: np.ndarray, meta: dict[str, Any] | None, size: int | tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Plain resize to ``size`` (``s`` or ``(h, w)``), aspect ratio not kept (SSD's input transform).
+
+    Continuous pixel coordinates map by ``x' = rx * x``, ``y' = ry * y`` with ``rx = w_out / w``,
+    ``ry = h_out / h``; boxes follow. ``meta`` is updated by composition (``ratio`` becomes
+    ``(rx, ry)``, ``pad`` is scaled), so it still maps back to the original image.
+    """
+    oh, ow = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    h, w = image.shape[:2]
+    rx, ry = ow / w, oh / h
+    meta = dict(meta) if meta is not None else {}
+    rx0, ry0 = ratio_xy(meta)
+    p0 = meta.get("pad", (0.0, 0.0))
+    meta.setdefault("orig_size", (h, w))
+    meta["ratio"] = (rx0 * rx, ry0 * ry)
+    meta["pad"] = (p0[0] * rx, p0[1] * ry)
+    meta["input_size"] = (oh, ow)
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * np.array([rx, ry, rx, ry], dtype=np.float32)
+    if (h, w) == (oh, ow):
+        return image, b, meta
+    interp = cv2.INTER_AREA if min(rx, ry) < 0.5 else cv2.INTER_LINEAR
+    return cv2.resize(image, (ow, oh), interpolation=interp), b, meta
+
+
+def fit_to_input(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    meta: dict[str, Any] | None,
+    size: int | tuple[int, int],
+    mode: str = "letterbox",
+    pad_value: int = 114,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Bring an image (and its boxes) to the network input ``size`` the way the model was trained:
+    ``mode`` ``"letterbox"`` (:func:`letterbox`) or ``"stretch"`` (:func:`stretch`). The returned meta
+    undoes either (:func:`unletterbox_boxes`, :func:`odkit.models.postprocess.undo_letterbox`)."""
+    if mode == "letterbox":
+        return letterbox(image, boxes, meta, size, pad_value)
+    if mode == "stretch":
+        return stretch(image, boxes, meta, size)
+    from odkit.errors import ConfigError
+
+    raise ConfigError(f"resize mode must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
+
+
 def unletterbox_boxes(boxes: Any, meta: dict[str, Any], clip: bool = True) -> Any:
     """Map boxes ``[N, 4]`` (numpy or torch) from network-input pixels back to original image pixels.
 
-    ``original = (box - [dx, dy, dx, dy]) / ratio``, clipped to ``[0, w] x [0, h]`` of
-    ``meta["orig_size"]`` when ``clip``. Returns the same array type as given.
+    ``original = (box - [dx, dy, dx, dy]) / ratio`` (per axis for a stretch meta's ``(rx, ry)``),
+    clipped to ``[0, w] x [0, h]`` of ``meta["orig_size"]`` when ``clip``. Returns the same array
+    type as given.
     """
     dx, dy = meta.get("pad", (0.0, 0.0))
-    r = float(meta.get("ratio", 1.0))
+    rx, ry = ratio_xy(meta)
+    r: Any = rx if rx == ry else [rx, ry, rx, ry]
     h, w = meta["orig_size"]
     if hasattr(boxes, "new_tensor"):  # torch
-        out = (boxes - boxes.new_tensor([dx, dy, dx, dy])) / r
+        out = (boxes - boxes.new_tensor([dx, dy, dx, dy])) / (boxes.new_tensor(r) if isinstance(r, list) else r)
         if clip:
             out = out.clone()
             out[..., 0::2] = out[..., 0::2].clamp(0, w)
             out[..., 1::2] = out[..., 1::2].clamp(0, h)
         return out
     b = np.asarray(boxes, dtype=np.float64)
-    out = (b - np.array([dx, dy, dx, dy], dtype=np.float64)) / r
+    out = (b - np.array([dx, dy, dx, dy], dtype=np.float64)) / np.asarray(r, dtype=np.float64)
     if clip:
         out[..., 0::2] = out[..., 0::2].clip(0, w)
         out[..., 1::2] = out[..., 1::2].clip(0, h)
@@ -120,11 +184,13 @@ def unletterbox_boxes(boxes: Any, meta: dict[str, Any], clip: bool = True) -> An
 
 
 class Letterbox:
-    """Letterbox to ``size`` (or to ``meta["input_size"]`` when ``size`` is None); see :func:`letterbox`."""
+    """Letterbox to ``size`` (or to ``meta["input_size"]`` when ``size`` is None); see :func:`letterbox`.
+    ``mode="stretch"`` resizes plainly instead (:func:`fit_to_input`)."""
 
-    def __init__(self, size: int | tuple[int, int] | None = None, pad_value: int = 114):
+    def __init__(self, size: int | tuple[int, int] | None = None, pad_value: int = 114, mode: str = "letterbox"):
         self.size = size
         self.pad_value = pad_value
+        self.mode = mode
 
     def __call__(self, image, boxes, labels, meta=None, rng=None) -> Sample:
         size = self.size
@@ -132,7 +198,7 @@ class Letterbox:
             if meta is None or "input_size" not in meta:
                 raise ValueError("Letterbox() without a size needs meta['input_size']")
             size = tuple(meta["input_size"])
-        image, boxes, meta = letterbox(image, boxes, meta, size, self.pad_value)
+        image, boxes, meta = fit_to_input(image, boxes, meta, size, self.mode, self.pad_value)
         return image, boxes, labels, meta
 
 
@@ -463,8 +529,9 @@ class TrainAugment:
 
     needs_dataset = True
 
-    def __init__(self, cfg: AugmentConfig | None = None):
+    def __init__(self, cfg: AugmentConfig | None = None, resize: str = "letterbox"):
         self.cfg = cfg or AugmentConfig()
+        self.resize = resize  # final fit to the input size (fit_to_input mode)
         self.cfg.validate()
         c = self.cfg
         self.filter = _BoxFilter(c.min_box_size, c.max_aspect_ratio, c.min_area_ratio)
@@ -506,7 +573,7 @@ class TrainAugment:
             img, boxes, labels, meta = ds.load(index)
         img, boxes, labels, meta = self.hsv(img, boxes, labels, meta, rng)
         img, boxes, labels, meta = self.flip(img, boxes, labels, meta, rng)
-        img, boxes, meta = letterbox(img, boxes, meta, size, c.pad_value)
+        img, boxes, meta = fit_to_input(img, boxes, meta, size, self.resize, c.pad_value)
         return img, boxes, labels, meta
 
 

@@ -29,6 +29,14 @@ def _opt(default: Any = None, help: str = "", *, factory: Any = None, recipe: bo
     return field(default=default, metadata=meta)
 
 
+def input_divisor(model: str) -> int:
+    """What ``--img`` must be a multiple of for zoo model ``model`` (32 for unknown names)."""
+    from odkit.models import zoo
+
+    s = zoo.MODELS.get(model)
+    return int(s.size_divisor) if s is not None else 32
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs. Units: ``img`` pixels (square network input), ``time``
@@ -43,7 +51,8 @@ class TrainConfig:
                          "(not needed with --resume)")
     model: str = _opt("yolox-nano", "model name from the zoo (see `odkit info`); with --weights of odkit "
                                     "weights, the weights' model")
-    img: int = _opt(416, "square network input size in pixels, multiple of 32", recipe=True)
+    img: int = _opt(416, "square network input size in pixels, multiple of the model's size divisor (32; "
+                         "SSD300: 1)", recipe=True)
     epochs: int = _opt(100, "number of epochs; with --time, the upper bound of the fitted plan", recipe=True)
     batch: int = _opt(16, "images per batch per process")
     time: float | None = _opt(
@@ -120,14 +129,18 @@ class TrainConfig:
     plots: bool = _opt(True, "write the PNG plots")
     strict_data: bool = _opt(False, "refuse to train on any data warning or undecodable image (default: "
                                     "undecodable images are left out, named)", flags=["--strict", "--strict-data"])
+    augment: str = _opt("yolox", "training pipeline: yolox (mosaic, affine, mixup, HSV, flip) or ssd "
+                                 "(photometric distortion, zoom-out, min-IoU crop, flip; odkit.data.ssd_aug)",
+                        choices=["yolox", "ssd"], recipe=True)
     aug: dict[str, Any] = _opt(
         factory=dict, recipe=True, metavar="KEY=VALUE",
         help="augmentation settings (odkit.data.transforms.AugmentConfig fields), e.g. scale=[0.5,1.5] "
              "degrees=0; values are YAML")
 
     def __post_init__(self) -> None:
-        if self.img <= 0 or self.img % 32:
-            raise ConfigError(f"--img must be a positive multiple of 32, got {self.img}")
+        div = input_divisor(self.model)
+        if self.img <= 0 or self.img % div:
+            raise ConfigError(f"--img must be a positive multiple of {div}, got {self.img}")
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch < 1:
@@ -162,6 +175,8 @@ class TrainConfig:
             raise ConfigError("--from names the format of --weights or --pretrained-backbone; give one of them")
         if self.weights and self.pretrained_backbone:
             raise ConfigError("--weights already holds a backbone; use either --weights or --pretrained-backbone")
+        if self.augment not in ("yolox", "ssd"):
+            raise ConfigError(f"--augment must be 'yolox' or 'ssd', got {self.augment!r}")
         if not isinstance(self.aug, dict):
             raise ConfigError(f"aug must be a mapping of augmentation settings, got {self.aug!r}")
         self.freeze_parts()  # validates --freeze / --freeze-stages

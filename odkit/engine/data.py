@@ -179,13 +179,28 @@ def augment_config(cfg: TrainConfig) -> Any:
     return AugmentConfig.light(mosaic_prob=cfg.mosaic, mixup_prob=cfg.mixup, close_mosaic=0, **cfg.aug)
 
 
+def train_transform(cfg: TrainConfig) -> Any:
+    """The training pipeline of ``cfg.model``: ``TrainAugment`` ending with the model's resize mode
+    (letterbox or plain resize), or SSD's (``odkit.data.ssd_aug``) when the model's recipe says
+    ``augment: ssd``."""
+    from odkit.data.transforms import TrainAugment
+    from odkit.models import zoo
+
+    s = zoo.MODELS.get(cfg.model)
+    resize = s.resize if s is not None else "letterbox"
+    if getattr(cfg, "augment", "yolox") == "ssd":
+        from odkit.data.ssd_aug import SSDAugment, SSDAugmentConfig
+
+        return SSDAugment(SSDAugmentConfig(**cfg.aug), resize=resize)
+    return TrainAugment(augment_config(cfg), resize=resize)
+
+
 def train_loader(aset: AnnotationSet, cfg: TrainConfig, no_aug: bool, workers: int, dist: DistInfo) -> Any:
-    """Shuffled training loader with ``TrainAugment`` (mosaic/affine off when ``no_aug``)."""
+    """Shuffled training loader with the model's training pipeline (mosaic/affine off when ``no_aug``)."""
     from odkit.data.dataset import DetectionDataset
     from odkit.data.loader import MultiScale, build_loader
-    from odkit.data.transforms import TrainAugment
 
-    ds = DetectionDataset(aset, cfg.img, transforms=TrainAugment(augment_config(cfg)), cache_ram_gb=cfg.cache, seed=cfg.seed)
+    ds = DetectionDataset(aset, cfg.img, transforms=train_transform(cfg), cache_ram_gb=cfg.cache, seed=cfg.seed)
     if no_aug:
         ds.close_mosaic()
     per_rank = len(aset) // max(dist.world_size, 1)
@@ -213,13 +228,13 @@ def loader_generator(loader: Any) -> torch.Generator | None:
     return getattr(loader, "generator", None)
 
 
-def val_loader(aset: AnnotationSet, img_size: int, batch: int, workers: int) -> Any:
-    """Ordered, letterboxed loader over ``aset`` (no augmentation)."""
+def val_loader(aset: AnnotationSet, img_size: int, batch: int, workers: int, resize: str = "letterbox") -> Any:
+    """Ordered, letterboxed (``resize="stretch"``: plainly resized) loader over ``aset`` (no augmentation)."""
     from odkit.data.dataset import DetectionDataset
     from odkit.data.loader import build_loader
     from odkit.data.transforms import ValTransform
 
-    ds = DetectionDataset(aset, img_size, transforms=ValTransform(img_size))
+    ds = DetectionDataset(aset, img_size, transforms=ValTransform(img_size, mode=resize))
     return build_loader(ds, batch, shuffle=False, workers=workers, seed=0, drop_last=False,
                         persistent_workers=False)
 

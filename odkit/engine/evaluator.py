@@ -1,7 +1,7 @@
 """Predict a whole dataset (optionally sharded over ranks) and evaluate it with the COCO evaluator.
 
-Predictions do not depend on the batch size: images are letterboxed one by one to the same
-square input, and the model's BatchNorm layers run in eval mode.
+Predictions do not depend on the batch size: images are letterboxed (or plainly resized, as the
+model was trained) one by one to the same square input, and the model's BatchNorm layers run in eval mode.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def predict_set(
     from tqdm import tqdm
 
     from odkit.engine.data import unpack, val_loader
+    from odkit.models.postprocess import resize_mode
 
     device = torch.device(device)
     indices = np.arange(len(aset))
@@ -59,7 +60,7 @@ def predict_set(
     model.eval()
     out: list[dict[str, np.ndarray]] = []
     if len(part):
-        loader = val_loader(part, img_size, batch, workers)
+        loader = val_loader(part, img_size, batch, workers, resize_mode(model))
         for b in tqdm(loader, desc="val", leave=False, disable=not progress, unit="batch"):
             images, _, metas = unpack(b)
             images = images.to(device, non_blocking=True)

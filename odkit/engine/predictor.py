@@ -1,5 +1,5 @@
-"""Inference with a trained model: inputs in any common form, letterbox handled inside, boxes
-returned in original image pixels."""
+"""Inference with a trained model: inputs in any common form, resized to the input the way the model
+was trained (letterbox, or a plain resize for SSD) inside, boxes returned in original image pixels."""
 
 from __future__ import annotations
 
@@ -111,8 +111,10 @@ class Predictor:
         image, each defaulting to the model's prediction settings (``model.postprocess_defaults``: the
         reference implementation's); ``img_size``: square network input in pixels, a multiple of the
         model's size divisor; default: the training size)."""
-        from odkit.data.transforms import letterbox
+        from odkit.data.transforms import fit_to_input
+        from odkit.models.postprocess import resize_mode
 
+        mode = resize_mode(self.model)
         size = int(img_size or self.img_size)
         divisor = int(getattr(self.model, "size_divisor", 32))
         if size % divisor:
@@ -123,7 +125,8 @@ class Predictor:
             chunk = items[s : s + batch]
             arrs, metas = [], []
             for k, (img, path) in enumerate(chunk):
-                out, _, meta = letterbox(img, np.zeros((0, 4), np.float32), {"image_id": s + k, "path": path}, size)
+                out, _, meta = fit_to_input(img, np.zeros((0, 4), np.float32), {"image_id": s + k, "path": path},
+                                            size, mode)
                 arrs.append(out)
                 metas.append(meta)
             x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div_(255.0).to(self.device)

@@ -1,7 +1,8 @@
 """Predictors for exported models: onnxruntime for ``.onnx``, OpenVINO for ``.xml``.
 
 They mirror :class:`odkit.engine.predictor.Predictor`: the same input forms (paths, numpy HWC RGB,
-tensors), the same letterbox (:func:`odkit.data.transforms.letterbox`) and the same post-processing
+tensors), the same letterbox or plain resize (:func:`odkit.data.transforms.fit_to_input`, the
+model's ``resize`` mode from the sidecar's model config) and the same post-processing
 (:func:`odkit.models.postprocess.postprocess`, or the in-graph NMS followed by
 :func:`odkit.models.postprocess.undo_letterbox`), so they return the same prediction dicts
 ``{"boxes" [K,4] float32 xyxy original pixels, "scores" [K], "labels" [K] int64}``.
@@ -151,8 +152,8 @@ class ExportedPredictor:
         ``conf``/``iou``; unset settings take the graph's own (with in-graph NMS) or the model's
         prediction defaults recorded in the sidecar. ``img_size``, when given, must be the exported
         size."""
-        from odkit.data.transforms import letterbox
-        from odkit.models.postprocess import postprocess, undo_letterbox
+        from odkit.data.transforms import fit_to_input
+        from odkit.models.postprocess import postprocess, resize_mode, undo_letterbox
 
         if self.nms:
             defaults = {k: self.info[k] for k in ("conf_thr", "iou_thr", "max_det")}
@@ -177,8 +178,9 @@ class ExportedPredictor:
             chunk = items[s : s + step]
             arrs, metas = [], []
             for k, (img, path) in enumerate(chunk):
-                out, _, meta = letterbox(
-                    img, np.zeros((0, 4), np.float32), {"image_id": s + k, "path": path}, size
+                out, _, meta = fit_to_input(
+                    img, np.zeros((0, 4), np.float32), {"image_id": s + k, "path": path}, size,
+                    resize_mode(self.info.get("model_config") or {}),
                 )
                 arrs.append(out)
                 metas.append(meta)

@@ -19,20 +19,23 @@ def undo_letterbox(boxes: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor
     """Map xyxy boxes from network-input pixels to original image pixels.
 
     ``meta`` is the letterbox meta ``{"orig_size": (h, w), "ratio": r, "pad": (dx, dy), ...}``:
-    ``original = (box - [dx, dy, dx, dy]) / r``, then clipped to ``[0, w] x [0, h]``.
+    ``original = (box - [dx, dy, dx, dy]) / r``, then clipped to ``[0, w] x [0, h]``. A plain-resize
+    (stretch) meta has ``ratio = (rx, ry)``, one scale per axis
+    (:func:`odkit.data.transforms.fit_to_input`).
     """
     try:
         h, w = meta["orig_size"]
-        r = float(meta["ratio"])
+        r = meta["ratio"]
+        rx, ry = (float(r[0]), float(r[1])) if isinstance(r, (tuple, list)) else (float(r), float(r))
         dx, dy = meta["pad"]
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ConfigError(
-            f"letterbox meta needs orig_size (h, w), ratio and pad (dx, dy); got {dict(meta)}"
+            f"letterbox meta needs orig_size (h, w), ratio (r or (rx, ry)) and pad (dx, dy); got {dict(meta)}"
         ) from e
-    if r <= 0:
+    if rx <= 0 or ry <= 0:
         raise ConfigError(f"letterbox meta ratio must be > 0, got {r}")
     pad = boxes.new_tensor([dx, dy, dx, dy])
-    out = (boxes - pad) / r
+    out = (boxes - pad) / (rx if rx == ry else boxes.new_tensor([rx, ry, rx, ry]))
     x = out[:, 0::2].clamp(0, float(w))
     y = out[:, 1::2].clamp(0, float(h))
     return torch.stack((x[:, 0], y[:, 0], x[:, 1], y[:, 1]), dim=1)
@@ -90,3 +93,13 @@ def postprocess_candidates(
             b = undo_letterbox(b, metas[i])
         results.append({"boxes": b, "scores": s, "labels": lab})
     return results
+
+
+def resize_mode(model: Any) -> str:
+    """How ``model`` (or a wrapper with ``.module``, or a ``model.config`` dict) takes images to its
+    input size: ``"letterbox"`` (default) or ``"stretch"`` (plain resize, SSD), from its config."""
+    if isinstance(model, Mapping):
+        cfg = model
+    else:
+        cfg = getattr(getattr(model, "module", model), "config", None) or {}
+    return str(cfg.get("resize") or "letterbox")

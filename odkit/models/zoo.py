@@ -35,6 +35,9 @@ class ModelSpec:
         recipe: training defaults, as ``TrainConfig`` field values (optimizer, lr, schedule,
             warm-up, augmentation, no-augmentation tail, ...); ``odkit train`` flags override them.
         family: detector family name (for listings).
+        resize: how images reach the input size, ``"letterbox"`` or ``"stretch"`` (plain resize, SSD);
+            stored in ``model.config`` when not letterbox.
+        size_divisor: what input sides must be multiples of (the built model's ``size_divisor``).
     """
 
     builder: Callable[..., Detector]
@@ -42,6 +45,8 @@ class ModelSpec:
     postprocess: Mapping[str, Any] = field(default_factory=dict)
     recipe: Mapping[str, Any] = field(default_factory=dict)
     family: str = ""
+    resize: str = "letterbox"
+    size_divisor: int = 32
 
 
 def _with(builder: Callable[..., Detector], **defaults: Any) -> Callable[..., Detector]:
@@ -104,7 +109,8 @@ def build(
     ``[h, w]``; default per model) are stored in ``model.config``. ``overrides`` go to the builder
     (e.g. ``depth``, ``width`` for YOLOX; ``assigner`` for dense heads), except the input format
     (``pixel_mean``, ``pixel_std`` in [0, 1] units, ``input_bgr``) and prediction defaults
-    (``conf_thr``, ``iou_thr``, ``max_det``, ``pre_topk``), which every model accepts. All are stored.
+    (``conf_thr``, ``iou_thr``, ``max_det``, ``pre_topk``) and the resize mode (``resize``:
+    ``"letterbox"`` or ``"stretch"``), which every model accepts. All are stored.
     """
     s = spec(name)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
@@ -119,7 +125,10 @@ def build(
         img_size = [int(v) for v in img_size]
         if len(img_size) != 2:
             raise ConfigError(f"img_size must be an int or [h, w], got {img_size}")
-    arch = {k: v for k, v in overrides.items() if k not in INPUT_KEYS + POSTPROCESS_KEYS}
+    resize = str(overrides.get("resize", s.resize))
+    if resize not in ("letterbox", "stretch"):
+        raise ConfigError(f"resize must be 'letterbox' or 'stretch', got {resize!r}")
+    arch = {k: v for k, v in overrides.items() if k not in INPUT_KEYS + POSTPROCESS_KEYS + ("resize",)}
     try:
         model = s.builder(num_classes, **arch)
     except TypeError as e:
@@ -137,6 +146,7 @@ def build(
         "num_classes": num_classes,
         "class_names": class_names,
         "img_size": img_size,
+        **({"resize": resize} if resize != "letterbox" else {}),
         **overrides,
     }
     return model
