@@ -1,5 +1,7 @@
 """odkit.models.backbones."""
 
 from odkit.models.backbones.csp_darknet import CSPDarknet
+from odkit.models.backbones.mobilenet_v3 import MobileNetV3
+from odkit.models.backbones.vgg import VGG
 
-__all__ = ["CSPDarknet"]
+__all__ = ["CSPDarknet", "MobileNetV3", "VGG"]
