@@ -15,7 +15,7 @@ from typing import Any
 
 from odkit.errors import ConfigError
 from odkit.models.detector import Detector
-from odkit.models.families import dense, yolox
+from odkit.models.families import dense, yolov3, yolox
 
 # Overrides every model accepts (handled here, not by the builders): in-model input format and
 # prediction defaults.
@@ -76,6 +76,7 @@ MODELS: dict[str, ModelSpec] = {
     "yolox-x": _yolox(1.33, 1.25, False, 640),
 }
 MODELS.update(dense.models())
+MODELS.update(yolov3.models())
 
 
 def available() -> list[str]:
