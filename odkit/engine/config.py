@@ -132,6 +132,10 @@ class TrainConfig:
     augment: str = _opt("yolox", "training pipeline: yolox (mosaic, affine, mixup, HSV, flip) or ssd "
                                  "(photometric distortion, zoom-out, min-IoU crop, flip; odkit.data.ssd_aug)",
                         choices=["yolox", "ssd"], recipe=True)
+    anchors: str | None = _opt(
+        None, "anchor boxes of models with settable anchors (yolov3, yolov3-tiny): 'auto' fits them to the "
+              "training set at --img with k-means (1 - IoU), or 'w,h, w,h, ...' in pixels as `odkit anchors` "
+              "prints; stored in the model config", metavar="A")
     aug: dict[str, Any] = _opt(
         factory=dict, recipe=True, metavar="KEY=VALUE",
         help="augmentation settings (odkit.data.transforms.AugmentConfig fields), e.g. scale=[0.5,1.5] "

@@ -188,6 +188,10 @@ class Trainer:
         if cfg.weights and not resuming:
             src = finetune.read_source(cfg.weights, cfg.weights_from, cfg.model)
             overrides = src.overrides
+        if cfg.anchors and not resuming:
+            from odkit.engine.anchors import training_anchors
+
+            overrides = {**overrides, "anchors": training_anchors(cfg.anchors, cfg.model, self.train_set, cfg.img)}
         model = build(cfg.model, num_classes=self.num_classes, class_names=self.class_names, img_size=cfg.img,
                       **overrides)
         if src is not None:
