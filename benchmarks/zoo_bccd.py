@@ -6,7 +6,8 @@ weights. Run it alone on the machine; models train one after another.
     python benchmarks/zoo_bccd.py --minutes 15 [--models yolox-nano,retinanet-lite,...] [--img 416]
 
 BCCD is found as the tests find it (``$ODKIT_BCCD``, else ``shared/data/bccd`` beside the repository).
-Results go to ``benchmarks/results/zoo_bccd_<minutes>min.json``.
+Results go to ``benchmarks/results/zoo_bccd_<minutes>min.json`` (``--out`` to write elsewhere, e.g. one
+file per model run).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-DEFAULT_MODELS = "yolox-nano,retinanet-lite,fcos-lite,atss-lite,gfl-lite"
+DEFAULT_MODELS = "yolox-nano,retinanet-lite,fcos-lite,atss-lite,gfl-lite,yolov3-tiny"
 
 
 def train_speed(data: str, model_name: str, img: int, batch: int, steps: int = 4, warmup: int = 2) -> float:
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
     ap.add_argument("--data", default=None, help="BCCD VOC root (default: found beside the repository)")
     ap.add_argument("--project", default="runs/zoo_bccd", help="where the run directories go")
+    ap.add_argument("--out", default=None,
+                    help="results json (default benchmarks/results/zoo_bccd_<minutes>min.json)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['model']:<16} {r['params_M']:>9.3f} {r['gflops']:>7.2f} {r['train_img_s']:>12.2f} {r['epochs']:>7d} "
               f"{r['mAP50-95']:>9.4f} {r['mAP50']:>7.4f}")
-    out = ROOT / "benchmarks" / "results" / f"zoo_bccd_{args.minutes:g}min.json"
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"zoo_bccd_{args.minutes:g}min.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"minutes": args.minutes, "img": args.img, "batch": args.batch, "threads": threads,
                                "rows": rows}, indent=2))
