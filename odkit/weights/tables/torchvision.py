@@ -34,6 +34,17 @@ BACKBONES: dict[str, Table] = {
         build_overrides=IMAGENET_INPUT,
         note="torchvision ImageNet ShuffleNetV2",
     ),
+    # the trunks keep torchvision's ``features.*`` names (vgg*, vgg*_bn, mobilenet_v2,
+    # mobilenet_v3_large / _small); the classifier is not used
+    **{
+        cls: Table(
+            rules=((r"^features\.", "features."),),
+            drop=(r"^classifier\.",),
+            build_overrides=IMAGENET_INPUT,
+            note=f"torchvision ImageNet {cls}",
+        )
+        for cls in ("VGG", "MobileNetV2", "MobileNetV3")
+    },
 }
 
 # Detection models (torchvision's COCO weights have 91 class slots: index 0 is background and never
