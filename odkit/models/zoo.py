@@ -15,7 +15,7 @@ from typing import Any
 
 from odkit.errors import ConfigError
 from odkit.models.detector import Detector
-from odkit.models.families import dense, yolov3, yolox
+from odkit.models.families import dense, rcnn, ssd, yolov3, yolox
 
 # Overrides every model accepts (handled here, not by the builders): in-model input format and
 # prediction defaults.
@@ -77,6 +77,8 @@ MODELS: dict[str, ModelSpec] = {
 }
 MODELS.update(dense.models())
 MODELS.update(yolov3.models())
+MODELS.update(rcnn.models())
+MODELS.update(ssd.models())
 
 
 def available() -> list[str]:

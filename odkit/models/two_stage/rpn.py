@@ -1,0 +1,182 @@
+"""Region proposal network (Faster R-CNN, with FPN): objectness and box deltas per anchor, max-IoU
+assignment with balanced sampling for the loss, and proposals as a fixed-size tensor with a validity
+mask (no data-dependent shapes, so the detector exports to ONNX).
+
+Proposals per image (torchvision's ``RegionProposalNetwork`` semantics): on every level the
+``pre_nms_top_n`` anchors of highest objectness (logits), decoded (weights 1, ``dw, dh`` clamped at
+``log(1000 / 16)``) and clipped to the input; a candidate takes part when its width and height are
+``>= min_size`` and ``sigmoid(objectness) >= score_thr``; greedy NMS at ``nms_thr`` within each
+level; then the ``post_nms_top_n`` best kept candidates over all levels by objectness. Output rows
+past the kept count are invalid (``valid`` False). Top-k sizes are per image, ``(train, test)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from odkit.assign.base import GTBatch, Priors
+from odkit.assign.max_iou import MaxIoUAssigner
+from odkit.errors import ConfigError
+from odkit.models.two_stage.nms import sorted_nms_keep
+from odkit.models.two_stage.sampler import BalancedSampler
+from odkit.ops.coders import DeltaXYWHCoder
+from odkit.ops.priors import AnchorGenerator
+
+BOX_CLIP = math.log(1000.0 / 16)
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(v, int):
+        return v, v
+    a, b = v
+    return int(a), int(b)
+
+
+class RPNHead(nn.Module):
+    """Shared 3x3 conv + ReLU, then 1x1 convs for ``A`` objectness logits and ``4 A`` deltas per
+    location (torchvision's names: ``conv.0.0``, ``cls_logits``, ``bbox_pred``)."""
+
+    def __init__(self, in_channels: int, num_anchors: int, conv_depth: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(*(
+            nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.ReLU(inplace=True))
+            for _ in range(conv_depth)))
+        self.cls_logits = nn.Conv2d(in_channels, num_anchors, 1)
+        self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Per level ``[B, A, H, W]`` logits and ``[B, 4 A, H, W]`` deltas."""
+        logits, deltas = [], []
+        for f in feats:
+            t = self.conv(f)
+            logits.append(self.cls_logits(t))
+            deltas.append(self.bbox_pred(t))
+        return logits, deltas
+
+
+class RPN(nn.Module):
+    """Region proposal network; see the module docstring.
+
+    Args:
+        in_channels: channels of every input level.
+        anchor_generator: anchors per level (torchvision's stride rule ``input // feature`` is used).
+        pre_nms_top_n, post_nms_top_n: per image, ``(train, test)`` or one value for both.
+        nms_thr, score_thr, min_size: proposal NMS IoU, objectness probability floor, side floor (px).
+        pos_iou_thr, neg_iou_thr: max-IoU assignment (low-quality matches allowed).
+        num_samples, pos_fraction: anchors sampled per image for the loss, positive share.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        anchor_generator: AnchorGenerator,
+        pre_nms_top_n: int | Sequence[int] = (2000, 1000),
+        post_nms_top_n: int | Sequence[int] = (2000, 1000),
+        nms_thr: float = 0.7,
+        score_thr: float = 0.0,
+        min_size: float = 1e-3,
+        pos_iou_thr: float = 0.7,
+        neg_iou_thr: float = 0.3,
+        num_samples: int = 256,
+        pos_fraction: float = 0.5,
+    ) -> None:
+        super().__init__()
+        counts = set(anchor_generator.num_anchors_per_location())
+        if len(counts) != 1:
+            raise ConfigError(f"RPN: every level needs the same number of anchors per location, got {counts}")
+        self.anchor_generator = anchor_generator
+        self.head = RPNHead(in_channels, counts.pop())
+        self.pre_nms_top_n = _pair(pre_nms_top_n)
+        self.post_nms_top_n = _pair(post_nms_top_n)
+        self.nms_thr = float(nms_thr)
+        self.score_thr = float(score_thr)
+        self.min_size = float(min_size)
+        self.coder = DeltaXYWHCoder(clip=BOX_CLIP)
+        self.assigner = MaxIoUAssigner(pos_iou_thr, neg_iou_thr, allow_low_quality_matches=True)
+        self.sampler = BalancedSampler(num_samples, pos_fraction)
+
+    def anchors(self, sizes: Sequence[tuple[int, int]], input_hw: tuple[int, int], device: torch.device) -> Priors:
+        """Anchors of all levels (xyxy input pixels) as ``Priors``; level stride ``input // size``."""
+        strides = [(input_hw[0] // h, input_hw[1] // w) for h, w in sizes]
+        per_level = self.anchor_generator.grid_anchors(sizes, device, strides=strides)
+        anchors = torch.cat(per_level)
+        levels = torch.cat([torch.full((a.shape[0],), i, dtype=torch.long, device=device)
+                            for i, a in enumerate(per_level)])
+        stride = torch.cat([torch.full((a.shape[0],), float(s[0]), device=device)
+                            for a, s in zip(per_level, strides)])
+        return Priors((anchors[:, :2] + anchors[:, 2:]) * 0.5, stride, levels, [int(a.shape[0]) for a in per_level],
+                      torch.zeros_like(anchors[:, :2]), anchors)
+
+    @staticmethod
+    def flatten(logits: Sequence[Tensor], deltas: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """Per-level maps -> objectness ``[B, N]`` and deltas ``[B, N, 4]`` in anchor order."""
+        obj, dts = [], []
+        for o, d in zip(logits, deltas):
+            b, a, h, w = o.shape
+            obj.append(o.permute(0, 2, 3, 1).reshape(b, h * w * a))
+            dts.append(d.view(b, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(b, h * w * a, 4))
+        return torch.cat(obj, 1), torch.cat(dts, 1)
+
+    def forward(self, feats: Sequence[Tensor], input_hw: tuple[int, int],
+                gt: GTBatch | None = None) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """Proposals ``[B, P, 4]`` (xyxy input px), their objectness ``[B, P]`` and validity ``[B, P]``;
+        with ``gt`` also the losses ``loss_rpn_cls``, ``loss_rpn_box``."""
+        logits, deltas = self.head(feats)
+        obj, dts = self.flatten(logits, deltas)
+        priors = self.anchors([tuple(o.shape[-2:]) for o in logits], input_hw, obj.device)
+        losses = self.loss(obj.float(), dts.float(), priors, gt) if gt is not None else {}
+        k = 0 if self.training else 1
+        boxes, scores, valid = self.proposals(obj.detach().float(), dts.detach().float(), priors, input_hw,
+                                              self.pre_nms_top_n[k], self.post_nms_top_n[k])
+        return boxes, scores, valid, losses
+
+    def proposals(self, obj: Tensor, deltas: Tensor, priors: Priors, input_hw: tuple[int, int],
+                  pre_nms_top_n: int, post_nms_top_n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Fixed-size proposals from flat objectness ``[B, N]`` and deltas ``[B, N, 4]``."""
+        h, w = input_hw
+        start = 0
+        boxes, probs, keeps = [], [], []
+        for n in priors.num_per_level:
+            top, idx = obj[:, start:start + n].topk(min(pre_nms_top_n, n), dim=1)  # sorted, descending
+            idx = idx + start
+            d = deltas.gather(1, idx[..., None].expand(-1, -1, 4))
+            bx = self.coder.decode(priors.anchors[idx], d)
+            bx = torch.stack((bx[..., 0].clamp(0, w), bx[..., 1].clamp(0, h),
+                              bx[..., 2].clamp(0, w), bx[..., 3].clamp(0, h)), dim=-1)
+            prob = top.sigmoid()
+            ok = ((bx[..., 2] - bx[..., 0]) >= self.min_size) & ((bx[..., 3] - bx[..., 1]) >= self.min_size)
+            ok &= prob >= self.score_thr
+            keeps.append(sorted_nms_keep(bx, ok, self.nms_thr))
+            boxes.append(bx)
+            probs.append(prob)
+            start += n
+        bx, prob, keep = torch.cat(boxes, 1), torch.cat(probs, 1), torch.cat(keeps, 1)
+        ranked = torch.where(keep, prob, torch.full_like(prob, -1.0))
+        vals, order = ranked.topk(min(post_nms_top_n, ranked.shape[1]), dim=1)
+        out = bx.gather(1, order[..., None].expand(-1, -1, 4))
+        return out, vals.clamp(min=0), vals >= 0
+
+    def loss(self, obj: Tensor, deltas: Tensor, priors: Priors, gt: GTBatch) -> dict[str, Tensor]:
+        """Objectness BCE over the sampled anchors and smooth L1 (beta 1/9) on the positives' deltas,
+        both summed and divided by the number of sampled anchors of the batch (torchvision)."""
+        assign = self.assigner.assign(priors, gt)
+        pos, neg = self.sampler.sample(assign.gt_inds)
+        sampled = pos | neg
+        n = sampled.sum().clamp(min=1).float()
+        loss_cls = F.binary_cross_entropy_with_logits(obj[sampled], pos[sampled].float(), reduction="sum") / n
+        b_idx, a_idx = pos.nonzero(as_tuple=True)
+        if b_idx.numel():
+            target = self.coder.encode(priors.anchors[a_idx], gt.boxes[b_idx, assign.gt_inds[b_idx, a_idx]])
+            loss_box = F.smooth_l1_loss(deltas[b_idx, a_idx], target, beta=1.0 / 9, reduction="sum") / n
+        else:
+            loss_box = deltas.sum() * 0.0
+        return {"loss_rpn_cls": loss_cls, "loss_rpn_box": loss_box}
