@@ -12,8 +12,7 @@ from typing import Any
 from torch import nn
 
 from odkit.errors import ConfigError
-from odkit.models.backbones.resnet import ResNet
-from odkit.models.backbones.shufflenetv2 import ShuffleNetV2
+from odkit.models.backbones.registry import make_backbone
 from odkit.models.detector import Detector
 from odkit.models.heads.atss_head import ATSSHead
 from odkit.models.heads.fcos_head import FCOSHead
@@ -38,14 +37,14 @@ def make_assigner(name: str | None, **kw: Any) -> Any:
     return table[name](**kw)
 
 
-def _r50_fpn(extra_source: str = "p5", **backbone_args: Any) -> tuple[nn.Module, nn.Module]:
-    backbone = ResNet(50, out_indices=(1, 2, 3), **backbone_args)
+def _r50_fpn(extra_source: str = "p5", name: str = "resnet50", **backbone_args: Any) -> tuple[nn.Module, nn.Module]:
+    backbone = make_backbone(name, **backbone_args)
     neck = FPN(backbone.out_channels, 256, extra_levels=2, extra_source=extra_source, in_strides=backbone.strides)
     return backbone, neck
 
 
-def _lite(**backbone_args: Any) -> tuple[nn.Module, nn.Module]:
-    backbone = ShuffleNetV2(1.0, out_indices=(0, 1, 2), **backbone_args)
+def _lite(name: str = "shufflenetv2", **backbone_args: Any) -> tuple[nn.Module, nn.Module]:
+    backbone = make_backbone(name, **backbone_args)
     neck = SlimPAN(backbone.out_channels, 96, extra_levels=1, in_strides=backbone.strides)
     return backbone, neck
 
@@ -58,6 +57,7 @@ def build_dense(
     assigner_args: dict[str, Any] | None = None,
     backbone_args: dict[str, Any] | None = None,
     extra_source: str = "p5",
+    backbone: str | None = None,
     **head_args: Any,
 ) -> Detector:
     """A dense detector: ``family`` (retinanet, fcos, atss, gfl) on ``size`` ``"r50"`` (ResNet-50 + FPN
@@ -65,11 +65,14 @@ def build_dense(
     depthwise towers of 2 convs with GroupNorm). ``assigner`` swaps the head's assigner by name
     (``assigner_args`` configure it); ``backbone_args`` go to the backbone (e.g. ``frozen_stages``,
     ``norm="frozen_bn"`` for ResNet); ``extra_source`` picks P6's input for the r50 FPN (``"p5"``
-    as torchvision's RetinaNet / FCOS, or ``"c5"``); ``head_args`` go to the head class."""
+    as torchvision's RetinaNet / FCOS, or ``"c5"``); ``backbone`` swaps the size's backbone by name
+    (``odkit.models.backbones.registry``: e.g. ``"mobilenetv2"``, ``"mobilenetv3-large"``,
+    ``"repvgg-a0"``, ``"vgg16"``; default ``"resnet50"`` / ``"shufflenetv2"``), the neck following its
+    channels; ``head_args`` go to the head class."""
     if family not in HEADS:
         raise ConfigError(f"unknown dense family {family!r}; expected one of {', '.join(HEADS)}")
     if size == "r50":
-        backbone, neck = _r50_fpn(extra_source, **(backbone_args or {}))
+        backbone, neck = _r50_fpn(extra_source, backbone or "resnet50", **(backbone_args or {}))
         defaults: dict[str, Any] = {"feat_channels": 256, "stacked_convs": 4}
         if family == "retinanet":
             defaults.update(norm=None, stride_from_input=True,
@@ -78,7 +81,7 @@ def build_dense(
             defaults.update(norm="gn", stride_from_input=True,
                             prior_generator=AnchorGenerator([[8.0 * 2**i] for i in range(5)], (1.0,), neck.strides))
     elif size == "lite":
-        backbone, neck = _lite(**(backbone_args or {}))
+        backbone, neck = _lite(backbone or "shufflenetv2", **(backbone_args or {}))
         defaults = {"feat_channels": 96, "stacked_convs": 2, "norm": "gn", "depthwise": True}
         if family == "retinanet":
             defaults.update(box_loss="giou")
@@ -116,22 +119,24 @@ RECIPE_LITE = {
 }
 
 
-def _entry(family: str, size: str) -> Any:
+def _entry(family: str, size: str, **fixed: Any) -> Any:
     from odkit.models.zoo import ModelSpec
 
     def builder(num_classes: int = 80, **kw: Any) -> Detector:
-        return build_dense(num_classes, family, size, **kw)
+        return build_dense(num_classes, family, size, **{**fixed, **kw})
 
-    builder.__name__ = f"build_{family}_{size}"
+    builder.__name__ = f"build_{family}_{fixed.get('backbone', size)}"
     recipe = RECIPE_1X if size == "r50" else RECIPE_LITE
     return ModelSpec(builder, 800 if size == "r50" else 416, POSTPROCESS[family], recipe, family)
 
 
 def models() -> dict[str, Any]:
-    """Zoo entries of the dense families (``<family>-r50-fpn`` and ``<family>-lite``)."""
+    """Zoo entries of the dense families (``<family>-r50-fpn`` and ``<family>-lite``), and the light
+    FCOS on MobileNetV2 (``fcos-mobilenetv2``: ``fcos-lite`` with ``backbone="mobilenetv2"``)."""
     out = {}
     for family in HEADS:
         out[f"{family}-r50-fpn"] = _entry(family, "r50")
         out[f"{family}-lite"] = _entry(family, "lite")
+    out["fcos-mobilenetv2"] = _entry("fcos", "lite", backbone="mobilenetv2")
     return out
 
