@@ -79,7 +79,6 @@ MODELS.update(dense.models())
 MODELS.update(yolov3.models())
 MODELS.update(rcnn.models())
 MODELS.update(ssd.models())
-MODELS.update(ssd.models())
 
 
 def available() -> list[str]:
