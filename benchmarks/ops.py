@@ -1,18 +1,23 @@
-"""Benchmark odkit box ops: nms, batched_nms, roi_align.
+"""Benchmark odkit box ops against torchvision's compiled kernels and textbook loops.
 
-Usage: python benchmarks/ops.py [--repeat 7] [--json benchmarks/results/ops.json]
+Usage: python benchmarks/ops.py [--repeat 15] [--baseline REV] [--json benchmarks/results/ops.json]
+
+Run it in an environment with torchvision (the reference environment) to get the direct ratios
+odkit / torchvision; without torchvision only the textbook-loop columns are printed.
+``--baseline REV`` also times ``odkit/ops/nms.py`` and ``odkit/ops/roi.py`` as they were at git
+revision ``REV`` (loaded from ``git show``), so that before / after ratios come from one run.
 
 NMS inputs are clustered, detector-like boxes: n/10 objects with centres uniform in a square
 image whose side grows as sqrt(n) (1000 px at 5k boxes, so the density stays constant) and sizes
 log-uniform in [16, 256] px (w and h drawn independently); each box is a copy of a random object
 with its centre jittered by N(0, 0.08 * size) and its w, h scaled by exp(N(0, 0.08)); scores are
-uniform. About one box in eight survives NMS at IoU 0.5.
+uniform. About one box in eight survives NMS at IoU 0.5. The textbook NMS is the numpy greedy
+loop (py-faster-rcnn style); the textbook RoIAlign is a loop over RoIs, each one vectorised over
+channels and samples (the usual pure-PyTorch port of the reference kernel).
 
-The baseline is the textbook numpy greedy loop (py-faster-rcnn style), measured in the same run.
-On the reference machine torchvision's compiled nms took 0.3 / 6.6 / 109 ms and that numpy loop
-1.1 / 10.5 / 105 ms at 1k / 5k / 20k boxes, so ``odkit vs tv (est.)`` = (odkit / numpy) x
-(numpy_ref / tv_ref). When torchvision is importable its kernels are timed directly as well.
-Times are medians of ``--repeat`` runs with torch's default thread count (printed).
+Timings are interleaved (one sample of every contender per round) and each sample repeats the
+call until it lasts at least ~2 ms; the figure is the median per call, with torch's default
+thread count (printed). Every odkit result is checked against the other contenders.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ import argparse
 import json
 import math
 import statistics
+import subprocess
+import sys
 import time
+import types
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +38,7 @@ import torch
 
 from odkit.ops import batched_nms, nms, roi_align
 
-REF_MS = {1000: (0.3, 1.1), 5000: (6.6, 10.5), 20000: (109.0, 105.0)}  # (torchvision, numpy loop)
+ROOT = Path(__file__).resolve().parents[1]
 
 try:  # optional, only for direct ratios
     import torchvision.ops as tvops  # type: ignore[import-not-found]
@@ -75,85 +84,178 @@ def numpy_batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
     return keep
 
 
-def timeit(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeat):
+def loop_roi_align(
+    feats: torch.Tensor, rois: torch.Tensor, out: int, scale: float, sr: int, aligned: bool = True
+) -> torch.Tensor:
+    """Textbook RoIAlign: a Python loop over RoIs, bilinear samples gathered per RoI."""
+    _, c, h, w = feats.shape
+    res = []
+    off = 0.5 if aligned else 0.0
+    for r in rois.tolist():
+        x0, y0 = r[1] * scale - off, r[2] * scale - off
+        rw, rh = r[3] * scale - off - x0, r[4] * scale - off - y0
+        if not aligned:
+            rw, rh = max(rw, 1.0), max(rh, 1.0)
+        gh = sr if sr > 0 else math.ceil(rh / out)
+        gw = sr if sr > 0 else math.ceil(rw / out)
+        ys = y0 + (torch.arange(out * gh, dtype=torch.float32) + 0.5) * (rh / out / gh)
+        xs = x0 + (torch.arange(out * gw, dtype=torch.float32) + 0.5) * (rw / out / gw)
+        vy, vx = (ys >= -1) & (ys <= h), (xs >= -1) & (xs <= w)
+        ys, xs = ys.clamp(0, h - 1), xs.clamp(0, w - 1)
+        y_lo, x_lo = ys.floor().long().clamp(max=h - 2), xs.floor().long().clamp(max=w - 2)
+        ly, lx = ys - y_lo, xs - x_lo
+        f = feats[int(r[0])]
+        top = f[:, y_lo] * (1 - ly)[:, None] + f[:, y_lo + 1] * ly[:, None]  # [c, ny, w]
+        v = top[:, :, x_lo] * (1 - lx) + top[:, :, x_lo + 1] * lx  # [c, ny, nx]
+        v = v * (vy[:, None] & vx[None, :])
+        res.append(v.reshape(c, out, gh, out, gw).mean(dim=(2, 4)))
+    return torch.stack(res)
+
+
+def load_baseline(rev: str) -> dict[str, types.ModuleType]:
+    """odkit/ops/nms.py and roi.py at git revision ``rev``, as stand-alone modules."""
+    mods = {}
+    for name in ("nms", "roi"):
+        path = f"odkit/ops/{name}.py"
+        src = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True)
+        mod = types.ModuleType(f"odkit_baseline_{name}")
+        exec(compile(src.stdout, f"{rev}:{path}", "exec"), mod.__dict__)  # noqa: S102
+        mods[name] = mod
+    return mods
+
+
+def bench(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median ms per call of each function, sampled in interleaved rounds."""
+    inner = {}
+    for k, fn in fns.items():
+        fn()
         t = time.perf_counter()
         fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1e3
+        inner[k] = max(1, min(200, int(2e-3 / max(time.perf_counter() - t, 1e-7))))
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(inner[k]):
+                fn()
+            samples[k].append((time.perf_counter() - t) / inner[k])
+    return {k: statistics.median(v) * 1e3 for k, v in samples.items()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
-    args = ap.parse_args()
-    results: dict = {"threads": torch.get_num_threads(), "torch": torch.__version__, "nms": [], "tv": tvops is not None}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeat}")
-    print("\nnms, IoU 0.5, clustered boxes")
-    hdr = f"{'boxes':>6} {'kept':>6} {'numpy ms':>9} {'odkit ms':>9} {'odkit/numpy':>12} {'odkit vs tv (est.)':>19}"
-    print(hdr + (f" {'tv ms':>7} {'odkit/tv':>9}" if tvops else ""))
-    for n in (1000, 5000, 20000):
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a is not None and b else "-"
+
+
+def bench_nms(args: argparse.Namespace, base: dict | None) -> list[dict]:
+    print("\nnms, IoU 0.5, clustered boxes (ms per call)")
+    print(f"{'boxes':>6} {'kept':>5} {'numpy':>8} {'odkit':>8} {'before':>8} {'tv':>8} "
+          f"{'odkit/tv':>9} {'before/tv':>10} {'odkit/numpy':>12}")
+    rows = []
+    for n in (100, 500, 1000, 2000, 5000, 20000):
         boxes, scores = clustered_boxes(n)
         bn, sn = boxes.numpy(), scores.numpy()
-        rep = args.repeat if n < 20000 else max(3, args.repeat // 2)
-        keep = nms(boxes, scores, 0.5)
-        ok = keep.tolist() == numpy_nms(bn, sn, 0.5)
-        t_np = timeit(lambda: numpy_nms(bn, sn, 0.5), rep)  # noqa: B023
-        t_od = timeit(lambda: nms(boxes, scores, 0.5), rep)  # noqa: B023
-        tv_ref, np_ref = REF_MS[n]
-        est = t_od / t_np * (np_ref / tv_ref)
-        row = {"n": n, "kept": len(keep), "numpy_ms": t_np, "odkit_ms": t_od, "odkit_over_numpy": t_od / t_np,
-               "odkit_vs_tv_est": est, "identical_to_numpy": ok}
-        line = f"{n:>6} {len(keep):>6} {t_np:>9.2f} {t_od:>9.2f} {t_od / t_np:>12.3f} {est:>18.2f}x"
+        keep = nms(boxes, scores, 0.5).tolist()
+        ok = keep == numpy_nms(bn, sn, 0.5)
+        fns: dict[str, Callable[[], object]] = {
+            "numpy": lambda: numpy_nms(bn, sn, 0.5),  # noqa: B023
+            "odkit": lambda: nms(boxes, scores, 0.5),  # noqa: B023
+        }
+        if base:
+            fns["before"] = lambda: base["nms"].nms(boxes, scores, 0.5)  # noqa: B023
         if tvops:
-            t_tv = timeit(lambda: tvops.nms(boxes, scores, 0.5), rep)  # noqa: B023
-            row.update(tv_ms=t_tv)
-            line += f" {t_tv:>7.2f} {t_od / t_tv:>9.2f}"
-        print(line + ("" if ok else "  (MISMATCH vs numpy loop)"))
-        results["nms"].append(row)
-    print(f"target: odkit <= 1.5x torchvision at 5k (ref {REF_MS[5000][0]} ms), goal <= 1.0x at 5k and 20k")
+            ok &= keep == tvops.nms(boxes, scores, 0.5).tolist()
+            fns["tv"] = lambda: tvops.nms(boxes, scores, 0.5)  # noqa: B023
+        t = bench(fns, args.repeat if n < 20000 else max(3, args.repeat // 3))
+        t_b, t_tv = t.get("before"), t.get("tv")
+        print(f"{n:>6} {len(keep):>5} {t['numpy']:>8.3f} {t['odkit']:>8.3f} "
+              f"{t_b if t_b is not None else float('nan'):>8.3f} {t_tv if t_tv is not None else float('nan'):>8.3f} "
+              f"{_ratio(t['odkit'], t_tv):>9} {_ratio(t_b, t_tv):>10} {t['odkit'] / t['numpy']:>12.3f}"
+              + ("" if ok else "  MISMATCH"))
+        rows.append({"n": n, "kept": len(keep), "identical": ok, **{f"{k}_ms": v for k, v in t.items()}})
+    return rows
 
-    print("\nbatched_nms, 80 classes, IoU 0.5 (baseline: numpy loop per class)")
+
+def bench_batched(args: argparse.Namespace, base: dict | None) -> list[dict]:
+    print("\nbatched_nms, 80 classes, IoU 0.5 (ms per call; numpy = the loop per class)")
+    rows = []
     for n in (5000, 20000):
         boxes, scores = clustered_boxes(n, seed=1)
         labels = torch.from_numpy(np.random.default_rng(1).integers(0, 80, n))
         bn, sn, ln = boxes.numpy(), scores.numpy(), labels.numpy()
-        t_np = timeit(lambda: numpy_batched_nms(bn, sn, ln, 0.5), args.repeat)  # noqa: B023
-        t_od = timeit(lambda: batched_nms(boxes, scores, labels, 0.5), args.repeat)  # noqa: B023
-        line = f"{n:>6} boxes: numpy {t_np:8.2f} ms  odkit {t_od:7.2f} ms  odkit/numpy {t_od / t_np:.3f}"
-        row = {"n": n, "numpy_ms": t_np, "odkit_ms": t_od}
+        keep = batched_nms(boxes, scores, labels, 0.5)
+        ok = sorted(keep.tolist()) == sorted(numpy_batched_nms(bn, sn, ln, 0.5))
+        fns: dict[str, Callable[[], object]] = {
+            "numpy": lambda: numpy_batched_nms(bn, sn, ln, 0.5),  # noqa: B023
+            "odkit": lambda: batched_nms(boxes, scores, labels, 0.5),  # noqa: B023
+        }
+        if base:
+            fns["before"] = lambda: base["nms"].batched_nms(boxes, scores, labels, 0.5)  # noqa: B023
         if tvops:
-            t_tv = timeit(lambda: tvops.batched_nms(boxes, scores, labels, 0.5), args.repeat)  # noqa: B023
-            line += f"  tv {t_tv:.2f} ms  odkit/tv {t_od / t_tv:.2f}"
-            row["tv_ms"] = t_tv
-        print(line)
-        results.setdefault("batched_nms", []).append(row)
+            ok &= keep.tolist() == tvops.batched_nms(boxes, scores, labels, 0.5).tolist()
+            fns["tv"] = lambda: tvops.batched_nms(boxes, scores, labels, 0.5)  # noqa: B023
+        t = bench(fns, args.repeat if n < 20000 else max(3, args.repeat // 3))
+        print(f"{n:>6} boxes: " + "  ".join(f"{k} {v:.2f}" for k, v in t.items())
+              + f"  odkit/tv {_ratio(t['odkit'], t.get('tv'))}  before/tv {_ratio(t.get('before'), t.get('tv'))}"
+              + ("" if ok else "  MISMATCH"))
+        rows.append({"n": n, "identical": ok, **{f"{k}_ms": v for k, v in t.items()}})
+    return rows
 
-    print("\nroi_align, 512 RoIs x 256 channels -> 7x7, features [2, 256, 50, 68] at stride 16")
+
+def bench_roi_align(args: argparse.Namespace, base: dict | None) -> list[dict]:
+    print("\nroi_align, 512 RoIs x 256 channels -> 7x7, features [2, 256, 50, 68] at stride 16 (ms per call)")
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(2, 256, 50, 68, generator=g)
     xy = torch.rand(512, 2, generator=g) * torch.tensor([1000.0, 700.0])
     wh = torch.exp(torch.rand(512, 2, generator=g) * math.log(400 / 16)) * 16
     rois = torch.cat([torch.randint(0, 2, (512, 1), generator=g).float(), xy, xy + wh], 1)
+    fr = feats.clone().requires_grad_()
+    grad = torch.randn(512, 256, 7, 7, generator=g)
+    impls: dict[str, Callable[..., torch.Tensor]] = {"odkit": roi_align, "loop": loop_roi_align}
+    if base:
+        impls["before"] = base["roi"].roi_align
+    if tvops:
+        impls["tv"] = tvops.roi_align
+    rows = []
     for sr in (2, 0):
-        t_f = timeit(lambda: roi_align(feats, rois, 7, 1 / 16, sr, True), args.repeat)  # noqa: B023
-        fr = feats.clone().requires_grad_()
+        ref = impls["tv" if tvops else "loop"](feats, rois, 7, 1 / 16, sr, True)
+        err = (roi_align(feats, rois, 7, 1 / 16, sr, True) - ref).abs().max().item()
+        fwd = {k: (lambda f=f: f(feats, rois, 7, 1 / 16, sr, True)) for k, f in impls.items()}  # noqa: B023
 
-        def fwd_bwd() -> None:
-            roi_align(fr, rois, 7, 1 / 16, sr, True).sum().backward()  # noqa: B023
+        def fb(f: Callable[..., torch.Tensor]) -> Callable[[], None]:
+            def run() -> None:
+                fr.grad = None
+                f(fr, rois, 7, 1 / 16, sr, True).backward(grad)  # noqa: B023
+            return run
 
-        t_b = timeit(fwd_bwd, max(3, args.repeat // 2))
-        line = f"sampling_ratio={sr}: forward {t_f:.1f} ms, forward+backward {t_b:.1f} ms"
-        row = {"sampling_ratio": sr, "forward_ms": t_f, "fwd_bwd_ms": t_b}
-        if tvops:
-            t_tv = timeit(lambda: tvops.roi_align(feats, rois, 7, 1 / 16, sr, True), args.repeat)  # noqa: B023
-            line += f"; tv forward {t_tv:.1f} ms (odkit/tv {t_f / t_tv:.2f})"
-            row["tv_ms"] = t_tv
-        print(line)
-        results.setdefault("roi_align", []).append(row)
+        tf = bench(fwd, args.repeat)
+        tb = bench({k: fb(f) for k, f in impls.items()}, max(3, args.repeat // 2))
+        print(f"sampling_ratio={sr} (max |odkit - {'tv' if tvops else 'loop'}| = {err:.1e})")
+        for name, t in (("forward", tf), ("forward+backward", tb)):
+            print(f"  {name:<17}" + "  ".join(f"{k} {v:.1f}" for k, v in t.items())
+                  + f"  odkit/tv {_ratio(t['odkit'], t.get('tv'))}  before/tv {_ratio(t.get('before'), t.get('tv'))}"
+                  + f"  odkit/loop {_ratio(t['odkit'], t['loop'])}")
+        rows.append({"sampling_ratio": sr, "max_abs_err": err, "forward_ms": tf, "fwd_bwd_ms": tb})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--baseline", default=None, help="git revision whose nms.py / roi.py are timed as 'before'")
+    ap.add_argument("--only", default="nms,batched,roi", help="comma-separated subset of nms,batched,roi")
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = ap.parse_args()
+    base = load_baseline(args.baseline) if args.baseline else None
+    only = set(args.only.split(","))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, torchvision: {tvops is not None}, "
+          f"baseline: {args.baseline}, median of {args.repeat}, python {sys.version.split()[0]}")
+    results: dict = {"threads": torch.get_num_threads(), "torch": torch.__version__, "baseline": args.baseline}
+    if "nms" in only:
+        results["nms"] = bench_nms(args, base)
+    if "batched" in only:
+        results["batched_nms"] = bench_batched(args, base)
+    if "roi" in only:
+        results["roi_align"] = bench_roi_align(args, base)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
