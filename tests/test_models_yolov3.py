@@ -204,3 +204,48 @@ def test_yolov3_tiny_exports_to_onnx_and_openvino(tmp_path):
 def test_yolov3_exports_to_onnx_and_openvino(tmp_path):
     torch.manual_seed(0)
     _export_and_compare(zoo.build("yolov3", num_classes=3), tmp_path, 128)
+
+
+def _synth_set(tmp_path):
+    from odkit.data.formats import load_dataset
+    from odkit.data.synth import synthesize
+
+    synthesize(tmp_path / "synth", n=12, seed=0, size=96)
+    return tmp_path / "synth" / "data.yaml", load_dataset(str(tmp_path / "synth" / "data.yaml"), split="train")
+
+
+def test_training_anchors_auto_fits_the_letterboxed_training_boxes(tmp_path):
+    from odkit.engine.anchors import training_anchors
+    from odkit.ops.kmeans import kmeans_anchors
+
+    _, aset = _synth_set(tmp_path)
+    wh = []
+    for i in range(len(aset)):  # boxes scaled as the letterbox to 64 px scales them
+        s = 64 / max(int(aset.widths[i]), int(aset.heights[i]))
+        for x1, y1, x2, y2 in aset.boxes[aset.offsets[i] : aset.offsets[i + 1]]:
+            wh.append([(x2 - x1) * s, (y2 - y1) * s])
+    wh = np.array(wh)
+    want = kmeans_anchors(wh[(wh >= 2).all(1)], 6)
+    got = training_anchors("auto", "yolov3-tiny", aset, 64)
+    np.testing.assert_allclose(np.array(got), want, atol=0.051)
+    assert training_anchors("1,2, 3,4, 5,6, 7,8, 9,10, 11,12", "yolov3-tiny", aset, 64)[0] == [1.0, 2.0]
+
+
+@pytest.mark.slow
+def test_train_yolov3_with_auto_anchors_stores_them(tmp_path):
+    import json
+
+    from odkit.cli.main import main
+
+    data, aset = _synth_set(tmp_path)
+    from odkit.engine.anchors import training_anchors
+
+    want = training_anchors("auto", "yolov3", aset, 64)
+    rc = main(["train", "--data", str(data), "--model", "yolov3", "--img", "64", "--epochs", "1", "--batch", "4",
+               "--anchors", "auto", "--project", str(tmp_path / "runs"), "--workers", "0", "--no-plots"])
+    assert rc in (0, None)
+    meta = json.loads((tmp_path / "runs" / "train" / "weights" / "best.json").read_text())
+    assert meta["model_config"]["anchors"] == want
+    from odkit.engine.predictor import build_from_meta
+
+    assert build_from_meta(meta).head.anchors == want
