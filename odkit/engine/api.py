@@ -40,9 +40,10 @@ def train(data: str | Path | TrainConfig | None = None, callbacks: dict[str, Any
     return Trainer(kwargs, callbacks).fit()
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
+def load(path: str | Path, device: str | torch.device = "cpu", compile: bool = False) -> Predictor:
     """Rebuild a trained model from ``<name>.safetensors`` + its JSON sidecar (or a run directory,
-    meaning its ``weights/best.safetensors``). Never unpickles: ``.pt`` / pickle files are refused."""
+    meaning its ``weights/best.safetensors``). Never unpickles: ``.pt`` / pickle files are refused.
+    ``compile``: run the network through ``torch.compile`` (eager with a warning where it fails)."""
     p = Path(path)
     if p.is_dir():
         cand = p / "weights" / "best.safetensors"
@@ -55,4 +56,4 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
             f"{p}: weights do not fit model {meta['model']!r} with {meta['num_classes']} classes "
             f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})"
         )
-    return Predictor(model, meta, device)
+    return Predictor(model, meta, device, compile=compile)

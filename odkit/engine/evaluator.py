@@ -37,9 +37,14 @@ def predict_set(
     channels_last: bool = True,
     distributed: bool = False,
     progress: bool = False,
+    compile: bool = False,
 ) -> list[dict[str, np.ndarray]]:
     """Predictions for every image of ``aset`` in order: ``{"boxes" [K,4] float32 xyxy original
     pixels, "scores" [K], "labels" [K] int64}`` (numpy).
+
+    ``model`` is run as its prepared inference copy (:func:`odkit.models.fuse.prepare_inference_model`:
+    BatchNorm folded, eval mode; ``compile``: through ``torch.compile``); ``model`` itself is not
+    modified.
 
     With ``distributed``, rank ``r`` predicts images ``r, r + world, ...`` and the full list is
     all-gathered (every rank receives it).
@@ -56,8 +61,11 @@ def predict_set(
 
         indices = indices[dist.get_rank() :: dist.get_world_size()]
     part = aset.select_images(indices) if len(indices) != len(aset) else aset
-    was_training = model.training
-    model.eval()
+    net = model
+    if not getattr(model, "prepared_for_inference", False):
+        from odkit.models.fuse import prepare_inference_model
+
+        net = prepare_inference_model(model, channels_last=channels_last, device=device, compile=compile)
     out: list[dict[str, np.ndarray]] = []
     if len(part):
         loader = val_loader(part, img_size, batch, workers, resize_mode(model))
@@ -67,11 +75,15 @@ def predict_set(
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with runtime.autocast(device, amp_dtype):
-                preds = model.predict(images, metas, conf_thr=conf_thr, iou_thr=iou_thr, max_det=max_det)
+                if getattr(net, "compiled", False) and not getattr(net, "compile_checked", False):
+                    from odkit.models.fuse import compile_or_eager
+
+                    net = compile_or_eager(net, lambda m, x=images, mt=metas: m.predict(x, mt))
+                    net.compile_checked = True
+                preds = net.predict(images, metas, conf_thr=conf_thr, iou_thr=iou_thr, max_det=max_det)
             for p in preds:
                 out.append({k: v.detach().float().cpu().numpy() if k != "labels" else v.cpu().numpy()
                             for k, v in p.items()})
-    model.train(was_training)
     if distributed and dist_utils.is_initialized():
         shards = dist_utils.all_gather_object((indices.tolist(), out))
         full: list[dict[str, np.ndarray] | None] = [None] * len(aset)

@@ -3,6 +3,7 @@ was trained (letterbox, or a plain resize for SSD) inside, boxes returned in ori
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -86,13 +87,47 @@ class Predictor:
     "scores" [K], "labels" [K] int64}``.
     """
 
-    def __init__(self, model: nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu"):
-        self.model = model.eval()
+    def __init__(self, model: nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu",
+                 compile: bool = False, fuse: bool = True):
+        from odkit.models.fuse import prepare_inference_model
+
         self.meta = meta
         self.device = torch.device(device)
-        self.model.to(self.device)
+        # the prepared inference copy (BatchNorm folded, channels_last, eval mode for good); the
+        # given model is left as it is
+        self.model = prepare_inference_model(model, channels_last=True, fuse=fuse, device=self.device)
+        self.compile = bool(compile)
         self.class_names: list[str] = list(meta.get("class_names") or [str(i) for i in range(meta["num_classes"])])
         self.img_size = int(meta.get("img_size") or 416)
+        self._u8: np.ndarray | None = None  # reused letterbox buffer [B, S, S, 3] uint8
+        self._x: torch.Tensor | None = None  # reused network input [B, 3, S, S] float, channels_last
+        self._lock = threading.Lock()
+        self._compiled_sizes: set[tuple[int, int]] = set()
+        if self.compile:
+            from odkit.models.fuse import compile_network
+
+            self.model = compile_network(self.model)
+
+    def _buffers(self, n: int, size: int) -> tuple[np.ndarray, torch.Tensor]:
+        """Letterbox (uint8 NHWC) and network-input (float NCHW channels_last) buffers for ``n``
+        images of ``size``, reused between calls."""
+        if self._u8 is None or self._u8.shape[0] < n or self._u8.shape[1] != size:
+            self._u8 = np.empty((n, size, size, 3), np.uint8)
+            self._x = torch.empty((n, 3, size, size), device=self.device).contiguous(
+                memory_format=torch.channels_last)
+        assert self._x is not None
+        return self._u8[:n], self._x[:n]
+
+    def _run(self, x: torch.Tensor, metas: list[dict[str, Any]], **kw: Any) -> list[dict[str, torch.Tensor]]:
+        """The prepared model's ``predict``; a compiled model is checked on its first call per input
+        shape and falls back to eager (with a warning) where compilation fails."""
+        key = (x.shape[0], x.shape[-1])
+        if getattr(self.model, "compiled", False) and key not in self._compiled_sizes:
+            from odkit.models.fuse import compile_or_eager
+
+            self.model = compile_or_eager(self.model, lambda m: m.predict(x, metas, **kw))
+            self._compiled_sizes.add(key)
+        return self.model.predict(x, metas, **kw)
 
     def _inputs(self, images: Any) -> list[tuple[np.ndarray, str]]:
         return prepare_inputs(images)
@@ -121,18 +156,21 @@ class Predictor:
             raise ConfigError(f"img_size must be a multiple of {divisor}, got {size}")
         items = self._inputs(images)
         results: list[dict[str, torch.Tensor]] = []
-        for s in range(0, len(items), max(int(batch), 1)):
-            chunk = items[s : s + batch]
-            arrs, metas = [], []
-            for k, (img, path) in enumerate(chunk):
-                out, _, meta = fit_to_input(img, np.zeros((0, 4), np.float32), {"image_id": s + k, "path": path},
-                                            size, mode)
-                arrs.append(out)
-                metas.append(meta)
-            x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div_(255.0).to(self.device)
-            x = x.contiguous(memory_format=torch.channels_last)
-            preds = self.model.predict(x, metas, conf_thr=conf, iou_thr=iou, max_det=max_det)
-            results.extend({k: v.cpu() for k, v in p.items()} for p in preds)
+        batch = max(int(batch), 1)
+        no_boxes = np.zeros((0, 4), np.float32)
+        with self._lock, torch.no_grad():
+            for s in range(0, len(items), batch):
+                chunk = items[s : s + batch]
+                u8, x = self._buffers(len(chunk), size)
+                metas = []
+                for k, (img, path) in enumerate(chunk):
+                    out, _, meta = fit_to_input(img, no_boxes, {"image_id": s + k, "path": path}, size, mode)
+                    u8[k] = out
+                    metas.append(meta)
+                # NHWC uint8 viewed as NCHW is channels_last: one conversion pass into the reused input
+                x.copy_(torch.from_numpy(u8).permute(0, 3, 1, 2)).div_(255.0)
+                preds = self._run(x, metas, conf_thr=conf, iou_thr=iou, max_det=max_det)
+                results.extend({k: v.cpu() for k, v in p.items()} for p in preds)
         return results
 
     __call__ = predict
