@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--img", type=int, default=None, help="network input size (default: the training size)")
     p.add_argument("--batch", type=int, default=8, help="images per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--compile", action="store_true",
+                   help="run the network through torch.compile (needs a C compiler; falls back to eager)")
     p.add_argument("--save", action="store_true", help="also write annotated images")
     p.add_argument("--out", default="runs/predict", help="output directory (default runs/predict)")
     p.set_defaults(func=handler)
@@ -73,7 +75,7 @@ def handler(args: argparse.Namespace) -> int:
 
         pred = load_predictor(args.weights)
     else:
-        pred = load(args.weights, device=device)
+        pred = load(args.weights, device=device, compile=args.compile)
     files = list_images(args.source)
     out = Path(args.out)
     (out / "labels").mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iou", type=float, default=0.65, help="NMS IoU threshold (default 0.65)")
     p.add_argument("--max-det", type=int, default=100, help="detections kept per image (default 100)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--compile", action="store_true",
+                   help="run the network through torch.compile (needs a C compiler; falls back to eager)")
     p.add_argument("--workers", type=int, default=0, help="loader worker processes (default 0)")
     p.add_argument("--save-json", metavar="OUT", help="write the COCO results json here")
     p.add_argument("--plots", metavar="DIR", help="write pr_curve.png and confusion_matrix.png here")
@@ -44,7 +46,7 @@ def handler(args: argparse.Namespace) -> int:
 
     device = runtime.select_device(args.device)
     runtime.set_threads()
-    pred = load(args.weights, device=device)
+    pred = load(args.weights, device=device, compile=args.compile)
     img = int(args.img or pred.img_size)
     if img % 32:
         raise ConfigError(f"--img must be a multiple of 32, got {img}")
