@@ -82,7 +82,7 @@ def test_predictor_resizes_as_the_model_says(resize: str | None, want: list[floa
     pred = Predictor(model, {"num_classes": 1, "img_size": 300})
     img = np.zeros((200, 600, 3), np.uint8)  # h 200, w 600
     out = pred.predict(img, img_size=300)[0]["boxes"][0].tolist()
-    assert model.seen == [(1, 3, 300, 300)]
+    assert pred.model.seen == [(1, 3, 300, 300)]  # the prepared copy the Predictor runs
     if want is None:  # letterbox: r = 0.5, dy = 100: (30, 60-100 -> clipped) / 0.5
         want = [60.0, 0.0, 300.0, 200.0]
     np.testing.assert_allclose(out, want, atol=1e-3)

@@ -123,7 +123,7 @@ def export_onnx(
 
     This does not check that the weights are trained: :func:`odkit.export.export` does.
     """
-    import copy
+    from odkit.models.fuse import prepare_inference_model
 
     require("onnx")
     path = Path(path)
@@ -134,7 +134,8 @@ def export_onnx(
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
     nms_mod = ExportNMS(conf_thr, iou_thr, max_det, pre_topk) if nms else None
-    net = copy.deepcopy(model).cpu().eval()
+    # the prepared inference copy: BatchNorm folded into the convolutions, deploy-form blocks
+    net = prepare_inference_model(model, channels_last=False, device="cpu")
     net = net.half() if half else net.float()
     wrapper = ExportModule(net, nms_mod, half).eval()
     batch = 2 if dynamic else 1
