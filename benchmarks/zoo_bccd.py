@@ -33,8 +33,11 @@ def train_speed(data: str, model_name: str, img: int, batch: int, steps: int = 4
     from odkit.engine.distributed import DistInfo
     from odkit.engine.optim import build_optimizer
     from odkit.models.zoo import build
+    from odkit.models.zoo import recipe as zoo_recipe
 
-    cfg = TrainConfig(data=data, img=img, batch=batch, workers=0, train_split="train", val_split="val")
+    augment = zoo_recipe(model_name).get("augment", "yolox")  # the model's training pipeline (SSD's own)
+    cfg = TrainConfig(data=data, model=model_name, img=img, batch=batch, workers=0, train_split="train",
+                      val_split="val", augment=augment)
     train, _ = load_train_val(cfg, report=False)
     loader = train_loader(train, cfg, no_aug=False, workers=0, dist=DistInfo())
     batches = []

@@ -156,6 +156,11 @@ RECIPE = {
 }
 
 
+# torchvision's reference presets: "ssd" = photometric distortion, zoom-out, min-IoU crop, flip;
+# "ssdlite" = min-IoU crop and flip only
+RECIPES = {"vgg16": RECIPE, "mobilenetv3": {**RECIPE, "aug": {"photometric_prob": 0.0, "expand_prob": 0.0}}}
+
+
 def models() -> dict[str, Any]:
     """Zoo entries ``ssd300-vgg16`` and ``ssdlite320-mobilenetv3``."""
     from odkit.models.zoo import ModelSpec
@@ -165,7 +170,7 @@ def models() -> dict[str, Any]:
             return build_ssd(num_classes, arch, **kw)
 
         builder.__name__ = f"build_ssd_{arch}"
-        return ModelSpec(builder, img, POSTPROCESS[arch], RECIPE, "ssd", resize="stretch", size_divisor=divisor)
+        return ModelSpec(builder, img, POSTPROCESS[arch], RECIPES[arch], "ssd", resize="stretch", size_divisor=divisor)
 
     return {"ssd300-vgg16": entry("vgg16", 300, SSDVGG.size_divisor),
             "ssdlite320-mobilenetv3": entry("mobilenetv3", 320, SSDLiteMobileNetV3.size_divisor)}
