@@ -249,3 +249,15 @@ def test_train_yolov3_with_auto_anchors_stores_them(tmp_path):
     from odkit.engine.predictor import build_from_meta
 
     assert build_from_meta(meta).head.anchors == want
+
+
+def test_darknet_stages_freeze_and_bad_indices():
+    m = DarknetTiny(frozen_stages=1).train()
+    assert not any(p.requires_grad for p in m.stem.parameters())
+    assert not any(p.requires_grad for p in m.stage1.parameters())
+    assert all(p.requires_grad for p in m.stage2.parameters())
+    assert not m.stage1[1].bn.training and m.stage2[1].bn.training
+    assert [t.shape[1:] for t in DarknetTiny((2, 3, 4))(torch.zeros(1, 3, 64, 64))] == [
+        (128, 8, 8), (256, 4, 4), (1024, 2, 2)]
+    with pytest.raises(ConfigError, match="out_indices"):
+        Darknet53(out_indices=(4, 2))
