@@ -45,7 +45,7 @@ class MobileNetV1(FeatureTrunk):
     def __init__(
         self,
         width_mult: float = 1.0,
-        out_indices: Sequence[int] = DEFAULT_OUT,
+        out_indices: Sequence[int] | None = None,
         act: str = "relu",
         frozen_stages: int = -1,
         norm_eval: bool = False,
@@ -63,4 +63,4 @@ class MobileNetV1(FeatureTrunk):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        self._setup(out_indices, frozen_stages, norm_eval)
+        self._setup(DEFAULT_OUT if out_indices is None else out_indices, frozen_stages, norm_eval)

@@ -99,7 +99,7 @@ class MobileNetV2(FeatureTrunk):
         self,
         width_mult: float = 1.0,
         round_nearest: int = 8,
-        out_indices: Sequence[int | str] = DEFAULT_OUT,
+        out_indices: Sequence[int | str] | None = None,
         dilated: bool = False,
         norm_layer: str | NormFactory = "bn",
         norm_eps: float | None = None,
@@ -123,7 +123,7 @@ class MobileNetV2(FeatureTrunk):
         layers.append(ConvNormAct(in_channels, last, 1, norm, nn.ReLU6))
         self.features = nn.Sequential(*layers)
         self._init_weights()
-        self._setup(out_indices, frozen_stages, norm_eval)
+        self._setup(DEFAULT_OUT if out_indices is None else out_indices, frozen_stages, norm_eval)
 
     def _init_weights(self) -> None:
         for m in self.modules():
