@@ -326,7 +326,7 @@ def test_fcos_mobilenetv2_exports_to_onnx(tmp_path) -> None:
 
     torch.manual_seed(0)
     model = zoo.build("fcos-mobilenetv2", num_classes=3).eval()
-    x = torch.rand(2, 3, 64, 96)
+    x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         boxes, scores = model.forward_export(x)
     path = export_onnx(model, tmp_path / "fcos_mnv2.onnx", img_size=64, dynamic=True)
