@@ -7,14 +7,13 @@ feature map of stride ``s`` is addressed with ``spatial_scale = 1 / s``. Outputs
 
 from __future__ import annotations
 
-import bisect
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from odkit.errors import ConfigError
+from odkit.ops.roi_sampling import SeparableRoIAlign, axis_weights, make_groups, separable_forward
 
 __all__ = ["map_roi_levels", "multiscale_roi_align", "roi_align", "roi_pool"]
 
@@ -149,86 +148,15 @@ def roi_align(
         gh = torch.ceil(rh / oh).long().clamp(min=0)
         gw = torch.ceil(rw / ow).long().clamp(min=0)
     bidx = r[:, 0].long()
-    out = feats.new_zeros(k, c, oh, ow)
-    # group RoIs by grid size so that padding samples stay few; chunk for memory
-    gmax = torch.maximum(gh, gw)
-    order = torch.argsort(gmax)
-    gsorted = gmax[order].tolist()
-    s = 0
-    while s < k:
-        g_cap = 2 * max(int(gsorted[s]), 1)  # a chunk holds grids of up to twice its first one
-        e = bisect.bisect_right(gsorted, g_cap, lo=s)
-        g_max = max(int(gsorted[e - 1]), 1)
-        e = min(e, s + max(1, _CHUNK_ELEMS // (c * oh * ow * g_max * g_max)))
-        idx = order[s:e]
-        g_chunk = max(int(gsorted[e - 1]), 1)
-        out[idx] = _roi_align_chunk(
-            feats, bidx[idx], x1[idx], y1[idx], bin_w[idx], bin_h[idx], gh[idx], gw[idx], oh, ow, g_chunk
-        )
-        s = e
+    ay, rows, lh = axis_weights(y1, bin_h, gh, oh, h)
+    ax, cols, lw = axis_weights(x1, bin_w, gw, ow, w)
+    groups = make_groups(lh, lw, c)
+    ay, ax = ay.to(feats.dtype), ax.to(feats.dtype)
+    if torch.is_grad_enabled() and feats.requires_grad:
+        out = SeparableRoIAlign.apply(feats, bidx, ay, rows, ax, cols, groups)
+    else:
+        out = separable_forward(feats, bidx, ay, rows, ax, cols, groups)
     return out if features.dtype == out.dtype else out.to(features.dtype)
-
-
-def _roi_align_chunk(
-    feats: Tensor,
-    bidx: Tensor,
-    x1: Tensor,
-    y1: Tensor,
-    bin_w: Tensor,
-    bin_h: Tensor,
-    gh: Tensor,
-    gw: Tensor,
-    oh: int,
-    ow: int,
-    g: int,
-) -> Tensor:
-    """RoIAlign for a chunk of RoIs with at most ``g`` samples per bin and axis."""
-    k = bidx.shape[0]
-    _, c, h, w = feats.shape
-    dt = x1.dtype
-    dev = x1.device
-    i = torch.arange(g, device=dev, dtype=dt)
-    # sample coordinates: [k, o, g]
-    ghf = gh.clamp(min=1).to(dt)[:, None, None]
-    gwf = gw.clamp(min=1).to(dt)[:, None, None]
-    ys = (
-        y1[:, None, None]
-        + torch.arange(oh, device=dev, dtype=dt)[None, :, None] * bin_h[:, None, None]
-        + (i + 0.5)[None, None, :] * bin_h[:, None, None] / ghf
-    )
-    xs = (
-        x1[:, None, None]
-        + torch.arange(ow, device=dev, dtype=dt)[None, :, None] * bin_w[:, None, None]
-        + (i + 0.5)[None, None, :] * bin_w[:, None, None] / gwf
-    )
-    my = (i[None, None, :] < gh[:, None, None]) & (ys >= -1.0) & (ys <= h)  # [k, oh, g]
-    mx = (i[None, None, :] < gw[:, None, None]) & (xs >= -1.0) & (xs <= w)
-    # Bilinear sampling at coordinates clamped to [0, size - 1] (so no read falls outside the map);
-    # samples that must contribute 0 are sent far outside, where padding_mode="zeros" gives 0.
-    far = -8.0
-    ys = torch.where(my, ys.clamp(0, h - 1), torch.full_like(ys, far))
-    xs = torch.where(mx, xs.clamp(0, w - 1), torch.full_like(xs, far))
-    gy = (2.0 * ys + 1.0) / h - 1.0  # align_corners=False normalisation
-    gx = (2.0 * xs + 1.0) / w - 1.0
-    grid = torch.stack(
-        (
-            gx.reshape(k, 1, ow * g).expand(k, oh * g, ow * g),
-            gy.reshape(k, oh * g, 1).expand(k, oh * g, ow * g),
-        ),
-        dim=-1,
-    ).to(feats.dtype)  # [k, oh*g, ow*g, 2]
-    out = feats.new_empty(k, c, oh, ow)
-    scale = (g * g) / (gh * gw).clamp(min=1).to(feats.dtype)  # avg_pool divides by g*g, we need count
-    for b in torch.unique(bidx).tolist():
-        sel = (bidx == b).nonzero().squeeze(1)
-        kb = sel.numel()
-        gr = grid.index_select(0, sel).reshape(1, kb * oh * g, ow * g, 2)
-        v = F.grid_sample(feats[b : b + 1], gr, mode="bilinear", padding_mode="zeros", align_corners=False)
-        if g > 1:
-            v = F.avg_pool2d(v, g)  # [1, c, kb*oh, ow]: sum over each bin's g x g samples / g^2
-        v = v.reshape(c, kb, oh, ow) * scale.index_select(0, sel)[None, :, None, None]
-        out[sel] = v.permute(1, 0, 2, 3)
-    return out
 
 
 def map_roi_levels(
