@@ -85,3 +85,42 @@ DETECTORS: dict[str, Table] = {
         note="torchvision fcos_resnet50_fpn (COCO, 91 class slots)",
     ),
 }
+
+# SSD300 / SSDLite320: softmax heads whose class 0 is the background logit, imported with
+# ``background_slot`` (91 class slots, class 0 never predicted, labels equal torchvision's). The input
+# format is torchvision's (SSD300: 0-255 minus the mean; SSDLite: [-1, 1]), stored in the config.
+_SSD_HEAD = ((r"^head\.classification_head\.module_list\.", "head.cls_logits."),
+             (r"^head\.regression_head\.module_list\.", "head.bbox_reg."))
+DETECTORS["ssd300-vgg16"] = Table(
+    rules=(
+        (r"^backbone\.features\.", "backbone.trunk.features."),  # conv1_1 .. conv4_3 (features 0-22)
+        *((rf"^backbone\.extra\.0\.{k}\.", f"backbone.trunk.features.{23 + k}.") for k in (1, 3, 5)),  # conv5_x
+        (r"^backbone\.extra\.0\.7\.", "backbone.fc."),  # pool5, conv6, conv7
+        *((rf"^backbone\.extra\.{k}\.", f"backbone.extra.{k - 1}.") for k in (1, 2, 3, 4)),
+        (r"^backbone\.scale_weight$", "backbone.scale_weight"),
+        *_SSD_HEAD,
+    ),
+    class_layers=(r"^head\.cls_logits\.",),
+    num_classes_key="head.classification_head.module_list.0.bias",
+    num_classes_divisor=4,
+    build_overrides={"background_slot": True, "pixel_mean": [0.48235, 0.45882, 0.40784],
+                     "pixel_std": [1 / 255.0] * 3, "input_bgr": False},
+    note="torchvision ssd300_vgg16 (COCO, 91 class slots with background 0)",
+)
+DETECTORS["ssdlite320-mobilenetv3"] = Table(
+    rules=(
+        # torchvision splits MobileNetV3's features at block 13's expansion conv (see mobilenet_v3.py)
+        (r"^backbone\.features\.0\.(\d|1[0-2])\.", r"backbone.trunk.features.\1."),
+        (r"^backbone\.features\.0\.13\.", "backbone.trunk.features.13.block.0."),
+        (r"^backbone\.features\.1\.0\.", "backbone.trunk.features.13.block."),
+        *((rf"^backbone\.features\.1\.{k}\.", f"backbone.trunk.features.{13 + k}.") for k in (1, 2, 3)),
+        (r"^backbone\.extra\.", "backbone.extra."),
+        *_SSD_HEAD,
+    ),
+    class_layers=(r"^head\.cls_logits\.",),
+    num_classes_key="head.classification_head.module_list.0.1.bias",
+    num_classes_divisor=6,
+    build_overrides={"background_slot": True, "pixel_mean": [0.5, 0.5, 0.5], "pixel_std": [0.5, 0.5, 0.5],
+                     "input_bgr": False},
+    note="torchvision ssdlite320_mobilenet_v3_large (COCO, 91 class slots with background 0)",
+)
