@@ -1,20 +1,23 @@
-"""End-to-end CPU latency of one image: PyTorch (eager fp32, channels_last, bf16 autocast) against
-onnxruntime and OpenVINO exports, for yolox-nano and yolox-tiny at 320 and 416 pixels.
+"""CPU latency of one image, bare model and end to end, for every runtime, as ratios to the bare
+onnxruntime graph: PyTorch eager (the prepared inference model: BatchNorm folded, channels_last),
+PyTorch compiled (``torch.compile``), onnxruntime and OpenVINO exports.
 
-Each measurement covers the whole path of one fixed uint8 image (640x480 synthetic shapes, or
---image): letterbox, float conversion, inference, decoding, score threshold + NMS, unletterbox.
-Batch 1, a fixed number of threads (default 2) for every runtime. Models are randomly initialised
-(latency does not depend on the weights, except through the number of boxes that reach NMS: the
-score threshold is a fixed 0.25, so post-processing handles few boxes). "+nms" columns run the
-exported graph with in-graph NMS (fixed shape: it always processes min(1000, N*C) candidates).
+"bare" columns time the network alone on an already letterboxed float input (PyTorch:
+``forward_export`` of the prepared model; exports: the graph run). "e2e" columns time the whole
+path of one fixed uint8 image (640x480 synthetic shapes, or --image) through the public API
+(``Predictor.predict`` / ``ExportedPredictor.predict``): letterbox, float conversion, inference,
+decoding, score threshold + NMS, unletterbox. "e2e unprepared" is the plain model's
+``predict`` (BatchNorm not folded, NCHW weights) for comparison. Batch 1, a fixed number of
+threads (default 2) for every runtime. Models are randomly initialised (latency does not depend on
+the weights, except through the number of boxes reaching NMS: the score threshold is a fixed 0.25).
 
 Prints milliseconds per image (median of --iters rounds after --warmup runs; in each round every
-column runs once, in turn, so load changes hit all columns alike) and the ratio of
-PyTorch eager time to each column (> 1: faster than eager), both measured in the same run. The
-machine may be shared: run it when it is idle and compare ratios, not absolute times.
+column runs once, in turn, so load changes hit all columns alike) and each column's ratio to the
+bare onnxruntime graph's time (< 1 is faster), all measured in the same run. The machine may be
+shared: compare ratios, not absolute times.
 
-    python benchmarks/latency.py [--models yolox-nano yolox-tiny] [--sizes 320 416] [--threads 2]
-                                 [--iters 30] [--warmup 5] [--image PATH] [--json OUT]
+    python benchmarks/latency.py [--models yolox-nano] [--sizes 416] [--threads 2]
+                                 [--iters 30] [--warmup 5] [--image PATH] [--no-compile] [--json OUT]
 """
 
 from __future__ import annotations
@@ -33,26 +36,48 @@ import torch
 
 from odkit.data.synth import render_image
 from odkit.data.transforms import letterbox
+from odkit.engine.predictor import Predictor
 from odkit.models import zoo
+from odkit.models.fuse import compile_or_eager, prepare_inference_model
 
 CONF, IOU, MAX_DET = 0.25, 0.45, 100
-COLUMNS = ["eager", "channels_last", "bf16", "onnxruntime", "openvino", "onnxruntime+nms", "openvino+nms"]
+RUNTIMES = ["eager", "compiled", "onnxruntime", "openvino"]
+COLUMNS = [f"bare {r}" for r in RUNTIMES] + [f"e2e {r}" for r in RUNTIMES] + ["e2e unprepared"]
+REFERENCE = "bare onnxruntime"
 
 
-def torch_runner(model: torch.nn.Module, size: int, mode: str):
-    """One-image PyTorch pipeline: letterbox -> [1,3,H,W] -> model.predict (decode, NMS, unletterbox)."""
-    cl = mode in ("channels_last", "bf16")
-    net = model.to(memory_format=torch.channels_last) if cl else model
+def unprepared_runner(model: torch.nn.Module, size: int):
+    """The plain model's one-image path: letterbox -> [1,3,H,W] -> model.predict (no folding)."""
 
     def run(img: np.ndarray):
         out, _, meta = letterbox(img, np.zeros((0, 4), np.float32), {"image_id": 0, "path": ""}, size)
         x = torch.from_numpy(out[None]).permute(0, 3, 1, 2).float().div_(255.0)
-        if cl:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
-            return net.predict(x, [meta], conf_thr=CONF, iou_thr=IOU, max_det=MAX_DET)
+        with torch.no_grad():
+            return model.predict(x, [meta], conf_thr=CONF, iou_thr=IOU, max_det=MAX_DET)
 
     return run
+
+
+def torch_runners(model: torch.nn.Module, name: str, size: int, compile: bool) -> dict:
+    """Bare and end-to-end PyTorch runners (eager prepared model, and compiled when ``compile``)."""
+    meta = {"model": name, "num_classes": model.num_classes, "img_size": size}
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x = x.contiguous(memory_format=torch.channels_last)
+    runners: dict = {}
+    kinds = [("eager", False)] + ([("compiled", True)] if compile else [])
+    for kind, comp in kinds:
+        pred = Predictor(model, meta, compile=comp)
+        net = prepare_inference_model(model, compile=comp)
+        if comp:
+            net = compile_or_eager(net, lambda m: m.forward_export(x))
+
+        def bare(_img, n=net):
+            with torch.no_grad():
+                return n.forward_export(x)
+
+        runners[f"bare {kind}"] = bare
+        runners[f"e2e {kind}"] = lambda im, p=pred: p.predict(im, conf=CONF, iou=IOU, max_det=MAX_DET)
+    return runners
 
 
 def time_interleaved(runners: dict, img: np.ndarray, iters: int, warmup: int) -> dict[str, float]:
@@ -72,18 +97,18 @@ def time_interleaved(runners: dict, img: np.ndarray, iters: int, warmup: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", default=["yolox-nano", "yolox-tiny"])
-    ap.add_argument("--sizes", nargs="+", type=int, default=[320, 416])
+    ap.add_argument("--models", nargs="+", default=["yolox-nano"])
+    ap.add_argument("--sizes", nargs="+", type=int, default=[416])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--image", help="image file to use instead of the synthetic 640x480 one")
     ap.add_argument("--num-classes", type=int, default=3)
+    ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile columns")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from odkit.engine.runtime import cpu_has_native_bf16
     from odkit.export.onnx import export_onnx
     from odkit.export.openvino import onnx_to_openvino
     from odkit.export.runtime import load_predictor
@@ -99,54 +124,44 @@ def main(argv: list[str] | None = None) -> int:
         img = cv2.resize(render_image(0, 0, size=560).image, (640, 480), interpolation=cv2.INTER_LINEAR)
     print(
         f"image {img.shape[1]}x{img.shape[0]}, batch 1, {args.threads} threads, conf {CONF}, iou {IOU}, "
-        f"median of {args.iters} runs; torch {torch.__version__}, native bf16: {cpu_has_native_bf16()}"
+        f"median of {args.iters} rounds; torch {torch.__version__}"
     )
     results = []
     with tempfile.TemporaryDirectory(prefix="odkit-latency-") as tmp:
         for name in args.models:
-            torch.manual_seed(0)
             for size in args.sizes:
+                torch.manual_seed(0)
                 model = zoo.build(name, num_classes=args.num_classes, img_size=size).eval()
-                runners = {}
-                for mode in ("eager", "channels_last", "bf16"):
-                    m = zoo.build(name, num_classes=args.num_classes, img_size=size).eval()
-                    m.load_state_dict(model.state_dict())
-                    runners[mode] = torch_runner(m, size, mode)
-                for nms in (False, True):
-                    stem = Path(tmp) / f"{name}_{size}_{'nms' if nms else 'plain'}"
-                    onnx_path = export_onnx(
-                        model,
-                        stem.with_suffix(".onnx"),
-                        size,
-                        nms=nms,
-                        conf_thr=CONF,
-                        iou_thr=IOU,
-                        max_det=MAX_DET,
-                    )
-                    xml = onnx_to_openvino(onnx_path, stem.with_suffix(".xml"))
-                    Path(str(xml) + ".json").write_text(Path(str(onnx_path) + ".json").read_text())
-                    for kind, path in (("onnxruntime", onnx_path), ("openvino", xml)):
-                        pred = load_predictor(path, threads=args.threads)
-                        runners[kind + ("+nms" if nms else "")] = lambda im, p=pred: p.predict(
-                            [im], conf=CONF, iou=IOU, max_det=MAX_DET
-                        )
+                runners = torch_runners(model, name, size, not args.no_compile)
+                onnx_path = export_onnx(model, Path(tmp) / f"{name}_{size}.onnx", size, conf_thr=CONF,
+                                        iou_thr=IOU, max_det=MAX_DET)
+                xml = onnx_to_openvino(onnx_path, Path(tmp) / f"{name}_{size}.xml")
+                Path(str(xml) + ".json").write_text(Path(str(onnx_path) + ".json").read_text())
+                x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+                for kind, path in (("onnxruntime", onnx_path), ("openvino", xml)):
+                    pred = load_predictor(path, threads=args.threads)
+                    runners[f"bare {kind}"] = lambda _im, p=pred, xx=x: p.backend.run(xx)
+                    runners[f"e2e {kind}"] = lambda im, p=pred: p.predict([im], conf=CONF, iou=IOU, max_det=MAX_DET)
+                runners["e2e unprepared"] = unprepared_runner(model, size)
                 row = {"model": name, "img": size, **time_interleaved(runners, img, args.iters, args.warmup)}
                 results.append(row)
-                print(f"  {name} {size}: " + ", ".join(f"{c} {row[c]:.1f}" for c in COLUMNS), file=sys.stderr)
+                print(f"  {name} {size}: " + ", ".join(f"{c} {row[c]:.1f}" for c in COLUMNS if c in row),
+                      file=sys.stderr)
 
-    head = f"{'model':<11} {'img':>4} " + " ".join(f"{c:>15}" for c in COLUMNS)
+    cols = [c for c in COLUMNS if all(c in r for r in results)]
+    head = f"{'model':<11} {'img':>4} " + " ".join(f"{c:>16}" for c in cols)
     print("\nms per image (lower is better)")
     print(head)
     for r in results:
-        print(f"{r['model']:<11} {r['img']:>4} " + " ".join(f"{r[c]:>15.1f}" for c in COLUMNS))
-    print("\nspeed-up vs PyTorch eager fp32 (eager ms / column ms; > 1 is faster)")
+        print(f"{r['model']:<11} {r['img']:>4} " + " ".join(f"{r[c]:>16.2f}" for c in cols))
+    print(f"\nratio to the {REFERENCE} graph (column ms / {REFERENCE} ms; lower is better)")
     print(head)
     for r in results:
-        print(f"{r['model']:<11} {r['img']:>4} " + " ".join(f"{r['eager'] / r[c]:>15.2f}" for c in COLUMNS))
+        print(f"{r['model']:<11} {r['img']:>4} " + " ".join(f"{r[c] / r[REFERENCE]:>16.2f}" for c in cols))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(
-            json.dumps({"threads": args.threads, "conf": CONF, "rows": results}, indent=2)
+            json.dumps({"threads": args.threads, "conf": CONF, "reference": REFERENCE, "rows": results}, indent=2)
         )
     return 0
 
