@@ -323,7 +323,7 @@ def test_fcos_mobilenetv2_trains() -> None:
 
 
 def test_fcos_mobilenetv2_exports_to_onnx(tmp_path) -> None:
-    """The ONNX export (raw boxes and scores) equals PyTorch in onnxruntime."""
+    """The ONNX export (raw boxes and scores) equals PyTorch in onnxruntime and OpenVINO."""
     ort = pytest.importorskip("onnxruntime")
     from odkit.export.onnx import export_onnx
 
@@ -337,3 +337,12 @@ def test_fcos_mobilenetv2_exports_to_onnx(tmp_path) -> None:
         None, {"images": x.numpy()})
     np.testing.assert_allclose(got_boxes, boxes.numpy(), atol=1e-2, rtol=0)
     np.testing.assert_allclose(got_scores, scores.numpy(), atol=1e-4, rtol=0)
+    try:
+        import openvino as ov
+    except ImportError:
+        return
+    compiled = ov.Core().compile_model(ov.convert_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    res = compiled({"images": x.numpy()})
+    ov_boxes, ov_scores = (np.asarray(res[o]) for o in compiled.outputs)
+    np.testing.assert_allclose(ov_boxes, boxes.numpy(), atol=1e-2, rtol=0)
+    np.testing.assert_allclose(ov_scores, scores.numpy(), atol=1e-4, rtol=0)
