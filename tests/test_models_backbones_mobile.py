@@ -214,6 +214,24 @@ def test_vgg_layer_indices_and_ssd_style_conv4_3() -> None:
     assert VGG(16, batch_norm=True).layer_index("conv4_3") == 30
 
 
+@pytest.mark.parametrize(("make", "frozen_prefixes", "trainable_prefix"), [
+    (lambda: VGG(16, frozen_stages=1), ("features.0.", "features.2.", "features.5.", "features.7."), "features.10."),
+    (lambda: RepVGG("A0", frozen_stages=1), ("stage0.", "stage1."), "stage2."),
+    (lambda: MobileNetV1(frozen_stages=0), ("features.0.", "features.1."), "features.2."),
+])
+def test_frozen_stages(make, frozen_prefixes, trainable_prefix) -> None:
+    model = make()
+    frozen = {k for k, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(k.startswith(frozen_prefixes) for k in frozen)
+    assert all(any(k.startswith(f) for k in frozen) for f in frozen_prefixes)
+    assert all(p.requires_grad for k, p in model.named_parameters() if k.startswith(trainable_prefix))
+
+
+def test_mobilenet_v1_has_no_expansion_output() -> None:
+    with pytest.raises(ConfigError, match="no expansion conv"):
+        MobileNetV1(out_indices=("5.expand",))
+
+
 # --------------------------------------------------------------------------------------------- RepVGG
 
 
