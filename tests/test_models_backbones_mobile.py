@@ -299,6 +299,22 @@ def test_repvgg_fused_model_exports_to_onnx(tmp_path) -> None:
         np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=0)
 
 
+def test_repvgg_detector_is_fused_for_inference() -> None:
+    """The prepared inference copy (used by export and prediction) switches RepVGG to deploy form."""
+    from odkit.models.fuse import prepare_inference_model
+
+    torch.manual_seed(0)
+    model = zoo.build("retinanet-lite", num_classes=2, backbone="repvgg-a0").eval()
+    net = prepare_inference_model(model, channels_last=False, device="cpu")
+    assert net.backbone.deploy and all(b.deploy for b in net.backbone.stage2)
+    assert not model.backbone.deploy  # the model itself is untouched
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ref, got = model.forward_export(x), net.forward_export(x)
+    torch.testing.assert_close(got[0], ref[0], atol=1e-3, rtol=0)
+    torch.testing.assert_close(got[1], ref[1], atol=1e-4, rtol=0)
+
+
 # ------------------------------------------------------------------------------- under a dense head
 
 
