@@ -85,6 +85,21 @@ RECIPE_R50 = {
 }
 
 
+# The CPU-sized member, made to train from scratch on a CPU: fewer proposals and sampled RoIs than
+# the reference (2000 / 2000 proposals and 512 RoIs per training image, 1000 / 1000 proposals at
+# test). The two-fc box head costs 2 x 12544 x 1024 multiply-adds per RoI: at 512 RoIs per image it
+# is about 25x the MobileNetV3 trunk at 416 px, so it would be most of a CPU training step; 64 RoIs
+# (16 foreground) per image, batch 8. Test-time proposals as torchvision's
+# fasterrcnn_mobilenet_v3_large_320_fpn (150). Imported torchvision weights get the reference values
+# (the import table's build overrides).
+MOBILE_RPN = {"pre_nms_top_n": [600, 150], "post_nms_top_n": [300, 150], "score_thr": 0.05}
+MOBILE_ROI = {"num_samples": 64}
+RECIPE_MOBILE = {
+    "batch": 8, "optimizer": "adamw", "weight_decay": 0.05, "schedule": "cos",
+    "warmup_epochs": 2.0, "mosaic": 0.5, "mixup": 0.0, "no_aug_epochs": 10, "clip_grad": 35.0,
+}
+
+
 def _spec(img: int, recipe: dict[str, Any], family: str, **defaults: Any) -> Any:
     from odkit.models.zoo import ModelSpec
 
@@ -100,4 +115,6 @@ def models() -> dict[str, Any]:
     return {
         "fasterrcnn-r50-fpn": _spec(800, RECIPE_R50, "fasterrcnn", backbone="r50"),
         "doublehead-r50-fpn": _spec(800, RECIPE_R50, "doublehead", backbone="r50", roi_head="double"),
+        "fasterrcnn-mobilenetv3-fpn": _spec(416, RECIPE_MOBILE, "fasterrcnn", backbone="mobilenetv3",
+                                            rpn_args=MOBILE_RPN, roi_args=MOBILE_ROI),
     }
