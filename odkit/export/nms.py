@@ -1,6 +1,6 @@
 """In-graph multi-class NMS with fixed-shape outputs, written in plain torch ops that export to ONNX.
 
-:class:`ExportNMS` turns decoded ``boxes [B, N, 4]`` (xyxy, input pixels) and class scores
+:class:`ExportNMS` turns decoded ``boxes [B, N, 4]`` or per class ``[B, N, C, 4]`` (xyxy, input pixels) and class scores
 ``[B, N, C]`` into ``dets [B, max_det, 6]`` rows ``(x1, y1, x2, y2, score, class)`` plus
 ``num_dets [B]`` (int64), the number of valid leading rows of each image. Rows past ``num_dets`` are
 padding ``(0, 0, 0, 0, 0, -1)``.
@@ -107,7 +107,10 @@ class ExportNMS(nn.Module):
         valid = vals > self.conf_thr
         rows = torch.div(idx, c, rounding_mode="floor")
         labels = idx - rows * c
-        cand = torch.gather(boxes, 1, rows.unsqueeze(2).expand(-1, -1, 4))  # [B, K, 4]
+        if boxes.dim() == 4:  # one box per class [B, N, C, 4]: candidate n * C + c takes box (n, c)
+            cand = torch.gather(boxes.flatten(1, 2), 1, idx.unsqueeze(2).expand(-1, -1, 4))
+        else:
+            cand = torch.gather(boxes, 1, rows.unsqueeze(2).expand(-1, -1, 4))  # [B, K, 4]
 
         # pairwise IoU with the arithmetic of odkit.ops.nms (bit-identical float32 results)
         x1, y1, x2, y2 = cand[..., 0], cand[..., 1], cand[..., 2], cand[..., 3]

@@ -128,6 +128,7 @@ class Detector(nn.Module):
         iou_thr: float | None = None,
         max_det: int | None = None,
         pre_topk: int | None = None,
+        proposals: Sequence[torch.Tensor] | None = None,
     ) -> list[dict[str, torch.Tensor]]:
         """Detections per image: ``{"boxes" [K,4] xyxy, "scores" [K], "labels" [K] int64}`` in original
         image coordinates when letterbox ``metas`` are given, else in input coordinates.
@@ -135,7 +136,8 @@ class Detector(nn.Module):
         Settings left ``None`` take the model's defaults (``postprocess_defaults``, the reference
         implementation's values for zoo models): ``conf_thr`` score threshold, ``pre_topk`` candidates
         per pyramid level, ``iou_thr`` class-wise NMS IoU, ``max_det`` detections per image. Runs in
-        eval mode (the previous mode is restored)."""
+        eval mode (the previous mode is restored). ``proposals`` (two-stage models only): per image
+        ``[K, 4]`` xyxy boxes in input pixels that replace the RPN's (Fast R-CNN on given boxes)."""
         self.check_images(images)
         d = self.postprocess_defaults
         conf_thr = d["conf_thr"] if conf_thr is None else conf_thr
@@ -147,7 +149,8 @@ class Detector(nn.Module):
             self.eval()
         try:
             feats = self.features(images)
-            cands = self.head.predict_candidates(feats, tuple(images.shape[-2:]), float(conf_thr), int(pre_topk))
+            extra = {} if proposals is None else {"proposals": proposals}  # two-stage heads: Fast R-CNN on given boxes
+            cands = self.head.predict_candidates(feats, tuple(images.shape[-2:]), float(conf_thr), int(pre_topk), **extra)
         finally:
             if was_training:
                 self.train(True)

@@ -57,20 +57,23 @@ def build_rcnn(
     backbone: str = "r50",
     roi_head: str = "fc",
     aligned: bool = True,
+    background_slot: bool = False,
     backbone_args: dict[str, Any] | None = None,
     rpn_args: dict[str, Any] | None = None,
     roi_args: dict[str, Any] | None = None,
 ) -> Detector:
     """A two-stage detector: ``backbone`` ``"r50"`` or ``"mobilenetv3"`` (with FPN), ``roi_head``
     ``"fc"`` (Faster R-CNN's two-fc head) or ``"double"`` (Double-Head R-CNN); ``aligned``:
-    RoIAlign's half-pixel correction."""
+    RoIAlign's half-pixel correction; ``background_slot``: ``num_classes`` counts the background as
+    class slot 0 (torchvision's COCO layout, 91 slots: class 0 is never predicted)."""
     if backbone not in TRUNKS:
         raise ConfigError(f"unknown two-stage backbone {backbone!r}; expected one of {', '.join(TRUNKS)}")
     if roi_head not in ROI_HEADS:
         raise ConfigError(f"unknown RoI head {roi_head!r}; expected one of {', '.join(ROI_HEADS)}")
     trunk, neck, anchors, roi_levels = TRUNKS[backbone](**(backbone_args or {}))
     rpn = RPN(neck.out_channels[0], anchors, **(rpn_args or {}))
-    roi = ROI_HEADS[roi_head](num_classes, neck.out_channels[0], **{**roi_levels, "aligned": aligned, **(roi_args or {})})
+    roi = ROI_HEADS[roi_head](num_classes, neck.out_channels[0], **{**roi_levels, "aligned": aligned, "background_slot": background_slot,
+                                                            **(roi_args or {})})
     return Detector(trunk, neck, TwoStageHead(rpn, roi))
 
 

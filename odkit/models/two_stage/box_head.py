@@ -21,13 +21,13 @@ class TwoMLPHead(nn.Module):
 
 
 class FastRCNNPredictor(nn.Module):
-    """Class logits ``[K, C + 1]`` (column 0 is background, column ``c + 1`` class ``c``) and
-    per-class box deltas ``[K, (C + 1) * 4]``."""
+    """Class logits ``[K, num_logits]`` (column 0 is the background) and per-column box deltas
+    ``[K, num_logits * 4]``."""
 
-    def __init__(self, in_features: int, num_classes: int) -> None:
+    def __init__(self, in_features: int, num_logits: int) -> None:
         super().__init__()
-        self.cls_score = nn.Linear(in_features, num_classes + 1)
-        self.bbox_pred = nn.Linear(in_features, (num_classes + 1) * 4)
+        self.cls_score = nn.Linear(in_features, num_logits)
+        self.bbox_pred = nn.Linear(in_features, num_logits * 4)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.cls_score(x), self.bbox_pred(x)

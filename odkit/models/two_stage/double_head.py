@@ -80,7 +80,7 @@ class DoubleHeadRoIHead(RoIHead):
 
     def build_layers(self, in_features: int, representation: int) -> None:
         cin, ch, n = self._conv_cfg
-        k = self.num_classes + 1
+        k = self.num_logits
         self.fc_head = TwoMLPHead(in_features, representation)
         self.fc_cls = nn.Linear(representation, k)
         self.fc_reg = nn.Linear(representation, k * 4)

@@ -2,7 +2,8 @@
 sampling -> multi-level RoIAlign -> box head -> class scores and per-class box deltas.
 
 Class layout: the classifier has ``C + 1`` columns, column 0 background and column ``c + 1``
-class ``c``; deltas are per class (``DeltaXYWHCoder`` with weights (10, 10, 5, 5), i.e. stds
+class ``c``; with ``background_slot=True`` (torchvision's COCO layout) it has ``C`` columns, column 0
+is the background and class 0 is never predicted (labels equal torchvision's). Deltas are per column (``DeltaXYWHCoder`` with weights (10, 10, 5, 5), i.e. stds
 (0.1, 0.1, 0.2, 0.2), ``dw, dh`` clamped at ``log(1000 / 16)``). Prediction (torchvision's
 ``RoIHeads.postprocess_detections`` up to NMS): softmax, per-class boxes clipped to the input,
 background dropped, candidates with score ``> conf_thr`` whose sides are ``>= min_size`` px.
@@ -48,6 +49,7 @@ class RoIHead(nn.Module):
         num_samples, pos_fraction: RoIs sampled per image for the loss, foreground share.
         min_size: smallest box side kept at prediction (px).
         canonical_scale, canonical_level: the FPN level rule ``k = floor(k0 + log2(sqrt(wh) / 224))``.
+        background_slot: class 0 is the background column (see the module docstring).
     """
 
     def __init__(
@@ -67,9 +69,14 @@ class RoIHead(nn.Module):
         min_size: float = 1e-2,
         canonical_scale: float = 224.0,
         canonical_level: int = 4,
+        background_slot: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
+        self.background_slot = bool(background_slot)
+        if self.background_slot and self.num_classes < 2:
+            raise ConfigError("RoIHead: background_slot needs at least 2 class slots")
+        self.num_logits = self.num_classes + (0 if self.background_slot else 1)
         self.strides = [int(s) for s in strides]
         self.feature_indices = list(feature_indices) if feature_indices is not None else list(range(len(strides)))
         if len(self.feature_indices) != len(self.strides):
@@ -91,7 +98,7 @@ class RoIHead(nn.Module):
     def build_layers(self, in_features: int, representation: int) -> None:
         """The box head and predictor (subclasses build their own)."""
         self.box_head = TwoMLPHead(in_features, representation)
-        self.box_predictor = FastRCNNPredictor(representation, self.num_classes)
+        self.box_predictor = FastRCNNPredictor(representation, self.num_logits)
 
     # ------------------------------------------------------------------ pooling
 
@@ -126,7 +133,7 @@ class RoIHead(nn.Module):
         return {"cls": cls, "deltas": deltas.view(deltas.shape[0], -1, 4)}
 
     def class_probs(self, out: dict[str, Tensor]) -> Tensor:
-        """``[K, C + 1]`` class probabilities (background in column 0)."""
+        """``[K, num_logits]`` class probabilities (background in column 0)."""
         return F.softmax(out["cls"], -1)
 
     def loss_terms(self, out: dict[str, Tensor], labels: Tensor, targets: Tensor) -> dict[str, Tensor]:
@@ -141,10 +148,14 @@ class RoIHead(nn.Module):
         """Per-class boxes ``[K, C, 4]`` (xyxy input px, clipped) and scores ``[K, C]`` of
         ``proposals`` ``[K, 4]``."""
         h, w = input_hw
-        bx = self.coder.decode(proposals[:, None, :].float(), out["deltas"][:, 1:].float())
+        first = 0 if self.background_slot else 1
+        bx = self.coder.decode(proposals[:, None, :].float(), out["deltas"][:, first:].float())
         bx = torch.stack((bx[..., 0].clamp(0, w), bx[..., 1].clamp(0, h),
                           bx[..., 2].clamp(0, w), bx[..., 3].clamp(0, h)), dim=-1)
-        return bx, self.class_probs(out)[:, 1:].float()
+        probs = self.class_probs(out)[:, first:].float()
+        if self.background_slot:  # class slot 0 is the background: never a detection
+            probs = torch.cat((torch.zeros_like(probs[:, :1]), probs[:, 1:]), 1)
+        return bx, probs
 
     def big_enough(self, boxes: Tensor) -> Tensor:
         """Whether both sides of xyxy ``boxes`` are ``>= min_size``."""
@@ -176,7 +187,8 @@ class RoIHead(nn.Module):
         b_idx, p_idx = (pos | neg).nonzero(as_tuple=True)
         boxes = props[b_idx, p_idx]
         fg = pos[b_idx, p_idx]
-        labels = torch.where(fg, assign.labels[b_idx, p_idx] + 1, torch.zeros_like(p_idx))
+        shift = 0 if self.background_slot else 1
+        labels = torch.where(fg, assign.labels[b_idx, p_idx] + shift, torch.zeros_like(p_idx))
         matched = gt.boxes[b_idx, gt_inds[b_idx, p_idx].clamp(min=0)] if gt.max_gts else boxes
         targets = self.coder.encode(boxes, matched)
         rois = torch.cat((b_idx[:, None].to(boxes.dtype), boxes), 1)

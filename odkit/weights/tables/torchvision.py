@@ -124,3 +124,26 @@ DETECTORS["ssdlite320-mobilenetv3"] = Table(
                      "input_bgr": False},
     note="torchvision ssdlite320_mobilenet_v3_large (COCO, 91 class slots with background 0)",
 )
+
+# Faster R-CNN: torchvision's softmax box classifier has 91 columns, column 0 the background; imported
+# with ``background_slot`` (91 class slots, class 0 never predicted, labels equal torchvision's) and
+# torchvision's RoIAlign (``aligned=False``). The MobileNetV3 member also gets torchvision's proposal
+# counts and proposal score threshold (odkit's defaults for it are CPU-sized).
+_RCNN_HEADS = ((r"^rpn\.", "head.rpn."), (r"^roi_heads\.", "head.roi_heads."))
+_RCNN_IMPORT = {**IMAGENET_INPUT, "background_slot": True, "aligned": False}
+DETECTORS["fasterrcnn-r50-fpn"] = Table(
+    rules=(*_TRUNK, *_RCNN_HEADS),
+    class_layers=(r"^head\.roi_heads\.box_predictor\.",),
+    num_classes_key="roi_heads.box_predictor.cls_score.bias",
+    build_overrides=_RCNN_IMPORT,
+    note="torchvision fasterrcnn_resnet50_fpn (COCO, 91 class slots with background 0)",
+)
+DETECTORS["fasterrcnn-mobilenetv3-fpn"] = Table(
+    rules=((r"^backbone\.body\.", "backbone.features."), (r"^backbone\.fpn\.", "neck."), *_RCNN_HEADS),
+    class_layers=(r"^head\.roi_heads\.box_predictor\.",),
+    num_classes_key="roi_heads.box_predictor.cls_score.bias",
+    build_overrides={**_RCNN_IMPORT,
+                     "rpn_args": {"pre_nms_top_n": [2000, 1000], "post_nms_top_n": [2000, 1000], "score_thr": 0.05},
+                     "roi_args": {"num_samples": 512}},
+    note="torchvision fasterrcnn_mobilenet_v3_large_fpn (COCO, 91 class slots with background 0)",
+)
