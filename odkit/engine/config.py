@@ -113,6 +113,8 @@ class TrainConfig:
     deterministic: bool = _opt(False, "torch.use_deterministic_algorithms + fixed seeds + workers 0: a resumed "
                                       "run then ends with exactly the weights of an uninterrupted one (CPU)")
     channels_last: bool = _opt(True, "channels_last memory format")
+    compile: bool = _opt(False, "torch.compile the network (backbone, neck, head) for training steps; needs a C "
+                                "compiler, else training runs eager with a warning")
     ema: bool = _opt(True, "exponential moving average of the weights (evaluated and saved)")
     ema_decay: float = _opt(0.9998, "EMA decay (lowered automatically for short runs)")
     ema_tau: float = _opt(2000.0, "EMA warm-up ramp in iterations (shortened for short runs)")

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from odkit.engine import distributed as dist_utils
-from odkit.engine import runtime
+from odkit.engine import runtime, speed
 from odkit.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from odkit.engine.config import TrainConfig
 from odkit.engine.ema import ModelEMA, ema_params_for, unwrap
@@ -204,6 +204,7 @@ class Trainer:
         model.to(self.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
+        speed.prepare_training_model(model)  # same results, fewer copies
         self.model = model
 
     def _train_mode(self) -> None:
@@ -218,6 +219,7 @@ class Trainer:
         self.optimizer = build_optimizer(
             model, cfg.optimizer, lr=cfg.base_lr, weight_decay=cfg.decay, momentum=cfg.momentum
         )
+        speed.foreach_optimizer(self.optimizer)
         warmup_epochs = cfg.warmup_epochs if cfg.time else min(cfg.warmup_epochs, cfg.epochs * 0.2)
         self.schedule = LRSchedule(
             base_lr=cfg.base_lr,
@@ -232,6 +234,9 @@ class Trainer:
         if cfg.ema:
             decay, tau = ema_params_for(cfg.epochs * self.ipe, cfg.ema_decay, cfg.ema_tau)
             self.ema = ModelEMA(model, decay, tau)
+        self.compile_pending = bool(cfg.compile)
+        if cfg.compile:  # after the EMA copy: the copy stays eager
+            speed.compile_for_training(model)
         self.ddp_model: nn.Module = model
         if self.dist.enabled:
             self.ddp_model = nn.parallel.DistributedDataParallel(
@@ -491,8 +496,7 @@ class Trainer:
                 images = images.contiguous(memory_format=torch.channels_last)
             targets = [{k: v.to(self.device) for k, v in t.items() if torch.is_tensor(v)} for t in targets]
             lr = self.schedule.step(self.optimizer, self.iteration)
-            with runtime.autocast(self.device, self.amp_dtype):
-                losses = self.ddp_model(images, targets)
+            losses = self._forward(images, targets)
             loss = losses["loss"]
             finite = bool(torch.isfinite(loss).item())
             if self.dist.enabled:  # all ranks must skip together, or DDP's all-reduce would hang
@@ -539,6 +543,25 @@ class Trainer:
         row["lr"] = lr
         row["images_per_s"] = round(total_images / dt, 2)
         return row
+
+    def _forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The loss dict of one batch; a ``--compile`` that fails on the first step falls back to eager."""
+        try:
+            with runtime.autocast(self.device, self.amp_dtype):
+                return self.ddp_model(images, targets)
+        except Exception as e:
+            if not self.compile_pending:
+                raise
+            from odkit.models.fuse import uncompile
+
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            log.warning("--compile failed (%s: %s); training eager", type(e).__name__, msg)
+            uncompile(unwrap(self.model))
+            self.compile_pending = False
+            with runtime.autocast(self.device, self.amp_dtype):
+                return self.ddp_model(images, targets)
+        finally:
+            self.compile_pending = False
 
     def _over_budget(self) -> bool:
         """Whether the ``--time`` budget is spent (rank 0 decides for every rank)."""

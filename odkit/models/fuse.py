@@ -116,6 +116,7 @@ def prepare_inference_model(
     (the first call triggers the compilation; :func:`compile_or_eager` checks it on an example).
     """
     net = copy.deepcopy(model).eval()
+    uncompile(net)  # a copy of a compiled training model must run its own (eager) modules
     if device is not None:
         net.to(device)
     if fuse:
@@ -146,7 +147,20 @@ def compile_network(net: nn.Module) -> nn.Module:
     for name in parts:
         mod = getattr(net, name)
         mod.forward = torch.compile(mod.forward, dynamic=False)
+        mod._odkit_compiled = True
     net.compiled = True  # type: ignore[assignment]
+    return net
+
+
+def uncompile(net: nn.Module) -> nn.Module:
+    """Undo :func:`compile_network` in place (the modules run their own eager ``forward`` again).
+    Needed after ``copy.deepcopy`` of a compiled model: the copied compiled function still calls
+    the original's modules."""
+    for mod in net.modules():
+        if mod.__dict__.pop("_odkit_compiled", False):
+            mod.__dict__.pop("forward", None)
+    if "compiled" in net.__dict__:
+        net.compiled = False  # type: ignore[assignment]
     return net
 
 
@@ -160,9 +174,5 @@ def compile_or_eager(net: nn.Module, example: Callable[[nn.Module], Any]) -> nn.
             raise
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         log.warning("--compile failed (%s: %s); running eager", type(e).__name__, reason[:200])
-        for name in ("backbone", "neck", "head"):
-            mod = getattr(net, name, None)
-            if isinstance(mod, nn.Module) and "forward" in mod.__dict__:
-                del mod.forward
-        net.compiled = False  # type: ignore[assignment]
+        uncompile(net)
     return net
