@@ -3,6 +3,9 @@ head, max-IoU matching with hard negative mining, the SSD augmentation and the z
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from odkit.data.transforms import fit_to_input, letterbox, stretch, unletterbox_boxes
-from odkit.errors import ConfigError
-from odkit.models.postprocess import resize_mode, undo_letterbox
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+
+from odkit.data.transforms import fit_to_input, letterbox, stretch, unletterbox_boxes  # noqa: E402
+from odkit.errors import ConfigError  # noqa: E402
+from odkit.models.postprocess import resize_mode, undo_letterbox  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------- resize mode
@@ -180,3 +185,197 @@ def test_default_boxes_equal_ssd_priors_for_the_same_sizes() -> None:
     inside = (ctr <= 300 + 1e-3).all(1)
     assert int((~inside).sum()) == (10 + 10 - 1) * 6  # last row and column of that level, 6 boxes each
     torch.testing.assert_close(boxes.double()[inside], ref_xyxy[inside], atol=1e-3, rtol=0)
+
+
+# ------------------------------------------------------------------------------------- augmentation
+def _scene(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 90x120 image with 3 flat-coloured boxes (on integer pixels) and their labels."""
+    rng = np.random.default_rng(seed)
+    img = np.full((90, 120, 3), 40, np.uint8)
+    boxes = np.array([[10, 10, 40, 50], [60, 20, 110, 70], [20, 60, 50, 85]], np.float32)
+    for b in boxes.astype(int):
+        img[b[1]:b[3], b[0]:b[2]] = rng.integers(80, 255, 3)
+    return img, boxes, np.array([0, 1, 2], np.int64)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_zoom_out_and_crop_keep_box_contents(seed: int) -> None:
+    from odkit.data.ssd_aug import SSDAugmentConfig, min_iou_crop, zoom_out
+
+    img, boxes, labels = _scene(seed)
+    rng = np.random.default_rng(seed)
+    big, b2 = zoom_out(img, boxes, rng, 4.0, (123, 117, 104))
+    assert big.shape[0] >= 90 and big.shape[1] >= 120
+    for b0, b1 in zip(boxes.astype(int), b2.astype(int)):  # integer offsets: the pixels move with the box
+        assert np.array_equal(img[b0[1]:b0[3], b0[0]:b0[2]], big[b1[1]:b1[3], b1[0]:b1[2]])
+    crop, b3, l3 = min_iou_crop(big, b2, labels, rng, SSDAugmentConfig())
+    assert len(b3) == len(l3) >= 1
+    h, w = crop.shape[:2]
+    assert (b3[:, 0::2] >= 0).all() and (b3[:, 0::2] <= w).all() and (b3[:, 1::2] >= 0).all() and (b3[:, 1::2] <= h).all()
+    for b, lab in zip(b3.astype(int), l3):  # a kept box still shows its own colour at its centre
+        cy, cx = (b[1] + b[3]) // 2, (b[0] + b[2]) // 2
+        src = boxes[lab].astype(int)
+        assert np.array_equal(crop[cy, cx], img[(src[1] + src[3]) // 2, (src[0] + src[2]) // 2]) or b[2] - b[0] < 2
+
+
+def test_ssd_augment_output_and_photometric_keep_boxes() -> None:
+    from odkit.data.ssd_aug import SSDAugment, SSDAugmentConfig, photometric_distort
+
+    img, boxes, labels = _scene(0)
+    rng = np.random.default_rng(0)
+    out = photometric_distort(img, rng, SSDAugmentConfig(photometric_prob=1.0))
+    assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
+    aug = SSDAugment(SSDAugmentConfig(), resize="stretch")
+    for s in range(10):
+        im, b, lab, meta = aug.apply(img, boxes, labels, {"orig_size": (90, 120)}, 96, np.random.default_rng(s))
+        assert im.shape == (96, 96, 3) and len(b) == len(lab)
+        assert (b >= 0).all() and (b <= 96).all() and ((b[:, 2:] - b[:, :2]) >= 1).all()
+    # no strong augmentation: only flip + plain resize, boxes scaled per axis
+    im, b, lab, meta = aug.apply(img, boxes, labels, {}, 96, np.random.default_rng(1), strong=False)
+    want = boxes * np.array([96 / 120, 96 / 90, 96 / 120, 96 / 90], np.float32)
+    if meta.get("flipped"):
+        want[:, [0, 2]] = 96 - want[:, [2, 0]]
+    np.testing.assert_allclose(b, want, atol=1e-3)
+    with pytest.raises(ConfigError, match="expand_max"):
+        SSDAugmentConfig(expand_max=0.5)
+
+
+def test_training_pipeline_follows_the_recipe() -> None:
+    from odkit.data.ssd_aug import SSDAugment
+    from odkit.data.transforms import TrainAugment
+    from odkit.engine.config import TrainConfig
+    from odkit.engine.data import train_transform
+    from odkit.engine.recipe import model_recipe
+
+    rec = model_recipe("ssdlite320-mobilenetv3", 16)
+    assert rec["augment"] == "ssd" and rec["mosaic"] == 0.0 and rec["img"] == 320
+    t = train_transform(TrainConfig(model="ssd300-vgg16", img=300, augment="ssd"))
+    assert isinstance(t, SSDAugment) and t.resize == "stretch"
+    t = train_transform(TrainConfig(model="yolox-nano", img=320))
+    assert isinstance(t, TrainAugment) and t.resize == "letterbox"
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        TrainConfig(model="yolox-nano", img=300)
+    with pytest.raises(ConfigError, match="augment"):
+        TrainConfig(model="yolox-nano", augment="mosaic9")
+
+
+# ------------------------------------------------------------------------------------- models / export
+@pytest.fixture(scope="module")
+def ssdlite() -> nn.Module:
+    from odkit.models import zoo
+
+    torch.manual_seed(0)
+    model = zoo.build("ssdlite320-mobilenetv3", num_classes=3)
+    for m in model.modules():  # BatchNorm statistics of one batch, so that features do not vanish in eval
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        model.features(torch.rand(4, 3, 320, 320, generator=torch.Generator().manual_seed(0)))
+    model.eval()
+    with torch.no_grad():  # spread scores and boxes so that thresholds and NMS have work to do (no ties)
+        for m in model.head.cls_logits:
+            m[1].weight.normal_(0.0, 0.05)
+            m[1].bias.normal_(0.0, 1.0)
+        for m in model.head.bbox_reg:
+            m[1].weight.normal_(0.0, 0.1)
+    return model
+
+
+def test_zoo_entries() -> None:
+    from odkit.models import zoo
+
+    s, lite = zoo.spec("ssd300-vgg16"), zoo.spec("ssdlite320-mobilenetv3")
+    assert (s.img_size, s.resize, s.size_divisor) == (300, "stretch", 1)
+    assert (lite.img_size, lite.resize, lite.size_divisor) == (320, "stretch", 32)
+    assert s.postprocess == {"conf_thr": 0.01, "iou_thr": 0.45, "max_det": 200, "pre_topk": 400}
+    assert lite.postprocess == {"conf_thr": 0.001, "iou_thr": 0.55, "max_det": 300, "pre_topk": 300}
+
+
+def test_ssdlite_layout_and_counts(ssdlite: nn.Module) -> None:
+    # 90 object classes + background = torchvision's 91 logits: its parameter count
+    from odkit.models import zoo
+
+    assert sum(p.numel() for p in zoo.build("ssdlite320-mobilenetv3", num_classes=90).parameters()) == 3_440_060
+    assert ssdlite.config["resize"] == "stretch" and ssdlite.size_divisor == 32
+    x = torch.rand(1, 3, 320, 320)
+    feats = ssdlite.features(x)
+    assert [tuple(f.shape[1:]) for f in feats] == [(672, 20, 20), (480, 10, 10), (512, 5, 5), (256, 3, 3),
+                                                   (256, 2, 2), (128, 1, 1)]
+    with torch.no_grad():
+        boxes, scores = ssdlite(x)
+    assert boxes.shape == (1, 3234, 4) and scores.shape == (1, 3234, 3)
+    assert (boxes >= 0).all() and (boxes <= 320).all()
+
+
+def test_predict_candidates_are_per_class_topk(ssdlite: nn.Module) -> None:
+    x = torch.rand(1, 3, 320, 320, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        boxes, scores = ssdlite(x)
+        cand = ssdlite.head.predict_candidates(ssdlite.features(x), (320, 320), 0.2, 50)[0]
+    for c in range(3):  # brute force: per class the 50 best of the scores above 0.2
+        s = scores[0, :, c]
+        want = s[s > 0.2].sort(descending=True).values[:50]
+        got = cand[1][cand[2] == c].sort(descending=True).values
+        torch.testing.assert_close(got, want)
+    k = cand[1].argmax()
+    assert bool((boxes[0] == cand[0][k]).all(1).any())
+
+
+def test_predict_maps_stretched_boxes_back(ssdlite: nn.Module) -> None:
+    from tv_parity import match
+
+    from odkit.engine.predictor import Predictor
+
+    img = (np.random.default_rng(0).random((150, 400, 3)) * 255).astype(np.uint8)  # h 150, w 400
+    pred = Predictor(ssdlite, {"num_classes": 3, "img_size": 320})
+    got = pred.predict(img, conf=0.3, max_det=50)[0]
+    x = torch.from_numpy(stretch(img, np.zeros((0, 4), np.float32), None, 320)[0]).permute(2, 0, 1)[None].float() / 255
+    ref = ssdlite.predict(x, conf_thr=0.3, max_det=50)[0]
+    assert len(got["boxes"]) == len(ref["boxes"]) > 10
+    ref["boxes"] = ref["boxes"] / torch.tensor([320 / 400, 320 / 150, 320 / 400, 320 / 150])
+    share, max_box, _, _ = match(ref, got, box_tol=1e-3, score_tol=1e-5)
+    assert share == 1.0, (share, max_box)
+    assert float(got["boxes"][:, 2].max()) <= 400 and float(got["boxes"][:, 3].max()) <= 150
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_export_equals_pytorch(ssdlite: nn.Module, fmt: str, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    if fmt == "openvino":
+        pytest.importorskip("openvino")
+    from tv_parity import match
+
+    from odkit.engine.predictor import Predictor
+    from odkit.export.runtime import load_predictor
+
+    n = torch.get_num_threads()
+    try:
+        if fmt == "onnx":
+            from odkit.export.onnx import export_onnx
+
+            path = export_onnx(ssdlite, tmp_path / "m.onnx", img_size=320)
+        else:
+            from odkit.export.openvino import export_openvino
+
+            path = export_openvino(ssdlite, tmp_path / "m.xml", img_size=320)
+        img = (np.random.default_rng(1).random((200, 260, 3)) * 255).astype(np.uint8)
+        x = torch.from_numpy(stretch(img, np.zeros((0, 4), np.float32), None, 320)[0]).permute(2, 0, 1)[None]
+        exported = load_predictor(path)
+        raw_boxes, raw_scores = exported.run(x.float() / 255)
+        with torch.no_grad():
+            boxes, scores = ssdlite(x.float() / 255)
+        np.testing.assert_allclose(raw_boxes, boxes.numpy(), atol=1e-2, rtol=0)
+        np.testing.assert_allclose(raw_scores, scores.numpy(), atol=1e-4, rtol=0)
+        # a threshold that leaves ~150 (box, class) candidates: both candidate rules (SSD's per-class top-k
+        # in PyTorch, the exported runtime's global top-k) then keep all of them
+        conf = float(scores.flatten().sort(descending=True).values[150])
+        got = exported.predict(img, conf=conf, iou=0.5, max_det=50)[0]
+        ref = Predictor(ssdlite, {"num_classes": 3, "img_size": 320}).predict(img, conf=conf, iou=0.5, max_det=50)[0]
+        assert len(got["boxes"]) == len(ref["boxes"]) > 0
+        # equal scores (symmetric default boxes of an untrained model) may come in another order: pair them
+        share, max_box, max_score, _ = match(ref, got, box_tol=1e-2, score_tol=1e-4)
+        assert share == 1.0, (share, max_box, max_score)
+    finally:
+        torch.set_num_threads(n)
