@@ -31,6 +31,7 @@ from torch import nn
 
 from odkit.engine import distributed as dist_utils
 from odkit.engine import runtime, speed
+from odkit.engine.budget import BudgetPlanner
 from odkit.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from odkit.engine.config import TrainConfig
 from odkit.engine.ema import ModelEMA, ema_params_for, unwrap
@@ -273,6 +274,7 @@ class Trainer:
             "best_metrics": dict(self.best_metrics),
             "elapsed": self.elapsed_before + (time.time() - self.t_start),
             "epoch_times": list(self.epoch_times),
+            "budget": self.budget.state_dict(),
             "bad_streak": self.bad_streak,
             "csv_header": self.csv_header,
             "config": self.cfg.to_dict(),
@@ -297,6 +299,7 @@ class Trainer:
         self.best_metrics = dict(state.get("best_metrics") or {})
         self.elapsed_before = float(state.get("elapsed", 0.0))
         self.epoch_times = list(state.get("epoch_times") or [])
+        self.budget.load_state_dict(state.get("budget") or {"train_times": self.epoch_times})
         self.bad_streak = int(state.get("bad_streak", 0))
         self.csv_header = state.get("csv_header")
         set_rng_state(state["rng"], self.loader_generator)
@@ -320,32 +323,24 @@ class Trainer:
         return self.ema.ema if self.ema else unwrap(self.model)
 
     # ------------------------------------------------------------------ time budget
+    def _spent(self) -> float:
+        """Seconds of the run so far (setup included; before a resume too)."""
+        return self.elapsed_before + (time.time() - self.t_start)
+
     def _replan(self, epoch_done: int) -> None:
-        """Fit the number of epochs to the ``--time`` budget from the measured epoch times."""
+        """Fit the number of epochs to the ``--time`` budget (:class:`~odkit.engine.budget.BudgetPlanner`)."""
         cfg = self.cfg
-        if not cfg.time or not self.epoch_times:
+        if not cfg.time or not self.budget.train_times:
             return
-        if epoch_done >= self.plan_epochs - self.plan_no_aug and epoch_done > 1:
-            return  # inside the no-augmentation tail: keep the plan, only the hard stop applies
-        budget = cfg.time * 60.0
-        spent = self.elapsed_before + (time.time() - self.t_start)
-        # median of the last 5 epochs (the first one, with warm-up costs, only while it is alone):
-        # robust to a single epoch slowed by other load on the machine
-        recent = sorted(self.epoch_times[1:][-5:] or self.epoch_times)
-        per_epoch = recent[len(recent) // 2]
-        reserve = 0.5 * per_epoch + 5.0  # final evaluation, plots and weights
-        left = max(budget - spent - reserve, 0.0)
-        more = int(left // per_epoch) if per_epoch > 0 else 0
+        epochs, no_aug = self.budget.plan(epoch_done, self._spent())
         if self.dist.enabled:  # every rank must follow the same plan
-            more = int(dist_utils.broadcast_object(more))
-        epochs = max(min(cfg.epochs, epoch_done + more), epoch_done)
-        no_aug = min(cfg.no_aug_epochs, epochs // 3) if cfg.no_aug_epochs else 0
+            epochs, no_aug = dist_utils.broadcast_object((epochs, no_aug))
         if epochs != self.plan_epochs or no_aug != self.plan_no_aug:
             if self.dist.is_main:
                 log.log(
                     logging.INFO if abs(epochs - self.plan_epochs) > 1 or epoch_done == 1 else logging.DEBUG,
                     "time budget %.1f min: %.1f s/epoch measured, planning %d epochs (%d without augmentation)",
-                    cfg.time, per_epoch, epochs, no_aug,
+                    cfg.time, self.budget.epoch_estimate() or 0.0, epochs, no_aug,
                 )
             self.plan_epochs, self.plan_no_aug = epochs, no_aug
             self.schedule.replan(epochs * self.ipe, self.iteration)
@@ -354,6 +349,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def fit(self) -> TrainResult:
+        self.t_start = time.time()  # the --time budget counts the setup too
         cfg = self.cfg
         resume_ckpt = None
         state = None
@@ -382,6 +378,7 @@ class Trainer:
         self._resolve()
         cfg = self.cfg
         self.plan_epochs, self.plan_no_aug = cfg.epochs, cfg.no_aug_epochs
+        self.budget = BudgetPlanner((cfg.time or 0.0) * 60.0, cfg.epochs, cfg.no_aug_epochs, cfg.val_interval)
         if self.dist.is_main and state is None:
             log.info("%s", self.resolved.describe() if self.resolved else "")
             if self.init_report is not None:
@@ -390,7 +387,6 @@ class Trainer:
                 log.info("%s", self.freeze_note)
         self._setup_data()
         self._setup_model()
-        self.t_start = time.time()
         if state is not None:
             self._restore(state)
             if self.ema is None and state.get("ema"):
@@ -436,16 +432,14 @@ class Trainer:
             row = self._train_epoch(epoch)
             t_train = time.time() - t0
             last = epoch + 1 >= self.plan_epochs or self.time_up
+            if cfg.time and not last and self._over_budget():
+                last = True  # the training deadline passed at the end of this epoch
             do_val = (epoch + 1) % cfg.val_interval == 0 or last
-            if cfg.time and not last:
-                # stop early if the next epoch cannot finish inside the budget
-                spent = self.elapsed_before + (time.time() - self.t_start)
-                stop = spent + t_train > cfg.time * 60.0
-                if dist_utils.broadcast_object(stop):  # rank 0 decides for everyone
-                    last = do_val = True
             metrics = self._validate(epoch) if do_val else {}
             epoch_time = time.time() - t0
             self.epoch_times.append(epoch_time if do_val or cfg.val_interval == 1 else t_train)
+            if not self.time_up:  # a cut-short epoch says nothing about a full one
+                self.budget.record(t_train, epoch_time - t_train if do_val else None)
             row.update({"mAP50-95": metrics.get("mAP50-95", ""), "mAP50": metrics.get("mAP50", ""),
                         "time_s": round(epoch_time, 2)})
             if last and epoch + 1 < self.plan_epochs:
@@ -463,6 +457,7 @@ class Trainer:
         if self.dist.is_main:
             log.info("epoch %d: last %d epoch(s) without augmentation (head phase 'no_aug')", epoch + 1,
                      self.plan_epochs - epoch)
+        self.budget.enter_tail(epoch)
         unwrap(self.model).head.enter_phase("no_aug")
         data_utils.close_mosaic(self.train_loader)
 
@@ -564,9 +559,9 @@ class Trainer:
             self.compile_pending = False
 
     def _over_budget(self) -> bool:
-        """Whether the ``--time`` budget is spent (rank 0 decides for every rank)."""
-        spent = self.elapsed_before + (time.time() - self.t_start)
-        return bool(dist_utils.broadcast_object(spent > self.cfg.time * 60.0))
+        """Whether training must stop for the ``--time`` budget: its deadline (the budget less the
+        final validation and outputs) has passed (rank 0 decides for every rank)."""
+        return bool(dist_utils.broadcast_object(self._spent() > self.budget.deadline()))
 
     def _bad_step(self, epoch: int, losses: dict[str, torch.Tensor]) -> None:
         self.bad_streak += 1
