@@ -51,7 +51,8 @@ def augmented_grid(
     """Write a PNG grid of ``n`` training samples of ``aset`` as the training pipeline makes them.
 
     Samples are drawn (seeded by ``seed``) through :class:`~odkit.data.transforms.TrainAugment`
-    (``cfg``: an :class:`~odkit.data.transforms.AugmentConfig`, YOLOX defaults when None) at
+    (``cfg``: an :class:`~odkit.data.transforms.AugmentConfig`, YOLOX defaults when None; or a ready
+    dataset-level pipeline such as ``odkit.engine.data.train_transform(cfg)``) at
     ``img_size`` and drawn with their boxes and class names, ``ceil(sqrt(n))`` per row.
     Returns the path written.
     """
@@ -63,7 +64,8 @@ def augmented_grid(
         raise ConfigError(f"augmented_grid: n must be at least 1, got {n}")
     if len(aset) == 0:
         raise ConfigError(f"augmented_grid: dataset {aset.root} has no images")
-    ds = DetectionDataset(aset, img_size=img_size, transforms=TrainAugment(cfg), seed=seed)
+    pipeline = cfg if getattr(cfg, "needs_dataset", False) else TrainAugment(cfg)  # a ready pipeline, or a config
+    ds = DetectionDataset(aset, img_size=img_size, transforms=pipeline, seed=seed)
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(aset), size=n, replace=n > len(aset))
     try:

@@ -620,9 +620,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ end of run
     def _early_plots(self) -> None:
-        from odkit.engine.data import augment_config
+        from odkit.engine.data import train_transform
 
-        early_plots(self.train_set, self.run_dir / "plots", self.cfg.img, self.cfg.seed, augment_config(self.cfg))
+        early_plots(self.train_set, self.run_dir / "plots", self.cfg.img, self.cfg.seed, train_transform(self.cfg))
 
     def _finish(self) -> TrainResult:
         elapsed = self.elapsed_before + (time.time() - self.t_start)
