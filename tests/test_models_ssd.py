@@ -258,6 +258,8 @@ def test_training_pipeline_follows_the_recipe() -> None:
         TrainConfig(model="yolox-nano", img=300)
     with pytest.raises(ConfigError, match="augment"):
         TrainConfig(model="yolox-nano", augment="mosaic9")
+    with pytest.raises(ConfigError, match="unknown SSD augmentation settings: degrees"):
+        train_transform(TrainConfig(model="ssd300-vgg16", img=300, augment="ssd", aug={"degrees": 0}))
 
 
 # ------------------------------------------------------------------------------------- models / export

@@ -54,6 +54,17 @@ class SSDAugmentConfig:
     min_box_size: float = 1.0
     close_mosaic: int = 0
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SSDAugmentConfig:
+        """From ``--aug`` / recipe values (``ConfigError`` naming unknown keys)."""
+        from dataclasses import fields
+
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown SSD augmentation settings: {', '.join(unknown)} "
+                              f"(known: {', '.join(f.name for f in fields(cls))})")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
     def __post_init__(self) -> None:
         for name in ("photometric_prob", "expand_prob", "flip_prob"):
             v = getattr(self, name)

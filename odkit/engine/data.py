@@ -191,7 +191,7 @@ def train_transform(cfg: TrainConfig) -> Any:
     if getattr(cfg, "augment", "yolox") == "ssd":
         from odkit.data.ssd_aug import SSDAugment, SSDAugmentConfig
 
-        return SSDAugment(SSDAugmentConfig(**cfg.aug), resize=resize)
+        return SSDAugment(SSDAugmentConfig.from_dict(cfg.aug), resize=resize)
     return TrainAugment(augment_config(cfg), resize=resize)
 
 

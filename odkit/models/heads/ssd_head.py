@@ -262,6 +262,9 @@ class SSDHead(nn.Module):
         return results
 
     # ------------------------------------------------------------------ training
+    def enter_phase(self, phase: str) -> None:
+        """Training phase hook (nothing changes for SSD)."""
+
     def loss(self, feats: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]],
              input_hw: tuple[int, int]) -> dict[str, Tensor]:
         """Softmax cross-entropy with hard negative mining + smooth L1 on offsets (``odkit.losses.ssd``)."""
