@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--img",
         type=int,
         default=None,
-        help="square input size in pixels, multiple of 32 (default: training size)",
+        help="square input size in pixels, multiple of the model's size divisor (32; SSD300: 1) "
+             "(default: training size)",
     )
     p.add_argument("--dynamic", action="store_true", help="dynamic batch dimension (default: batch 1)")
     p.add_argument("--nms", action="store_true", help="include class-wise NMS; fixed-shape outputs")

@@ -48,8 +48,9 @@ def handler(args: argparse.Namespace) -> int:
     runtime.set_threads()
     pred = load(args.weights, device=device, compile=args.compile)
     img = int(args.img or pred.img_size)
-    if img % 32:
-        raise ConfigError(f"--img must be a multiple of 32, got {img}")
+    div = int(getattr(pred.model, "size_divisor", 32))
+    if img % div:
+        raise ConfigError(f"--img must be a multiple of the model's size divisor {div}, got {img}")
     aset = load_checked(args.data, args.split, args.format, what=args.split)
     if list(aset.class_names) != list(pred.class_names):
         raise ConfigError(
