@@ -6,8 +6,9 @@ PyTorch compiled (``torch.compile``), onnxruntime and OpenVINO exports.
 ``forward_export`` of the prepared model; exports: the graph run). "e2e" columns time the whole
 path of one fixed uint8 image (640x480 synthetic shapes, or --image) through the public API
 (``Predictor.predict`` / ``ExportedPredictor.predict``): letterbox, float conversion, inference,
-decoding, score threshold + NMS, unletterbox. "e2e unprepared" is the plain model's
-``predict`` (BatchNorm not folded, NCHW weights) for comparison. Batch 1, a fixed number of
+decoding, score threshold + NMS, unletterbox. "unprepared" columns run the plain model
+(BatchNorm not folded, NCHW weights) and "BN folded only" the prepared model without fused
+activations, for comparison. The eager Predictor also fuses SiLU into the oneDNN convolutions. Batch 1, a fixed number of
 threads (default 2) for every runtime. Models are randomly initialised (latency does not depend on
 the weights, except through the number of boxes reaching NMS: the score threshold is a fixed 0.25).
 
@@ -42,7 +43,8 @@ from odkit.models.fuse import compile_or_eager, prepare_inference_model
 
 CONF, IOU, MAX_DET = 0.25, 0.45, 100
 RUNTIMES = ["eager", "compiled", "onnxruntime", "openvino"]
-COLUMNS = [f"bare {r}" for r in RUNTIMES] + [f"e2e {r}" for r in RUNTIMES] + ["e2e unprepared"]
+COLUMNS = ([f"bare {r}" for r in RUNTIMES] + [f"e2e {r}" for r in RUNTIMES]
+           + ["bare eager BN folded only", "bare eager unprepared", "e2e unprepared"])
 REFERENCE = "bare onnxruntime"
 
 
@@ -67,7 +69,7 @@ def torch_runners(model: torch.nn.Module, name: str, size: int, compile: bool) -
     kinds = [("eager", False)] + ([("compiled", True)] if compile else [])
     for kind, comp in kinds:
         pred = Predictor(model, meta, compile=comp)
-        net = prepare_inference_model(model, compile=comp)
+        net = prepare_inference_model(model, compile=comp, fuse_activations=not comp)  # as the Predictor
         if comp:
             net = compile_or_eager(net, lambda m: m.forward_export(x))
 
@@ -77,6 +79,18 @@ def torch_runners(model: torch.nn.Module, name: str, size: int, compile: bool) -
 
         runners[f"bare {kind}"] = bare
         runners[f"e2e {kind}"] = lambda im, p=pred: p.predict(im, conf=CONF, iou=IOU, max_det=MAX_DET)
+    folded = prepare_inference_model(model)  # BatchNorm folded, activations separate
+
+    def bare_folded(_img, n=folded):
+        with torch.no_grad():
+            return n.forward_export(x)
+
+    def bare_plain(_img, n=model):
+        with torch.no_grad():
+            return n.forward_export(x)
+
+    runners["bare eager BN folded only"] = bare_folded
+    runners["bare eager unprepared"] = bare_plain
     return runners
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from odkit.data.transforms import letterbox
 from odkit.engine.predictor import Predictor
 from odkit.models import zoo
-from odkit.models.fuse import compile_or_eager, fold_batchnorm, fold_conv_bn, prepare_inference_model
+from odkit.models.fuse import ConvAct, compile_or_eager, fold_batchnorm, fold_conv_bn, prepare_inference_model
 from odkit.nn import ConvBNAct
 from odkit.nn.norm import FrozenBatchNorm2d
 
@@ -85,17 +85,20 @@ def test_training_mode_norms_are_not_folded() -> None:
     assert fold_batchnorm(seq) == 0
 
 
-def test_prepared_yolox_matches_and_leaves_the_model_alone() -> None:
+@pytest.mark.parametrize("fuse_activations", [False, True])
+def test_prepared_yolox_matches_and_leaves_the_model_alone(fuse_activations: bool) -> None:
     torch.manual_seed(0)
     model = zoo.build("yolox-nano", num_classes=3, img_size=256)
     _randomise_norms(model)
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    net = prepare_inference_model(model)
+    net = prepare_inference_model(model, fuse_activations=fuse_activations)
+    if fuse_activations:
+        assert sum(isinstance(m, ConvAct) for m in net.modules()) > 50
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not net.training and not any(p.requires_grad for p in net.parameters())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
-    assert net.backbone.stem.conv.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert next(net.backbone.stem.parameters()).is_contiguous(memory_format=torch.channels_last)
     x = torch.rand(2, 3, 256, 256)
     model.eval()
     with torch.no_grad():

@@ -95,7 +95,8 @@ class Predictor:
         self.device = torch.device(device)
         # the prepared inference copy (BatchNorm folded, channels_last, eval mode for good); the
         # given model is left as it is
-        self.model = prepare_inference_model(model, channels_last=True, fuse=fuse, device=self.device)
+        self.model = prepare_inference_model(model, channels_last=True, fuse=fuse, device=self.device,
+                                             fuse_activations=fuse and self.device.type == "cpu" and not compile)
         self.compile = bool(compile)
         self.class_names: list[str] = list(meta.get("class_names") or [str(i) for i in range(meta["num_classes"])])
         self.img_size = int(meta.get("img_size") or 416)

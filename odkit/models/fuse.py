@@ -89,6 +89,47 @@ def fold_batchnorm(model: nn.Module) -> int:
     return n
 
 
+_ACT_ATTR = {nn.SiLU: "swish", nn.ReLU: "relu"}
+
+
+def _pointwise_conv_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+class ConvAct(nn.Module):
+    """``act(conv(x))`` as one oneDNN call with the activation fused (``swish`` = SiLU, ``relu``)
+    for float32 CPU input; any other input runs the plain ``conv`` then ``act``. Inference only."""
+
+    def __init__(self, conv: nn.Conv2d, act: nn.Module) -> None:
+        super().__init__()
+        self.conv, self.act = conv, act
+        self.attr = _ACT_ATTR[type(act)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        if x.device.type == "cpu" and x.dtype == torch.float32 == c.weight.dtype and not torch.is_grad_enabled():
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups, self.attr, [], "")
+        return self.act(c(x))
+
+
+def fuse_conv_activations(model: nn.Module) -> int:
+    """Replace each folded conv block (``ConvBNAct`` whose norm is folded, SiLU or ReLU activation)
+    by a :class:`ConvAct` (activation fused into the oneDNN convolution); returns the count. CPU
+    inference only (not exportable): used for the Predictor and val, never for export."""
+    if not _pointwise_conv_available():
+        return 0
+    n = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if (isinstance(child, ConvBNAct) and isinstance(child.bn, nn.Identity)
+                    and type(child.conv) is nn.Conv2d and type(child.act) in _ACT_ATTR
+                    and child.conv.padding_mode == "zeros"):
+                setattr(module, name, ConvAct(child.conv, child.act))
+                n += 1
+    return n
+
+
 def switch_to_deploy(model: nn.Module) -> int:
     """Call ``switch_to_deploy()`` on every module that offers it (RepVGG-style re-parameterisation);
     returns how many were switched."""
@@ -107,10 +148,13 @@ def prepare_inference_model(
     fuse: bool = True,
     compile: bool = False,
     device: str | torch.device | None = None,
+    fuse_activations: bool = False,
 ) -> nn.Module:
     """A prepared inference copy of ``model`` (the original is not modified): eval mode, no grads,
     deploy-form blocks, BatchNorm folded (``fuse``), channels_last weights, on ``device``.
 
+    ``fuse_activations``: also fuse SiLU/ReLU into the folded convolutions (one oneDNN call per conv
+    block, :func:`fuse_conv_activations`; CPU, not exportable; ignored with ``compile``).
     ``compile``: wrap the network part (backbone, neck, head) in ``torch.compile``; where that is
     not possible (no C compiler, unsupported op) the model stays eager and a warning says why
     (the first call triggers the compilation; :func:`compile_or_eager` checks it on an example).
@@ -122,7 +166,8 @@ def prepare_inference_model(
     if fuse:
         switch_to_deploy(net)
         folded = fold_batchnorm(net)
-        log.debug("prepared inference model: %d norm layers folded", folded)
+        fused = fuse_conv_activations(net) if fuse_activations and not compile else 0
+        log.debug("prepared inference model: %d norm layers folded, %d activations fused", folded, fused)
     for p in net.parameters():
         p.requires_grad_(False)
     if channels_last:
