@@ -1,0 +1,106 @@
+"""Parity of odkit's Faster R-CNN with torchvision's for the same weights.
+
+Runs in a separate environment that has torchvision (never an odkit dependency):
+
+    $(../shared/tools/reference-env) benchmarks/tv_parity_rcnn.py [--size 800] [--models r50,mobilenetv3]
+
+Same protocol as ``benchmarks/tv_parity.py`` (RetinaNet / FCOS): torchvision's
+``fasterrcnn_resnet50_fpn`` / ``fasterrcnn_mobilenet_v3_large_fpn`` (91 classes, ``min_size = max_size
+= size``, so its transform keeps a ``size`` picture as it is; default postprocess settings) gets
+deterministic synthetic weights (``tests/_tv_weights.py``), its state dict is saved as a ``.pth`` and
+imported with ``odkit weights import --from torchvision``, and both predict on the same picture. The box
+classifier's synthetic weights are scaled (``CLS_SCALE``) so that the class scores pass torchvision's
+0.05 threshold (with the plain synthetic weights every score is near 1 / 91 and nothing is detected).
+Printed: the share of torchvision's detections that odkit reproduces (same label, box within 0.05 px,
+score within 1e-3) and the largest differences over the matched pairs.
+
+``--write-fixture PATH`` also writes the picture and torchvision's detections (per model) for the CI
+test ``tests/test_weights_tv_parity_rcnn.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+MODELS = {"r50": ("fasterrcnn-r50-fpn", "fasterrcnn_resnet50_fpn"),
+          "mobilenetv3": ("fasterrcnn-mobilenetv3-fpn", "fasterrcnn_mobilenet_v3_large_fpn")}
+CLS_SCALE = {"fasterrcnn_resnet50_fpn": 20.0, "fasterrcnn_mobilenet_v3_large_fpn": 40.0}
+
+
+def reference_state_dict(tv_name: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """torchvision-layout synthetic weights of ``tv_name`` (class layer scaled by ``CLS_SCALE``)."""
+    from _tv_weights import layout, synthetic_state_dict
+
+    sd = synthetic_state_dict(layout(ROOT / "tests" / "fixtures" / "torchvision_keys" / f"{tv_name}.json"), seed)
+    sd["roi_heads.box_predictor.cls_score.weight"] = sd["roi_heads.box_predictor.cls_score.weight"] * CLS_SCALE[tv_name]
+    return sd
+
+
+def run(key: str, size: int, seed: int, workdir: Path) -> dict:
+    import torchvision.models.detection as tvd
+    from tv_parity import match, picture
+
+    import odkit
+    from odkit.weights import import_weights
+
+    name, tv_name = MODELS[key]
+    tv = getattr(tvd, tv_name)(weights=None, weights_backbone=None, num_classes=91, min_size=size,
+                               max_size=size).eval()
+    tv.load_state_dict(reference_state_dict(tv_name, seed))
+    pth = workdir / f"{tv_name}.pth"
+    torch.save(tv.state_dict(), pth)
+    img = picture(size, seed)
+    with torch.no_grad():
+        ref = tv([torch.from_numpy(img).permute(2, 0, 1).float() / 255.0])[0]
+    out = workdir / f"{name}.safetensors"
+    report = import_weights(pth, source="torchvision", model=name, out=out)
+    if not report.ok:
+        raise SystemExit(f"import of {pth} failed: {report.lines()}")
+    got = odkit.load(out).predict(img, img_size=size)[0]
+    share, max_box, max_score, n = match(ref, got)
+    return {"model": name, "reference": tv_name, "size": size, "ref_dets": n, "odkit_dets": len(got["scores"]),
+            "matched": share, "max_box_px": max_box, "max_score": max_score, "image": img, "ref": ref}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=800, help="square picture and network input (default 800)")
+    ap.add_argument("--models", default="r50,mobilenetv3", help="comma-separated: r50, mobilenetv3")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights and picture")
+    ap.add_argument("--write-fixture", default=None, help="write picture + reference detections here")
+    args = ap.parse_args(argv)
+    import torchvision
+
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {args.size}x{args.size} picture, "
+          f"synthetic weights seed {args.seed}")
+    print(f"{'model':<28} {'reference':<34} {'ref dets':>8} {'odkit dets':>10} {'matched':>8} "
+          f"{'max |box| px':>12} {'max |score|':>11}")
+    fixture: dict[str, torch.Tensor] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in [m.strip() for m in args.models.split(",") if m.strip()]:
+            r = run(key, args.size, args.seed, Path(tmp))
+            print(f"{r['model']:<28} {r['reference']:<34} {r['ref_dets']:>8d} {r['odkit_dets']:>10d} "
+                  f"{100 * r['matched']:>7.2f}% {r['max_box_px']:>12.2e} {r['max_score']:>11.2e}", flush=True)
+            fixture["image"] = torch.from_numpy(r["image"])
+            for k in ("boxes", "scores", "labels"):
+                fixture[f"{r['model']}.{k}"] = r["ref"][k].contiguous()
+    if args.write_fixture:
+        from safetensors.torch import save_file
+
+        save_file(fixture, args.write_fixture, metadata={"size": str(args.size), "seed": str(args.seed),
+                                                          "torchvision": torchvision.__version__})
+        print(f"fixture written to {args.write_fixture}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
