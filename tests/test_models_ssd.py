@@ -292,6 +292,8 @@ def test_zoo_entries() -> None:
     assert (lite.img_size, lite.resize, lite.size_divisor) == (320, "stretch", 32)
     assert s.postprocess == {"conf_thr": 0.01, "iou_thr": 0.45, "max_det": 200, "pre_topk": 400}
     assert lite.postprocess == {"conf_thr": 0.001, "iou_thr": 0.55, "max_det": 300, "pre_topk": 300}
+    # 90 object classes + background = torchvision's num_classes=91: its parameter count
+    assert sum(p.numel() for p in zoo.build("ssd300-vgg16", num_classes=90).parameters()) == 35_641_826
 
 
 def test_ssdlite_layout_and_counts(ssdlite: nn.Module) -> None:
@@ -379,5 +381,30 @@ def test_export_equals_pytorch(ssdlite: nn.Module, fmt: str, tmp_path) -> None:
         # equal scores (symmetric default boxes of an untrained model) may come in another order: pair them
         share, max_box, max_score, _ = match(ref, got, box_tol=1e-2, score_tol=1e-4)
         assert share == 1.0, (share, max_box, max_score)
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.mark.slow
+def test_ssd300_export_equals_pytorch(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    from odkit.export.onnx import export_onnx
+    from odkit.export.openvino import export_openvino
+    from odkit.export.runtime import load_predictor
+    from odkit.models import zoo
+
+    n = torch.get_num_threads()
+    try:
+        torch.manual_seed(0)
+        model = zoo.build("ssd300-vgg16", num_classes=3).eval()
+        x = torch.rand(1, 3, 300, 300, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            boxes, scores = model(x)
+        for path in (export_onnx(model, tmp_path / "m.onnx", img_size=300),
+                     export_openvino(model, tmp_path / "m.xml", img_size=300)):
+            got_boxes, got_scores = load_predictor(path).run(x)
+            np.testing.assert_allclose(got_boxes, boxes.numpy(), atol=1e-2, rtol=0)
+            np.testing.assert_allclose(got_scores, scores.numpy(), atol=1e-4, rtol=0)
     finally:
         torch.set_num_threads(n)
