@@ -343,7 +343,7 @@ def test_predict_maps_stretched_boxes_back(ssdlite: nn.Module) -> None:
     assert float(got["boxes"][:, 2].max()) <= 400 and float(got["boxes"][:, 3].max()) <= 150
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+@pytest.mark.parametrize("fmt", ["onnx", pytest.param("openvino", marks=pytest.mark.slow)])
 def test_export_equals_pytorch(ssdlite: nn.Module, fmt: str, tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
