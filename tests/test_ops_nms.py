@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 
@@ -22,7 +23,30 @@ from odkit.ops import (
     soft_nms,
 )
 
-nms_mod = importlib.import_module("odkit.ops.nms")
+greedy = importlib.import_module("odkit.ops.nms_greedy")
+
+# every kernel path: dense blocks of 4 boxes (many rounds) and of 256, per-label dense matrix or
+# not, and the windows kernel (forced by _SMALL_N = 0) with blocks of 4 and 256
+PATHS = [
+    {"_DENSE_BLOCK": 4},
+    {"_DENSE_BLOCK": 256},
+    {"_DENSE_ELEMS": 0, "_DENSE_BLOCK": 4},
+    {"_SMALL_N": 0, "_DENSE_ELEMS": 0, "_BLOCK": 4},
+    {"_SMALL_N": 0, "_DENSE_ELEMS": 0, "_BLOCK": 256},
+]
+
+
+@contextlib.contextmanager
+def kernel_path(path):
+    """Set kernel-selection constants of odkit.ops.nms_greedy inside the block, then restore them."""
+    saved = {k: getattr(greedy, k) for k in path}
+    for k, v in path.items():
+        setattr(greedy, k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(greedy, k, v)
 
 
 def ref_greedy(boxes, scores, thr, labels=None, mode="iou"):
@@ -57,14 +81,14 @@ def nms_case(draw):
 @given(nms_case())
 def test_nms_equals_greedy_loop(case):
     boxes, scores, labels, thr = case
-    for b in (4, 256):
-        nms_mod._BLOCK = b
-        try:
-            assert nms(boxes, scores, thr).tolist() == ref_greedy(boxes, scores, thr)
-            assert batched_nms(boxes, scores, labels, thr).tolist() == ref_greedy(boxes, scores, thr, labels.tolist())
-            assert diou_nms(boxes, scores, thr).tolist() == ref_greedy(boxes, scores, thr, mode="diou")
-        finally:
-            nms_mod._BLOCK = 256
+    expect = ref_greedy(boxes, scores, thr)
+    expect_lab = ref_greedy(boxes, scores, thr, labels.tolist())
+    expect_diou = ref_greedy(boxes, scores, thr, mode="diou")
+    for path in PATHS:
+        with kernel_path(path):
+            assert nms(boxes, scores, thr).tolist() == expect, path
+            assert batched_nms(boxes, scores, labels, thr).tolist() == expect_lab, path
+            assert diou_nms(boxes, scores, thr).tolist() == expect_diou, path
 
 
 def clustered(n, seed, per=10):
@@ -99,9 +123,11 @@ def numpy_greedy(boxes, scores, thr):
 @pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
 def test_nms_large_clustered(thr):
     boxes, scores = clustered(3000, seed=int(thr * 10))
-    keep = nms(boxes, scores, thr)
-    assert keep.tolist() == numpy_greedy(boxes, scores, thr)
-    assert 0.02 < len(keep) / 3000 < 0.6
+    expect = numpy_greedy(boxes, scores, thr)
+    assert 0.02 < len(expect) / 3000 < 0.6
+    for path in ({}, {"_SMALL_N": 0}):  # dense blocks, windows
+        with kernel_path(path):
+            assert nms(boxes, scores, thr).tolist() == expect, path
 
 
 def test_nms_edge_cases():
@@ -117,17 +143,19 @@ def test_nms_edge_cases():
         nms(torch.zeros(3, 5), torch.zeros(3), 0.5)
 
 
-def test_batched_nms_is_per_class_nms_merged():
+@pytest.mark.parametrize("n_labels", [3, 80])
+def test_batched_nms_is_per_class_nms_merged(n_labels):
     boxes, scores = clustered(2000, seed=3)
-    labels = torch.from_numpy(np.random.default_rng(3).integers(0, 80, 2000))
-    got = batched_nms(boxes, scores, labels, 0.5)
+    labels = torch.from_numpy(np.random.default_rng(3).integers(0, n_labels, 2000))
     parts = []
     for c in labels.unique():
         idx = (labels == c).nonzero().squeeze(1)
-        parts.append(idx[nms(boxes[idx], scores[idx], 0.5)])
+        parts.append(idx[torch.tensor(numpy_greedy(boxes[idx], scores[idx], 0.5), dtype=torch.long)])
     allk = torch.cat(parts).sort()[0]
-    expect = allk[torch.sort(scores[allk], descending=True, stable=True)[1]]
-    assert got.tolist() == expect.tolist()
+    expect = allk[torch.sort(scores[allk], descending=True, stable=True)[1]].tolist()
+    for path in ({}, {"_DENSE_ELEMS": 0}):  # per-label dense matrix, windows
+        with kernel_path(path):
+            assert batched_nms(boxes, scores, labels, 0.5).tolist() == expect, path
 
 
 def ref_soft(boxes, scores, thr, sigma, method, min_score):

@@ -3,30 +3,22 @@
 All boxes are xyxy ``[N, 4]`` (continuous coordinates). Scores are ``[N]``. Results are int64
 indices into the input, ordered by decreasing score, ties broken by the lower index first.
 
-``nms`` is exact greedy NMS (the result of the classic loop "take the best remaining box, drop
-every remaining box whose IoU with it is > threshold"), computed without a Python loop over boxes:
-the score-sorted boxes are processed in blocks of still-alive boxes. Inside a block, the greedy
-result is the unique fixed point of ``keep[j] = not any(keep[i] and iou[i, j] > thr for i < j)``,
-reached by iterating from ``keep = all`` (Cluster-NMS); the kept boxes of the block then remove the
-later boxes they overlap, so IoU is only ever computed for surviving boxes and memory stays bounded
-(one block x the remaining boxes, chunked).
+``nms``, ``diou_nms`` and ``batched_nms`` are exact greedy NMS (the result of the classic loop "take
+the best remaining box, drop every remaining box whose IoU with it is > threshold", per label for
+``batched_nms``), computed without a Python loop over boxes by the kernels of
+:mod:`odkit.ops.nms_greedy`. No op here changes the process-wide thread settings.
 """
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
 from odkit.errors import ConfigError
 from odkit.ops.boxes import DEFAULT_EPS, _iou_core
+from odkit.ops.nms_greedy import greedy_sorted
 
 __all__ = ["batched_nms", "diou_nms", "matrix_nms", "multiclass_nms", "nms", "soft_nms"]
-
-_BLOCK = 256  # alive boxes per block
-_MAX_PAIRS = 1 << 22  # largest [k, r] IoU slab computed at once (bounds memory for huge inputs)
 
 
 def _check_inputs(boxes: Tensor, scores: Tensor, fn: str) -> None:
@@ -40,25 +32,6 @@ def _check_inputs(boxes: Tensor, scores: Tensor, fn: str) -> None:
 
 def _float(t: Tensor) -> Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the body with one intra-op thread.
-
-    NMS is a chain of many small tensor ops; on a busy CPU every parallel region can wait a whole
-    scheduler slice for its second thread (measured: 100x slower on a loaded 2-core machine), and
-    on an idle one the ops are too small to gain from threads.
-    """
-    n = torch.get_num_threads()
-    if n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _thr_for(thr: float, dtype: torch.dtype) -> float:
@@ -80,191 +53,6 @@ def _sort_desc(scores: Tensor) -> Tensor:
     return torch.sort(scores, descending=True, stable=True)[1]
 
 
-def _pair_suppress(a: Tensor, aa: Tensor, b: Tensor, ba: Tensor, thr: float, mode: str) -> Tensor:
-    """``[k, r]`` bool: criterion(a_i, b_j) > thr. ``a``/``b`` are ``[4, n]`` coordinate rows.
-
-    For ``mode="iou"`` the arithmetic is the same as ``box_iou`` (so the two agree bit for bit).
-    """
-    if mode == "iou":
-        ax1, ay1, ax2, ay2 = a[0, :, None], a[1, :, None], a[2, :, None], a[3, :, None]
-        iw = torch.minimum(ax2, b[2]).sub_(torch.maximum(ax1, b[0])).clamp_(min=0)
-        ih = torch.minimum(ay2, b[3]).sub_(torch.maximum(ay1, b[1])).clamp_(min=0)
-        inter = iw.mul_(ih)
-        union = (aa[:, None] + ba).sub_(inter).clamp_(min=DEFAULT_EPS)
-        return inter.div_(union) > thr
-    return _iou_core(a.t()[:, None, :], b.t()[None, :, :], mode, DEFAULT_EPS) > thr
-
-
-def _block_keep(rows_b: Tensor, areas_b: Tensor, labels_b: Tensor | None, thr: float, mode: str) -> Tensor | None:
-    """Greedy result inside one block of priority-sorted boxes (bool mask), or None when all are kept.
-
-    The greedy result is the unique fixed point of ``keep[j] = not any_{i<j} keep[i] & sup[i, j]``;
-    iterating from ``keep = all`` reaches it in at most (longest suppression chain + 1) rounds.
-    """
-    m = rows_b.shape[1]
-    if m < 2:
-        return None
-    sup = _pair_suppress(rows_b, areas_b, rows_b, areas_b, thr, mode).triu_(1)
-    if labels_b is not None:
-        sup &= labels_b[:, None] == labels_b[None, :]
-    if not bool(sup.any()):
-        return None
-    supf = sup.to(torch.float32)
-    keep = torch.ones(m, dtype=torch.bool, device=rows_b.device)
-    while True:
-        new = (keep.to(torch.float32) @ supf) == 0
-        if torch.equal(new, keep):
-            return keep
-        keep = new
-
-
-def _greedy_dense(rows: Tensor, areas: Tensor, thr: float, labels: Tensor | None, mode: str) -> Tensor:
-    """Blocked greedy NMS comparing each block's kept boxes with every later alive box (chunked)."""
-    n = rows.shape[1]
-    idx = torch.arange(n, device=rows.device)
-    kept: list[Tensor] = []
-    while idx.numel() > 0:
-        blk, idx = idx[:_BLOCK], idx[_BLOCK:]
-        keep = _block_keep(rows[:, blk], areas[blk], None if labels is None else labels[blk], thr, mode)
-        if keep is not None:
-            blk = blk[keep]
-        kept.append(blk)
-        if idx.numel() == 0 or blk.numel() == 0:
-            continue
-        rows_b, areas_b = rows[:, blk], areas[blk]
-        step = max(1, _MAX_PAIRS // blk.numel())
-        survivors = []
-        for s in range(0, idx.numel(), step):
-            part = idx[s : s + step]
-            hit = _pair_suppress(rows_b, areas_b, rows[:, part], areas[part], thr, mode)
-            if labels is not None:
-                hit &= labels[blk][:, None] == labels[part][None, :]
-            survivors.append(part[~hit.any(0)])
-        idx = torch.cat(survivors)
-    return torch.cat(kept)
-
-
-def _greedy_sorted(boxes: Tensor, thr: float, labels: Tensor | None = None, mode: str = "iou") -> Tensor:
-    """Exact greedy NMS over boxes already sorted by priority. Returns kept positions (ascending).
-
-    With ``labels``, a box only suppresses boxes of the same label (= greedy NMS per label).
-
-    Blocks of ``_BLOCK`` alive boxes are resolved exactly (:func:`_block_keep`); the kept boxes of a
-    block then suppress later boxes. Only later boxes that can pass the threshold are examined.
-    For boxes a, b with ``IoU > t >= 0``:
-
-    * ``t < w_b / w_a < 1 / t`` (IoU <= min(w) / max(w)), and the same for heights;
-    * ``|cx_a - cx_b| < (w_a + w_b) k`` and ``|cy_a - cy_b| < (h_a + h_b) k``, ``k = (1-t) / (2(1+t))``.
-
-    So the alive boxes are kept in one list sorted by ``(label, width octave, cx)``; for each kept
-    box, the candidates are a few contiguous windows of that list (one per width octave compatible
-    with its width), filtered by the y bound, and the exact IoU is computed for those pairs only.
-    ``DIoU <= IoU``, so the same candidates serve DIoU-NMS. Bounds carry a small margin for float32
-    rounding, so the result is exactly that of the greedy loop on the same float32 IoU values.
-    """
-    n = boxes.shape[0]
-    dev = boxes.device
-    if n == 0:
-        return torch.zeros(0, dtype=torch.long, device=dev)
-    rows = boxes.t().contiguous()  # [4, n]
-    areas = (rows[2] - rows[0]).clamp(min=0) * (rows[3] - rows[1]).clamp(min=0)
-    if thr < 0 or n <= _BLOCK or not bool(torch.isfinite(rows).all()):
-        return _greedy_dense(rows, areas, thr, labels, mode)
-
-    r64 = rows.double()
-    cx, cy = (r64[0] + r64[2]) * 0.5, (r64[1] + r64[3]) * 0.5
-    w, h = (r64[2] - r64[0]).clamp(min=0), (r64[3] - r64[1]).clamp(min=0)
-    t = max(thr - 1e-3, 0.0)  # margin for the float32 rounding of the IoU itself
-    k = (1.0 - t) / (2.0 * (1.0 + t)) * (1.0 + 1e-6)
-    hk = h * k + 1e-9
-    # width octaves; boxes with zero width or height can never be suppressed and are not listed
-    valid = (w > 0) & (h > 0)
-    oct_ = torch.floor(torch.log2(torch.where(valid, w, torch.ones_like(w)))).long()
-    o_min = int(oct_[valid].min()) if bool(valid.any()) else 0
-    oct_ = oct_ - o_min
-    n_oct = int(oct_[valid].max()) + 1 if bool(valid.any()) else 1
-    half_max = float(((w + w.max()) * k).max()) + 1.0
-    span = float(cx.max() - cx.min()) + 4.0 * half_max + 1.0
-    if labels is not None:
-        labels = torch.unique(labels, return_inverse=True)[1]  # contiguous 0..L-1
-    group = oct_ if labels is None else labels * n_oct + oct_
-    base = cx.min() - 2.0 * half_max
-    key = (cx - base) + group.double() * span
-    order = torch.argsort(key)
-    xs = order.index_select(0, valid.index_select(0, order).nonzero().squeeze(1))
-    key_s = key.index_select(0, xs)
-    # per kept box: which octaves can hold a box of width in (t w_a, w_a / t)
-    octs = torch.arange(n_oct, device=dev, dtype=torch.float64)
-    o_lo = 2.0 ** (octs + o_min)  # octave width range [o_lo, 2 o_lo)
-
-    alive = torch.ones(n, dtype=torch.bool, device=dev)
-    kept: list[Tensor] = []
-    p = 0
-    while True:
-        blk = alive[p:].nonzero().squeeze(1)[:_BLOCK] + p
-        if blk.numel() == 0:
-            break
-        p = int(blk[-1]) + 1
-        keep = _block_keep(
-            rows.index_select(1, blk),
-            areas.index_select(0, blk),
-            None if labels is None else labels.index_select(0, blk),
-            thr,
-            mode,
-        )
-        alive[blk] = False
-        if keep is not None:
-            blk = blk.index_select(0, keep.nonzero().squeeze(1))
-        kept.append(blk)
-        if p >= n:
-            break
-        sel = alive.index_select(0, xs).nonzero().squeeze(1)
-        xs, key_s = xs.index_select(0, sel), key_s.index_select(0, sel)
-        blk = blk.index_select(0, valid.index_select(0, blk).nonzero().squeeze(1))
-        if xs.numel() == 0:  # what is left has zero width or height: it cannot be suppressed
-            kept.append(alive[p:].nonzero().squeeze(1) + p)
-            break
-        if blk.numel() == 0:
-            continue
-        # windows [k_boxes, n_oct]
-        wa = w.index_select(0, blk)[:, None]
-        if t > 0:  # octave [o_lo, 2 o_lo) must meet (t w_a, w_a / t)
-            wb_max = torch.minimum(2.0 * o_lo[None, :], wa / t)
-            ok = (o_lo[None, :] < wa / t) & (2.0 * o_lo[None, :] > wa * t)
-        else:
-            wb_max = (2.0 * o_lo[None, :]).expand(wa.shape[0], -1)
-            ok = torch.ones_like(wb_max, dtype=torch.bool)
-        half = (wa + wb_max) * k + 1e-9
-        ga = (group.index_select(0, blk) - oct_.index_select(0, blk))[:, None] + torch.arange(n_oct, device=dev)
-        centre = (cx.index_select(0, blk) - base)[:, None] + ga.double() * span
-        lo = torch.searchsorted(key_s, (centre - half).reshape(-1))
-        hi = torch.searchsorted(key_s, (centre + half).reshape(-1), right=True)
-        counts = torch.where(ok.reshape(-1), hi - lo, torch.zeros_like(lo))
-        total = int(counts.sum())
-        if total == 0:
-            continue
-        a = torch.repeat_interleave(blk.repeat_interleave(n_oct), counts)
-        start = torch.cumsum(counts, 0) - counts
-        b = xs.index_select(0, torch.arange(total, device=dev) + torch.repeat_interleave(lo - start, counts))
-        near = (cy.index_select(0, a) - cy.index_select(0, b)).abs_() < hk.index_select(0, a) + hk.index_select(0, b)
-        sel = near.nonzero().squeeze(1)
-        if sel.numel() == 0:
-            continue
-        a, b = a.index_select(0, sel), b.index_select(0, sel)
-        ra, rb = rows.index_select(1, a), rows.index_select(1, b)
-        if mode == "iou":
-            iw = torch.minimum(ra[2], rb[2]).sub_(torch.maximum(ra[0], rb[0])).clamp_(min=0)
-            ih = torch.minimum(ra[3], rb[3]).sub_(torch.maximum(ra[1], rb[1])).clamp_(min=0)
-            inter = iw.mul_(ih)
-            union = (areas.index_select(0, a) + areas.index_select(0, b)).sub_(inter).clamp_(min=DEFAULT_EPS)
-            hit = inter.div_(union) > thr
-        else:
-            hit = _iou_core(ra.t(), rb.t(), mode, DEFAULT_EPS) > thr
-        alive[b.index_select(0, hit.nonzero().squeeze(1))] = False
-    return torch.cat(kept)
-
-
-@_one_thread()
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Exact greedy NMS (torchvision-compatible).
 
@@ -279,10 +67,9 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     _check_inputs(boxes, scores, "nms")
     order = _sort_desc(scores)
     b = _float(boxes)[order]
-    return order[_greedy_sorted(b, _thr_for(iou_threshold, b.dtype))]
+    return order[greedy_sorted(b, _thr_for(iou_threshold, b.dtype))]
 
 
-@_one_thread()
 def diou_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy DIoU-NMS: suppress when ``IoU - d^2 / c^2 > iou_threshold`` (DIoU of the pair).
 
@@ -291,15 +78,15 @@ def diou_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     _check_inputs(boxes, scores, "diou_nms")
     order = _sort_desc(scores)
     b = _float(boxes)[order]
-    return order[_greedy_sorted(b, _thr_for(iou_threshold, b.dtype), mode="diou")]
+    return order[greedy_sorted(b, _thr_for(iou_threshold, b.dtype), mode="diou")]
 
 
-@_one_thread()
 def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
     """Class-aware exact greedy NMS: equal to :func:`nms` per label, merged by decreasing score.
 
     Ties in score are broken by the lower index first. Boxes are compared only within a label,
-    without the coordinate-offset trick (so there is no floating-point loss).
+    without the coordinate-offset trick (so there is no floating-point loss): with many labels all
+    labels are resolved at once on one padded per-label matrix.
     """
     _check_inputs(boxes, scores, "batched_nms")
     if labels.shape != scores.shape:
@@ -308,10 +95,9 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: fl
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = _sort_desc(scores)
     b = _float(boxes)[order]
-    return order[_greedy_sorted(b, _thr_for(iou_threshold, b.dtype), labels=labels[order])]
+    return order[greedy_sorted(b, _thr_for(iou_threshold, b.dtype), labels=labels[order])]
 
 
-@_one_thread()
 def soft_nms(
     boxes: Tensor,
     scores: Tensor,
@@ -424,7 +210,6 @@ def matrix_nms(
     return keep, ks
 
 
-@_one_thread()
 def multiclass_nms(
     boxes: Tensor,
     scores: Tensor,
