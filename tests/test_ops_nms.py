@@ -25,14 +25,15 @@ from odkit.ops import (
 
 greedy = importlib.import_module("odkit.ops.nms_greedy")
 
-# every kernel path: dense blocks of 4 boxes (many rounds) and of 256, per-label dense matrix or
-# not, and the windows kernel (forced by _SMALL_N = 0) with blocks of 4 and 256
+# every kernel path: dense blocks of 4 boxes (many rounds) and of 181; per-label dense tables, or
+# (tiny _SERIAL) per-label dense blocks with many-chunk slabs; the windows kernel (_SMALL_N = 0)
+# with blocks of 4 and 256
 PATHS = [
     {"_DENSE_BLOCK": 4},
-    {"_DENSE_BLOCK": 256},
-    {"_DENSE_ELEMS": 0, "_DENSE_BLOCK": 4},
-    {"_SMALL_N": 0, "_DENSE_ELEMS": 0, "_BLOCK": 4},
-    {"_SMALL_N": 0, "_DENSE_ELEMS": 0, "_BLOCK": 256},
+    {"_DENSE_BLOCK": 181},
+    {"_SERIAL": 16, "_DENSE_BLOCK": 4},
+    {"_SERIAL": 16, "_SMALL_N": 0, "_BLOCK": 4},
+    {"_SMALL_N": 0, "_BLOCK": 256},
 ]
 
 
@@ -153,7 +154,7 @@ def test_batched_nms_is_per_class_nms_merged(n_labels):
         parts.append(idx[torch.tensor(numpy_greedy(boxes[idx], scores[idx], 0.5), dtype=torch.long)])
     allk = torch.cat(parts).sort()[0]
     expect = allk[torch.sort(scores[allk], descending=True, stable=True)[1]].tolist()
-    for path in ({}, {"_DENSE_ELEMS": 0}):  # per-label dense matrix, windows
+    for path in ({}, {"_SERIAL": 1024}, {"_SERIAL": 1024, "_SMALL_N": 0}):  # dense tables, blocks, windows
         with kernel_path(path):
             assert batched_nms(boxes, scores, labels, 0.5).tolist() == expect, path
 

@@ -8,10 +8,11 @@ box only suppressing boxes of its own label when labels are given. No Python loo
   ``_DENSE_BLOCK``; inside a block the greedy result is the unique fixed point of
   ``keep[j] = max_{i<j} keep[i] * iou[i, j] <= thr``, reached by iterating from ``keep = all``
   (Cluster-NMS) on the dense float matrix; the kept boxes of the block then remove every later box
-  they overlap (one dense ``[kept, rest]`` slab, reduced by ``amax``).
-* :func:`greedy_by_label` (``batched_nms`` with many labels): the boxes of each label are padded to
-  one ``[labels, m]`` table and the same fixed point is reached for all labels at once on the
-  ``[labels, m, m]`` matrix.
+  they overlap (dense ``[kept, rest]`` slabs, reduced by ``amax``).
+* :func:`greedy_by_label` (``batched_nms``): the boxes are grouped by label; labels with few boxes
+  are padded into ``[labels, m]`` tables (labels of similar counts together) and the same fixed
+  point is reached for all of them at once on the ``[labels, m, m]`` matrix; a label with many
+  boxes goes through the kernels above on its own.
 * :func:`greedy_windows` (large inputs): blocks of alive boxes, and for each kept box only the alive
   boxes that can pass the threshold are examined (sorted windows, see its docstring).
 
@@ -30,9 +31,12 @@ __all__ = ["greedy_blocks", "greedy_by_label", "greedy_sorted", "greedy_windows"
 
 _BLOCK = 256  # greedy_windows: alive boxes per block
 _MAX_PAIRS = 1 << 22  # largest [k, r] IoU slab computed at once (bounds memory for huge inputs)
-_DENSE_BLOCK = 256  # greedy_blocks: alive boxes resolved at once
-_SMALL_N = 3000  # nms: greedy_blocks up to this many boxes, greedy_windows above
-_DENSE_ELEMS = 1 << 21  # batched_nms: largest padded [labels, m, m] matrix for greedy_by_label
+# The dense kernels keep every tensor op at most _SERIAL elements: ATen runs such element-wise ops
+# and reductions on the calling thread (below its parallel grain size), so NMS never waits for a
+# second intra-op thread; on a busy machine such waits made small ops 10-40x slower.
+_SERIAL = 1 << 15
+_DENSE_BLOCK = 181  # greedy_blocks: alive boxes resolved at once (181^2 <= _SERIAL)
+_SMALL_N = 3000  # nms / one label: greedy_blocks up to this many boxes, greedy_windows above
 
 
 def greedy_sorted(boxes: Tensor, thr: float, labels: Tensor | None = None, mode: str = "iou") -> Tensor:
@@ -46,14 +50,10 @@ def greedy_sorted(boxes: Tensor, thr: float, labels: Tensor | None = None, mode:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     if thr < 0 or not bool(torch.isfinite(boxes).all()):
         return greedy_windows(boxes, thr, labels, mode)
-    cols = _columns(boxes)
-    if labels is None:
-        if n <= _SMALL_N:
-            return greedy_blocks(cols, thr, mode)
-    else:
-        keep = greedy_by_label(cols, labels, thr, mode)
-        if keep is not None:
-            return keep
+    if labels is not None:
+        return greedy_by_label(_columns(boxes), labels, thr, mode)
+    if n <= _SMALL_N:
+        return greedy_blocks(_columns(boxes), thr, mode)
     return greedy_windows(boxes, thr, labels, mode)
 
 
@@ -77,20 +77,39 @@ def _pair_values(a: Tensor, b: Tensor, mode: str) -> Tensor:
     return inter.div_((a[4] + b[4]).sub_(inter).clamp_(min=DEFAULT_EPS))
 
 
-def _dense_keep(cols: Tensor, thr: float, mode: str, valid: Tensor | None = None) -> Tensor:
+def _triu_mask(m: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``[m, m]`` float mask of the pairs ``i < j`` (cached)."""
+    key = (m, dtype, device)
+    mask = _TRIU.get(key)
+    if mask is None:
+        mask = torch.ones(m, m, dtype=dtype, device=device).triu_(1)
+        if len(_TRIU) > 64:
+            _TRIU.clear()
+        _TRIU[key] = mask
+    return mask
+
+
+_TRIU: dict = {}
+
+
+def _dense_keep(cols: Tensor, thr: float, mode: str) -> Tensor:
     """Greedy result (bool ``[L, m]``) of ``L`` independent priority-sorted sets of ``m`` boxes.
 
-    ``cols`` is ``[5, L, m]``. ``keep[j] = max_{i<j} keep[i] * v[i, j] <= thr`` is iterated from
-    ``keep = all``: the k-th iterate is exact for every box whose longest suppression chain is
-    shorter than k, so it reaches the (unique) fixed point after at most (longest chain + 1) rounds.
-    Padding boxes must have zero size (``v = 0`` with any box), so they never suppress anything.
+    ``cols`` is ``[5, L, m]``. With ``w[i, j] = max(v[i, j] - thr, 0)`` for ``i < j`` (``> 0``
+    exactly when ``v > thr``: a float difference is 0 only for equal floats),
+    ``keep[j] = (sum_i keep[i] * w[i, j] == 0)`` is iterated from ``keep = all``: the k-th iterate
+    is exact for every box whose longest suppression chain is shorter than k, so it reaches the
+    (unique) fixed point after at most (longest chain + 1) rounds. Padding boxes must have zero
+    size (``v = 0`` with any box), so they never suppress anything.
     """
-    v = _pair_values(cols[:, :, :, None], cols[:, :, None, :], mode).triu_(1)  # [L, m, m]
-    keep = v.amax(1) <= thr
+    m = cols.shape[2]
+    w = _pair_values(cols[:, :, :, None], cols[:, :, None, :], mode).sub_(thr).clamp_(min=0)
+    w.mul_(_triu_mask(m, w.dtype, w.device))  # [L, m, m]
+    keep = w.amax(1) == 0
     if bool(keep.all()):
         return keep
     while True:
-        new = torch.mul(v, keep[:, :, None]).amax(1) <= thr
+        new = torch.matmul(keep.to(w.dtype)[:, None, :], w)[:, 0] == 0
         if torch.equal(new, keep):
             return keep
         keep = new
@@ -109,35 +128,55 @@ def greedy_blocks(cols: Tensor, thr: float, mode: str = "iou") -> Tensor:
             break
         kc = blk.index_select(1, kidx)[:, :, None]
         rest, pos = cols[:, m:], pos[m:]
-        step = max(1, _MAX_PAIRS // max(kidx.shape[0], 1))
-        worst = torch.cat([
-            _pair_values(kc, rest[:, None, s : s + step], mode).amax(0) for s in range(0, rest.shape[1], step)
-        ])
-        surv = (worst <= thr).nonzero().squeeze(1)
+        step = max(1, _SERIAL // max(kidx.shape[0], 1))
+        worst = [_pair_values(kc, rest[:, None, s : s + step], mode).amax(0) for s in range(0, rest.shape[1], step)]
+        surv = ((worst[0] if len(worst) == 1 else torch.cat(worst)) <= thr).nonzero().squeeze(1)
         cols, pos = rest.index_select(1, surv), pos.index_select(0, surv)
         if pos.shape[0] == 0:
             break
     return torch.cat(kept)
 
 
-def greedy_by_label(cols: Tensor, labels: Tensor, thr: float, mode: str = "iou") -> Tensor | None:
-    """Exact per-label greedy NMS, all labels at once on a padded ``[labels, m, m]`` matrix.
+def greedy_by_label(cols: Tensor, labels: Tensor, thr: float, mode: str = "iou") -> Tensor:
+    """Exact per-label greedy NMS of priority-sorted boxes (``[5, N]`` columns); ``thr >= 0``.
 
-    ``cols`` is ``[5, N]`` (priority-sorted), ``thr >= 0``. Returns None when the padded matrix
-    would exceed ``_DENSE_ELEMS`` elements (a few labels with many boxes each).
+    Labels with few boxes are resolved together: labels of similar box counts share one padded
+    ``[labels, m, m]`` dense problem (zero-size padding boxes); a label with many boxes goes
+    through :func:`greedy_blocks` or :func:`greedy_windows` on its own.
     """
-    n = cols.shape[1]
     lab, perm = torch.sort(labels, stable=True)  # grouped by label, priority order kept inside
+    sc = cols.index_select(1, perm)
     counts = torch.unique_consecutive(lab, return_counts=True)[1]
-    n_lab, m = counts.shape[0], int(counts.max())
-    if n_lab * m * m > _DENSE_ELEMS:
-        return None
-    group = torch.repeat_interleave(torch.arange(n_lab, device=cols.device), counts)
-    slot = group * m + torch.arange(n, device=cols.device) - (torch.cumsum(counts, 0) - counts).index_select(0, group)
-    table = cols.new_zeros(5, n_lab * m)  # padding: zero-size boxes
-    table[:, slot] = cols.index_select(1, perm)
-    keep = _dense_keep(table.view(5, n_lab, m), thr, mode).view(-1).index_select(0, slot)
-    return torch.sort(perm[keep])[0]
+    cnt, start = counts.tolist(), (torch.cumsum(counts, 0) - counts).tolist()
+    kept = []
+    chunk: list[int] = []
+    for i in sorted(range(len(cnt)), key=cnt.__getitem__) + [-1]:
+        c = cnt[i] if i >= 0 else 0
+        if chunk and (i < 0 or (len(chunk) + 1) * c * c > _SERIAL):
+            kept.append(_labels_dense(sc, [start[j] for j in chunk], [cnt[j] for j in chunk], thr, mode))
+            chunk = []
+        if i < 0:
+            break
+        if c * c <= _SERIAL:
+            chunk.append(i)
+        elif c <= _SMALL_N:
+            kept.append(start[i] + greedy_blocks(sc[:, start[i] : start[i] + c], thr, mode))
+        else:
+            box = sc[:4, start[i] : start[i] + c].t()
+            kept.append(start[i] + greedy_windows(box, thr, None, mode))
+    return torch.sort(perm.index_select(0, torch.cat(kept)))[0]
+
+
+def _labels_dense(sc: Tensor, starts: list[int], counts: list[int], thr: float, mode: str) -> Tensor:
+    """Greedy NMS of several labels at once; ``sc[:, s : s + c]`` are the boxes of one label."""
+    dev = sc.device
+    m = max(counts)
+    slot = torch.arange(m, device=dev)
+    real = slot < torch.tensor(counts, device=dev)[:, None]  # [L, m]
+    idx = (torch.tensor(starts, device=dev)[:, None] + slot).clamp_(max=sc.shape[1] - 1)
+    table = sc[:, idx].mul_(real)  # [5, L, m], padding -> zero-size boxes at the origin
+    keep = _dense_keep(table, thr, mode) & real
+    return idx[keep]
 
 
 def _pair_suppress(a: Tensor, aa: Tensor, b: Tensor, ba: Tensor, thr: float, mode: str) -> Tensor:
