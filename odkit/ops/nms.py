@@ -66,8 +66,8 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     _check_inputs(boxes, scores, "nms")
     order = _sort_desc(scores)
-    b = _float(boxes)[order]
-    return order[greedy_sorted(b, _thr_for(iou_threshold, b.dtype))]
+    b = _float(boxes).index_select(0, order)
+    return order.index_select(0, greedy_sorted(b, _thr_for(iou_threshold, b.dtype)))
 
 
 def diou_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -77,8 +77,8 @@ def diou_nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     _check_inputs(boxes, scores, "diou_nms")
     order = _sort_desc(scores)
-    b = _float(boxes)[order]
-    return order[greedy_sorted(b, _thr_for(iou_threshold, b.dtype), mode="diou")]
+    b = _float(boxes).index_select(0, order)
+    return order.index_select(0, greedy_sorted(b, _thr_for(iou_threshold, b.dtype), mode="diou"))
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
@@ -94,8 +94,9 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: fl
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = _sort_desc(scores)
-    b = _float(boxes)[order]
-    return order[greedy_sorted(b, _thr_for(iou_threshold, b.dtype), labels=labels[order])]
+    b = _float(boxes).index_select(0, order)
+    keep = greedy_sorted(b, _thr_for(iou_threshold, b.dtype), labels=labels.index_select(0, order))
+    return order.index_select(0, keep)
 
 
 def soft_nms(
@@ -245,14 +246,14 @@ def multiclass_nms(
         )
     flat = scores.reshape(-1)
     cand = (flat > score_thr).nonzero().squeeze(1)
-    cs = flat[cand]
+    cs = flat.index_select(0, cand)
     if pre_topk > 0 and cand.numel() > pre_topk:
         top = _sort_desc(cs)[:pre_topk]
         top = torch.sort(top)[0]  # keep index order so ties still resolve to the lower index
-        cand, cs = cand[top], cs[top]
+        cand, cs = cand.index_select(0, top), cs.index_select(0, top)
     rows = torch.div(cand, c, rounding_mode="floor")
     labels = cand - rows * c
-    cb = boxes[rows] if boxes.dim() == 2 else boxes.reshape(-1, 4)[cand]
+    cb = boxes.index_select(0, rows) if boxes.dim() == 2 else boxes.reshape(-1, 4).index_select(0, cand)
     cb = cb.float() if cb.dtype != torch.float32 else cb
     if class_agnostic:
         keep = nms(cb, cs, iou_thr)
@@ -260,7 +261,7 @@ def multiclass_nms(
         keep = batched_nms(cb, cs, labels, iou_thr)
     if max_per_img > 0:
         keep = keep[:max_per_img]
-    out = (cb[keep], cs[keep], labels[keep])
+    out = (cb.index_select(0, keep), cs.index_select(0, keep), labels.index_select(0, keep))
     if return_inds:
-        return (*out, rows[keep])
+        return (*out, rows.index_select(0, keep))
     return out

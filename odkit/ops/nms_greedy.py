@@ -34,7 +34,7 @@ _MAX_PAIRS = 1 << 22  # largest [k, r] IoU slab computed at once (bounds memory 
 # The dense kernels keep every tensor op at most _SERIAL elements: ATen runs such element-wise ops
 # and reductions on the calling thread (below its parallel grain size), so NMS never waits for a
 # second intra-op thread; on a busy machine such waits made small ops 10-40x slower.
-_SERIAL = 1 << 15
+_SERIAL = (1 << 15) - 1
 _DENSE_BLOCK = 181  # greedy_blocks: alive boxes resolved at once (181^2 <= _SERIAL)
 _SMALL_N = 3000  # nms / one label: greedy_blocks up to this many boxes, greedy_windows above
 
@@ -97,7 +97,7 @@ def _dense_keep(cols: Tensor, thr: float, mode: str) -> Tensor:
 
     ``cols`` is ``[5, L, m]``. With ``w[i, j] = max(v[i, j] - thr, 0)`` for ``i < j`` (``> 0``
     exactly when ``v > thr``: a float difference is 0 only for equal floats),
-    ``keep[j] = (sum_i keep[i] * w[i, j] == 0)`` is iterated from ``keep = all``: the k-th iterate
+    ``keep[j] = (max_i keep[i] * w[i, j] == 0)`` is iterated from ``keep = all``: the k-th iterate
     is exact for every box whose longest suppression chain is shorter than k, so it reaches the
     (unique) fixed point after at most (longest chain + 1) rounds. Padding boxes must have zero
     size (``v = 0`` with any box), so they never suppress anything.
@@ -109,7 +109,7 @@ def _dense_keep(cols: Tensor, thr: float, mode: str) -> Tensor:
     if bool(keep.all()):
         return keep
     while True:
-        new = torch.matmul(keep.to(w.dtype)[:, None, :], w)[:, 0] == 0
+        new = torch.mul(w, keep.to(w.dtype)[:, :, None]).amax(1) == 0  # (bmm would run threaded)
         if torch.equal(new, keep):
             return keep
         keep = new
@@ -174,9 +174,9 @@ def _labels_dense(sc: Tensor, starts: list[int], counts: list[int], thr: float, 
     slot = torch.arange(m, device=dev)
     real = slot < torch.tensor(counts, device=dev)[:, None]  # [L, m]
     idx = (torch.tensor(starts, device=dev)[:, None] + slot).clamp_(max=sc.shape[1] - 1)
-    table = sc[:, idx].mul_(real)  # [5, L, m], padding -> zero-size boxes at the origin
+    table = sc.index_select(1, idx.view(-1)).view(5, *idx.shape).mul_(real)  # padding: zero-size boxes
     keep = _dense_keep(table, thr, mode) & real
-    return idx[keep]
+    return idx.view(-1).index_select(0, keep.view(-1).nonzero().squeeze(1))
 
 
 def _pair_suppress(a: Tensor, aa: Tensor, b: Tensor, ba: Tensor, thr: float, mode: str) -> Tensor:
