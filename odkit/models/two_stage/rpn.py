@@ -7,7 +7,7 @@ Proposals per image (torchvision's ``RegionProposalNetwork`` semantics): on ever
 ``log(1000 / 16)``) and clipped to the input; a candidate takes part when its width and height are
 ``>= min_size`` and ``sigmoid(objectness) >= score_thr``; greedy NMS at ``nms_thr`` within each
 level; then the ``post_nms_top_n`` best kept candidates over all levels by objectness. Output rows
-past the kept count are invalid (``valid`` False). Top-k sizes are per image, ``(train, test)``.
+past the kept count are invalid (``valid`` False, boxes all zero). Top-k sizes are per image, ``(train, test)``.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ class RPN(nn.Module):
                               bx[..., 2].clamp(0, w), bx[..., 3].clamp(0, h)), dim=-1)
             prob = top.sigmoid()
             ok = ((bx[..., 2] - bx[..., 0]) >= self.min_size) & ((bx[..., 3] - bx[..., 1]) >= self.min_size)
-            ok &= prob >= self.score_thr
+            ok = ok & (prob >= self.score_thr)
             keeps.append(sorted_nms_keep(bx, ok, self.nms_thr))
             boxes.append(bx)
             probs.append(prob)
@@ -162,8 +162,9 @@ class RPN(nn.Module):
         bx, prob, keep = torch.cat(boxes, 1), torch.cat(probs, 1), torch.cat(keeps, 1)
         ranked = torch.where(keep, prob, torch.full_like(prob, -1.0))
         vals, order = ranked.topk(min(post_nms_top_n, ranked.shape[1]), dim=1)
-        out = bx.gather(1, order[..., None].expand(-1, -1, 4))
-        return out, vals.clamp(min=0), vals >= 0
+        valid = vals >= 0
+        out = bx.gather(1, order[..., None].expand(-1, -1, 4)) * valid[..., None].to(bx.dtype)  # padding: zeros
+        return out, vals.clamp(min=0), valid
 
     def loss(self, obj: Tensor, deltas: Tensor, priors: Priors, gt: GTBatch) -> dict[str, Tensor]:
         """Objectness BCE over the sampled anchors and smooth L1 (beta 1/9) on the positives' deltas,
