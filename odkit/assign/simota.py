@@ -162,57 +162,78 @@ class SimOTAAssigner:
         gt_labels: torch.Tensor,
         gt_valid: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        b, a, num_classes = scores.shape
-        g = gt_boxes.shape[1]
-        cx = centers[:, 0].view(1, 1, a)
-        cy = centers[:, 1].view(1, 1, a)
-        x1, y1, x2, y2 = (gt_boxes[..., i, None] for i in range(4))  # [b, g, 1]
+        """Image by image, on each image's valid gts and candidate priors only (the padding and the
+        priors no gt can take never enter the cost); the values are those of the batched rule."""
+        b, a, _ = scores.shape
+        device = scores.device
+        gt_inds = torch.full((b, a), NEGATIVE, dtype=torch.long, device=device)
+        labels = torch.full((b, a), -1, dtype=torch.long, device=device)
+        quality = torch.zeros((b, a), dtype=torch.float32, device=device)
+        for i in range(b):
+            rows = gt_valid[i].nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            found = self._assign_image(pred_boxes[i], scores[i], centers, strides, gt_boxes[i, rows],
+                                       gt_labels[i, rows])
+            if found is None:
+                continue
+            cols, gi, q = found
+            gt_inds[i, cols] = rows[gi]
+            labels[i, cols] = gt_labels[i, rows[gi]]
+            quality[i, cols] = q.float()
+        return gt_inds, labels, quality, gt_valid.sum(1)
+
+    def _assign_image(
+        self,
+        pred_boxes: torch.Tensor,
+        scores: torch.Tensor,
+        centers: torch.Tensor,
+        strides: torch.Tensor,
+        gt_boxes: torch.Tensor,
+        gt_labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """One image with ``g`` (valid) gts: ``(priors [P], their gt [P] (0..g-1), IoU [P])`` of the
+        foreground priors, or ``None`` when no prior is a candidate."""
+        a, num_classes = scores.shape
+        g = gt_boxes.shape[0]
+        cx, cy = centers[:, 0], centers[:, 1]  # [a]
+        x1, y1, x2, y2 = (gt_boxes[:, i, None] for i in range(4))  # [g, 1]
         # 1. geometry
-        in_box = (cx - x1 > 0) & (x2 - cx > 0) & (cy - y1 > 0) & (y2 - cy > 0)  # [b, g, a]
-        r = self.center_radius * strides.view(1, 1, a)
+        in_box = (cx - x1 > 0) & (x2 - cx > 0) & (cy - y1 > 0) & (y2 - cy > 0)  # [g, a]
+        r = self.center_radius * strides
         gcx, gcy = (x1 + x2) * 0.5, (y1 + y2) * 0.5
         in_ctr = (cx - (gcx - r) > 0) & ((gcx + r) - cx > 0) & (cy - (gcy - r) > 0) & ((gcy + r) - cy > 0)
-        valid = gt_valid[..., None]
-        candidate = ((in_box | in_ctr) & valid).any(dim=1, keepdim=True)  # [b, 1, a]
-        in_both = in_box & in_ctr
+        cols = (in_box | in_ctr).any(0).nonzero().squeeze(1)  # the candidate priors
+        n = cols.numel()
+        if n == 0:
+            return None
+        in_both = (in_box & in_ctr)[:, cols]  # [g, n]
         # 2. cost
-        ious = aligned_box_iou(gt_boxes[:, :, None, :], pred_boxes[:, None, :, :])  # [b, g, a]
-        ious = torch.where(candidate & valid, ious, torch.zeros((), dtype=ious.dtype, device=ious.device))
+        ious = aligned_box_iou(gt_boxes[:, None, :], pred_boxes[cols][None, :, :])  # [g, n]
         iou_cost = -torch.log(ious + 1e-8)
         # class cost = BCE(p, one_hot(label)).sum(classes)
         #            = sum_c -log(1 - p_c)  +  (-log p_label) - (-log(1 - p_label))
-        # logs are clamped at -100 like torch's binary_cross_entropy; the [b, a, C] part is computed
-        # only for candidate priors (the others are never matched).
-        idx = gt_labels.clamp(0, num_classes - 1)[..., None].expand(b, g, a)
-        p_gt = scores.transpose(1, 2).gather(1, idx).clamp(0.0, 1.0)  # [b, g, a] p of the gt class
-        cand = candidate[:, 0]  # [b, a]
-        p_cand = scores[cand].clamp(0.0, 1.0)  # [n_cand, C]
-        neg_sum = torch.zeros((b, a), dtype=scores.dtype, device=scores.device)
-        neg_sum[cand] = -torch.log1p(-p_cand).clamp(min=-100.0).sum(-1)
-        cls_cost = (
-            neg_sum[:, None, :] - torch.log(p_gt).clamp(min=-100.0) + torch.log1p(-p_gt).clamp(min=-100.0)
-        )
+        # logs are clamped at -100 like torch's binary_cross_entropy
+        p_cand = scores[cols].clamp(0.0, 1.0)  # [n, C]
+        p_gt = p_cand[:, gt_labels.clamp(0, num_classes - 1)].t()  # [g, n] p of the gt class
+        neg_sum = -torch.log1p(-p_cand).clamp(min=-100.0).sum(-1)  # [n]
+        cls_cost = neg_sum[None, :] - torch.log(p_gt).clamp(min=-100.0) + torch.log1p(-p_gt).clamp(min=-100.0)
         cost = self.cls_weight * cls_cost + self.iou_weight * iou_cost + OUTSIDE_COST * (~in_both).float()
-        allowed = candidate & valid
-        cost = torch.where(allowed, cost, torch.full((), float("inf"), device=cost.device))
-        # 3. dynamic k
+        # 3. dynamic k: the top candidate_topk IoUs (non-candidates count as IoU 0)
         k_cand = min(self.candidate_topk, a)
-        dynamic_k = ious.topk(k_cand, dim=-1).values.sum(-1).int().clamp(min=1)  # [b, g]
-        k_max = min(int(dynamic_k.max()), a)
-        _, order = cost.topk(k_max, dim=-1, largest=False)  # [b, g, k_max]
-        take = torch.arange(k_max, device=cost.device).view(1, 1, k_max) < dynamic_k[..., None]
-        matching = torch.zeros_like(allowed)
+        top = ious if n >= k_cand else torch.cat([ious, ious.new_zeros(g, k_cand - n)], 1)
+        dynamic_k = top.topk(k_cand, dim=-1).values.sum(-1).int().clamp(min=1)  # [g]
+        k_max = min(int(dynamic_k.max()), n)
+        _, order = cost.topk(k_max, dim=-1, largest=False)  # [g, k_max]
+        take = torch.arange(k_max, device=cost.device).view(1, k_max) < dynamic_k[:, None]
+        matching = torch.zeros((g, n), dtype=torch.bool, device=cost.device)
         matching.scatter_(-1, order, take.expand_as(order))
-        matching &= allowed
         # 4. resolve priors claimed by several gts: cheapest gt wins
-        n_match = matching.sum(1)  # [b, a]
-        gt_ar = torch.arange(g, device=cost.device).view(1, g, 1)
-        gt_idx = (matching * gt_ar).sum(1)  # the gt of singly-matched priors
-        multi = (n_match > 1).nonzero(as_tuple=True)
-        if multi[0].numel():
-            gt_idx[multi] = cost[multi[0], :, multi[1]].argmin(dim=1)
-        fg = n_match > 0
-        gt_inds = torch.where(fg, gt_idx, torch.full_like(gt_idx, NEGATIVE))
-        labels = torch.where(fg, gt_labels.gather(1, gt_idx), torch.full_like(gt_idx, -1))
-        quality = torch.where(fg, ious.gather(1, gt_idx[:, None, :])[:, 0], torch.zeros_like(ious[:, 0]))
-        return gt_inds, labels, quality.float(), gt_valid.sum(1)
+        n_match = matching.sum(0)  # [n]
+        gt_idx = (matching * torch.arange(g, device=cost.device)[:, None]).sum(0)
+        multi = (n_match > 1).nonzero().squeeze(1)
+        if multi.numel():
+            gt_idx[multi] = cost[:, multi].argmin(dim=0)
+        fg = (n_match > 0).nonzero().squeeze(1)
+        gi = gt_idx[fg]
+        return cols[fg], gi, ious[gi, fg]
