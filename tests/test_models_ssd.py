@@ -71,7 +71,7 @@ class _FixedBox(nn.Module):
         self.size_divisor = 1
         self.seen: list[tuple[int, ...]] = []
 
-    def predict(self, x, metas, **kw):
+    def predict(self, x, metas=None, **kw):
         self.seen.append(tuple(x.shape))
         box = torch.tensor([[30.0, 60.0, 150.0, 240.0]])
         return [{"boxes": undo_letterbox(box, m), "scores": torch.ones(1), "labels": torch.zeros(1, dtype=torch.long)}
@@ -91,6 +91,25 @@ def test_predictor_resizes_as_the_model_says(resize: str | None, want: list[floa
     if want is None:  # letterbox: r = 0.5, dy = 100: (30, 60-100 -> clipped) / 0.5
         want = [60.0, 0.0, 300.0, 200.0]
     np.testing.assert_allclose(out, want, atol=1e-3)
+
+
+def test_val_predictions_undo_the_models_resize(tmp_path) -> None:
+    from odkit.data.formats import load_dataset
+    from odkit.data.synth import synthesize
+    from odkit.engine.evaluator import predict_set
+
+    aset = load_dataset(str(synthesize(tmp_path / "s", n=3, seed=1, size=96, val_fraction=0.0)))
+    for resize in ("stretch", None):
+        model = _FixedBox(resize)
+        preds = predict_set(model, aset, img_size=300, batch=2)
+        for i, p in enumerate(preds):
+            h, w = int(aset.heights[i]), int(aset.widths[i])
+            want = undo_letterbox(torch.tensor([[30.0, 60.0, 150.0, 240.0]]),
+                                  fit_to_input(np.zeros((h, w, 3), np.uint8), np.zeros((0, 4)), None, 300,
+                                               resize or "letterbox")[2])
+            np.testing.assert_allclose(p["boxes"], want.numpy(), atol=0.5)  # val images are pre-resized
+        if resize:
+            assert [round(float(p["boxes"][0, 2]) / 150 * 300) for p in preds] == [int(w) for w in aset.widths]
 
 
 def test_zoo_stores_a_resize_override_and_refuses_a_bad_one() -> None:
