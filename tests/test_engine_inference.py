@@ -88,7 +88,7 @@ def test_training_mode_norms_are_not_folded() -> None:
 @pytest.mark.parametrize("fuse_activations", [False, True])
 def test_prepared_yolox_matches_and_leaves_the_model_alone(fuse_activations: bool) -> None:
     torch.manual_seed(0)
-    model = zoo.build("yolox-nano", num_classes=3, img_size=256)
+    model = zoo.build("yolox-nano", num_classes=3, img_size=128)
     _randomise_norms(model)
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -99,7 +99,7 @@ def test_prepared_yolox_matches_and_leaves_the_model_alone(fuse_activations: boo
     assert not net.training and not any(p.requires_grad for p in net.parameters())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
     assert next(net.backbone.stem.parameters()).is_contiguous(memory_format=torch.channels_last)
-    x = torch.rand(2, 3, 256, 256)
+    x = torch.rand(2, 3, 128, 128)
     model.eval()
     with torch.no_grad():
         rb, rs = model(x)
