@@ -184,8 +184,10 @@ class ExportedPredictor:
                 )
                 arrs.append(out)
                 metas.append(meta)
-            x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div_(255.0)
-            outs = self.backend.run(np.ascontiguousarray(x.numpy()))
+            # uint8 NHWC -> contiguous float32 NCHW in [0, 1], one conversion pass
+            x = torch.empty((len(arrs), 3, *arrs[0].shape[:2]))
+            x.copy_(torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)).div_(255.0)
+            outs = self.backend.run(x.numpy())
             if not self.nms:
                 boxes, scores = torch.from_numpy(outs[0]), torch.from_numpy(outs[1])
                 results.extend(postprocess(boxes, scores, metas, conf, iou, max_det))
