@@ -160,7 +160,7 @@ def zoo_speed(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     names = args.models or zoo.available()
-    print(f"zoo training speed: batch {args.zoo_batch}, {args.zoo_steps} timed steps after 2 warm-up steps, "
+    print(f"zoo training speed: batch {args.zoo_batch}, {args.zoo_steps} timed steps after {args.zoo_warmup} warm-up steps, "
           f"{args.threads} threads, synthetic batches")
     rows = []
     for name in names:
@@ -195,7 +195,7 @@ def zoo_speed(args: argparse.Namespace) -> int:
                     with FlopCounterMode(display=False) as fc:
                         step()
                     row["gflop_per_step"] = fc.get_total_flops() / 1e9
-                for _ in range(2):
+                for _ in range(args.zoo_warmup):
                     step()
                 t0 = time.perf_counter()
                 for _ in range(args.zoo_steps):
@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", help="zoo mode: these models (default: all)")
     ap.add_argument("--zoo-batch", type=int, default=4)
     ap.add_argument("--zoo-steps", type=int, default=3)
+    ap.add_argument("--zoo-warmup", type=int, default=2)
     ap.add_argument("--no-compile", action="store_true", help="zoo mode: eager only")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="also write the results here")
