@@ -190,3 +190,22 @@ def test_compile_failure_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch, ca
     assert not net.compiled and "no C compiler" in caplog.text
     with torch.no_grad():
         torch.testing.assert_close(net(x)[1], model(x)[1], rtol=1e-4, atol=1e-5)
+
+
+def test_export_of_a_predictors_model_uses_plain_convolutions(tmp_path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from odkit.export.onnx import export_onnx
+
+    model = zoo.build("yolox-nano", num_classes=3, img_size=128).eval()
+    pred = Predictor(model, {"num_classes": 3, "img_size": 128})
+    fused = [m for m in pred.model.modules() if isinstance(m, ConvAct)]
+    assert fused and all(m.use_fused for m in fused)
+    path = export_onnx(pred.model, tmp_path / "m.onnx", 128)
+    assert all(m.use_fused for m in fused)  # the Predictor's own copy is left as it was
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, 3, 128, 128), dtype=np.float32)
+    _, scores = sess.run(None, {sess.get_inputs()[0].name: x})
+    with torch.no_grad():
+        _, ref = model(torch.from_numpy(x))
+    np.testing.assert_allclose(scores, ref.numpy(), rtol=1e-4, atol=1e-5)

@@ -104,10 +104,13 @@ class ConvAct(nn.Module):
         super().__init__()
         self.conv, self.act = conv, act
         self.attr = _ACT_ATTR[type(act)]
+        self.use_fused = True  # False: plain conv then act (export, tracing)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
-        if x.device.type == "cpu" and x.dtype == torch.float32 == c.weight.dtype and not torch.is_grad_enabled():
+        if (self.use_fused and x.device.type == "cpu" and x.dtype == torch.float32 == c.weight.dtype
+                and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+                and not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export()):
             return torch.ops.mkldnn._convolution_pointwise(
                 x, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups, self.attr, [], "")
         return self.act(c(x))
@@ -167,6 +170,9 @@ def prepare_inference_model(
         switch_to_deploy(net)
         folded = fold_batchnorm(net)
         fused = fuse_conv_activations(net) if fuse_activations and not compile else 0
+        for m in net.modules():  # a copy of an already prepared model follows this call's choice
+            if isinstance(m, ConvAct):
+                m.use_fused = bool(fuse_activations and not compile)
         log.debug("prepared inference model: %d norm layers folded, %d activations fused", folded, fused)
     for p in net.parameters():
         p.requires_grad_(False)
