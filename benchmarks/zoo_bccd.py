@@ -23,7 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-DEFAULT_MODELS = "yolox-nano,retinanet-lite,fcos-lite,atss-lite,gfl-lite,yolov3-tiny"
+DEFAULT_MODELS = "yolox-nano,retinanet-lite,fcos-lite,atss-lite,gfl-lite,yolov3-tiny,fasterrcnn-mobilenetv3-fpn"
 
 
 def train_speed(data: str, model_name: str, img: int, batch: int, steps: int = 4, warmup: int = 2) -> float:
