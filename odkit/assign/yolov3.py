@@ -25,7 +25,10 @@ from torch import Tensor
 from odkit.assign.base import GTBatch, Priors, empty_result, ignore_crowd
 from odkit.assign.result import IGNORE, NEGATIVE, AssignResult
 from odkit.errors import ConfigError
-from odkit.ops import box_iou
+from odkit.ops import aligned_box_iou
+
+# Largest [b, A, G] IoU block computed at once for the ignore rule.
+MAX_ELEMENTS = 1 << 22
 
 
 def shape_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
@@ -71,6 +74,18 @@ class YOLOv3Assigner:
         level = torch.cat([torch.full((len(x),), i, dtype=torch.long, device=device) for i, x in enumerate(shapes)])
         return torch.cat(shapes), level, torch.tensor(rows, dtype=torch.long, device=device), torch.stack(strides)
 
+    def ignored(self, pred_boxes: Tensor, boxes: Tensor, valid: Tensor) -> Tensor:
+        """``[B, A]`` True where a predicted box ``[B, A, 4]`` has IoU ``> ignore_thr`` with a valid gt
+        (``boxes [B, G, 4]``, ``valid [B, G]``); images in chunks of at most ``MAX_ELEMENTS`` IoUs."""
+        b, a, g = pred_boxes.shape[0], pred_boxes.shape[1], boxes.shape[1]
+        step = max(1, MAX_ELEMENTS // max(1, a * g))
+        out = []
+        for i in range(0, b, step):
+            iou = aligned_box_iou(pred_boxes[i : i + step, :, None, :], boxes[i : i + step, None, :, :])
+            iou = iou.masked_fill(~valid[i : i + step, None, :], -1.0)
+            out.append(iou.amax(2) > self.ignore_thr)
+        return torch.cat(out)
+
     def assign(self, priors: Priors, gt: GTBatch, pred_boxes: Tensor | None = None,
                pred_scores: Tensor | None = None) -> AssignResult:
         b, a_total = gt.batch_size, priors.num_priors
@@ -93,12 +108,7 @@ class YOLOv3Assigner:
         owner.scatter_reduce_(1, prior_idx, torch.where(gt.valid, g_idx, -1), "amax")
         gt_inds = torch.where(owner >= 0, owner, torch.full_like(owner, NEGATIVE))
         if pred_boxes is not None:
-            ignored = torch.zeros((b, a_total), dtype=torch.bool, device=device)
-            for i in range(b):
-                if bool(gt.valid[i].any()):
-                    iou = box_iou(pred_boxes[i].detach().float(), boxes[i][gt.valid[i]])
-                    ignored[i] = iou.max(1).values > self.ignore_thr
-            gt_inds[ignored & (gt_inds == NEGATIVE)] = IGNORE
+            gt_inds[self.ignored(pred_boxes.detach().float(), boxes, gt.valid) & (gt_inds == NEGATIVE)] = IGNORE
         pos = gt_inds >= 0
         labels = torch.where(pos, torch.gather(gt.labels, 1, gt_inds.clamp(min=0)), torch.full_like(gt_inds, -1))
         result = AssignResult(gt_inds, labels, torch.zeros((b, a_total), device=device), gt.num_gts)

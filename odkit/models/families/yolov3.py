@@ -27,12 +27,13 @@ PIXEL_STD = (1.0, 1.0, 1.0)
 # level before NMS).
 POSTPROCESS = {"conf_thr": 0.05, "iou_thr": 0.45, "max_det": 100, "pre_topk": 1000}
 
-# MMDetection's yolov3_d53 recipe (SGD lr 0.001 at batch 64, momentum 0.9, decay 5e-4, warm-up, x0.1
-# at epochs 218 and 246 of 273, gradient clip 35; photometric / expand / crop / flip, no Mosaic);
-# darknet's yolov3-tiny.cfg uses the same optimizer settings (steps at 80% and 90%).
+# MMDetection's yolov3_d53 recipe (SGD lr 0.001 at batch 64, momentum 0.9, decay 5e-4, linear warm-up
+# of 2000 iterations at batch 64 (about one COCO epoch), x0.1 at epochs 218 and 246 of 273, gradient
+# clip 35; photometric / expand / crop / flip, no Mosaic); darknet's yolov3-tiny.cfg uses the same
+# optimizer settings (steps at 80% and 90%).
 RECIPE = {
     "optimizer": "sgd", "lr_per_image": 0.001 / 64, "momentum": 0.9, "weight_decay": 5e-4,
-    "schedule": "step", "lr_steps": [218 / 273, 246 / 273], "lr_gamma": 0.1, "warmup_epochs": 3.0,
+    "schedule": "step", "lr_steps": [218 / 273, 246 / 273], "lr_gamma": 0.1, "warmup_epochs": 1.0,
     "mosaic": 0.0, "mixup": 0.0, "no_aug_epochs": 0, "clip_grad": 35.0,
 }
 RECIPE_TINY = {**RECIPE, "lr_steps": [0.8, 0.9]}
