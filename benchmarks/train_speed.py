@@ -34,7 +34,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
-DEFAULT_DATA = os.environ.get("ODKIT_BCCD") or str(REPO.parent / "shared" / "data" / "bccd")
+# BCCD as the tests find it: $ODKIT_BCCD, else shared/data/bccd beside the repository (or beside the
+# working directory, for a checkout made elsewhere such as a worktree)
+DEFAULT_DATA = os.environ.get("ODKIT_BCCD") or next(
+    (str(p) for p in (REPO.parent / "shared" / "data" / "bccd", Path.cwd().parent / "shared" / "data" / "bccd")
+     if p.is_dir()), str(REPO.parent / "shared" / "data" / "bccd"))
 
 
 # ----------------------------------------------------------------------------------- A/B worker
