@@ -482,8 +482,9 @@ class Trainer:
             if cfg.time and k and (k % 5 == 0 or not self.dist.enabled) and self._over_budget():
                 self.time_up = True  # budget spent inside an epoch: end it here
                 if self.dist.is_main:
-                    log.info("time budget of %.1f min spent during epoch %d (%d/%d iterations)",
-                             cfg.time, epoch + 1, k, self.ipe)
+                    log.info("time budget of %.1f min: training stops during epoch %d (%d/%d iterations) to leave "
+                             "%.0f s for the final validation", cfg.time, epoch + 1, k, self.ipe,
+                             self.budget.final_reserve())
                 break
             images, targets, _ = data_utils.unpack(batch)
             images = images.to(self.device, non_blocking=True)
