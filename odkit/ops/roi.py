@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from odkit.errors import ConfigError
-from odkit.ops.roi_sampling import SeparableRoIAlign, axis_weights, make_groups, separable_forward
+from odkit.ops.roi_sampling import roi_align_taps
 
 __all__ = ["map_roi_levels", "multiscale_roi_align", "roi_align", "roi_pool"]
 
@@ -121,8 +121,8 @@ def roi_align(
     (``ceil(roi_size / output_size)`` per axis when ``sampling_ratio <= 0``). A sample outside
     ``[-1, H] x [-1, W]`` contributes 0; inside, its coordinates are clamped to the map.
 
-    Returns ``[K, C, out_h, out_w]``, differentiable w.r.t. ``features``. Vectorised over RoIs,
-    bins and samples (RoIs grouped by sample-grid size, in memory-bounded chunks).
+    Returns ``[K, C, out_h, out_w]``, differentiable w.r.t. ``features``. Computed as one weighted
+    gather of the bins' bilinear taps (see :mod:`odkit.ops.roi_sampling`), in memory-bounded chunks.
     """
     _check(features, rois, "roi_align")
     oh, ow = _pair(output_size)
@@ -147,15 +147,7 @@ def roi_align(
     else:
         gh = torch.ceil(rh / oh).long().clamp(min=0)
         gw = torch.ceil(rw / ow).long().clamp(min=0)
-    bidx = r[:, 0].long()
-    ay, rows, lh = axis_weights(y1, bin_h, gh, oh, h)
-    ax, cols, lw = axis_weights(x1, bin_w, gw, ow, w)
-    groups = make_groups(lh, lw, c)
-    ay, ax = ay.to(feats.dtype), ax.to(feats.dtype)
-    if torch.is_grad_enabled() and feats.requires_grad:
-        out = SeparableRoIAlign.apply(feats, bidx, ay, rows, ax, cols, groups)
-    else:
-        out = separable_forward(feats, bidx, ay, rows, ax, cols, groups)
+    out = roi_align_taps(feats, r[:, 0].long(), (y1, bin_h, gh), (x1, bin_w, gw), (oh, ow))
     return out if features.dtype == out.dtype else out.to(features.dtype)
 
 
