@@ -101,8 +101,8 @@ class DoubleHeadRoIHead(RoIHead):
         return {
             "cls": self.fc_cls(x_fc),
             "cls_conv": self.conv_cls(x_conv),
-            "deltas": self.conv_reg(x_conv).view(k, -1, 4),
-            "deltas_fc": self.fc_reg(x_fc).view(k, -1, 4),
+            "deltas": self.conv_reg(x_conv).view(k, self.num_logits, 4),
+            "deltas_fc": self.fc_reg(x_fc).view(k, self.num_logits, 4),
         }
 
     def class_probs(self, out: dict[str, Tensor]) -> Tensor:

@@ -130,7 +130,7 @@ class RoIHead(nn.Module):
         """Raw outputs of the RoIs that ``pool(scale_factor)`` pools: ``cls`` ``[K, C + 1]`` logits,
         ``deltas`` ``[K, C + 1, 4]``."""
         cls, deltas = self.box_predictor(self.box_head(pool(1.0)))
-        return {"cls": cls, "deltas": deltas.view(deltas.shape[0], -1, 4)}
+        return {"cls": cls, "deltas": deltas.view(deltas.shape[0], self.num_logits, 4)}
 
     def class_probs(self, out: dict[str, Tensor]) -> Tensor:
         """``[K, num_logits]`` class probabilities (background in column 0)."""
