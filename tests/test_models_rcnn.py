@@ -133,6 +133,9 @@ def test_fast_rcnn_on_given_proposals() -> None:
     assert [len(p["scores"]) for p in preds] == [2 * 3, 1 * 3]  # every (proposal, class) pair
     torch.testing.assert_close(preds[1]["scores"].sort().values, scores[2].sort().values)
     torch.testing.assert_close(preds[0]["boxes"].sort(0).values, boxes[:2].reshape(-1, 4).sort(0).values)
+    with torch.no_grad():  # no proposals at all: no detections, no error
+        empty = model.predict(x, proposals=[torch.zeros(0, 4), torch.zeros(0, 4)])
+    assert [len(p["scores"]) for p in empty] == [0, 0]
     with pytest.raises(ConfigError):
         model.predict(x, proposals=props[:1])
 
