@@ -36,7 +36,7 @@ _MAX_PAIRS = 1 << 22  # largest [k, r] IoU slab computed at once (bounds memory 
 # second intra-op thread; on a busy machine such waits made small ops 10-40x slower.
 _SERIAL = (1 << 15) - 1
 _DENSE_BLOCK = 181  # greedy_blocks: alive boxes resolved at once (181^2 <= _SERIAL)
-_SMALL_N = 3000  # nms / one label: greedy_blocks up to this many boxes, greedy_windows above
+_SMALL_N = 10000  # nms / one label: greedy_blocks up to this many boxes, greedy_windows above
 
 
 def greedy_sorted(boxes: Tensor, thr: float, labels: Tensor | None = None, mode: str = "iou") -> Tensor:
