@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="input size: one value (square) or H W; default: the model's img_size",
     )
-    p.add_argument("--num-classes", type=int, default=80, help="number of classes (default 80)")
+    p.add_argument("--num-classes", type=int, default=80, help="number of object classes (default 80)")
+    p.add_argument(
+        "--background-slot",
+        action="store_true",
+        help="softmax-head models (SSD, R-CNN): --num-classes counts the class slots including the "
+        "background, as torchvision's num_classes does (its COCO models: 91)",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument(
         "--bench-batch",
@@ -41,15 +48,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=handler)
 
 
-def model_info(model_name: str, img: int | tuple[int, int] | None = None, num_classes: int = 80) -> dict:
-    """Parameters and GFLOPs (2 x MACs, one image) of ``model_name`` at input size ``img``."""
+def has_background_logit(model: Any) -> bool:
+    """Whether ``model`` scores classes with an extra background logit (softmax heads: SSD, R-CNN) that
+    its ``background_slot`` option can fold into the class count, as torchvision counts ``num_classes``."""
+    return any(getattr(m, "background_slot", None) is False for m in model.modules())
+
+
+def model_info(
+    model_name: str, img: int | tuple[int, int] | None = None, num_classes: int = 80, background_slot: bool = False
+) -> dict:
+    """Parameters and GFLOPs (2 x MACs, one image) of ``model_name`` at input size ``img``.
+
+    ``num_classes`` counts object classes; with ``background_slot`` (softmax heads only) it counts the
+    class slots including the background, as torchvision's ``num_classes`` does. For softmax-head models
+    built without it, ``params_background_slot`` gives the count in that layout too."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from odkit.errors import ConfigError
     from odkit.models import build
 
-    model = build(model_name, num_classes=num_classes).eval()
+    extra = {"background_slot": True} if background_slot else {}
+    model = build(model_name, num_classes=num_classes, **extra).eval()
     if img is None:
         img = model.config["img_size"]
     h, w = (img, img) if isinstance(img, int) else (int(img[0]), int(img[1]))
@@ -60,14 +80,19 @@ def model_info(model_name: str, img: int | tuple[int, int] | None = None, num_cl
     with torch.no_grad(), counter:
         model.forward_export(torch.zeros(1, 3, h, w))
     flops = counter.get_total_flops()
-    return {
+    out = {
         "model": model_name,
         "num_classes": num_classes,
+        "background_slot": background_slot,
         "img_size": [h, w],
         "params": params,
         "params_M": params / 1e6,
         "gflops": flops / 1e9,
     }
+    if not background_slot and has_background_logit(model) and num_classes >= 2:
+        slots = build(model_name, num_classes=num_classes, background_slot=True)
+        out["params_background_slot"] = sum(p.numel() for p in slots.parameters())
+    return out
 
 
 def bench_train_step(
@@ -139,7 +164,7 @@ def handler(args: argparse.Namespace) -> int:
         if len(args.img) not in (1, 2):
             raise ConfigError(f"--img takes one value or two (H W), got {args.img}")
         img = args.img[0] if len(args.img) == 1 else (args.img[0], args.img[1])
-    info = model_info(args.model, img, args.num_classes)
+    info = model_info(args.model, img, args.num_classes, args.background_slot)
     if args.json:
         print(json.dumps(info))
     else:
@@ -147,7 +172,13 @@ def handler(args: argparse.Namespace) -> int:
         print(
             f"{info['model']}: {info['params_M']:.3f} M parameters ({info['params']:,}), "
             f"{info['gflops']:.2f} GFLOPs at {h}x{w}, {info['num_classes']} classes"
+            + (" (class slots, background included)" if info["background_slot"] else "")
         )
+        if "params_background_slot" in info:
+            print(
+                f"  with --background-slot (torchvision's class count: {info['num_classes']} slots, the "
+                f"background included): {info['params_background_slot']:,} parameters"
+            )
     if args.bench_batch > 0:
         bench = bench_train_step(
             args.model, tuple(info["img_size"]), args.num_classes, args.bench_batch, args.bench_steps
