@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -21,14 +22,18 @@ def naive_roi_align(feat, rois, oh, ow, scale, sr, aligned):
     out = torch.zeros(len(rois), c, oh, ow, dtype=torch.float64)
     for k, r in enumerate(rois.tolist()):
         b = int(r[0])
-        off = 0.5 if aligned else 0.0
-        sw, sh = r[1] * scale - off, r[2] * scale - off
-        rw, rh = r[3] * scale - off - sw, r[4] * scale - off - sh
+        # the RoI geometry in the input's precision, as the kernels compute it (in float32 a height
+        # of 2**-26 px rounds to 0 and gets no adaptive samples)
+        f32 = np.float32 if feat.dtype == torch.float32 else np.float64
+        off = f32(0.5 if aligned else 0.0)
+        sw, sh = f32(r[1]) * f32(scale) - off, f32(r[2]) * f32(scale) - off
+        rw, rh = f32(r[3]) * f32(scale) - off - sw, f32(r[4]) * f32(scale) - off - sh
         if not aligned:
-            rw, rh = max(rw, 1.0), max(rh, 1.0)
+            rw, rh = max(rw, f32(1.0)), max(rh, f32(1.0))
+        gh = sr if sr > 0 else math.ceil(rh / f32(oh))
+        gw = sr if sr > 0 else math.ceil(rw / f32(ow))
+        sw, sh, rw, rh = float(sw), float(sh), float(rw), float(rh)
         bh, bw = rh / oh, rw / ow
-        gh = sr if sr > 0 else math.ceil(rh / oh)
-        gw = sr if sr > 0 else math.ceil(rw / ow)
         count = max(gh * gw, 1)
         for ph in range(oh):
             for pw in range(ow):
