@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -67,18 +68,12 @@ def match(ref: dict[str, torch.Tensor], got: dict[str, torch.Tensor], box_tol: f
     return (matched / n if n else 1.0), max_box, max_score, n
 
 
-def run(key: str, size: int, seed: int, workdir: Path) -> dict:
-    import torchvision.models.detection as tvd
-    from _tv_weights import layout, synthetic_state_dict
-
+def compare(tv: torch.nn.Module, name: str, tv_name: str, size: int, seed: int, workdir: Path) -> dict:
+    """Save torchvision model ``tv`` (weights loaded) as a ``.pth``, import it as odkit ``name`` with
+    ``odkit weights import --from torchvision``, predict the same ``size`` picture with both, match."""
     import odkit
     from odkit.weights import import_weights
 
-    name, tv_name = MODELS[key]
-    tv = getattr(tvd, tv_name)(weights=None, weights_backbone=None, num_classes=91, min_size=size,
-                               max_size=size).eval()
-    sd = synthetic_state_dict(layout(ROOT / "tests" / "fixtures" / "torchvision_keys" / f"{tv_name}.json"), seed)
-    tv.load_state_dict(sd)
     pth = workdir / f"{tv_name}.pth"
     torch.save(tv.state_dict(), pth)
     img = picture(size, seed)
@@ -94,10 +89,23 @@ def run(key: str, size: int, seed: int, workdir: Path) -> dict:
             "matched": share, "max_box_px": max_box, "max_score": max_score, "image": img, "ref": ref}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run(key: str, size: int, seed: int, workdir: Path) -> dict:
+    import torchvision.models.detection as tvd
+    from _tv_weights import layout, synthetic_state_dict
+
+    name, tv_name = MODELS[key]
+    tv = getattr(tvd, tv_name)(weights=None, weights_backbone=None, num_classes=91, min_size=size,
+                               max_size=size).eval()
+    tv.load_state_dict(synthetic_state_dict(layout(ROOT / "tests" / "fixtures" / "torchvision_keys" / f"{tv_name}.json"), seed))
+    return compare(tv, name, tv_name, size, seed, workdir)
+
+
+def cli(description: str, run_fn: Callable[[str, int, int, Path], dict], default_models: str, argv: list[str] | None = None, width: int = 18) -> int:
+    """The parity scripts' command line: run ``run_fn(key, size, seed, workdir)`` per model, print one
+    row each, optionally write the CI fixture (picture + torchvision's detections per model)."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=800, help="square picture and network input (default 800)")
-    ap.add_argument("--models", default="retinanet,fcos", help="comma-separated: retinanet, fcos")
+    ap.add_argument("--models", default=default_models, help=f"comma-separated (default {default_models})")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights and picture")
     ap.add_argument("--write-fixture", default=None, help="write picture + reference detections here")
     args = ap.parse_args(argv)
@@ -105,13 +113,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {args.size}x{args.size} picture, "
           f"synthetic weights seed {args.seed}")
-    print(f"{'model':<18} {'reference':<24} {'ref dets':>8} {'odkit dets':>10} {'matched':>8} "
+    print(f"{'model':<{width}} {'reference':<{width + 6}} {'ref dets':>8} {'odkit dets':>10} {'matched':>8} "
           f"{'max |box| px':>12} {'max |score|':>11}")
     fixture: dict[str, torch.Tensor] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for key in [m.strip() for m in args.models.split(",") if m.strip()]:
-            r = run(key, args.size, args.seed, Path(tmp))
-            print(f"{r['model']:<18} {r['reference']:<24} {r['ref_dets']:>8d} {r['odkit_dets']:>10d} "
+            r = run_fn(key, args.size, args.seed, Path(tmp))
+            print(f"{r['model']:<{width}} {r['reference']:<{width + 6}} {r['ref_dets']:>8d} {r['odkit_dets']:>10d} "
                   f"{100 * r['matched']:>7.2f}% {r['max_box_px']:>12.2e} {r['max_score']:>11.2e}", flush=True)
             fixture["image"] = torch.from_numpy(r["image"])
             for k in ("boxes", "scores", "labels"):
@@ -123,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                                                           "torchvision": torchvision.__version__})
         print(f"fixture written to {args.write_fixture}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli(__doc__, run, "retinanet,fcos", argv)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,7 @@ test ``tests/test_weights_tv_parity_rcnn.py``.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -52,59 +50,19 @@ def reference_state_dict(tv_name: str, seed: int = 0) -> dict[str, torch.Tensor]
 
 def run(key: str, size: int, seed: int, workdir: Path) -> dict:
     import torchvision.models.detection as tvd
-    from tv_parity import match, picture
-
-    import odkit
-    from odkit.weights import import_weights
+    from tv_parity import compare
 
     name, tv_name = MODELS[key]
     tv = getattr(tvd, tv_name)(weights=None, weights_backbone=None, num_classes=91, min_size=size,
                                max_size=size).eval()
     tv.load_state_dict(reference_state_dict(tv_name, seed))
-    pth = workdir / f"{tv_name}.pth"
-    torch.save(tv.state_dict(), pth)
-    img = picture(size, seed)
-    with torch.no_grad():
-        ref = tv([torch.from_numpy(img).permute(2, 0, 1).float() / 255.0])[0]
-    out = workdir / f"{name}.safetensors"
-    report = import_weights(pth, source="torchvision", model=name, out=out)
-    if not report.ok:
-        raise SystemExit(f"import of {pth} failed: {report.lines()}")
-    got = odkit.load(out).predict(img, img_size=size)[0]
-    share, max_box, max_score, n = match(ref, got)
-    return {"model": name, "reference": tv_name, "size": size, "ref_dets": n, "odkit_dets": len(got["scores"]),
-            "matched": share, "max_box_px": max_box, "max_score": max_score, "image": img, "ref": ref}
+    return compare(tv, name, tv_name, size, seed, workdir)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=800, help="square picture and network input (default 800)")
-    ap.add_argument("--models", default="r50,mobilenetv3", help="comma-separated: r50, mobilenetv3")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights and picture")
-    ap.add_argument("--write-fixture", default=None, help="write picture + reference detections here")
-    args = ap.parse_args(argv)
-    import torchvision
+    from tv_parity import cli
 
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {args.size}x{args.size} picture, "
-          f"synthetic weights seed {args.seed}")
-    print(f"{'model':<28} {'reference':<34} {'ref dets':>8} {'odkit dets':>10} {'matched':>8} "
-          f"{'max |box| px':>12} {'max |score|':>11}")
-    fixture: dict[str, torch.Tensor] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for key in [m.strip() for m in args.models.split(",") if m.strip()]:
-            r = run(key, args.size, args.seed, Path(tmp))
-            print(f"{r['model']:<28} {r['reference']:<34} {r['ref_dets']:>8d} {r['odkit_dets']:>10d} "
-                  f"{100 * r['matched']:>7.2f}% {r['max_box_px']:>12.2e} {r['max_score']:>11.2e}", flush=True)
-            fixture["image"] = torch.from_numpy(r["image"])
-            for k in ("boxes", "scores", "labels"):
-                fixture[f"{r['model']}.{k}"] = r["ref"][k].contiguous()
-    if args.write_fixture:
-        from safetensors.torch import save_file
-
-        save_file(fixture, args.write_fixture, metadata={"size": str(args.size), "seed": str(args.seed),
-                                                          "torchvision": torchvision.__version__})
-        print(f"fixture written to {args.write_fixture}")
-    return 0
+    return cli(__doc__, run, "r50,mobilenetv3", argv, width=28)
 
 
 if __name__ == "__main__":
