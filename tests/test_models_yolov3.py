@@ -111,7 +111,7 @@ def test_decoding_by_hand():
     p[223, 0] = math.log(3.0)
     assert head.boxes_of((p,), pri)[223].tolist() == pytest.approx([44 - 31, 40 - 22.5, 44 + 31, 40 + 22.5])
     s = torch.sigmoid(torch.tensor(2.0))
-    assert head.scores_of((p,))[82].tolist() == pytest.approx([s * 0.5, s * torch.sigmoid(torch.tensor(-1.0))])
+    assert head.scores_of((p,))[82].tolist() == pytest.approx([float(s * 0.5), float(s * torch.sigmoid(torch.tensor(-1.0)))])
 
 
 def test_darknet_loss_by_hand():
