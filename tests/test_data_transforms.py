@@ -110,11 +110,15 @@ def check_tight(img, boxes, labels, atol=None):
         assert pb is not None, f"box {b} of colour {c} kept but its colour is gone"
         # the box encloses its colour region (1 px for partially covered edge pixels) ...
         assert (pb[:2] >= b[:2] - 1.0).all() and (pb[2:] <= b[2:] + 1.0).all(), (b, pb)
-        # ... tightly. The pixel box is quantised to whole pixels (up to ~0.7 px per side), so IoU
-        # >= 0.9 is checked from 24 px up; smaller boxes and sliver tips are covered by the
-        # exact-geometry test against polygon clipping.
-        if min(b[2] - b[0], b[3] - b[1]) >= 24:
-            assert iou(b, pb) >= 0.9, (b, pb, iou(b, pb))
+        # ... tightly. The pixel box is quantised to whole pixels, and the thin tips of a rotated
+        # region may colour no pixel (together up to ~1.1 px per side), so the IoU must reach that of
+        # a 1.1 px inset on every side (0.86 for a 34x28 box, 0.9 from ~44 px), checked from 24 px
+        # up; smaller boxes and sliver tips are covered by the exact-geometry test against polygon
+        # clipping.
+        w, h = float(b[2] - b[0]), float(b[3] - b[1])
+        if min(w, h) >= 24:
+            bound = min(0.9, (w - 2.2) * (h - 2.2) / (w * h))
+            assert iou(b, pb) >= bound, (b, pb, iou(b, pb), bound)
         if atol == 0.0:
             assert np.array_equal(pb, b), (b, pb)
 
