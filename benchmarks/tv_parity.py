@@ -86,7 +86,9 @@ def compare(tv: torch.nn.Module, name: str, tv_name: str, size: int, seed: int, 
     got = odkit.load(out).predict(img, img_size=size)[0]
     share, max_box, max_score, n = match(ref, got)
     return {"model": name, "reference": tv_name, "size": size, "ref_dets": n, "odkit_dets": len(got["scores"]),
-            "matched": share, "max_box_px": max_box, "max_score": max_score, "image": img, "ref": ref}
+            "matched": share, "max_box_px": max_box, "max_score": max_score, "image": img, "ref": ref,
+            "tv_params": sum(p.numel() for p in tv.parameters()),
+            "odkit_params": sum(p.numel() for p in report.model.parameters())}
 
 
 def run(key: str, size: int, seed: int, workdir: Path) -> dict:

@@ -79,10 +79,7 @@ def write_layout(model: torch.nn.Module, tv_name: str, path: Path) -> None:
 
 
 def run(key: str, seed: int, workdir: Path, write: bool) -> dict:
-    from tv_parity import match, picture
-
-    import odkit
-    from odkit.weights import import_weights
+    from tv_parity import compare
 
     name, tv_name, size = MODELS[key]
     tv = reference_model(tv_name)
@@ -91,21 +88,7 @@ def run(key: str, seed: int, workdir: Path, write: bool) -> dict:
         FIXTURES.mkdir(parents=True, exist_ok=True)
         write_layout(tv, tv_name, FIXTURES / f"{tv_name}_keys.json")
     tv.load_state_dict(ssd_synthetic_weights(shapes, seed))
-    pth = workdir / f"{tv_name}.pth"
-    torch.save(tv.state_dict(), pth)
-    img = picture(size, seed)
-    with torch.no_grad():
-        ref = tv([torch.from_numpy(img).permute(2, 0, 1).float() / 255.0])[0]
-    out = workdir / f"{name}.safetensors"
-    report = import_weights(pth, source="torchvision", model=name, out=out)
-    if not report.ok:
-        raise SystemExit(f"import of {pth} failed: {report.lines()}")
-    got = odkit.load(out).predict(img, img_size=size)[0]
-    share, max_box, max_score, n = match(ref, got)
-    odkit_params = sum(p.numel() for p in report.model.parameters())
-    return {"model": name, "reference": tv_name, "size": size, "ref_dets": n, "odkit_dets": len(got["scores"]),
-            "matched": share, "max_box_px": max_box, "max_score": max_score, "image": img, "ref": ref,
-            "tv_params": sum(p.numel() for p in tv.parameters()), "odkit_params": odkit_params}
+    return compare(tv, name, tv_name, size, seed, workdir)
 
 
 def main(argv: list[str] | None = None) -> int:
