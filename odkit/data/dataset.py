@@ -46,7 +46,8 @@ class DetectionDataset:
     ``transforms`` is either a sample transform ``t(image, boxes, labels, meta, rng)`` (such as
     :class:`~odkit.data.transforms.ValTransform`) or a dataset-level pipeline with
     ``needs_dataset = True`` (:class:`~odkit.data.transforms.TrainAugment`).
-    ``cache_ram_gb`` > 0 keeps resized images in RAM, in index order, up to that many GB.
+    ``cache_ram_gb`` > 0 keeps resized images in RAM, in index order, up to that many GB
+    (``cache_auto``: the budget was chosen for the user, so a partial cache is noted, not warned).
     ``drop_difficult`` removes VOC ``difficult`` boxes from the targets too (kept by default).
     """
 
@@ -58,6 +59,7 @@ class DetectionDataset:
         cache_ram_gb: float = 0.0,
         seed: int = 0,
         drop_difficult: bool = False,
+        cache_auto: bool = False,
     ):
         if int(img_size) <= 0:
             raise ConfigError(f"img_size must be positive, got {img_size}")
@@ -116,7 +118,7 @@ class DetectionDataset:
         self._cache_orig = np.zeros((len(aset), 2), dtype=np.int64)
         self.num_cached = 0
         if cache_ram_gb > 0 and len(aset):
-            self._fill_cache(cache_ram_gb)
+            self._fill_cache(cache_ram_gb, warn_partial=not cache_auto)
 
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
@@ -170,7 +172,7 @@ class DetectionDataset:
             img = cv2.resize(img, (nw, nh), interpolation=interp)
         return img, (h0, w0), r
 
-    def _fill_cache(self, budget_gb: float) -> None:
+    def _fill_cache(self, budget_gb: float, warn_partial: bool = True) -> None:
         budget = int(budget_gb * 1024**3)
         n = len(self)
         hw = self._ann_hw.copy()
@@ -213,7 +215,7 @@ class DetectionDataset:
             budget_gb,
         )
         if count < n:
-            log.warning(
+            (log.warning if warn_partial else log.info)(
                 "RAM cache budget %.2f GB holds %d of %d images; the rest load from disk", budget_gb, count, n
             )
 

@@ -60,8 +60,8 @@ class TrainConfig:
               "measured epoch time (capped by --epochs) and the lr schedule, EMA and the no-aug tail are "
               "re-planned; training also stops early if the next epoch would overrun", metavar="MIN")
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto (CUDA if available)")
-    workers: int | None = _opt(None, "data loader worker processes (default: half the cores on CPU, cores-1 "
-                                     "up to 8 on CUDA; 0 = main process)")
+    workers: int | None = _opt(None, "data loader worker processes (default on CPU: 0 up to 2 cores, else a "
+                                     "quarter of the cores up to 4; on CUDA: cores-1 up to 8; 0 = main process)")
     project: str = _opt("runs", "parent directory of run directories")
     name: str = _opt("train", "run name: outputs go to <project>/<name>, auto-incremented if it exists")
     exist_ok: bool = _opt(False, "reuse <project>/<name> if it exists instead of incrementing")
@@ -123,7 +123,8 @@ class TrainConfig:
     mosaic: float = _opt(1.0, "mosaic probability", recipe=True)
     mixup: float = _opt(0.0, "mixup probability", recipe=True)
     multiscale: bool = _opt(False, "multi-scale training: input size +/- 3 x 32 px every 10 batches")
-    cache: float = _opt(0.0, "keep resized training images in RAM, up to GB", metavar="GB")
+    cache: float | None = _opt(None, "keep resized training images in RAM, up to GB (default: up to 4 GB and a "
+                                     "quarter of the free memory; 0 = off)", metavar="GB")
     threads: int | None = _opt(None, "torch threads (default: cores / processes on this machine)")
     conf_thr: float = _opt(0.001, "validation score threshold")
     iou_thr: float = _opt(0.65, "validation NMS IoU")

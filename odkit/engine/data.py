@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,12 +196,52 @@ def train_transform(cfg: TrainConfig) -> Any:
     return TrainAugment(augment_config(cfg), resize=resize)
 
 
+AUTO_CACHE_GB = 4.0
+
+
+def available_memory_gb() -> float | None:
+    """Memory the system can give without swapping (``MemAvailable`` of /proc/meminfo), in GB;
+    None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1024**3
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def auto_cache_gb(workers: int, processes: int = 1) -> float:
+    """The RAM cache budget of ``--cache`` left unset, in GB per training process: up to
+    ``AUTO_CACHE_GB`` and a quarter of the available memory shared by the ``processes`` of this
+    machine. 0 (no cache) where the memory is unknown or where loader workers would each get their
+    own copy of the cache (a start method other than fork)."""
+    import sys
+
+    import torch.multiprocessing as mp
+
+    avail = available_memory_gb()
+    # the start method the loader's workers will use (Python's default where none was set)
+    method = mp.get_start_method(allow_none=True) or (
+        "fork" if sys.platform.startswith("linux") and sys.version_info < (3, 14) else "spawn")
+    if avail is None or (workers > 0 and method != "fork"):
+        return 0.0
+    return max(0.0, min(AUTO_CACHE_GB, avail / 4) / max(processes, 1))
+
+
 def train_loader(aset: AnnotationSet, cfg: TrainConfig, no_aug: bool, workers: int, dist: DistInfo) -> Any:
     """Shuffled training loader with the model's training pipeline (mosaic/affine off when ``no_aug``)."""
     from odkit.data.dataset import DetectionDataset
     from odkit.data.loader import MultiScale, build_loader
 
-    ds = DetectionDataset(aset, cfg.img, transforms=train_transform(cfg), cache_ram_gb=cfg.cache, seed=cfg.seed)
+    auto = cfg.cache is None
+    gb = auto_cache_gb(workers, dist.local_world_size) if auto else float(cfg.cache)
+    ds = DetectionDataset(aset, cfg.img, transforms=train_transform(cfg), cache_ram_gb=gb, seed=cfg.seed,
+                          cache_auto=auto)
     if no_aug:
         ds.close_mosaic()
     per_rank = len(aset) // max(dist.world_size, 1)

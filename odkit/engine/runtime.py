@@ -54,6 +54,50 @@ def set_threads(threads: int | None = None, local_world_size: int = 1) -> int:
     return n
 
 
+def default_workers(device: torch.device, processes: int = 1, cores: int | None = None) -> int:
+    """Data loader worker processes per training process when ``--workers`` is not given.
+
+    CUDA: cores - 1, at most 8. CPU: the loader's processes take cores from the training threads,
+    and one busy core stalls all of them at each parallel region, so up to 2 cores per training
+    process the main process loads the batches itself (measured faster on a 2-core machine);
+    with more, a quarter of the cores (at most 4)."""
+    cores = (cpu_count() if cores is None else int(cores)) // max(processes, 1)
+    if device.type == "cuda":
+        return max(0, min(8, cores - 1))
+    return 0 if cores <= 2 else min(4, cores // 4)
+
+
+# glibc mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
+    """Ask glibc's malloc to keep freed blocks up to ``limit_bytes`` in the process for reuse
+    instead of returning them to the system (``mallopt`` M_MMAP_THRESHOLD and M_TRIM_THRESHOLD).
+
+    A CPU training step allocates and frees the same large activation tensors every step; by
+    default each block above 128 KiB is a fresh ``mmap`` whose pages are faulted in and zeroed again
+    on every step (thousands of page faults, a few percent of a small model's step). With this
+    setting the memory stays at its peak and is reused. Process-wide, values unchanged; returns
+    False (and does nothing) where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # older glibc refuses an mmap threshold above 32 MiB: take the largest it accepts
+        ok = any(libc.mallopt(_M_MMAP_THRESHOLD, int(v)) == 1 for v in (limit_bytes, 32 << 20))
+        ok = libc.mallopt(_M_TRIM_THRESHOLD, int(limit_bytes)) == 1 and ok
+    except (OSError, AttributeError):  # pragma: no cover - no mallopt
+        return False
+    if ok:
+        log.debug("malloc keeps freed blocks up to %d MiB for reuse", limit_bytes >> 20)
+    return ok
+
+
 def seed_everything(seed: int) -> None:
     """Seed python ``random``, numpy's global RNG and torch (CPU and CUDA)."""
     random.seed(seed)

@@ -121,6 +121,8 @@ class Trainer:
         cfg = self.cfg
         dist_utils.init(self.device)
         self.threads = runtime.set_threads(cfg.threads, self.dist.local_world_size)
+        if self.device.type == "cpu":
+            runtime.keep_freed_memory()  # no page faults on every step's activations
         runtime.seed_everything(cfg.seed + self.dist.rank)
         runtime.set_deterministic(cfg.deterministic)
         if cfg.deterministic and (cfg.workers or 0) > 0:
@@ -132,8 +134,7 @@ class Trainer:
     def _auto_workers(self) -> int:
         if self.cfg.workers is not None:
             return int(self.cfg.workers)
-        cores = runtime.cpu_count() // max(self.dist.local_world_size, 1)
-        return max(0, min(8, cores - 1)) if self.device.type == "cuda" else max(0, min(4, cores // 2))
+        return runtime.default_workers(self.device, self.dist.local_world_size)
 
     def _load_data(self) -> None:
         from odkit.engine import data as data_utils

@@ -1,0 +1,93 @@
+"""Training-speed settings that must not change what is learned, and the CPU defaults behind them."""
+
+from __future__ import annotations
+
+import platform
+import resource
+
+import pytest
+import torch
+from torch import nn
+
+from odkit.engine import data as data_utils
+from odkit.engine import runtime, speed
+from odkit.models import build
+
+
+def _grads(model: nn.Module, x: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    model(x, targets)["loss"].backward()
+    return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def test_out_of_place_activations_give_the_same_gradients() -> None:
+    torch.manual_seed(0)
+    model = build("yolox-nano", num_classes=2).train()
+    x = torch.rand(2, 3, 128, 128)
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.tensor([[30.0, 5.0, 90.0, 40.0], [70.0, 70.0, 120.0, 126.0]]),
+                "labels": torch.tensor([0, 1])}]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = _grads(model, x, targets)
+    model.load_state_dict(state)  # BatchNorm running stats back to where they were
+    n = speed.out_of_place_activations(model)
+    assert n > 0 and not any(getattr(m, "inplace", False) for m in model.modules() if isinstance(m, nn.SiLU))
+    got = _grads(model, x, targets)
+    assert len(got) == len(ref)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_foreach_optimizer_sets_the_multi_tensor_update() -> None:
+    p = nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    speed.foreach_optimizer(opt)
+    assert opt.param_groups[0]["foreach"] is True
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_keep_freed_memory_stops_page_faults_on_reused_blocks() -> None:
+    def faults_for(n: int) -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(n):
+            t = torch.empty(16 << 20, dtype=torch.uint8)  # 16 MiB: mmap'd by default
+            t.fill_(1)
+            del t
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    assert runtime.keep_freed_memory()
+    faults_for(2)  # the first block is faulted in once
+    pages = (16 << 20) // resource.getpagesize()
+    assert faults_for(8) < pages  # without the setting: every block faults in all of its pages
+
+
+def test_default_workers_on_cpu_and_cuda() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert runtime.default_workers(cpu, cores=1) == 0
+    assert runtime.default_workers(cpu, cores=2) == 0
+    assert runtime.default_workers(cpu, cores=8) == 2
+    assert runtime.default_workers(cpu, cores=64) == 4
+    assert runtime.default_workers(cpu, processes=4, cores=8) == 0
+    assert runtime.default_workers(cuda, cores=4) == 3
+    assert runtime.default_workers(cuda, cores=32) == 8
+
+
+def test_auto_cache_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.multiprocessing as mp
+
+    monkeypatch.setattr(data_utils, "available_memory_gb", lambda: 8.0)
+    monkeypatch.setattr(mp, "get_start_method", lambda allow_none=False: "fork")
+    assert data_utils.auto_cache_gb(workers=0) == pytest.approx(2.0)  # a quarter of 8 GB
+    assert data_utils.auto_cache_gb(workers=2, processes=2) == pytest.approx(1.0)
+    monkeypatch.setattr(data_utils, "available_memory_gb", lambda: 64.0)
+    assert data_utils.auto_cache_gb(workers=0) == pytest.approx(data_utils.AUTO_CACHE_GB)
+    monkeypatch.setattr(mp, "get_start_method", lambda allow_none=False: "spawn")
+    assert data_utils.auto_cache_gb(workers=2) == 0.0  # each worker would hold its own copy
+    assert data_utils.auto_cache_gb(workers=0) == pytest.approx(data_utils.AUTO_CACHE_GB)
+    monkeypatch.setattr(data_utils, "available_memory_gb", lambda: None)
+    assert data_utils.auto_cache_gb(workers=0) == 0.0
+
+
+def test_available_memory_is_known_here() -> None:
+    gb = data_utils.available_memory_gb()
+    assert gb is None or gb > 0
