@@ -12,12 +12,16 @@ activations, for comparison. The eager Predictor also fuses SiLU into the oneDNN
 threads (default 2) for every runtime. Models are randomly initialised (latency does not depend on
 the weights, except through the number of boxes reaching NMS: the score threshold is a fixed 0.25).
 
-Prints milliseconds per image (median of --iters rounds after --warmup runs; in each round every
-column runs once, in turn, so load changes hit all columns alike) and each column's ratio to the
-bare onnxruntime graph's time (< 1 is faster), all measured in the same run. The machine may be
-shared: compare ratios, not absolute times.
+Each runtime is timed in a process of its own (PyTorch eager, PyTorch compiled, onnxruntime,
+OpenVINO): two runtimes in one process keep two thread pools whose idle threads spin on the same
+cores and slow each other down (onnxruntime's graph measured 15 ms there against 8 ms alone). Within
+a process the columns take turns (one call each per iteration). The processes run in turn for
+``--rounds`` rounds (the compiled one only in the first: it compiles for minutes), so load changes
+on the machine hit all runtimes alike. Prints milliseconds per image (median over rounds of each
+round's median of --iters calls after --warmup) and each column's ratio to the bare onnxruntime
+graph's time (< 1 is faster). The machine may be shared: compare ratios, not absolute times.
 
-    python benchmarks/latency.py [--models yolox-nano] [--sizes 416] [--threads 2]
+    python benchmarks/latency.py [--models yolox-nano] [--sizes 416] [--threads 2] [--rounds 3]
                                  [--iters 30] [--warmup 5] [--image PATH] [--no-compile] [--json OUT]
 """
 
@@ -27,6 +31,7 @@ import argparse
 import json
 import logging
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,25 +65,26 @@ def unprepared_runner(model: torch.nn.Module, size: int):
     return run
 
 
-def torch_runners(model: torch.nn.Module, name: str, size: int, compile: bool) -> dict:
-    """Bare and end-to-end PyTorch runners (eager prepared model, and compiled when ``compile``)."""
+def torch_runners(model: torch.nn.Module, name: str, size: int, compiled: bool) -> dict:
+    """Bare and end-to-end PyTorch runners: the eager prepared model with the unprepared comparison
+    columns, or (``compiled``) the compiled one."""
     meta = {"model": name, "num_classes": model.num_classes, "img_size": size}
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     x = x.contiguous(memory_format=torch.channels_last)
-    runners: dict = {}
-    kinds = [("eager", False)] + ([("compiled", True)] if compile else [])
-    for kind, comp in kinds:
-        pred = Predictor(model, meta, compile=comp)
-        net = prepare_inference_model(model, compile=comp, fuse_activations=not comp)  # as the Predictor
-        if comp:
-            net = compile_or_eager(net, lambda m: m.forward_export(x))
+    kind = "compiled" if compiled else "eager"
+    pred = Predictor(model, meta, compile=compiled)
+    net = prepare_inference_model(model, compile=compiled, fuse_activations=not compiled)  # as the Predictor
+    if compiled:
+        net = compile_or_eager(net, lambda m: m.forward_export(x))
 
-        def bare(_img, n=net):
-            with torch.no_grad():
-                return n.forward_export(x)
+    def bare(_img, n=net):
+        with torch.no_grad():
+            return n.forward_export(x)
 
-        runners[f"bare {kind}"] = bare
-        runners[f"e2e {kind}"] = lambda im, p=pred: p.predict(im, conf=CONF, iou=IOU, max_det=MAX_DET)
+    runners: dict = {f"bare {kind}": bare,
+                     f"e2e {kind}": lambda im, p=pred: p.predict(im, conf=CONF, iou=IOU, max_det=MAX_DET)}
+    if compiled:
+        return runners
     folded = prepare_inference_model(model)  # BatchNorm folded, activations separate
 
     def bare_folded(_img, n=folded):
@@ -91,7 +97,18 @@ def torch_runners(model: torch.nn.Module, name: str, size: int, compile: bool) -
 
     runners["bare eager BN folded only"] = bare_folded
     runners["bare eager unprepared"] = bare_plain
+    runners["e2e unprepared"] = unprepared_runner(model, size)
     return runners
+
+
+def export_runners(path: Path, kind: str, size: int, threads: int) -> dict:
+    """Bare graph and end-to-end runners of one exported model (one runtime session for both)."""
+    from odkit.export.runtime import load_predictor
+
+    pred = load_predictor(path, threads=threads)
+    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    return {f"bare {kind}": lambda _im, p=pred, xx=x: p.backend.run(xx),
+            f"e2e {kind}": lambda im, p=pred: p.predict([im], conf=CONF, iou=IOU, max_det=MAX_DET)}
 
 
 def time_interleaved(runners: dict, img: np.ndarray, iters: int, warmup: int) -> dict[str, float]:
@@ -109,36 +126,75 @@ def time_interleaved(runners: dict, img: np.ndarray, iters: int, warmup: int) ->
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def load_image(path: str | None) -> np.ndarray:
+    if path:
+        from odkit.data.imageio import read_image
+
+        return read_image(path)
+    import cv2
+
+    return cv2.resize(render_image(0, 0, size=560).image, (640, 480), interpolation=cv2.INTER_LINEAR)
+
+
+def group_main(args: argparse.Namespace) -> int:
+    """One runtime's columns for one model and size, in this process alone; JSON on stdout."""
+    torch.set_num_threads(args.threads)
+    img = load_image(args.image)
+    if args.group in ("eager", "compiled"):
+        torch.manual_seed(0)  # the parent's model: same seed, same random weights
+        model = zoo.build(args.model, num_classes=args.num_classes, img_size=args.size).eval()
+        runners = torch_runners(model, args.model, args.size, args.group == "compiled")
+    else:
+        runners = export_runners(Path(args.path), args.group, args.size, args.threads)
+    print(json.dumps(time_interleaved(runners, img, args.iters, args.warmup)))
+    return 0
+
+
+def run_group(args: argparse.Namespace, group: str, model: str, size: int, path: Path | None) -> dict[str, float]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--group", group, "--model", model, "--size", str(size),
+           "--threads", str(args.threads), "--iters", str(args.iters), "--warmup", str(args.warmup),
+           "--num-classes", str(args.num_classes)]
+    if path is not None:
+        cmd += ["--path", str(path)]
+    if args.image:
+        cmd += ["--image", args.image]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-4000:], file=sys.stderr)
+        raise SystemExit(f"{model} {size} {group}: the timing process failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["yolox-nano"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[416])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each runtime's process, in turn")
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--image", help="image file to use instead of the synthetic 640x480 one")
     ap.add_argument("--num-classes", type=int, default=3)
     ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile columns")
     ap.add_argument("--json", help="also write the results here")
+    # one runtime's timing process (internal)
+    ap.add_argument("--group", choices=["eager", "compiled", "onnxruntime", "openvino"], help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--path", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.group:
+        return group_main(args)
 
     from odkit.export.onnx import export_onnx
     from odkit.export.openvino import onnx_to_openvino
-    from odkit.export.runtime import load_predictor
 
-    torch.set_num_threads(args.threads)
-    if args.image:
-        from odkit.data.imageio import read_image
-
-        img = read_image(args.image)
-    else:
-        import cv2
-
-        img = cv2.resize(render_image(0, 0, size=560).image, (640, 480), interpolation=cv2.INTER_LINEAR)
+    img = load_image(args.image)
     print(
-        f"image {img.shape[1]}x{img.shape[0]}, batch 1, {args.threads} threads, conf {CONF}, iou {IOU}, "
-        f"median of {args.iters} rounds; torch {torch.__version__}"
+        f"image {img.shape[1]}x{img.shape[0]}, batch 1, {args.threads} threads, conf {CONF}, iou {IOU}; each "
+        f"runtime in its own process, median over {args.rounds} rounds of the median of {args.iters} calls; "
+        f"torch {torch.__version__}"
     )
     results = []
     with tempfile.TemporaryDirectory(prefix="odkit-latency-") as tmp:
@@ -146,22 +202,23 @@ def main(argv: list[str] | None = None) -> int:
             for size in args.sizes:
                 torch.manual_seed(0)
                 model = zoo.build(name, num_classes=args.num_classes, img_size=size).eval()
-                runners = torch_runners(model, name, size, not args.no_compile)
                 onnx_path = export_onnx(model, Path(tmp) / f"{name}_{size}.onnx", size, conf_thr=CONF,
                                         iou_thr=IOU, max_det=MAX_DET)
                 xml = onnx_to_openvino(onnx_path, Path(tmp) / f"{name}_{size}.xml")
                 Path(str(xml) + ".json").write_text(Path(str(onnx_path) + ".json").read_text())
-                x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-                for kind, path in (("onnxruntime", onnx_path), ("openvino", xml)):
-                    pred = load_predictor(path, threads=args.threads)
-                    runners[f"bare {kind}"] = lambda _im, p=pred, xx=x: p.backend.run(xx)
-                    runners[f"e2e {kind}"] = lambda im, p=pred: p.predict([im], conf=CONF, iou=IOU, max_det=MAX_DET)
-                runners["e2e unprepared"] = unprepared_runner(model, size)
-                row = {"model": name, "img": size, **time_interleaved(runners, img, args.iters, args.warmup)}
+                groups: list[tuple[str, Path | None]] = [("eager", None), ("onnxruntime", onnx_path),
+                                                         ("openvino", xml)]
+                per_round: dict[str, list[float]] = {}
+                for r in range(args.rounds):
+                    todo = groups + ([("compiled", None)] if r == 0 and not args.no_compile else [])
+                    for group, path in todo:
+                        for col, ms in run_group(args, group, name, size, path).items():
+                            per_round.setdefault(col, []).append(ms)
+                row = {"model": name, "img": size, **{c: statistics.median(v) for c, v in per_round.items()},
+                       "rounds": per_round}
                 results.append(row)
                 print(f"  {name} {size}: " + ", ".join(f"{c} {row[c]:.1f}" for c in COLUMNS if c in row),
                       file=sys.stderr)
-
     cols = [c for c in COLUMNS if all(c in r for r in results)]
     head = f"{'model':<11} {'img':>4} " + " ".join(f"{c:>16}" for c in cols)
     print("\nms per image (lower is better)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import resource
 
@@ -91,3 +92,52 @@ def test_auto_cache_budget(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_available_memory_is_known_here() -> None:
     gb = data_utils.available_memory_gb()
     assert gb is None or gb > 0
+
+
+def test_ema_update_equals_the_per_tensor_loop_bit_for_bit() -> None:
+    from odkit.engine.ema import ModelEMA
+
+    torch.manual_seed(0)
+    model = build("yolox-nano", num_classes=2)
+    ema = ModelEMA(model, decay=0.999, tau=50.0)
+    ref = {k: v.clone() for k, v in ema.ema.state_dict().items()}
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.01)
+        for buf in model.buffers():
+            if not buf.dtype.is_floating_point:
+                buf.add_(1)  # integer buffers are copied
+        ema.update(model)
+        d = ema.decay * (1 - math.exp(-ema.updates / ema.tau))  # the decay of that update
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                ref[k].mul_(d).add_(v, alpha=1.0 - d)
+            else:
+                ref[k].copy_(v)
+    for k, v in ema.ema.state_dict().items():
+        assert torch.equal(v, ref[k]), k
+
+
+def test_checkpoint_saver_writes_the_state_as_it_was_at_submit(tmp_path) -> None:
+    from odkit.engine.checkpoint import CheckpointSaver, load_checkpoint
+
+    w = torch.arange(6.0)
+    saver = CheckpointSaver()
+    saver.submit(tmp_path / "c.pt", {"model": {"w": w}, "epoch": 1, "opt": [w, (w, 2)]})
+    w.add_(100)  # training goes on while the file is written
+    saver.wait()
+    state = load_checkpoint(tmp_path / "c.pt")
+    assert torch.equal(state["model"]["w"], torch.arange(6.0)) and state["epoch"] == 1
+    assert torch.equal(state["opt"][1][0], torch.arange(6.0)) and state["opt"][1][1] == 2
+
+
+def test_checkpoint_saver_hands_errors_to_the_caller(tmp_path) -> None:
+    from odkit.engine.checkpoint import CheckpointSaver
+
+    (tmp_path / "file").write_text("x")
+    saver = CheckpointSaver()
+    saver.submit(tmp_path / "file" / "c.pt", {"model": {}, "epoch": 1})  # parent is a file
+    with pytest.raises(OSError):
+        saver.wait()
+    saver.wait()  # the error is raised once

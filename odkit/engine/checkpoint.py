@@ -8,9 +8,11 @@ strings), so it loads without unpickling arbitrary objects. RNG states of ``rand
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ import numpy as np
 import torch
 
 from odkit.errors import OdkitError
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write_bytes(path: str | Path, write: Any) -> None:
@@ -49,6 +53,60 @@ def atomic_write_bytes(path: str | Path, write: Any) -> None:
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Save ``state`` (tensors and plain values only) atomically to ``path``."""
     atomic_write_bytes(path, lambda f: torch.save(state, f))
+
+
+def snapshot(state: Any) -> Any:
+    """A copy of ``state`` whose tensors are detached clones (containers copied, other values shared)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {k: snapshot(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(snapshot(v) for v in state)
+    return state
+
+
+class CheckpointSaver:
+    """Writes checkpoints on a background thread, so training goes on while the file is
+    serialised and synced to disk (a tenth of a second or more per epoch).
+
+    :meth:`submit` takes a snapshot of the state at once (later training steps do not change what
+    is written) after waiting for the previous write; :meth:`wait` waits for the pending write
+    and raises its error, if any. At most one write is in flight.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, path: str | Path, state: dict[str, Any]) -> None:
+        self.wait()
+        snap = snapshot(state)
+
+        def work() -> None:
+            try:
+                save_checkpoint(path, snap)
+            except BaseException as e:  # noqa: BLE001 - handed to the training thread by wait()
+                self._error = e
+
+        self._thread = threading.Thread(target=work, name="odkit-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Wait for the write in flight; raise its error."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def close(self) -> None:
+        """Wait for the write in flight; log (not raise) its error (for cleanup paths)."""
+        try:
+            self.wait()
+        except Exception as e:  # noqa: BLE001 - cleanup must not mask the error being handled
+            log.error("writing the checkpoint failed: %s", e)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

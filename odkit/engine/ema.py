@@ -60,12 +60,18 @@ class ModelEMA:
         self.updates += 1
         d = self.current_decay()
         msd = unwrap(model).state_dict()
+        avg, src = [], []
         for k, v in self.ema.state_dict().items():
-            src = msd[k].detach()
             if v.dtype.is_floating_point:
-                v.mul_(d).add_(src.to(v.dtype), alpha=1.0 - d)
+                avg.append(v)
+                src.append(msd[k].detach().to(v.dtype))
             else:
-                v.copy_(src)
+                v.copy_(msd[k])
+        # one multi-tensor call per operation (the same element-wise arithmetic as a loop of
+        # v.mul_(d).add_(src, alpha=1 - d))
+        if avg:
+            torch._foreach_mul_(avg, d)
+            torch._foreach_add_(avg, src, alpha=1.0 - d)
 
     def set_params(self, decay: float, tau: float) -> None:
         """Change decay / ramp (used when the schedule is re-planned); keeps the update count."""

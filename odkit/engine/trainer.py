@@ -32,7 +32,7 @@ from torch import nn
 from odkit.engine import distributed as dist_utils
 from odkit.engine import runtime, speed
 from odkit.engine.budget import BudgetPlanner
-from odkit.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from odkit.engine.checkpoint import CheckpointSaver, load_checkpoint, rng_state, set_rng_state
 from odkit.engine.config import TrainConfig
 from odkit.engine.ema import ModelEMA, ema_params_for, unwrap
 from odkit.engine.optim import build_optimizer
@@ -94,6 +94,7 @@ class Trainer:
             cfg = TrainConfig.from_dict({k: v for k, v in self.request.items() if k in _WHERE_KEYS})
         self.cfg = cfg
         self.callbacks = callbacks or {}
+        self.saver = CheckpointSaver()  # checkpoints are written beside the training steps
         self.dist = dist_utils.env_info()
         self.device = runtime.select_device(cfg.device, self.dist.local_rank)
         self.run_dir: Path | None = None
@@ -411,7 +412,9 @@ class Trainer:
                 self._early_plots()
         try:
             self._loop()
+            self.saver.wait()
         finally:
+            self.saver.close()
             for ld in (getattr(self, "train_loader", None),):
                 it = getattr(ld, "_iterator", None)
                 if it is not None and hasattr(it, "_shutdown_workers"):
@@ -611,9 +614,10 @@ class Trainer:
                     self.best_metrics = {**metrics, "epoch": epoch + 1}
                     save_weights(wdir / "best.safetensors", ema_sd, self._weights_meta(epoch + 1, metrics))
             self._write_csv(row)
-            save_checkpoint(self.run_dir / "checkpoint.pt", self._checkpoint_state(epoch + 1))
+            self.saver.submit(self.run_dir / "checkpoint.pt", self._checkpoint_state(epoch + 1))
             cb = self.callbacks.get("on_epoch_end")
             if cb is not None:
+                self.saver.wait()  # the callback sees this epoch's checkpoint
                 cb(self, epoch, row)
         dist_utils.barrier()
 

@@ -184,10 +184,11 @@ class ExportedPredictor:
                 )
                 arrs.append(out)
                 metas.append(meta)
-            # uint8 NHWC -> contiguous float32 NCHW in [0, 1], one conversion pass
-            x = torch.empty((len(arrs), 3, *arrs[0].shape[:2]))
-            x.copy_(torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)).div_(255.0)
-            outs = self.backend.run(x.numpy())
+            # uint8 NHWC -> contiguous float32 NCHW in [0, 1], one pass in numpy (single-threaded: torch's
+            # thread pool would wake beside the runtime's own threads and both would wait on each other)
+            x = np.empty((len(arrs), 3, *arrs[0].shape[:2]), np.float32)
+            np.divide(np.stack(arrs).transpose(0, 3, 1, 2), np.float32(255.0), out=x, dtype=np.float32)
+            outs = self.backend.run(x)
             if not self.nms:
                 boxes, scores = torch.from_numpy(outs[0]), torch.from_numpy(outs[1])
                 results.extend(postprocess(boxes, scores, metas, conf, iou, max_det))
