@@ -337,3 +337,39 @@ def test_protocol_call_needs_predictions():
     gt = _gt(torch.tensor([[[16.0, 16.0, 40.0, 40.0]]]), torch.tensor([[0]]))
     with pytest.raises(ConfigError):
         SimOTAAssigner().assign(priors, gt)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grid_geometry_equals_the_per_prior_tests(seed):
+    """The separable (grid) region tests give the per-prior tests' masks exactly, boundary cases
+    included (gt edges and centre squares falling exactly on prior centres)."""
+    from odkit.assign.simota import grid_levels
+
+    g = torch.Generator().manual_seed(seed)
+    pri = _make_priors([(13, 8.0), (7, 16.0), (4, 32.0)])
+    levels = grid_levels(pri.points, pri.strides)
+    assert levels == [(0, 13, 13), (169, 7, 7), (218, 4, 4)]
+    n = 40
+    xy = torch.rand(n, 2, generator=g) * 100
+    wh = torch.rand(n, 2, generator=g) * 60
+    boxes = torch.cat([xy, xy + wh], 1)
+    # a third of the coordinates on the half-pixel lattice of prior centres (4, 12, ... and 8, 24, ...)
+    snap = torch.rand(n, 4, generator=g) < 0.33
+    boxes = torch.where(snap, (boxes / 4).round() * 4, boxes)
+    a = SimOTAAssigner()
+    ref = a._regions(boxes, pri.points, pri.strides)
+    got = a._regions_grid(boxes, pri.points, pri.strides, levels)
+    for r, s in zip(ref, got):
+        assert torch.equal(r, s)
+
+
+def test_grid_levels_refuses_priors_that_are_not_grids():
+    from odkit.assign.simota import grid_levels
+
+    pri = _make_priors([(6, 8.0), (3, 16.0)])
+    assert grid_levels(pri.points, pri.strides) == [(0, 6, 6), (36, 3, 3)]
+    perm = torch.randperm(36, generator=torch.Generator().manual_seed(0))
+    pts = torch.cat([pri.points[:36][perm], pri.points[36:]])
+    assert grid_levels(pts, pri.strides) is None
+    assert grid_levels(pri.points[:-1], pri.strides[:-1]) is None  # last level not a full grid
+    assert grid_levels(torch.zeros(0, 2), torch.zeros(0)) is None

@@ -6,6 +6,7 @@ import math
 import platform
 import resource
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -59,7 +60,9 @@ def test_keep_freed_memory_stops_page_faults_on_reused_blocks() -> None:
     assert runtime.keep_freed_memory()
     faults_for(2)  # the first block is faulted in once
     pages = (16 << 20) // resource.getpagesize()
-    assert faults_for(8) < pages  # without the setting: every block faults in all of its pages
+    # without the setting every block faults in all of its pages (8 * pages); the counter is the
+    # whole process's, so the quietest of three tries is compared
+    assert min(faults_for(8) for _ in range(3)) < pages
 
 
 def test_default_workers_on_cpu_and_cuda() -> None:
@@ -141,3 +144,18 @@ def test_checkpoint_saver_hands_errors_to_the_caller(tmp_path) -> None:
     with pytest.raises(OSError):
         saver.wait()
     saver.wait()  # the error is raised once
+
+
+def test_channels_last_collate_gives_the_same_values() -> None:
+    from odkit.data.loader import collate_detection
+
+    rng = np.random.default_rng(0)
+    batch = [(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), np.array([[1, 2, 8, 9]], np.float32),
+              np.array([1]), {"i": i}) for i in range(3)]
+    plain, t1, _ = collate_detection(batch)
+    cl, t2, _ = collate_detection(batch, channels_last=True)
+    assert plain.is_contiguous() and cl.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(plain, cl) and plain.dtype == cl.dtype == torch.float32
+    assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(t1, t2))
+    # each value is the pixel / 255
+    assert torch.equal(cl[1, 2, 5, 7], torch.tensor(float(batch[1][0][5, 7, 2]) / 255.0))

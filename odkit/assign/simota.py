@@ -34,6 +34,29 @@ from odkit.ops import aligned_box_iou
 OUTSIDE_COST = 1e5
 
 
+def grid_levels(centers: Tensor, strides: Tensor) -> list[tuple[int, int, int]] | None:
+    """``(offset, rows, cols)`` of each level when the priors are level after level of full grids in
+    row-major order (each row one y, each column one x, one stride per level: YOLOX's priors);
+    None otherwise."""
+    a = centers.shape[0]
+    if a == 0:
+        return None
+    change = (strides[1:] != strides[:-1]).nonzero().squeeze(1) + 1
+    bounds = [0, *change.tolist(), a]
+    levels = []
+    for o, e in zip(bounds[:-1], bounds[1:]):
+        pts = centers[o:e]
+        w = int((pts[:, 1] != pts[0, 1]).nonzero()[:1].sum()) or (e - o)  # points in the first row
+        if (e - o) % w:
+            return None
+        grid = pts.view((e - o) // w, w, 2)
+        if not (torch.equal(grid[:, :, 0], grid[:1, :, 0].expand_as(grid[:, :, 0]))
+                and torch.equal(grid[:, :, 1], grid[:, :1, 1].expand_as(grid[:, :, 1]))):
+            return None
+        levels.append((o, (e - o) // w, w))
+    return levels
+
+
 class SimOTAAssigner:
     """SimOTA assigner; see the module docstring for the exact rule."""
 
@@ -166,6 +189,7 @@ class SimOTAAssigner:
         priors no gt can take never enter the cost); the values are those of the batched rule."""
         b, a, _ = scores.shape
         device = scores.device
+        levels = grid_levels(centers, strides)
         gt_inds = torch.full((b, a), NEGATIVE, dtype=torch.long, device=device)
         labels = torch.full((b, a), -1, dtype=torch.long, device=device)
         quality = torch.zeros((b, a), dtype=torch.float32, device=device)
@@ -174,7 +198,7 @@ class SimOTAAssigner:
             if rows.numel() == 0:
                 continue
             found = self._assign_image(pred_boxes[i], scores[i], centers, strides, gt_boxes[i, rows],
-                                       gt_labels[i, rows])
+                                       gt_labels[i, rows], levels)
             if found is None:
                 continue
             cols, gi, q = found
@@ -182,6 +206,36 @@ class SimOTAAssigner:
             labels[i, cols] = gt_labels[i, rows[gi]]
             quality[i, cols] = q.float()
         return gt_inds, labels, quality, gt_valid.sum(1)
+
+    def _regions(self, gt_boxes: Tensor, centers: Tensor, strides: Tensor) -> tuple[Tensor, Tensor]:
+        """``[g, a]`` bool: prior centre strictly inside the gt box / the gt's centre square.
+
+        "u - v > 0" is written "u > v": for IEEE floats (with subnormals) a rounded difference is 0
+        only for equal numbers, so both tests agree everywhere."""
+        cx, cy = centers[:, 0], centers[:, 1]  # [a]
+        x1, y1, x2, y2 = (gt_boxes[:, i, None] for i in range(4))  # [g, 1]
+        in_box = (cx > x1) & (x2 > cx) & (cy > y1) & (y2 > cy)
+        r = self.center_radius * strides
+        gcx, gcy = (x1 + x2) * 0.5, (y1 + y2) * 0.5
+        in_ctr = (cx > gcx - r) & (gcx + r > cx) & (cy > gcy - r) & (gcy + r > cy)
+        return in_box, in_ctr
+
+    def _regions_grid(self, gt_boxes: Tensor, centers: Tensor, strides: Tensor,
+                      levels: list[tuple[int, int, int]]) -> tuple[Tensor, Tensor]:
+        """:meth:`_regions` for grid priors: the same comparisons on each level's distinct x
+        (``[g, cols]``) and y (``[g, rows]``), combined by an outer AND."""
+        x1, y1, x2, y2 = (gt_boxes[:, i, None] for i in range(4))  # [g, 1]
+        gcx, gcy = (x1 + x2) * 0.5, (y1 + y2) * 0.5
+        boxes, ctrs = [], []
+        for o, rows, cols in levels:
+            xs = centers[o : o + cols, 0]  # [cols]
+            ys = centers[o : o + rows * cols : cols, 1]  # [rows]
+            r = self.center_radius * strides[o : o + 1]  # the same float as for every prior of the level
+            bx, by = (xs > x1) & (x2 > xs), (ys > y1) & (y2 > ys)
+            cx_, cy_ = (xs > gcx - r) & (gcx + r > xs), (ys > gcy - r) & (gcy + r > ys)
+            boxes.append((by[:, :, None] & bx[:, None, :]).flatten(1))
+            ctrs.append((cy_[:, :, None] & cx_[:, None, :]).flatten(1))
+        return torch.cat(boxes, 1), torch.cat(ctrs, 1)
 
     def _assign_image(
         self,
@@ -191,18 +245,16 @@ class SimOTAAssigner:
         strides: torch.Tensor,
         gt_boxes: torch.Tensor,
         gt_labels: torch.Tensor,
+        levels: list[tuple[int, int, int]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """One image with ``g`` (valid) gts: ``(priors [P], their gt [P] (0..g-1), IoU [P])`` of the
-        foreground priors, or ``None`` when no prior is a candidate."""
+        foreground priors, or ``None`` when no prior is a candidate. ``levels``: the priors' grid
+        layout (:func:`grid_levels`), which makes the geometry tests separable in x and y."""
         a, num_classes = scores.shape
         g = gt_boxes.shape[0]
-        cx, cy = centers[:, 0], centers[:, 1]  # [a]
-        x1, y1, x2, y2 = (gt_boxes[:, i, None] for i in range(4))  # [g, 1]
         # 1. geometry
-        in_box = (cx - x1 > 0) & (x2 - cx > 0) & (cy - y1 > 0) & (y2 - cy > 0)  # [g, a]
-        r = self.center_radius * strides
-        gcx, gcy = (x1 + x2) * 0.5, (y1 + y2) * 0.5
-        in_ctr = (cx - (gcx - r) > 0) & ((gcx + r) - cx > 0) & (cy - (gcy - r) > 0) & ((gcy + r) - cy > 0)
+        in_box, in_ctr = (self._regions_grid(gt_boxes, centers, strides, levels) if levels
+                          else self._regions(gt_boxes, centers, strides))
         cols = (in_box | in_ctr).any(0).nonzero().squeeze(1)  # the candidate priors
         n = cols.numel()
         if n == 0:

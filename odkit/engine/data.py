@@ -249,6 +249,7 @@ def train_loader(aset: AnnotationSet, cfg: TrainConfig, no_aug: bool, workers: i
         ds, cfg.batch, shuffle=True, workers=workers, seed=cfg.seed,
         multiscale=MultiScale.around(cfg.img) if cfg.multiscale else None,
         drop_last=per_rank >= cfg.batch, distributed=dist.enabled, persistent_workers=workers > 0,
+        channels_last=bool(getattr(cfg, "channels_last", False)),
     )
     return loader
 
