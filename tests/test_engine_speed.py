@@ -159,3 +159,15 @@ def test_channels_last_collate_gives_the_same_values() -> None:
     assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(t1, t2))
     # each value is the pixel / 255
     assert torch.equal(cl[1, 2, 5, 7], torch.tensor(float(batch[1][0][5, 7, 2]) / 255.0))
+
+
+@pytest.mark.parametrize("mean", [(0.0, 0.0, 0.0), (0.485, 0.456, 0.406)])
+def test_input_normalisation_equals_the_formula_bit_for_bit(mean) -> None:
+    model = build("yolox-nano", num_classes=2)
+    std = (1 / 255, 0.224, 0.225)
+    model.set_input_format(mean, std, input_bgr=True)
+    x = torch.rand(2, 3, 32, 32)
+    x[0, :, 0, 0] = torch.tensor([-0.0, 0.0, 1.0])
+    ref = (x.flip(1) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    got = model.normalize(x)
+    assert torch.equal(got, ref) and torch.equal(torch.signbit(got), torch.signbit(ref))

@@ -35,6 +35,19 @@ def ema_params_for(total_updates: int, decay: float = 0.9998, tau: float = 2000.
     return min(decay, short_decay), short_tau
 
 
+def _state_tensors(module: nn.Module) -> list[torch.Tensor]:
+    """The tensors of ``module.state_dict()`` (parameters and persistent buffers, each once), in
+    module order, without building the dict (a few ms per call on a detector)."""
+    out, seen = [], set()
+    for m in module.modules():
+        skip = m._non_persistent_buffers_set
+        for t in (*m._parameters.values(), *(b for k, b in m._buffers.items() if k not in skip)):
+            if t is not None and id(t) not in seen:
+                seen.add(id(t))
+                out.append(t)
+    return out
+
+
 class ModelEMA:
     """Keeps ``ema`` (a frozen copy of the model) as a moving average of the model's weights.
 
@@ -59,14 +72,13 @@ class ModelEMA:
         """Blend the model's current weights into the average."""
         self.updates += 1
         d = self.current_decay()
-        msd = unwrap(model).state_dict()
         avg, src = [], []
-        for k, v in self.ema.state_dict().items():
+        for v, m in zip(_state_tensors(self.ema), _state_tensors(unwrap(model)), strict=True):
             if v.dtype.is_floating_point:
                 avg.append(v)
-                src.append(msd[k].detach().to(v.dtype))
+                src.append(m.detach().to(v.dtype))
             else:
-                v.copy_(msd[k])
+                v.copy_(m)
         # one multi-tensor call per operation (the same element-wise arithmetic as a loop of
         # v.mul_(d).add_(src, alpha=1 - d))
         if avg:

@@ -67,6 +67,7 @@ class Detector(nn.Module):
         self.pixel_mean.copy_(mean.view(1, 3, 1, 1))
         self.pixel_std.copy_(std.view(1, 3, 1, 1))
         self.input_bgr = bool(input_bgr)
+        self.zero_mean = bool((mean == 0).all())  # x - 0 is x exactly: the pass is skipped
 
     @property
     def stride(self) -> int:
@@ -93,7 +94,9 @@ class Detector(nn.Module):
         """[0, 1] RGB images -> the network's input (channel order and normalisation applied)."""
         if self.input_bgr:
             images = images.flip(1)
-        return (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
+        if not getattr(self, "zero_mean", False):
+            images = images - self.pixel_mean.to(images.dtype)
+        return images / self.pixel_std.to(images.dtype)
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Neck feature maps (finest first) of [0, 1] RGB images."""
