@@ -198,7 +198,7 @@ def test_export_of_a_predictors_model_uses_plain_convolutions(tmp_path) -> None:
     from odkit.export.onnx import export_onnx
 
     model = zoo.build("yolox-nano", num_classes=3, img_size=128).eval()
-    pred = Predictor(model, {"num_classes": 3, "img_size": 128})
+    pred = Predictor(model, {"num_classes": 3, "img_size": 128}, fuse_activations=True)
     fused = [m for m in pred.model.modules() if isinstance(m, ConvAct)]
     assert fused and all(m.use_fused for m in fused)
     path = export_onnx(pred.model, tmp_path / "m.onnx", 128)

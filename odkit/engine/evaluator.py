@@ -65,8 +65,7 @@ def predict_set(
     if not getattr(model, "prepared_for_inference", False):
         from odkit.models.fuse import prepare_inference_model
 
-        net = prepare_inference_model(model, channels_last=channels_last, device=device, compile=compile,
-                                      fuse_activations=device.type == "cpu" and not compile)
+        net = prepare_inference_model(model, channels_last=channels_last, device=device, compile=compile)
     out: list[dict[str, np.ndarray]] = []
     if len(part):
         loader = val_loader(part, img_size, batch, workers, resize_mode(model))

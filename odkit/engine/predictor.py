@@ -85,10 +85,14 @@ class Predictor:
     (uint8, or float in [0, 1]), tensors ``[3, H, W]`` (float in [0, 1] or uint8) or a batch tensor
     ``[B, 3, H, W]``. Returns one dict per image ``{"boxes" [K,4] float32 xyxy original pixels,
     "scores" [K], "labels" [K] int64}``.
+
+    ``fuse_activations`` also fuses SiLU/ReLU into the oneDNN convolutions on CPU (off by default:
+    it measured slower than separate activations for yolox-nano at batch 1, see
+    ``benchmarks/latency.py``).
     """
 
     def __init__(self, model: nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu",
-                 compile: bool = False, fuse: bool = True):
+                 compile: bool = False, fuse: bool = True, fuse_activations: bool = False):
         from odkit.models.fuse import prepare_inference_model
 
         self.meta = meta
@@ -96,7 +100,7 @@ class Predictor:
         # the prepared inference copy (BatchNorm folded, channels_last, eval mode for good); the
         # given model is left as it is
         self.model = prepare_inference_model(model, channels_last=True, fuse=fuse, device=self.device,
-                                             fuse_activations=fuse and self.device.type == "cpu" and not compile)
+                                             fuse_activations=fuse_activations and fuse and not compile)
         self.compile = bool(compile)
         self.class_names: list[str] = list(meta.get("class_names") or [str(i) for i in range(meta["num_classes"])])
         self.img_size = int(meta.get("img_size") or 416)
