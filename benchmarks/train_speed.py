@@ -13,8 +13,8 @@ drift apart by float rounding). ``--compile`` adds runs of this checkout with ``
 
 Zoo mode (``--zoo``): for each zoo model (or ``--models``), training steps on fixed synthetic
 batches (``--zoo-batch`` images at the model's recipe size): images/s and GFLOP/s (convolution
-and matrix FLOPs of forward + backward counted by ``torch.utils.flop_counter``), eager and
-compiled.
+and matrix FLOPs of the forward pass counted by ``torch.utils.flop_counter``, times 3 for forward +
+backward), eager and compiled.
 
     python benchmarks/train_speed.py --baseline /tmp/odkit-base [--steps 100] [--rounds 1] [--compile]
     python benchmarks/train_speed.py --zoo [--models yolox-nano yolox-tiny] [--zoo-batch 4]
@@ -196,9 +196,11 @@ def zoo_speed(args: argparse.Namespace) -> int:
             key = "compiled" if comp else "eager"
             try:
                 if not comp:
+                    # forward FLOPs x 3 (backward ~ 2 x forward): torch's counter miscounts the
+                    # weight gradient of grouped convolutions (MobileNet's depthwise layers by ~30x)
                     with FlopCounterMode(display=False) as fc:
-                        step()
-                    row["gflop_per_step"] = fc.get_total_flops() / 1e9
+                        model(images, targets)
+                    row["gflop_per_step"] = 3 * fc.get_total_flops() / 1e9
                 for _ in range(args.zoo_warmup):
                     step()
                 t0 = time.perf_counter()
