@@ -19,7 +19,8 @@ a process the columns take turns (one call each per iteration). The processes ru
 ``--rounds`` rounds (the compiled one only in the first: it compiles for minutes), so load changes
 on the machine hit all runtimes alike. Prints milliseconds per image (median over rounds of each
 round's median of --iters calls after --warmup) and each column's ratio to the bare onnxruntime
-graph's time (< 1 is faster). The machine may be shared: compare ratios, not absolute times.
+graph's time in the same round (< 1 is faster), as the median over rounds with its range. The
+machine may be shared: compare ratios, not absolute times, and use several rounds.
 
     python benchmarks/latency.py [--models yolox-nano] [--sizes 416] [--threads 2] [--rounds 3]
                                  [--iters 30] [--warmup 5] [--image PATH] [--no-compile] [--json OUT]
@@ -126,6 +127,10 @@ def time_interleaved(runners: dict, img: np.ndarray, iters: int, warmup: int) ->
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def _span(lo_hi: tuple[float, float]) -> str:
+    return f"[{lo_hi[0]:.2f}-{lo_hi[1]:.2f}]"
+
+
 def load_image(path: str | None) -> np.ndarray:
     if path:
         from odkit.data.imageio import read_image
@@ -170,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=["yolox-nano"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[416])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3, help="runs of each runtime's process, in turn")
+    ap.add_argument("--rounds", type=int, default=5, help="runs of each runtime's process, in turn")
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--image", help="image file to use instead of the synthetic 640x480 one")
@@ -214,8 +219,11 @@ def main(argv: list[str] | None = None) -> int:
                     for group, path in todo:
                         for col, ms in run_group(args, group, name, size, path).items():
                             per_round.setdefault(col, []).append(ms)
+                ref = per_round[REFERENCE]
+                ratios = {c: [ms / ref[r] for r, ms in enumerate(v)] for c, v in per_round.items()}
                 row = {"model": name, "img": size, **{c: statistics.median(v) for c, v in per_round.items()},
-                       "rounds": per_round}
+                       "ratio": {c: statistics.median(v) for c, v in ratios.items()},
+                       "ratio_range": {c: (min(v), max(v)) for c, v in ratios.items()}, "rounds": per_round}
                 results.append(row)
                 print(f"  {name} {size}: " + ", ".join(f"{c} {row[c]:.1f}" for c in COLUMNS if c in row),
                       file=sys.stderr)
@@ -225,10 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     print(head)
     for r in results:
         print(f"{r['model']:<11} {r['img']:>4} " + " ".join(f"{r[c]:>16.2f}" for c in cols))
-    print(f"\nratio to the {REFERENCE} graph (column ms / {REFERENCE} ms; lower is better)")
+    print(f"\nratio to the {REFERENCE} graph of the same round (column ms / {REFERENCE} ms), median over "
+          f"rounds [lowest-highest]; lower is better")
     print(head)
     for r in results:
-        print(f"{r['model']:<11} {r['img']:>4} " + " ".join(f"{r[c] / r[REFERENCE]:>16.2f}" for c in cols))
+        print(f"{r['model']:<11} {r['img']:>4} " + " ".join(f"{r['ratio'][c]:>16.2f}" for c in cols))
+        print(f"{'':<11} {'':>4} " + " ".join(f"{_span(r['ratio_range'][c]):>16}" for c in cols))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(
