@@ -76,7 +76,7 @@ def test_yolox_loss_matches_hand_computation():
     assert float(out["loss_l1"].detach()) == pytest.approx(0.4 + 0.3 + 0.3 + 0.4, abs=1e-5)
     assert float(out["num_fg"]) == 1.0
     total = out["loss_iou"] + out["loss_obj"] + out["loss_cls"] + out["loss_l1"]
-    assert float(out["loss"]) == pytest.approx(float(total), abs=1e-6)
+    assert float(out["loss"].detach()) == pytest.approx(float(total.detach()), abs=1e-6)
     out["loss"].backward()
     assert obj.grad[0, 2] == 0 and cls.grad[0, 1:].abs().sum() == 0 and pred_boxes.grad[0, 0].abs().sum() > 0
     off = yolox_loss(raw_reg, pred_boxes, obj, cls, assign, gt, grid, strides, use_l1=False)
