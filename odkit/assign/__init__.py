@@ -4,8 +4,10 @@ from odkit.assign.atss import ATSSAssigner
 from odkit.assign.base import Assigner, GTBatch, Priors, empty_result, ignore_crowd
 from odkit.assign.fcos import FCOSAssigner
 from odkit.assign.max_iou import MaxIoUAssigner
+from odkit.assign.registry import check_assigner, make_assigner
 from odkit.assign.result import IGNORE, NEGATIVE, AssignResult
 from odkit.assign.simota import SimOTAAssigner
+from odkit.assign.yolov3 import YOLOv3Assigner
 
 __all__ = [
     "IGNORE",
@@ -18,6 +20,9 @@ __all__ = [
     "MaxIoUAssigner",
     "Priors",
     "SimOTAAssigner",
+    "YOLOv3Assigner",
+    "check_assigner",
     "empty_result",
     "ignore_crowd",
+    "make_assigner",
 ]

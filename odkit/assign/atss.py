@@ -47,6 +47,7 @@ class ATSSAssigner:
     """
 
     needs_predictions: bool = False  # uses neither ``pred_boxes`` nor ``pred_scores``
+    requires_anchors: bool = False  # works on points as well as on anchor boxes
 
     def __init__(
         self, topk: int = 9, anchor_scale: float = 8.0, center_eps: float = 0.01, max_elements: int = 1 << 24

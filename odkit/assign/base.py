@@ -32,6 +32,10 @@ class Priors:
         anchors: ``[A, 4]`` xyxy anchor boxes in input pixels, or ``None`` for anchor-free heads.
             With ``k`` anchors per location, prior ``(y * W + x) * k + a`` of a level is anchor ``a``
             of cell ``(x, y)``; ``points``, ``grid`` and ``strides`` repeat per anchor.
+        nominal_strides: ``[A]`` the head's declared stride of each prior's level (8, 16, ..., 128),
+            or ``None`` when equal to ``strides``. They differ when the head takes its strides from
+            the input (torchvision's rule ``input // feature``: 59 and 104 px on P6 / P7 at 416);
+            rules written in strides of a level (FCOS centre sampling) use the nominal one.
     """
 
     points: Tensor
@@ -40,6 +44,7 @@ class Priors:
     num_per_level: list[int]
     grid: Tensor
     anchors: Tensor | None = None
+    nominal_strides: Tensor | None = None
 
     @property
     def num_priors(self) -> int:
@@ -54,6 +59,7 @@ class Priors:
             [int(idx.numel())],
             self.grid[idx],
             None if self.anchors is None else self.anchors[idx],
+            None if self.nominal_strides is None else self.nominal_strides[idx],
         )
 
     def level(self, i: int) -> Priors:
@@ -67,7 +73,12 @@ class Priors:
             [self.num_per_level[i]],
             self.grid[sl],
             None if self.anchors is None else self.anchors[sl],
+            None if self.nominal_strides is None else self.nominal_strides[sl],
         )
+
+    def level_strides(self) -> Tensor:
+        """``[A]`` nominal stride of each prior's level (``strides`` when no nominal one is set)."""
+        return self.strides if self.nominal_strides is None else self.nominal_strides
 
     def boxes_or_points(self) -> Tensor:
         """Anchor boxes ``[A, 4]`` when present, else zero-size boxes at the points."""
@@ -167,8 +178,14 @@ class Assigner(Protocol):
 
     ``assign(priors, gt, pred_boxes=None, pred_scores=None)`` returns a batched ``AssignResult``
     (``[B, A]``). ``pred_boxes`` (``[B, A, 4]`` xyxy input pixels) and ``pred_scores``
-    (``[B, A, C]`` probabilities) are needed only by prediction-aware assigners (SimOTA).
+    (``[B, A, C]`` probabilities), both detached, are handed over only when ``needs_predictions``
+    (SimOTA, the YOLO grid assigner's ignore rule, max-IoU on predicted boxes).
+    ``requires_anchors``: the assigner matches anchor boxes, so anchor-free heads refuse it when
+    they are built (:func:`odkit.assign.registry.check_assigner`).
     """
+
+    needs_predictions: bool
+    requires_anchors: bool
 
     def assign(
         self,

@@ -9,7 +9,8 @@ for a prior and a valid gt (padding and crowd gts take no part), with the regres
 
    * ``center_sampling=False``: ``min(l, t, r, b) > 0`` (point strictly inside the gt box);
    * ``center_sampling=True``: the point lies strictly inside the centre region, the square of
-     half-side ``center_radius * s`` around the gt centre ``((x1 + x2) / 2, (y1 + y2) / 2)``
+     half-side ``center_radius * s`` (``s`` the level's nominal stride, ``priors.level_strides()``:
+     8, 16, ..., 128 whatever the input size, as torchvision and the paper) around the gt centre ``((x1 + x2) / 2, (y1 + y2) / 2)``
      clipped to the gt box: ``max(cx - R, x1) < x < min(cx + R, x2)`` and the same in ``y``.
 
 2. Scale test: ``lo <= max(l, t, r, b) <= hi`` with ``(lo, hi) = regress_ranges[level]`` (both ends
@@ -59,6 +60,7 @@ class FCOSAssigner:
     """
 
     needs_predictions: bool = False  # uses neither ``pred_boxes`` nor ``pred_scores``
+    requires_anchors: bool = False  # works on points as well as on anchor boxes
 
     def __init__(
         self,
@@ -113,7 +115,7 @@ class FCOSAssigner:
             priors.levels.to(device)
         ]
         points = priors.points.to(device).float()
-        strides = priors.strides.to(device).float()
+        strides = priors.level_strides().to(device).float()
         result = assign_in_chunks(self._assign_chunk, gt, a, self.max_elements, points, strides, ranges)
         return ignore_crowd(result, priors, gt)
 

@@ -101,6 +101,7 @@ class MaxIoUAssigner:
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
         self.match_on = match_on
         self.needs_predictions = match_on == "pred_boxes"
+        self.requires_anchors = match_on == "anchors"
         self.max_elements = int(max_elements)
 
     @torch.no_grad()

@@ -61,6 +61,7 @@ class SimOTAAssigner:
     """SimOTA assigner; see the module docstring for the exact rule."""
 
     needs_predictions: bool = True  # needs ``pred_boxes`` and ``pred_scores``
+    requires_anchors: bool = False  # works on points as well as on anchor boxes
 
     def __init__(
         self,

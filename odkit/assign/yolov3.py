@@ -43,6 +43,7 @@ class YOLOv3Assigner:
     gt above which a non-positive prior takes no objectness loss."""
 
     needs_predictions = True
+    requires_anchors = True  # reads the anchor shapes from the priors
 
     def __init__(self, ignore_thr: float = 0.7) -> None:
         if not 0.0 <= float(ignore_thr) <= 1.0:

@@ -51,7 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def has_background_logit(model: Any) -> bool:
     """Whether ``model`` scores classes with an extra background logit (softmax heads: SSD, R-CNN) that
     its ``background_slot`` option can fold into the class count, as torchvision counts ``num_classes``."""
-    return any(getattr(m, "background_slot", None) is False for m in model.modules())
+    from odkit.models.heads.base import DenseHead
+
+    return any(getattr(m, "background_slot", None) is False and not isinstance(m, DenseHead) for m in model.modules())
 
 
 def model_info(

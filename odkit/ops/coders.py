@@ -42,8 +42,11 @@ class DeltaXYWHCoder:
     """``(dx, dy, dw, dh) = ((gx - px) / pw, (gy - py) / ph, log(gw / pw), log(gh / ph))``,
     then ``(d - means) / stds``.
 
-    ``clip`` bounds ``dw, dh`` (after de-normalisation) when decoding, so that ``exp`` cannot
-    overflow (default ``log(1000 / 16)``, as torchvision / MMDetection).
+    ``clip`` bounds ``dw, dh`` (after de-normalisation) from above when decoding, so that ``exp``
+    cannot overflow (default ``log(1000 / 16)``). torchvision and detectron2 clamp only from above
+    (a box may shrink without limit); MMDetection's ``DeltaXYWHBBoxCoder`` clamps both sides to
+    ``+-clip``: ``clip_both=True`` gives MMDetection's rule (odkit's ATSS and Double-Head, whose
+    reference is MMDetection, use it; every torchvision-derived model uses the default).
     """
 
     def __init__(
@@ -52,12 +55,14 @@ class DeltaXYWHCoder:
         stds: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
         clip: float = math.log(1000.0 / 16),
         eps: float = 1e-6,
+        clip_both: bool = False,
     ) -> None:
         if len(means) != 4 or len(stds) != 4 or any(s <= 0 for s in stds):
             raise ConfigError(f"DeltaXYWHCoder: need 4 means and 4 positive stds, got {means}, {stds}")
         self.means = tuple(float(m) for m in means)
         self.stds = tuple(float(s) for s in stds)
         self.clip = float(clip)
+        self.clip_both = bool(clip_both)
         self.eps = eps
 
     def encode(self, priors: Tensor, gt: Tensor) -> Tensor:
@@ -83,8 +88,9 @@ class DeltaXYWHCoder:
         d = deltas.float() if deltas.dtype != torch.float64 else deltas
         d = d * d.new_tensor(self.stds) + d.new_tensor(self.means)
         px, py, pw, ph = _cxcywh(priors.to(d.dtype))
-        dw = d[..., 2].clamp(min=-self.clip, max=self.clip)
-        dh = d[..., 3].clamp(min=-self.clip, max=self.clip)
+        low = -self.clip if self.clip_both else None
+        dw = d[..., 2].clamp(min=low, max=self.clip)
+        dh = d[..., 3].clamp(min=low, max=self.clip)
         cx = px + d[..., 0] * pw
         cy = py + d[..., 1] * ph
         w = pw * torch.exp(dw)

@@ -31,6 +31,8 @@ class ATSSHead(DenseHead):
     divided by the sum of those targets (weight 2); centerness BCE / positives.
     """
 
+    LOSS_NORMS = ("batch",)  # MMDetection normalises by the batch (centerness / score weighted)
+
     def __init__(
         self,
         num_classes: int,
@@ -52,7 +54,7 @@ class ATSSHead(DenseHead):
         k = self.num_anchors
         self.output_channels = (self.num_classes, 4, 1)
         self.assigner = assigner if assigner is not None else ATSSAssigner(9)
-        self.coder = coder or DeltaXYWHCoder(stds=(0.1, 0.1, 0.2, 0.2))
+        self.coder = coder or DeltaXYWHCoder(stds=(0.1, 0.1, 0.2, 0.2), clip_both=True)
         self.box_weight = float(box_weight)
         self.cls_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm, depthwise)
         self.reg_convs = conv_tower(in_channels, feat_channels, stacked_convs, norm, depthwise)
@@ -78,7 +80,7 @@ class ATSSHead(DenseHead):
 
     def loss_by_flat(self, flat: Flat, priors: Priors, gt: GTBatch, input_hw: tuple[int, int]) -> dict[str, Tensor]:
         cls, deltas, ctr = flat
-        assign = self.assigner.assign(priors, gt)
+        assign = self.assign(flat, priors, gt)
         b_idx, a_idx, num_pos = positives(assign)
         loss_cls = focal_class_loss(cls, assign, num_pos, 0.25, 2.0)
         matched = gt.matched_boxes(assign)[b_idx, a_idx]

@@ -13,7 +13,17 @@ A subclass declares ``output_channels`` (channels per prior of each output map, 
 class logits and box deltas), builds its layers, and writes four methods: ``forward`` (per level a
 tuple of ``[B, k * c_i, H, W]`` maps, ``k`` priors per location), ``scores_of`` (probabilities
 ``[..., C]`` of flat outputs), ``boxes_of`` (xyxy input-pixel boxes of flat outputs and their priors)
-and ``loss_by_flat`` (loss terms of the outputs of all levels concatenated).
+and ``loss_by_flat`` (loss terms of the outputs of all levels concatenated), which gets its
+assignment from the one :meth:`DenseHead.assign` call.
+
+Assignment: ``self.assigner`` is checked when it is set (``odkit.assign.check_assigner``: an
+assigner that matches anchor boxes on an anchor-free head is a ``ConfigError`` at build time);
+:meth:`DenseHead.assign` hands the detached decoded boxes and scores to the assigners that declare
+``needs_predictions`` and nothing to the others.
+
+Loss normalisation (``loss_norm``): ``"batch"`` divides each term's sum by the batch's positives
+(MMDetection's rule, averaged over processes), ``"image"`` divides each image's sum by its own
+positives and averages over the images (torchvision's RetinaNet); see :class:`LossNorm`.
 """
 
 from __future__ import annotations
@@ -24,8 +34,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from odkit.assign.base import GTBatch, Priors
+from odkit.assign.base import Assigner, GTBatch, Priors
+from odkit.assign.registry import check_assigner
 from odkit.assign.result import IGNORE, AssignResult
+from odkit.errors import ConfigError
 from odkit.ops.priors import AnchorGenerator, grid_points
 
 Flat = tuple[Tensor, ...]
@@ -42,9 +54,14 @@ class DenseHead(nn.Module):
         stride_from_input: level strides are ``input_size // feature_size`` per side (torchvision's
             rule; it differs from the nominal stride on P6/P7 when the input is not a multiple of 128).
         clip_before_nms: clip decoded candidate boxes to the input before NMS.
+        loss_norm: ``"batch"`` or ``"image"`` (see the module docstring); heads whose reference
+            normalises otherwise set ``LOSS_NORMS`` to what they support.
     """
 
     output_channels: tuple[int, ...] = ()
+    background_slot: bool = False  # every class slot is an object class
+    half_export: str | None = None  # float16 export supported (decoding runs in float32)
+    LOSS_NORMS: tuple[str, ...] = ("batch", "image")
 
     def __init__(
         self,
@@ -54,8 +71,12 @@ class DenseHead(nn.Module):
         point_offset: float = 0.5,
         stride_from_input: bool = False,
         clip_before_nms: bool = True,
+        loss_norm: str = "batch",
     ) -> None:
         super().__init__()
+        if loss_norm not in self.LOSS_NORMS:
+            raise ConfigError(f"{type(self).__name__}: loss_norm must be one of {self.LOSS_NORMS}, got {loss_norm!r}")
+        self.loss_norm = loss_norm
         self.num_classes = int(num_classes)
         self.strides = [int(s) for s in strides]
         self.prior_generator = prior_generator
@@ -66,6 +87,16 @@ class DenseHead(nn.Module):
         if prior_generator is not None and prior_generator.num_levels != len(self.strides):
             raise ValueError(f"{type(self).__name__}: anchor generator has {prior_generator.num_levels} levels, "
                              f"head has {len(self.strides)} strides")
+
+    @property
+    def assigner(self) -> Assigner:
+        """The label assigner (checked against the head's priors when set)."""
+        return self._assigner
+
+    @assigner.setter
+    def assigner(self, value: Assigner) -> None:
+        self._assigner = check_assigner(value, type(self).__name__, self.prior_generator is not None,
+                                        len(self.strides))
 
     @property
     def num_anchors(self) -> int:
@@ -91,7 +122,7 @@ class DenseHead(nn.Module):
         anchors = None
         if self.prior_generator is not None:
             anchors = torch.cat(self.prior_generator.grid_anchors(level_sizes, device, strides=lvl_strides))
-        points, strides, levels, grids, counts = [], [], [], [], []
+        points, strides, nominal, levels, grids, counts = [], [], [], [], [], []
         for lvl, ((h, w), st) in enumerate(zip(level_sizes, lvl_strides)):
             offset = self.prior_generator.offset if self.prior_generator is not None else self.point_offset
             pts = grid_points((h, w), st, offset, device=device)
@@ -100,9 +131,11 @@ class DenseHead(nn.Module):
             points.append(pts.repeat_interleave(k, 0))
             grids.append(cells.repeat_interleave(k, 0))
             strides.append(torch.full((n,), float(st[0]), device=device))
+            nominal.append(torch.full((n,), float(self.strides[lvl]), device=device))
             levels.append(torch.full((n,), lvl, dtype=torch.long, device=device))
             counts.append(n)
-        priors = Priors(torch.cat(points), torch.cat(strides), torch.cat(levels), counts, torch.cat(grids), anchors)
+        priors = Priors(torch.cat(points), torch.cat(strides), torch.cat(levels), counts, torch.cat(grids), anchors,
+                        torch.cat(nominal) if self.stride_from_input else None)
         if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
             if len(self._prior_cache) > 16:
                 self._prior_cache.clear()
@@ -146,6 +179,26 @@ class DenseHead(nn.Module):
     def enter_phase(self, phase: str) -> None:
         """Training phase hook (e.g. ``"no_aug"`` for the last epochs without strong augmentation)."""
 
+    def assign_scores_of(self, flat: Flat) -> Tensor:
+        """Scores ``[B, A, C]`` handed to prediction-aware assigners (default: :meth:`scores_of`)."""
+        return self.scores_of(flat)
+
+    def assign(self, flat: Flat, priors: Priors, gt: GTBatch, pred_boxes: Tensor | None = None) -> AssignResult:
+        """The one assignment call of a dense head: ``self.assigner`` on the priors and gts, with the
+        detached decoded boxes ``[B, A, 4]`` and scores ``[B, A, C]`` when the assigner
+        ``needs_predictions`` (``pred_boxes`` may be passed when the loss decoded them already)."""
+        boxes = scores = None
+        if self.assigner.needs_predictions:
+            with torch.no_grad():
+                detached = tuple(t.detach() for t in flat)
+                boxes = self.boxes_of(detached, priors) if pred_boxes is None else pred_boxes.detach()
+                scores = self.assign_scores_of(detached)
+        return self.assigner.assign(priors, gt, boxes, scores)
+
+    def loss_normalizer(self, assign: AssignResult) -> LossNorm:
+        """The :class:`LossNorm` of this head's ``loss_norm`` for one batch's assignment."""
+        return LossNorm(assign, self.loss_norm)
+
     # ----------------------------------------------------------------------------- contract
 
     def loss(self, feats: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]],
@@ -158,8 +211,9 @@ class DenseHead(nn.Module):
         return self.loss_by_flat(flat, priors, gt, input_hw)
 
     def decode_outputs(self, outs: Sequence[Sequence[Tensor]], input_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """Raw per-level outputs -> boxes ``[B, A, 4]`` and scores ``[B, A, C]`` of every prior."""
-        flat = self.flatten(outs)
+        """Raw per-level outputs -> boxes ``[B, A, 4]`` and scores ``[B, A, C]`` of every prior,
+        decoded in float32 (a float16 network's outputs are cast first)."""
+        flat = tuple(t.float() for t in self.flatten(outs))
         priors = self.get_priors(self.level_sizes(outs), input_hw, flat[0].device)
         return self.boxes_of(flat, priors), self.scores_of(flat)
 
@@ -200,6 +254,30 @@ class DenseHead(nn.Module):
         return results
 
 
+class LossNorm:
+    """How a loss term's sum is normalised over a batch.
+
+    ``mode="batch"``: ``sum / P`` with ``P`` the batch's positives (at least 1, averaged over
+    processes). ``mode="image"``: ``mean_i (sum_i / max(1, P_i))``, each image's sum divided by its
+    own positives, then the mean over the ``B`` images (torchvision's RetinaNet)."""
+
+    def __init__(self, assign: AssignResult, mode: str = "batch") -> None:
+        from odkit.losses import reduce_num_pos
+
+        pos = assign.gt_inds >= 0
+        self.mode = mode
+        self.batch = int(pos.shape[0])
+        self.num_pos = reduce_num_pos(pos.sum().float())
+        self.per_image = pos.sum(1).clamp(min=1).float()
+
+    def __call__(self, values: Tensor, b_idx: Tensor) -> Tensor:
+        """Normalised sum of per-element losses ``values [N, ...]`` belonging to images ``b_idx [N]``."""
+        if self.mode == "batch":
+            return values.sum() / self.num_pos
+        per = values.new_zeros(self.batch).index_add(0, b_idx, values.reshape(values.shape[0], -1).sum(1))
+        return (per / self.per_image.to(per.dtype)).sum() / self.batch
+
+
 def positives(assign: AssignResult) -> tuple[Tensor, Tensor, Tensor]:
     """``(b_idx, a_idx)`` of the foreground priors of a batched result and the number of positives
     for normalisation (clamped at 1, averaged over processes)."""
@@ -210,10 +288,11 @@ def positives(assign: AssignResult) -> tuple[Tensor, Tensor, Tensor]:
     return b_idx, a_idx, reduce_num_pos(pos.sum().float())
 
 
-def focal_class_loss(cls: Tensor, assign: AssignResult, num_pos: Tensor, alpha: float = 0.25,
+def focal_class_loss(cls: Tensor, assign: AssignResult, num_pos: Tensor | LossNorm, alpha: float = 0.25,
                      gamma: float = 2.0) -> Tensor:
     """Sigmoid focal loss of class logits ``[B, A, C]`` against one-hot targets of the foreground
-    priors (background: all zeros), summed over non-ignored priors and divided by ``num_pos``."""
+    priors (background: all zeros), summed over non-ignored priors and divided by ``num_pos`` (a
+    count, or a :class:`LossNorm` for per-image normalisation)."""
     from odkit.losses import sigmoid_focal_loss
 
     pos = assign.gt_inds >= 0
@@ -221,7 +300,11 @@ def focal_class_loss(cls: Tensor, assign: AssignResult, num_pos: Tensor, alpha: 
     b_idx, a_idx = pos.nonzero(as_tuple=True)
     target[b_idx, a_idx, assign.labels[b_idx, a_idx]] = 1.0
     valid = assign.gt_inds != IGNORE
-    return sigmoid_focal_loss(cls[valid], target[valid], alpha, gamma, "sum") / num_pos
+    if isinstance(num_pos, LossNorm) and num_pos.mode == "image":
+        vb = valid.nonzero(as_tuple=True)[0]
+        return num_pos(sigmoid_focal_loss(cls[valid], target[valid], alpha, gamma, "none"), vb)
+    n = num_pos.num_pos if isinstance(num_pos, LossNorm) else num_pos
+    return sigmoid_focal_loss(cls[valid], target[valid], alpha, gamma, "sum") / n
 
 
 def init_prior_bias(conv: nn.Conv2d, prior_prob: float = 0.01) -> None:

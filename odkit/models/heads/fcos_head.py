@@ -9,19 +9,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from odkit.assign.base import Assigner, GTBatch, Priors
-from odkit.losses import centerness_loss, iou_loss
+from odkit.assign.registry import fcos_ranges
+from odkit.losses import centerness_loss, centerness_targets, iou_loss
 from odkit.models.heads.base import DenseHead, Flat, focal_class_loss, init_prior_bias, positives
 from odkit.models.heads.common import Scale, conv_tower, init_normal
 from odkit.ops.coders import DistanceCoder
 from odkit.ops.priors import AnchorGenerator
-
-
-def fcos_ranges(num_levels: int) -> tuple[tuple[float, float], ...]:
-    """FCOS regression ranges ``(-1, 64), (64, 128), ...`` with the last level open-ended."""
-    edges = [64.0 * 2**i for i in range(num_levels - 1)]
-    lows = [-1.0, *edges]
-    highs = [*edges, float("inf")]
-    return tuple(zip(lows, highs))
 
 
 class FCOSHead(DenseHead):
@@ -32,7 +25,9 @@ class FCOSHead(DenseHead):
     (the anchor side when an anchor generator is given, as torchvision's FCOS; else the stride), so a
     box is ``(x - l s, y - t s, x + r s, y + b s)``. Scores are ``sqrt(sigmoid(cls) * sigmoid(ctr))``.
     Loss: sigmoid focal (all priors), GIoU on decoded boxes and centerness BCE (positives), each divided
-    by the number of positives. Assignment: ``assigner`` (default :class:`~odkit.assign.FCOSAssigner`
+    by the number of positives (``loss_norm``: of the batch, or per image). The centerness target
+    is computed from the prior point and its matched gt (as torchvision), so any assigner can be
+    swapped in. Assignment: ``assigner`` (default :class:`~odkit.assign.FCOSAssigner`
     with centre sampling, radius 1.5 strides).
     """
 
@@ -54,10 +49,11 @@ class FCOSHead(DenseHead):
         prior_prob: float = 0.01,
         point_offset: float = 0.5,
         stride_from_input: bool = False,
+        loss_norm: str = "batch",
     ) -> None:
         from odkit.assign import FCOSAssigner
 
-        super().__init__(num_classes, strides, prior_generator, point_offset, stride_from_input)
+        super().__init__(num_classes, strides, prior_generator, point_offset, stride_from_input, loss_norm=loss_norm)
         self.output_channels = (self.num_classes, 4, 1)
         self.assigner = assigner if assigner is not None else FCOSAssigner(fcos_ranges(len(self.strides)))
         self.coder = coder or DistanceCoder()
@@ -98,12 +94,15 @@ class FCOSHead(DenseHead):
 
     def loss_by_flat(self, flat: Flat, priors: Priors, gt: GTBatch, input_hw: tuple[int, int]) -> dict[str, Tensor]:
         cls, ltrb, ctr = flat
-        assign = self.assigner.assign(priors, gt)
-        b_idx, a_idx, num_pos = positives(assign)
-        loss_cls = focal_class_loss(cls, assign, num_pos, self.focal_alpha, self.focal_gamma)
-        boxes = self.boxes_of((cls[b_idx, a_idx], ltrb[b_idx, a_idx], ctr[b_idx, a_idx]), priors.take(a_idx))
+        assign = self.assign(flat, priors, gt)
+        b_idx, a_idx, _ = positives(assign)
+        norm = self.loss_normalizer(assign)
+        loss_cls = focal_class_loss(cls, assign, norm, self.focal_alpha, self.focal_gamma)
+        pri = priors.take(a_idx)
+        boxes = self.boxes_of((cls[b_idx, a_idx], ltrb[b_idx, a_idx], ctr[b_idx, a_idx]), pri)
         matched = gt.matched_boxes(assign)[b_idx, a_idx]
-        loss_box = iou_loss(boxes, matched, "giou").sum() / num_pos
-        loss_ctr = centerness_loss(ctr[b_idx, a_idx, 0], assign.quality[b_idx, a_idx], reduction="sum") / num_pos
+        loss_box = norm(iou_loss(boxes, matched, "giou"), b_idx)
+        ctr_t = centerness_targets(DistanceCoder().encode(pri.points.to(matched.dtype), matched))
+        loss_ctr = norm(centerness_loss(ctr[b_idx, a_idx, 0], ctr_t, reduction="none"), b_idx)
         return {"loss": loss_cls + loss_box + loss_ctr, "loss_cls": loss_cls, "loss_box": loss_box,
                 "loss_ctr": loss_ctr, "num_fg": cls.new_tensor(float(b_idx.numel()))}

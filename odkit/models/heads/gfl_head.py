@@ -36,6 +36,8 @@ class GFLHead(DenseHead):
     weighted by the detached best class score and divided by the sum of those weights.
     """
 
+    LOSS_NORMS = ("batch",)  # MMDetection normalises by the batch (centerness / score weighted)
+
     def __init__(
         self,
         num_classes: int,
@@ -84,7 +86,7 @@ class GFLHead(DenseHead):
 
     def loss_by_flat(self, flat: Flat, priors: Priors, gt: GTBatch, input_hw: tuple[int, int]) -> dict[str, Tensor]:
         cls, dist = flat
-        assign = self.assigner.assign(priors, gt)
+        assign = self.assign(flat, priors, gt)
         pos = assign.gt_inds >= 0
         valid = assign.gt_inds != IGNORE
         b_idx, a_idx, num_pos = positives(assign)

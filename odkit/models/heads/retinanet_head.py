@@ -37,7 +37,8 @@ class RetinaNetHead(DenseHead):
     anchors; scores are ``sigmoid(cls)``. Loss: sigmoid focal loss (alpha 0.25, gamma 2) over every
     non-ignored anchor plus the box loss (``l1`` on deltas as torchvision, ``smooth_l1``, or ``giou``
     on decoded boxes) over positives, both divided by the number of positives (averaged over
-    processes). Assignment: ``assigner`` (default max-IoU 0.5 / 0.4 with low-quality matches).
+    processes; ``loss_norm="image"``: per image, then averaged, as torchvision). Assignment:
+    ``assigner`` (default max-IoU 0.5 / 0.4 with low-quality matches).
     """
 
     def __init__(
@@ -57,11 +58,13 @@ class RetinaNetHead(DenseHead):
         focal_gamma: float = 2.0,
         prior_prob: float = 0.01,
         stride_from_input: bool = False,
+        loss_norm: str = "batch",
     ) -> None:
         from odkit.assign import MaxIoUAssigner
 
         prior_generator = prior_generator or retinanet_anchors(strides)
-        super().__init__(num_classes, strides, prior_generator, stride_from_input=stride_from_input)
+        super().__init__(num_classes, strides, prior_generator, stride_from_input=stride_from_input,
+                         loss_norm=loss_norm)
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"RetinaNetHead: box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
         k = self.num_anchors
@@ -88,19 +91,17 @@ class RetinaNetHead(DenseHead):
 
     def loss_by_flat(self, flat: Flat, priors: Priors, gt: GTBatch, input_hw: tuple[int, int]) -> dict[str, Tensor]:
         cls, deltas = flat
-        pred_boxes = None
-        if getattr(self.assigner, "needs_predictions", False):
-            pred_boxes = self.boxes_of((cls, deltas.detach()), priors)
-        assign = self.assigner.assign(priors, gt, pred_boxes, torch.sigmoid(cls.detach()))
-        b_idx, a_idx, num_pos = positives(assign)
-        loss_cls = focal_class_loss(cls, assign, num_pos, self.focal_alpha, self.focal_gamma)
+        assign = self.assign(flat, priors, gt)
+        b_idx, a_idx, _ = positives(assign)
+        norm = self.loss_normalizer(assign)
+        loss_cls = focal_class_loss(cls, assign, norm, self.focal_alpha, self.focal_gamma)
         matched = gt.matched_boxes(assign)[b_idx, a_idx]
         anchors = priors.anchors[a_idx]
         if self.box_loss == "giou":
-            loss_box = iou_loss(self.coder.decode(anchors, deltas[b_idx, a_idx]), matched, "giou").sum() / num_pos
+            loss_box = norm(iou_loss(self.coder.decode(anchors, deltas[b_idx, a_idx]), matched, "giou"), b_idx)
         else:
             tgt = self.coder.encode(anchors, matched)
             fn = l1_loss if self.box_loss == "l1" else smooth_l1_loss
-            loss_box = fn(deltas[b_idx, a_idx], tgt, reduction="sum") / num_pos
+            loss_box = norm(fn(deltas[b_idx, a_idx], tgt, reduction="none"), b_idx)
         return {"loss": loss_cls + loss_box, "loss_cls": loss_cls, "loss_box": loss_box,
                 "num_fg": cls.new_tensor(float(b_idx.numel()))}

@@ -92,6 +92,8 @@ class YOLOv3Head(DenseHead):
     See the module docstring for the loss and decoding.
     """
 
+    LOSS_NORMS = ("batch",)  # darknet: each term over the batch size
+
     def __init__(
         self,
         num_classes: int,
@@ -142,8 +144,7 @@ class YOLOv3Head(DenseHead):
     def loss_by_flat(self, flat: Flat, priors: Priors, gt: GTBatch, input_hw: tuple[int, int]) -> dict[str, Tensor]:
         pred = flat[0]
         batch = pred.shape[0]
-        pred_boxes = self.boxes_of((pred.detach(),), priors)
-        assign = self.assigner.assign(priors, gt, pred_boxes, self.scores_of((pred.detach(),)))
+        assign = self.assign(flat, priors, gt)
         b_idx, a_idx, _ = positives(assign)
         p = pred[b_idx, a_idx]
         matched = gt.matched_boxes(assign)[b_idx, a_idx]

@@ -27,6 +27,8 @@ class YOLOXHead(DenseHead):
     adds the L1 loss on raw offsets (YOLOX's last epochs).
     """
 
+    LOSS_NORMS = ("batch",)  # official YOLOX: each term over the batch\'s foreground count
+
     output_channels: tuple[int, ...] = ()
 
     def __init__(
@@ -88,6 +90,10 @@ class YOLOXHead(DenseHead):
         cls, _, obj = flat
         return torch.sigmoid(obj) * torch.sigmoid(cls)
 
+    def assign_scores_of(self, flat: Flat) -> Tensor:
+        """SimOTA's cost reads ``sqrt(sigmoid(cls) * sigmoid(obj))`` (official YOLOX)."""
+        return (torch.sigmoid(flat[0]) * torch.sigmoid(flat[2])).sqrt()
+
     def boxes_of(self, flat: Flat, priors: Priors) -> Tensor:
         return self.coder.decode(priors.grid, flat[1], priors.strides.to(flat[1].dtype))
 
@@ -95,9 +101,7 @@ class YOLOXHead(DenseHead):
         """The YOLOX loss (:func:`odkit.losses.yolox_loss`) with SimOTA assignment."""
         cls, reg, obj = flat
         boxes = self.boxes_of(flat, priors)
-        with torch.no_grad():
-            scores = (torch.sigmoid(cls) * torch.sigmoid(obj)).sqrt()
-            assign = self.assigner.assign(priors, gt, boxes.detach(), scores)
+        assign = self.assign(flat, priors, gt, pred_boxes=boxes)
         return yolox_loss(
             reg,
             boxes,

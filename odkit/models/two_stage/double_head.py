@@ -74,6 +74,7 @@ class DoubleHeadRoIHead(RoIHead):
                  l_conv: float = 0.8, fuse_scores: bool = True, **kw) -> None:
         self._conv_cfg = (in_channels, int(conv_channels), int(num_convs))
         super().__init__(num_classes, in_channels, *args, **kw)
+        self.coder.clip_both = True  # MMDetection's delta clamp (both sides), the reference of this head
         self.reg_roi_scale_factor = float(reg_roi_scale_factor)
         self.w_fc, self.w_conv, self.l_fc, self.l_conv = float(w_fc), float(w_conv), float(l_fc), float(l_conv)
         self.fuse_scores = bool(fuse_scores)
