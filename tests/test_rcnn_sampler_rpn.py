@@ -66,9 +66,10 @@ def _rpn(**kw) -> RPN:
 
 def _reference_proposals(rpn: RPN, feats, input_hw, pre: int, post: int) -> list[torch.Tensor]:
     """Per image: per level top-k, decode, clip, small / score filter, NMS per level, top post (loops)."""
-    logits, deltas = rpn.head(feats)
-    obj, dts = rpn.flatten(logits, deltas)
-    pri = rpn.anchors([tuple(o.shape[-2:]) for o in logits], input_hw, obj.device)
+    outs = rpn(feats)
+    obj, dts = rpn.flatten(outs)
+    obj = obj[..., 0]
+    pri = rpn.get_priors(rpn.level_sizes(outs), input_hw, obj.device)
     out = []
     for b in range(obj.shape[0]):
         boxes, scores, lvls, start = [], [], [], 0
@@ -96,7 +97,7 @@ def test_rpn_proposals_equal_reference_and_respect_the_cap(pre: int, post: int, 
     feats = [torch.randn(2, 8, 16, 16, generator=torch.Generator().manual_seed(1)),
              torch.randn(2, 8, 8, 8, generator=torch.Generator().manual_seed(2))]
     with torch.no_grad():
-        boxes, scores, valid, losses = rpn(feats, (128, 128))
+        boxes, scores, valid, losses = rpn.propose(feats, (128, 128))
         ref = _reference_proposals(rpn, feats, (128, 128), pre, post)
     assert losses == {}
     assert boxes.shape[1] <= post and valid.shape == boxes.shape[:2]
@@ -114,13 +115,13 @@ def test_rpn_image_without_gt_trains_on_negatives_and_crowd_is_ignored() -> None
                {"boxes": torch.tensor([[10.0, 10.0, 60.0, 60.0]]), "labels": torch.tensor([0]),
                 "iscrowd": torch.tensor([1])}]
     gt = GTBatch.from_targets(targets, 1)
-    pri = rpn.anchors([(16, 16), (8, 8)], (128, 128), torch.device("cpu"))
+    pri = rpn.get_priors([(16, 16), (8, 8)], (128, 128), torch.device("cpu"))
     assign = rpn.assigner.assign(pri, gt)
     pos, neg = rpn.sampler.sample(assign.gt_inds)
     assert int(pos.sum()) == 0 and int(neg[0].sum()) == 64 and int(neg[1].sum()) == 64
     inside = _iof(pri.anchors, torch.tensor([10.0, 10.0, 60.0, 60.0])) >= 0.5
     assert bool(inside.any()) and not bool((neg[1] & inside).any())  # crowd region never sampled
-    boxes, _, valid, losses = rpn(feats, (128, 128), gt)
+    boxes, _, valid, losses = rpn.propose(feats, (128, 128), gt)
     assert float(losses["loss_rpn_box"].detach()) == 0.0 and math.isfinite(float(losses["loss_rpn_cls"].detach()))
     losses["loss_rpn_cls"].backward()
     assert rpn.head.cls_logits.weight.grad is not None

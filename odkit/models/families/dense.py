@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from odkit.assign.registry import make_assigner
 from odkit.errors import ConfigError
 from odkit.models.backbones.registry import make_backbone
 from odkit.models.detector import Detector
@@ -23,18 +24,6 @@ from odkit.models.necks.slim_pan import SlimPAN
 from odkit.ops.priors import AnchorGenerator
 
 HEADS: dict[str, type[nn.Module]] = {"retinanet": RetinaNetHead, "fcos": FCOSHead, "atss": ATSSHead, "gfl": GFLHead}
-
-
-def make_assigner(name: str | None, **kw: Any) -> Any:
-    """An assigner by name (``maxiou``, ``fcos``, ``atss``, ``simota``), or ``None`` for the head's own."""
-    from odkit.assign import ATSSAssigner, FCOSAssigner, MaxIoUAssigner, SimOTAAssigner
-
-    if name is None:
-        return None
-    table = {"maxiou": MaxIoUAssigner, "fcos": FCOSAssigner, "atss": ATSSAssigner, "simota": SimOTAAssigner}
-    if name not in table:
-        raise ConfigError(f"unknown assigner {name!r}; expected one of {', '.join(table)}")
-    return table[name](**kw)
 
 
 def _r50_fpn(extra_source: str = "p5", name: str = "resnet50", **backbone_args: Any) -> tuple[nn.Module, nn.Module]:
@@ -63,7 +52,8 @@ def build_dense(
     """A dense detector: ``family`` (retinanet, fcos, atss, gfl) on ``size`` ``"r50"`` (ResNet-50 + FPN
     P3-P7, 256-channel towers of 4 convs) or ``"lite"`` (ShuffleNetV2 + SlimPAN P3-P6, 96-channel
     depthwise towers of 2 convs with GroupNorm). ``assigner`` swaps the head's assigner by name
-    (``assigner_args`` configure it); ``backbone_args`` go to the backbone (e.g. ``frozen_stages``,
+    (``maxiou``, ``fcos``, ``atss``, ``simota``, ``yolo``; ``assigner_args`` configure it; an assigner
+    the head cannot use is a ``ConfigError`` here); ``backbone_args`` go to the backbone (e.g. ``frozen_stages``,
     ``norm="frozen_bn"`` for ResNet); ``extra_source`` picks P6's input for the r50 FPN (``"p5"``
     as torchvision's RetinaNet / FCOS, or ``"c5"``); ``backbone`` swaps the size's backbone by name
     (``odkit.models.backbones.registry``: e.g. ``"mobilenetv2"``, ``"mobilenetv3-large"``,
@@ -90,7 +80,7 @@ def build_dense(
     else:
         raise ConfigError(f"unknown dense model size {size!r}; expected r50 or lite")
     kw = {**defaults, **head_args}
-    made = make_assigner(assigner, **(assigner_args or {}))
+    made = make_assigner(assigner, len(neck.strides), **(assigner_args or {}))
     if made is not None:
         kw["assigner"] = made
     head = HEADS[family](num_classes, neck.out_channels[0], strides=neck.strides, **kw)

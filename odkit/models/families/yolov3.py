@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from odkit.assign.registry import make_assigner
 from odkit.errors import ConfigError
 from odkit.models.backbones.darknet import Darknet53, DarknetTiny
 from odkit.models.detector import Detector
@@ -43,22 +44,26 @@ NUM_ANCHORS = {"yolov3": len(YOLOV3_ANCHORS), "yolov3-tiny": len(YOLOV3_TINY_ANC
 
 
 def build_yolov3(num_classes: int = 80, anchors: str | Sequence[Any] = YOLOV3_ANCHORS, ignore_thr: float = 0.7,
-                 backbone_args: dict[str, Any] | None = None) -> Detector:
+                 backbone_args: dict[str, Any] | None = None, assigner: str | None = None,
+                 assigner_args: dict[str, Any] | None = None) -> Detector:
     """YOLOv3: Darknet-53 (C3-C5) + YOLOv3 neck (128/256/512) + head (3x3 bridges to 256/512/1024,
     1x1 predictions) at strides 8, 16, 32, three anchors per level."""
     backbone = Darknet53(**(backbone_args or {}))
     neck = YOLOv3Neck(backbone.out_channels, (128, 256, 512), backbone.strides)
-    head = YOLOv3Head(num_classes, neck.out_channels, (256, 512, 1024), neck.strides, anchors, ignore_thr=ignore_thr)
+    head = YOLOv3Head(num_classes, neck.out_channels, (256, 512, 1024), neck.strides, anchors, ignore_thr=ignore_thr,
+                      assigner=make_assigner(assigner, len(neck.strides), **(assigner_args or {})))
     return Detector(backbone, neck, head, pixel_mean=PIXEL_MEAN, pixel_std=PIXEL_STD)
 
 
 def build_yolov3_tiny(num_classes: int = 80, anchors: str | Sequence[Any] = YOLOV3_TINY_ANCHORS,
-                      ignore_thr: float = 0.7, backbone_args: dict[str, Any] | None = None) -> Detector:
+                      ignore_thr: float = 0.7, backbone_args: dict[str, Any] | None = None,
+                      assigner: str | None = None, assigner_args: dict[str, Any] | None = None) -> Detector:
     """YOLOv3-tiny: the tiny trunk (C4, C5) + tiny neck + head (3x3 bridges to 256 / 512) at strides
     16, 32, three anchors per level."""
     backbone = DarknetTiny(**(backbone_args or {}))
     neck = YOLOv3TinyNeck(backbone.out_channels, 256, backbone.strides)
-    head = YOLOv3Head(num_classes, neck.out_channels, (256, 512), neck.strides, anchors, ignore_thr=ignore_thr)
+    head = YOLOv3Head(num_classes, neck.out_channels, (256, 512), neck.strides, anchors, ignore_thr=ignore_thr,
+                      assigner=make_assigner(assigner, len(neck.strides), **(assigner_args or {})))
     return Detector(backbone, neck, head, pixel_mean=PIXEL_MEAN, pixel_std=PIXEL_STD)
 
 

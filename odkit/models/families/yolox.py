@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from odkit.assign.registry import make_assigner
 from odkit.models.backbones import CSPDarknet
 from odkit.models.detector import Detector
 from odkit.models.heads import YOLOXHead
@@ -31,8 +34,11 @@ def build_yolox(
     act: str = "silu",
     prior_prob: float = 0.01,
     iou_loss: str = "iou",
+    assigner: str | None = None,
+    assigner_args: dict[str, Any] | None = None,
 ) -> Detector:
-    """A YOLOX detector: CSPDarknet + PAFPN + decoupled head at strides 8, 16, 32."""
+    """A YOLOX detector: CSPDarknet + PAFPN + decoupled head at strides 8, 16, 32. ``assigner``
+    swaps SimOTA for another assigner by name (``odkit.assign.make_assigner``)."""
     backbone = CSPDarknet(depth, width, depthwise=depthwise, act=act)
     neck = PAFPN(backbone.out_channels, depth, depthwise=depthwise, act=act)
     head = YOLOXHead(
@@ -44,5 +50,6 @@ def build_yolox(
         act=act,
         prior_prob=prior_prob,
         iou_loss=iou_loss,
+        assigner=make_assigner(assigner, len(backbone.strides), **(assigner_args or {})),
     )
     return Detector(backbone, neck, head)

@@ -1,6 +1,11 @@
-"""Region proposal network (Faster R-CNN, with FPN): objectness and box deltas per anchor, max-IoU
-assignment with balanced sampling for the loss, and proposals as a fixed-size tensor with a validity
-mask (no data-dependent shapes, so the detector exports to ONNX).
+"""Region proposal network (Faster R-CNN, with FPN): a dense head (one class, objectness) with
+anchors, max-IoU assignment with balanced sampling for the loss, and proposals as a fixed-size tensor
+with a validity mask (no data-dependent shapes, so the detector exports to ONNX).
+
+``RPN`` is a :class:`~odkit.models.heads.base.DenseHead`: its priors (anchors, torchvision's stride
+rule ``input // feature``), flattening, prior cache and assignment call are the dense base's, so any
+assigner that works on anchors can be swapped in (``assigner=``), and an RPN alone is a
+class-agnostic detector (``Detector(backbone, neck, rpn)``). Gts are matched class-agnostically.
 
 Proposals per image (torchvision's ``RegionProposalNetwork`` semantics): on every level the
 ``pre_nms_top_n`` anchors of highest objectness (logits), decoded (weights 1, ``dw, dh`` clamped at
@@ -13,15 +18,16 @@ past the kept count are invalid (``valid`` False, boxes all zero). Top-k sizes a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from odkit.assign.base import GTBatch, Priors
+from odkit.assign.base import Assigner, GTBatch, Priors
 from odkit.assign.max_iou import MaxIoUAssigner
 from odkit.errors import ConfigError
+from odkit.models.heads.base import DenseHead, Flat
 from odkit.models.two_stage.nms import sorted_nms_keep
 from odkit.models.two_stage.sampler import BalancedSampler
 from odkit.ops.coders import DeltaXYWHCoder
@@ -63,7 +69,7 @@ class RPNHead(nn.Module):
         return logits, deltas
 
 
-class RPN(nn.Module):
+class RPN(DenseHead):
     """Region proposal network; see the module docstring.
 
     Args:
@@ -73,7 +79,10 @@ class RPN(nn.Module):
         nms_thr, score_thr, min_size: proposal NMS IoU, objectness probability floor, side floor (px).
         pos_iou_thr, neg_iou_thr: max-IoU assignment (low-quality matches allowed).
         num_samples, pos_fraction: anchors sampled per image for the loss, positive share.
+        assigner: another assigner instead of max-IoU (checked as for every dense head).
     """
+
+    LOSS_NORMS = ("batch",)  # torchvision: sums over the batch's sampled anchors
 
     def __init__(
         self,
@@ -88,12 +97,13 @@ class RPN(nn.Module):
         neg_iou_thr: float = 0.3,
         num_samples: int = 256,
         pos_fraction: float = 0.5,
+        assigner: Assigner | None = None,
     ) -> None:
-        super().__init__()
         counts = set(anchor_generator.num_anchors_per_location())
         if len(counts) != 1:
             raise ConfigError(f"RPN: every level needs the same number of anchors per location, got {counts}")
-        self.anchor_generator = anchor_generator
+        super().__init__(1, anchor_generator.strides, anchor_generator, stride_from_input=True)
+        self.output_channels = (1, 4)
         self.head = RPNHead(in_channels, counts.pop())
         self.pre_nms_top_n = _pair(pre_nms_top_n)
         self.post_nms_top_n = _pair(post_nms_top_n)
@@ -101,41 +111,43 @@ class RPN(nn.Module):
         self.score_thr = float(score_thr)
         self.min_size = float(min_size)
         self.coder = DeltaXYWHCoder(clip=BOX_CLIP)
-        self.assigner = MaxIoUAssigner(pos_iou_thr, neg_iou_thr, allow_low_quality_matches=True)
+        self.assigner = assigner if assigner is not None else MaxIoUAssigner(
+            pos_iou_thr, neg_iou_thr, allow_low_quality_matches=True)
         self.sampler = BalancedSampler(num_samples, pos_fraction)
 
-    def anchors(self, sizes: Sequence[tuple[int, int]], input_hw: tuple[int, int], device: torch.device) -> Priors:
-        """Anchors of all levels (xyxy input pixels) as ``Priors``; level stride ``input // size``."""
-        strides = [(input_hw[0] // h, input_hw[1] // w) for h, w in sizes]
-        per_level = self.anchor_generator.grid_anchors(sizes, device, strides=strides)
-        anchors = torch.cat(per_level)
-        levels = torch.cat([torch.full((a.shape[0],), i, dtype=torch.long, device=device)
-                            for i, a in enumerate(per_level)])
-        stride = torch.cat([torch.full((a.shape[0],), float(s[0]), device=device)
-                            for a, s in zip(per_level, strides)])
-        return Priors((anchors[:, :2] + anchors[:, 2:]) * 0.5, stride, levels, [int(a.shape[0]) for a in per_level],
-                      torch.zeros_like(anchors[:, :2]), anchors)
+    @property
+    def anchor_generator(self) -> AnchorGenerator:
+        return self.prior_generator
 
-    @staticmethod
-    def flatten(logits: Sequence[Tensor], deltas: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """Per-level maps -> objectness ``[B, N]`` and deltas ``[B, N, 4]`` in anchor order."""
-        obj, dts = [], []
-        for o, d in zip(logits, deltas):
-            b, a, h, w = o.shape
-            obj.append(o.permute(0, 2, 3, 1).reshape(b, h * w * a))
-            dts.append(d.view(b, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(b, h * w * a, 4))
-        return torch.cat(obj, 1), torch.cat(dts, 1)
+    def forward(self, feats: Sequence[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        """Per level ``(logits [B, A, H, W], deltas [B, 4 A, H, W])``."""
+        return list(zip(*self.head(feats)))
 
-    def forward(self, feats: Sequence[Tensor], input_hw: tuple[int, int],
+    def scores_of(self, flat: Flat) -> Tensor:
+        return torch.sigmoid(flat[0])
+
+    def boxes_of(self, flat: Flat, priors: Priors) -> Tensor:
+        return self.coder.decode(priors.anchors, flat[1])
+
+    def loss(self, feats: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]],
+             input_hw: tuple[int, int]) -> dict[str, Tensor]:
+        """Loss dict of the RPN alone (gts class-agnostic: every label counts as object)."""
+        objects = [{**t, "labels": torch.zeros_like(torch.as_tensor(t["labels"]).reshape(-1))} for t in targets]
+        return super().loss(feats, objects, input_hw)
+
+    def propose(self, feats: Sequence[Tensor], input_hw: tuple[int, int],
                 gt: GTBatch | None = None) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """Proposals ``[B, P, 4]`` (xyxy input px), their objectness ``[B, P]`` and validity ``[B, P]``;
         with ``gt`` also the losses ``loss_rpn_cls``, ``loss_rpn_box``."""
-        logits, deltas = self.head(feats)
-        obj, dts = self.flatten(logits, deltas)
-        priors = self.anchors([tuple(o.shape[-2:]) for o in logits], input_hw, obj.device)
-        losses = self.loss(obj.float(), dts.float(), priors, gt) if gt is not None else {}
+        outs = self(feats)
+        obj, dts = self.flatten(outs)
+        priors = self.get_priors(self.level_sizes(outs), input_hw, obj.device)
+        losses = {}
+        if gt is not None:
+            losses = self.loss_by_flat((obj.float(), dts.float()), priors, agnostic(gt), input_hw)
+            losses.pop("loss")
         k = 0 if self.training else 1
-        boxes, scores, valid = self.proposals(obj.detach().float(), dts.detach().float(), priors, input_hw,
+        boxes, scores, valid = self.proposals(obj[..., 0].detach().float(), dts.detach().float(), priors, input_hw,
                                               self.pre_nms_top_n[k], self.post_nms_top_n[k])
         return boxes, scores, valid, losses
 
@@ -166,10 +178,11 @@ class RPN(nn.Module):
         out = bx.gather(1, order[..., None].expand(-1, -1, 4)) * valid[..., None].to(bx.dtype)  # padding: zeros
         return out, vals.clamp(min=0), valid
 
-    def loss(self, obj: Tensor, deltas: Tensor, priors: Priors, gt: GTBatch) -> dict[str, Tensor]:
+    def loss_by_flat(self, flat: Flat, priors: Priors, gt: GTBatch, input_hw: tuple[int, int]) -> dict[str, Tensor]:
         """Objectness BCE over the sampled anchors and smooth L1 (beta 1/9) on the positives' deltas,
         both summed and divided by the number of sampled anchors of the batch (torchvision)."""
-        assign = self.assigner.assign(priors, gt)
+        obj, deltas = flat[0][..., 0], flat[1]
+        assign = self.assign(flat, priors, gt)
         pos, neg = self.sampler.sample(assign.gt_inds)
         sampled = pos | neg
         n = sampled.sum().clamp(min=1).float()
@@ -180,4 +193,9 @@ class RPN(nn.Module):
             loss_box = F.smooth_l1_loss(deltas[b_idx, a_idx], target, beta=1.0 / 9, reduction="sum") / n
         else:
             loss_box = deltas.sum() * 0.0
-        return {"loss_rpn_cls": loss_cls, "loss_rpn_box": loss_box}
+        return {"loss": loss_cls + loss_box, "loss_rpn_cls": loss_cls, "loss_rpn_box": loss_box}
+
+
+def agnostic(gt: GTBatch) -> GTBatch:
+    """The same gts with every label 0 (the RPN's one class, objectness)."""
+    return GTBatch(gt.boxes, torch.zeros_like(gt.labels), gt.valid, gt.crowd)

@@ -50,13 +50,13 @@ class TwoStageHead(nn.Module):
              input_hw: tuple[int, int]) -> dict[str, Tensor]:
         """Loss dict; ``loss`` is the sum of the RPN's and the RoI head's terms."""
         gt = GTBatch.from_targets(targets, self.num_classes, feats[0].device, batch_size=feats[0].shape[0])
-        proposals, _, valid, losses = self.rpn(feats, input_hw, gt)
+        proposals, _, valid, losses = self.rpn.propose(feats, input_hw, gt)
         losses = {**losses, **self.roi_heads.loss(feats, proposals, valid, gt)}
         return {"loss": sum(losses.values()), **losses}
 
     def predict_raw(self, feats: Sequence[Tensor], input_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """Per-class boxes ``[B, P, C, 4]`` (xyxy input px) and scores ``[B, P, C]``."""
-        proposals, _, valid, _ = self.rpn(feats, input_hw)
+        proposals, _, valid, _ = self.rpn.propose(feats, input_hw)
         return self.roi_heads.predict_batched(feats, proposals, valid, input_hw)
 
     def predict_candidates(
@@ -66,7 +66,7 @@ class TwoStageHead(nn.Module):
         """Per image ``(boxes [K, 4], scores [K], labels [K])`` before class-wise NMS."""
         b = feats[0].shape[0]
         if proposals is None:
-            props, _, valid, _ = self.rpn(feats, input_hw)
+            props, _, valid, _ = self.rpn.propose(feats, input_hw)
             per_image = [props[i][valid[i]] for i in range(b)]
         else:
             if len(proposals) != b:
