@@ -45,13 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "best-416.onnx, best-nms-416.onnx, best-dynamic-416.onnx, best-nms-fp16-416.onnx, ...)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing output file")
-    p.add_argument("--conf", type=float, default=0.001, help="in-graph NMS: score threshold (default 0.001)")
-    p.add_argument("--iou", type=float, default=0.65, help="in-graph NMS: IoU threshold (default 0.65)")
+    p.add_argument("--conf", type=float, default=None,
+                   help="in-graph NMS: score threshold (default: the model's, its reference's value)")
+    p.add_argument("--iou", type=float, default=None, help="in-graph NMS: IoU threshold (default: the model's)")
     p.add_argument(
-        "--max-det", type=int, default=100, help="in-graph NMS: detections per image (default 100)"
+        "--max-det", type=int, default=None, help="in-graph NMS: detections per image (default: the model's)"
     )
     p.add_argument(
-        "--pre-topk", type=int, default=1000, help="in-graph NMS: candidates before NMS (default 1000)"
+        "--pre-topk", type=int, default=None, help="in-graph NMS: candidates before NMS (default: the model's)"
     )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.set_defaults(func=handler)

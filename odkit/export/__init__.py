@@ -96,11 +96,11 @@ def export(
     nms: bool = False,
     half: bool = False,
     out: str | Path | None = None,
-    conf_thr: float = 0.001,
-    iou_thr: float = 0.65,
-    max_det: int = 100,
+    conf_thr: float | None = None,
+    iou_thr: float | None = None,
+    max_det: int | None = None,
     opset: int = 17,
-    pre_topk: int = 1000,
+    pre_topk: int | None = None,
     force: bool = False,
 ) -> Path:
     """Export trained ``weights`` to ``format`` (``"onnx"`` or ``"openvino"``); returns the written file.
@@ -109,7 +109,9 @@ def export(
     the weights.
     ``out`` (a file, or a folder) defaults to a name beside the weights that differs per graph
     (:func:`default_name`, e.g. ``best-nms-416.onnx``); an existing file is replaced only with
-    ``force``. Other arguments: see
+    ``force``. Prediction settings left ``None`` (``conf_thr``, ``iou_thr``, ``max_det``, ``pre_topk``)
+    are the model's own (``model.postprocess_defaults``: its reference implementation's). Other
+    arguments: see
     :func:`odkit.export.onnx.export_onnx`. Raises ``OdkitError`` for untrained weights, unknown
     models, bad sizes or a missing export extra.
     """
@@ -143,6 +145,9 @@ def export(
         "source_weights": str(src),
         "epoch": meta.get("epoch"),
     }
+    reason = getattr(model.head, "half_export", None)
+    if half and reason:
+        raise ConfigError(f"--half: {meta.get('model')} cannot be exported in float16: {reason}")
     kw = dict(
         img_size=size,
         dynamic=dynamic,

@@ -74,11 +74,21 @@ def check_img_size(img_size: Any, stride: int = 32) -> int:
     return s
 
 
+def prediction_settings(model: nn.Module, conf_thr: float | None, iou_thr: float | None, max_det: int | None,
+                        pre_topk: int | None) -> tuple[float, float, int, int]:
+    """The given settings, those left ``None`` taken from ``model.postprocess_defaults``."""
+    from odkit.models.postprocess import POSTPROCESS_DEFAULTS
+
+    d = {**POSTPROCESS_DEFAULTS, **(getattr(model, "postprocess_defaults", None) or {})}
+    return (float(d["conf_thr"] if conf_thr is None else conf_thr), float(d["iou_thr"] if iou_thr is None else iou_thr),
+            int(d["max_det"] if max_det is None else max_det), int(d["pre_topk"] if pre_topk is None else pre_topk))
+
+
 class ExportModule(nn.Module):
     """What is exported: ``images [B,3,H,W] float32 in [0,1]`` -> decoded outputs (+ NMS).
 
-    The detector normalises internally (:meth:`odkit.models.Detector.raw_outputs`); with ``half``
-    the network runs in float16 and its raw outputs are cast to float32 before decoding.
+    The detector normalises internally; with ``half`` the network runs in float16 and the head
+    decodes its raw outputs in float32 (the ``DetectorHead`` contract of ``predict_raw``).
     """
 
     def __init__(self, model: nn.Module, nms: ExportNMS | None = None, half: bool = False):
@@ -88,12 +98,7 @@ class ExportModule(nn.Module):
         self.half = half
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.half:
-            raw = self.model.raw_outputs(images.to(torch.float16))
-            raw = [tuple(r.float() for r in level) for level in raw]
-            boxes, scores = self.model.head.decode_outputs(raw, tuple(images.shape[-2:]))
-        else:
-            boxes, scores = self.model.forward_export(images)
+        boxes, scores = self.model.forward_export(images.to(torch.float16) if self.half else images)
         boxes, scores = boxes.float(), scores.float()
         if self.nms is not None:
             return self.nms(boxes, scores)
@@ -107,10 +112,10 @@ def export_onnx(
     dynamic: bool = False,
     nms: bool = False,
     half: bool = False,
-    conf_thr: float = 0.001,
-    iou_thr: float = 0.65,
-    max_det: int = 100,
-    pre_topk: int = 1000,
+    conf_thr: float | None = None,
+    iou_thr: float | None = None,
+    max_det: int | None = None,
+    pre_topk: int | None = None,
     opset: int = 17,
     meta: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -118,7 +123,8 @@ def export_onnx(
 
     ``img_size``: square input in pixels (multiple of the model stride). ``dynamic``: batch dimension
     dynamic (else 1). ``nms``: include class-wise NMS with ``conf_thr``/``iou_thr``/``max_det``/``pre_topk``
-    fixed in the graph. ``half``: float16 network. ``meta``: extra fields for the sidecar (class
+    fixed in the graph (settings left ``None``: the model's ``postprocess_defaults``, the values
+    ``Detector.predict`` uses). ``half``: float16 network. ``meta``: extra fields for the sidecar (class
     names, source weights, ...). The model itself is not modified. Returns ``path``.
 
     This does not check that the weights are trained: :func:`odkit.export.export` does.
@@ -133,6 +139,7 @@ def export_onnx(
     img_size = check_img_size(img_size, stride)
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
+    conf_thr, iou_thr, max_det, pre_topk = prediction_settings(model, conf_thr, iou_thr, max_det, pre_topk)
     nms_mod = ExportNMS(conf_thr, iou_thr, max_det, pre_topk) if nms else None
     # the prepared inference copy: BatchNorm folded into the convolutions, deploy-form blocks
     net = prepare_inference_model(model, channels_last=False, device="cpu")
@@ -179,15 +186,13 @@ def export_onnx(
         "outputs": outputs,
         "dynamic_batch": bool(dynamic),
         "nms": bool(nms),
-        "conf_thr": float(conf_thr),
-        "iou_thr": float(iou_thr),
-        "max_det": int(max_det),
-        "pre_topk": int(pre_topk),
         "half": bool(half),
         "opset": int(opset),
         "model_config": cfg,
         "postprocess": dict(getattr(model, "postprocess_defaults", {}) or {}),
     }
+    if nms:  # the settings fixed in the graph; without NMS the runtime applies "postprocess"
+        info.update({"conf_thr": conf_thr, "iou_thr": iou_thr, "max_det": max_det, "pre_topk": pre_topk})
     info.update(dict(meta or {}))
     write_sidecar(path, info)
     log.info(

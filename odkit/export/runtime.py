@@ -153,12 +153,12 @@ class ExportedPredictor:
         prediction defaults recorded in the sidecar. ``img_size``, when given, must be the exported
         size."""
         from odkit.data.transforms import fit_to_input
-        from odkit.models.postprocess import postprocess, resize_mode, undo_letterbox
+        from odkit.models.postprocess import POSTPROCESS_DEFAULTS, postprocess, resize_mode, undo_letterbox
 
         if self.nms:
             defaults = {k: self.info[k] for k in ("conf_thr", "iou_thr", "max_det")}
         else:
-            defaults = {"conf_thr": 0.25, "iou_thr": 0.45, "max_det": 300, **(self.info.get("postprocess") or {})}
+            defaults = {**POSTPROCESS_DEFAULTS, **(self.info.get("postprocess") or {})}
         conf = conf if conf_thr is None else conf_thr
         iou = iou if iou_thr is None else iou_thr
         conf = float(defaults["conf_thr"] if conf is None else conf)

@@ -1,0 +1,126 @@
+"""``odkit export`` with ``--half``, ``--dynamic`` and ``--nms`` on every zoo model: the exported graph
+reproduces the fp32 PyTorch model's detections in onnxruntime within the stated tolerance, or the
+command exits 2 with a one-line reason. Never a traceback.
+
+Tolerances (detections of ``Detector.predict`` against the exported predictor, same settings):
+
+- float32 graphs: every PyTorch detection has a partner (same label, every box coordinate within
+  0.05 px, score within 1e-3), at least 99 % of them (ties between near-equal candidates may swap);
+- float16 graphs: boxes within 1 % of the input side, scores within 2e-2, at least 90 % of them.
+
+The default suite runs one small member of each head type (the RPN + RoI head, SSD, YOLOv3, YOLOX and
+the four dense heads); every zoo model at its own configuration is marked ``slow``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from odkit.cli.main import main
+from odkit.engine.api import load
+from odkit.engine.weights import save_weights
+from odkit.models import zoo
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+SMALL = ["yolox-nano", "retinanet-lite", "fcos-lite", "atss-lite", "gfl-lite", "yolov3-tiny",
+         "ssdlite320-mobilenetv3", "fasterrcnn-mobilenetv3-fpn"]
+FLAGS = {"half": ["--half"], "dynamic-nms": ["--dynamic", "--nms"], "half-dynamic-nms": ["--half", "--dynamic", "--nms"]}
+CONF = 0.02
+
+
+def _size(model) -> int:
+    return 300 if model.size_divisor == 1 else 160
+
+
+def _spread(model: torch.nn.Module) -> None:
+    """Spread the output layers' weights so that scores and boxes vary across the image (default
+    initialisation scores almost every candidate alike, and NMS between equal scores is arbitrary)."""
+    g = torch.Generator().manual_seed(0)
+    layers = [m for m in model.head.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    predictors = [m for m in layers if getattr(m, "out_channels", getattr(m, "out_features", 0)) <= 60]
+    with torch.no_grad():
+        for m in predictors:  # class / box / objectness outputs (towers have more channels)
+            m.weight.add_(torch.randn(m.weight.shape, generator=g) * float(m.weight.std()) * 2)
+            if m.bias is not None:  # scores around 0.1-0.9 instead of the prior 0.01
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g))
+
+
+def _weights(name: str, root: Path) -> Path:
+    torch.manual_seed(0)
+    model = zoo.build(name, num_classes=3, class_names=["a", "b", "c"]).eval()
+    _spread(model)
+    size = _size(model)
+    meta = {"model": name, "num_classes": 3, "class_names": ["a", "b", "c"], "img_size": size,
+            "model_config": model.config, "epoch": 1}
+    return save_weights(root / "best.safetensors", model.state_dict(), meta)
+
+
+def _images(size: int) -> list[np.ndarray]:
+    from odkit.data.synth import render_image
+
+    return [render_image(0, i, size=size).image for i in range(2)]
+
+
+def _reproduced(ref: dict, got: dict, box_tol: float, score_tol: float) -> float:
+    """Share of ``ref``'s detections with a partner in ``got`` (greedy, each partner used once)."""
+    n = len(ref["scores"])
+    if n == 0:
+        return 1.0 if len(got["scores"]) == 0 else 0.0
+    used = np.zeros(len(got["scores"]), dtype=bool)
+    gb, gs, gl = got["boxes"].numpy(), got["scores"].numpy(), got["labels"].numpy()
+    hit = 0
+    for b, s, lab in zip(ref["boxes"].numpy(), ref["scores"].numpy(), ref["labels"].numpy()):
+        ok = (~used) & (gl == lab) & (np.abs(gb - b).max(1) <= box_tol) & (np.abs(gs - s) <= score_tol)
+        j = np.flatnonzero(ok)
+        if j.size:
+            used[j[0]] = True
+            hit += 1
+    return hit / n
+
+
+def _check(name: str, flags: list[str], tmp_path: Path, capsys) -> None:
+    from odkit.export import load_predictor
+
+    w = _weights(name, tmp_path)
+    out = tmp_path / "model.onnx"
+    rc = main(["export", "--weights", str(w), "--out", str(out), *flags])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    if rc == 2:  # a refusal names its reason in one line
+        lines = [ln for ln in captured.err.strip().splitlines() if ln.strip()]
+        assert lines and ("cannot" in lines[-1] or "--" in lines[-1]), captured.err
+        return
+    assert rc == 0, captured.err
+    predictor = load(w)
+    size = _size(predictor.model)
+    images = _images(size)
+    ref = predictor.predict(images, conf=CONF, max_det=100)
+    got = load_predictor(out).predict(images, conf=CONF, max_det=100, batch=2)
+    half = "--half" in flags
+    box_tol, score_tol, share = (0.01 * size, 2e-2, 0.9) if half else (0.05, 1e-3, 0.99)
+    assert sum(len(r["scores"]) for r in ref) >= 5, f"{name}: too few detections to compare"
+    for i, (r, g) in enumerate(zip(ref, got)):
+        rate = _reproduced(r, g, box_tol, score_tol)
+        assert rate >= share, f"{name} {flags} image {i}: {rate:.1%} of {len(r['scores'])} detections reproduced"
+
+
+@pytest.mark.parametrize("flags", list(FLAGS.values()), ids=list(FLAGS))
+@pytest.mark.parametrize("name", SMALL)
+def test_export_flags_small_members(name: str, flags: list[str], tmp_path, capsys) -> None:
+    if flags == FLAGS["half"] and name not in ("yolox-nano", "fasterrcnn-mobilenetv3-fpn", "ssdlite320-mobilenetv3"):
+        pytest.skip("half alone: one member per head kind in the default suite (all in the slow matrix)")
+    _check(name, flags, tmp_path, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [[], *FLAGS.values(), ["--half", "--nms"], ["--dynamic"]],
+                         ids=["fp32", *FLAGS, "half-nms", "dynamic"])
+@pytest.mark.parametrize("name", zoo.available())
+def test_export_flags_every_zoo_model(name: str, flags: list[str], tmp_path, capsys) -> None:
+    _check(name, flags, tmp_path, capsys)
