@@ -68,7 +68,7 @@ def test_parse_anchors_accepts_the_odkit_anchors_line_and_sorts_by_area():
 
 def test_anchors_are_stored_and_rebuilt_from_the_sidecar(tmp_path):
     from odkit.engine.predictor import build_from_meta
-    from odkit.engine.weights import load_weights, save_weights
+    from odkit.weights.format import load_weights, save_weights
 
     anchors = [[12, 14], [20, 30], [40, 44], [70, 90], [120, 100], [200, 220]]
     model = zoo.build("yolov3-tiny", num_classes=3, anchors=anchors)
