@@ -13,7 +13,8 @@ from odkit.errors import ConfigError
 from odkit.models import zoo
 from odkit.models.backbones.darknet import Darknet53, DarknetTiny
 from odkit.models.families.yolov3 import fit_anchors, model_anchors
-from odkit.models.heads.yolov3_head import YOLOV3_ANCHORS, YOLOv3Head, parse_anchors
+from odkit.models.heads.yolov3_head import YOLOv3Head
+from odkit.ops.priors import YOLOV3_ANCHORS, parse_anchors
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ from odkit.assign.fcos import FCOSAssigner
 from odkit.assign.max_iou import MaxIoUAssigner
 from odkit.assign.result import IGNORE, NEGATIVE, AssignResult
 from odkit.assign.simota import SimOTAAssigner
+from odkit.assign.ssd import ssd_match
 
 __all__ = [
     "IGNORE",
@@ -20,4 +21,5 @@ __all__ = [
     "SimOTAAssigner",
     "empty_result",
     "ignore_crowd",
+    "ssd_match",
 ]

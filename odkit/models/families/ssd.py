@@ -27,8 +27,9 @@ from torch import nn
 from odkit.models.backbones.mobilenet_v3 import MobileNetV3
 from odkit.models.backbones.vgg import VGG
 from odkit.models.detector import Detector
-from odkit.models.heads.ssd_head import DefaultBoxes, SSDHead, _normal, _xavier
+from odkit.models.heads.ssd_head import SSDHead, _normal, _xavier
 from odkit.models.spec import ModelSpec
+from odkit.ops.priors import DefaultBoxes
 
 # torchvision's input formats ([0, 1] units): SSD300 0-255 minus the mean, SSDLite [-1, 1]
 SSD300_INPUT = {"pixel_mean": (0.48235, 0.45882, 0.40784), "pixel_std": (1 / 255.0,) * 3}

@@ -16,9 +16,10 @@ import numpy as np
 from odkit.errors import ConfigError
 from odkit.models.backbones.darknet import Darknet53, DarknetTiny
 from odkit.models.detector import Detector
-from odkit.models.heads.yolov3_head import YOLOV3_ANCHORS, YOLOV3_TINY_ANCHORS, YOLOv3Head, parse_anchors
+from odkit.models.heads.yolov3_head import YOLOv3Head
 from odkit.models.necks.yolov3_neck import YOLOv3Neck, YOLOv3TinyNeck
 from odkit.models.spec import ModelSpec
+from odkit.ops.priors import YOLOV3_ANCHORS, YOLOV3_TINY_ANCHORS, parse_anchors
 
 # Input of darknet's YOLOv3: RGB in [0, 1], no mean / std.
 PIXEL_MEAN = (0.0, 0.0, 0.0)
