@@ -13,7 +13,8 @@ from odkit.assign import GTBatch
 from odkit.assign.result import IGNORE, NEGATIVE
 from odkit.assign.yolov3 import YOLOv3Assigner, shape_iou
 from odkit.errors import ConfigError
-from odkit.models.heads.yolov3_head import YOLOV3_ANCHORS, YOLOv3Head
+from odkit.models.heads.yolov3_head import YOLOv3Head
+from odkit.ops.priors import YOLOV3_ANCHORS
 
 # 64 x 64 input, strides 8 / 16 / 32: levels of 8x8, 4x4 and 2x2 cells, 3 anchors each
 # (level 0: 10x13, 16x30, 33x23; level 1: 30x61, 62x45, 59x119; level 2: 116x90, 156x198, 373x326).

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from odkit.data.preview import dataset_grid
 from odkit.data.stats import compute_stats, format_stats, plot_stats
 from odkit.data.structures import AnnotationSet
-from odkit.viz.draw import class_color, dataset_grid, draw_boxes, image_grid
+from odkit.viz.draw import class_color, draw_boxes, image_grid
 from tests._paths import BCCD  # noqa: E402
 
 

@@ -17,8 +17,8 @@ from odkit.engine.ema import ModelEMA, ema_params_for
 from odkit.engine.optim import build_optimizer, split_decay_params
 from odkit.engine.rundir import make_run_dir, next_run_dir
 from odkit.engine.schedule import LRSchedule
-from odkit.engine.weights import load_weights, save_weights
 from odkit.errors import OdkitError
+from odkit.weights.format import load_weights, save_weights
 
 
 def _net() -> nn.Module:

@@ -22,8 +22,8 @@ import torch
 
 from odkit.cli.main import main
 from odkit.engine.api import load
-from odkit.engine.weights import save_weights
 from odkit.models import zoo
+from odkit.weights.format import save_weights
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

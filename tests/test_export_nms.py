@@ -112,7 +112,7 @@ def test_hand_worked_chain():
 
 
 def test_iou_threshold_rounding_matches_float64_comparison():
-    from odkit.export.nms import iou_threshold_f32
+    from odkit.ops.nms_fixed import iou_threshold_f32
 
     for thr in (0.3, 0.45, 0.5, 0.65, 0.7, 0.1, 0.0, 1.0):
         t = iou_threshold_f32(thr)

@@ -17,10 +17,10 @@ from odkit.cli.main import main  # noqa: E402
 from odkit.data.synth import CLASS_NAMES, render_image  # noqa: E402
 from odkit.data.transforms import letterbox  # noqa: E402
 from odkit.engine.api import load  # noqa: E402
-from odkit.engine.weights import save_weights  # noqa: E402
 from odkit.export import export  # noqa: E402
 from odkit.export.runtime import load_predictor  # noqa: E402
 from odkit.models import zoo  # noqa: E402
+from odkit.weights.format import save_weights  # noqa: E402
 
 SIZE = 128
 CONF, IOU, MAX_DET = 0.001, 0.65, 100

@@ -172,7 +172,7 @@ def test_ssd_loss_is_the_brute_force_sum() -> None:
 
 def test_ssd_match_hand_worked() -> None:
     from odkit.assign.base import GTBatch
-    from odkit.models.heads.ssd_head import ssd_match
+    from odkit.assign.ssd import ssd_match
 
     anchors = torch.tensor([[0.0, 0, 10, 10], [0, 0, 20, 20], [100, 100, 110, 110], [5, 5, 15, 15], [50, 50, 60, 60]])
     targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [0, 0, 19, 19], [100, 100, 104, 104]]),
@@ -188,8 +188,7 @@ def test_ssd_match_hand_worked() -> None:
 
 
 def test_default_boxes_equal_ssd_priors_for_the_same_sizes() -> None:
-    from odkit.models.heads.ssd_head import DefaultBoxes
-    from odkit.ops.priors import SSD300_CONFIG, ssd_priors
+    from odkit.ops.priors import SSD300_CONFIG, DefaultBoxes, ssd_priors
 
     c = SSD300_CONFIG
     scales = [s / 300 for s in c["min_sizes"]] + [c["max_sizes"][-1] / 300]

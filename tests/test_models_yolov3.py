@@ -13,7 +13,8 @@ from odkit.errors import ConfigError
 from odkit.models import zoo
 from odkit.models.backbones.darknet import Darknet53, DarknetTiny
 from odkit.models.families.yolov3 import fit_anchors, model_anchors
-from odkit.models.heads.yolov3_head import YOLOV3_ANCHORS, YOLOv3Head, parse_anchors
+from odkit.models.heads.yolov3_head import YOLOv3Head
+from odkit.ops.priors import YOLOV3_ANCHORS, parse_anchors
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +69,7 @@ def test_parse_anchors_accepts_the_odkit_anchors_line_and_sorts_by_area():
 
 def test_anchors_are_stored_and_rebuilt_from_the_sidecar(tmp_path):
     from odkit.engine.predictor import build_from_meta
-    from odkit.engine.weights import load_weights, save_weights
+    from odkit.weights.format import load_weights, save_weights
 
     anchors = [[12, 14], [20, 30], [40, 44], [70, 90], [120, 100], [200, 220]]
     model = zoo.build("yolov3-tiny", num_classes=3, anchors=anchors)

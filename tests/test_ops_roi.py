@@ -192,3 +192,34 @@ def test_roi_align_chunked_taps_match_naive(monkeypatch):
     got.backward(up)
     assert (got - naive_roi_align(feat, rois, 3, 3, 0.5, 0, True)).abs().max().item() < 1e-10
     assert torch.allclose(f1.grad, f2.grad)
+
+
+@pytest.mark.parametrize("scale_factor", [1.0, 1.3])
+def test_multiscale_roi_align_fixed_shape_form_equals_eager_form(scale_factor):
+    """Padded boxes [B, P, 4] (every level pooled, the box's own selected) give the [K, 5] result."""
+    g = torch.Generator().manual_seed(2)
+    feats = [torch.randn(2, 3, 128 // s, 96 // s, generator=g) for s in (4, 8, 16, 32)]
+    xy = torch.rand(2, 6, 2, generator=g) * 80
+    wh = torch.tensor([4.0, 30.0, 70.0, 120.0, 250.0, 500.0]).view(1, 6, 1).expand(2, 6, 2)
+    boxes = torch.cat([xy, xy + wh * torch.rand(2, 6, 2, generator=g).add(0.5)], -1)  # every level used
+    rois = torch.cat([torch.arange(2).repeat_interleave(6)[:, None].float(), boxes.reshape(-1, 4)], 1)
+    assert set(map_roi_levels(rois, 2, 5).tolist()) == {0, 1, 2, 3}
+    eager = multiscale_roi_align(feats, rois, [4, 8, 16, 32], 3, 2, scale_factor=scale_factor)
+    fixed = multiscale_roi_align(feats, boxes, [4, 8, 16, 32], 3, 2, scale_factor=scale_factor)
+    assert fixed.shape == (2, 6, 3, 3, 3)
+    torch.testing.assert_close(fixed.reshape(12, 3, 3, 3), eager, atol=1e-5, rtol=1e-5)
+    # the enlarged box is pooled from the level of the original box
+    lvl = map_roi_levels(rois, 2, 5)
+    c = (rois[:, 1:3] + rois[:, 3:]) / 2
+    half = (rois[:, 3:] - rois[:, 1:3]) / 2 * scale_factor
+    big = torch.cat([rois[:, :1], c - half, c + half], 1)
+    for i in range(12):
+        ref = roi_align(feats[int(lvl[i])], big[i : i + 1], 3, 1.0 / 2 ** (int(lvl[i]) + 2), 2)
+        torch.testing.assert_close(eager[i : i + 1], ref)
+
+
+@pytest.mark.parametrize("strides", [[4, 16], [8, 4], [4, 12], []])
+def test_multiscale_roi_align_refuses_strides_that_are_not_consecutive_powers_of_two(strides):
+    feats = [torch.zeros(1, 1, 4, 4) for _ in strides]
+    with pytest.raises(ConfigError, match="strides|feature maps"):
+        multiscale_roi_align(feats, torch.zeros(1, 5), strides, 2, 2)

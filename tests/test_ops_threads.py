@@ -77,12 +77,15 @@ _F = [torch.randn(2, 8, 256 // s, 256 // s) for s in (4, 8, 16, 32)]
 
 CALLS: dict[str, Callable[[], object]] = {
     "AnchorGenerator": _anchors,
+    "DefaultBoxes": lambda: ops.DefaultBoxes([[2], [2, 3]], steps=[16, 32])([(19, 19), (10, 10)], (300, 300)),
+    "YOLOAnchorGenerator": lambda: ops.YOLOAnchorGenerator([[[10, 13]], [[30, 61]]], [8, 16])([(10, 12), (5, 6)]),
     "DeltaXYWHCoder": _coders,
     "DistanceCoder": _coders,
     "YOLOCoder": _coders,
     "grid_points": lambda: ops.grid_points((10, 12), 8),
     "map_roi_levels": lambda: ops.map_roi_levels(_rois(20), 2, 5),
-    "multiscale_roi_align": lambda: ops.multiscale_roi_align(_F, _rois(30), [4, 8, 16, 32], 7, 2),
+    "multiscale_roi_align": lambda: (ops.multiscale_roi_align(_F, _rois(30), [4, 8, 16, 32], 7, 2),
+                                     ops.multiscale_roi_align(_F, _rois(30)[:, 1:].reshape(2, 15, 4), [4, 8, 16, 32], 7, 2)),
     "roi_align": _roi_align_backward,
     "roi_pool": lambda: ops.roi_pool(torch.randn(2, 8, 20, 24), _rois(40), 7, 1 / 8),
     "ssd300_priors": ops.ssd300_priors,

@@ -15,10 +15,10 @@ from odkit.assign.base import GTBatch
 from odkit.assign.result import IGNORE, NEGATIVE
 from odkit.errors import ConfigError
 from odkit.models.two_stage import RPN, BalancedSampler
-from odkit.models.two_stage.nms import sorted_nms_keep
-from odkit.models.two_stage.roi_pool import batched_roi_align
 from odkit.ops import batched_nms, nms, roi_align
+from odkit.ops.nms_fixed import sorted_nms_keep
 from odkit.ops.priors import AnchorGenerator
+from odkit.ops.roi_grid import batched_roi_align
 
 
 @settings(max_examples=40, deadline=None)

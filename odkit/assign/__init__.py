@@ -7,6 +7,7 @@ from odkit.assign.max_iou import MaxIoUAssigner
 from odkit.assign.registry import check_assigner, make_assigner
 from odkit.assign.result import IGNORE, NEGATIVE, AssignResult
 from odkit.assign.simota import SimOTAAssigner
+from odkit.assign.ssd import ssd_match
 from odkit.assign.yolov3 import YOLOv3Assigner
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "empty_result",
     "ignore_crowd",
     "make_assigner",
+    "ssd_match",
 ]

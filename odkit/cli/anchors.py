@@ -35,34 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=handler)
 
 
-def letterbox_wh(aset, img: int):  # type: ignore[no-untyped-def]
-    """``(w, h)`` of every non-crowd box of ``aset`` scaled by ``img / max(image w, h)``."""
-    import cv2
-    import numpy as np
-
-    from odkit.errors import DataError
-
-    widths = aset.widths.astype(np.float64).copy()
-    heights = aset.heights.astype(np.float64).copy()
-    counts = np.diff(aset.offsets)
-    for i in np.nonzero(((widths <= 0) | (heights <= 0)) & (counts > 0))[0]:
-        path = aset.path(int(i))
-        im = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if im is None:
-            raise DataError(f"{path}: image size unknown in the annotations and the image cannot be read")
-        heights[i], widths[i] = im.shape[:2]
-    ratio = img / np.maximum(widths, heights).clip(min=1)
-    per_box = np.repeat(ratio, counts)
-    b = aset.boxes.astype(np.float64)
-    wh = np.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1) * per_box[:, None]
-    keep = ~aset.iscrowd.astype(bool)
-    if (~keep).any():
-        log.info("anchors: %d crowd boxes not used", int((~keep).sum()))
-    return wh[keep]
-
-
 def handler(args: argparse.Namespace) -> int:
     from odkit.data.formats import load_dataset
+    from odkit.data.stats import letterbox_wh
     from odkit.errors import ConfigError, DataError
     from odkit.ops.kmeans import anchor_metrics, evolve_anchors, kmeans_anchors
 

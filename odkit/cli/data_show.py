@@ -46,7 +46,7 @@ def handler(args: argparse.Namespace) -> int:
             ) from e
         written = augmented_grid(aset, out, n=args.n, img_size=args.img, seed=args.seed)
     else:
-        from odkit.viz.draw import dataset_grid
+        from odkit.data.preview import dataset_grid
 
         written = dataset_grid(aset, out, n=args.n, seed=args.seed)
     print(f"grid of {min(args.n, len(aset))} images written to {written or out}")

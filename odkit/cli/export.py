@@ -61,11 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def output_path(args: argparse.Namespace) -> Path:
     """Where the export goes: ``--out`` (a file, or a folder for the default name) or beside the
     weights; refuses to replace an existing file without ``--force``."""
-    import json
-
-    from odkit.engine.weights import sidecar_path
-    from odkit.errors import ConfigError
+    from odkit.errors import ConfigError, OdkitError
     from odkit.export import FORMATS, default_name, resolve_weights
+    from odkit.weights.format import read_meta
 
     suffix = FORMATS.get(args.format, ".onnx")
     out = Path(args.out) if args.out else None
@@ -74,8 +72,8 @@ def output_path(args: argparse.Namespace) -> Path:
         img = args.img
         if img is None:
             try:
-                img = json.loads(sidecar_path(src).read_text()).get("img_size")
-            except (OSError, ValueError):
+                img = read_meta(src).get("img_size")
+            except OdkitError:
                 img = None
         name = default_name(src.stem, suffix, int(img or 416), args.nms, args.dynamic, args.half)
         out = (out if out is not None else src.parent) / name

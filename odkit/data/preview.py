@@ -1,4 +1,6 @@
-"""Preview of the training pipeline: a PNG grid of augmented samples with their boxes."""
+"""Previews of a data set as PNG grids with boxes and class names: its images as annotated
+(:func:`dataset_grid`) and its training samples as the augmentation pipeline makes them
+(:func:`augmented_grid`). Drawing is :mod:`odkit.viz.draw`."""
 
 from __future__ import annotations
 
@@ -8,36 +10,69 @@ from pathlib import Path
 import numpy as np
 
 from odkit.data.structures import AnnotationSet
-from odkit.errors import ConfigError
+from odkit.errors import ConfigError, DataError
+from odkit.viz.draw import draw_boxes, image_grid
 
-__all__ = ["augmented_grid"]
+__all__ = ["augmented_grid", "dataset_grid"]
 
 log = logging.getLogger(__name__)
 
 
-def _draw_fallback(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, names: list[str]) -> np.ndarray:
+def _fit(
+    image: np.ndarray, side: int, background: tuple[int, int, int] = (114, 114, 114)
+) -> tuple[np.ndarray, float, int, int]:
+    """Letterbox ``image`` into ``side x side``: (canvas, scale, dx, dy)."""
     import cv2
 
-    img = image.copy()
-    for b, lab in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(labels).reshape(-1)):
-        x1, y1, x2, y2 = (int(round(float(v))) for v in b)
-        color = tuple(int(c) for c in np.random.default_rng(int(lab) + 1).integers(64, 256, 3))
-        cv2.rectangle(img, (x1, y1), (x2, y2), color, 1)
-        name = names[lab] if 0 <= lab < len(names) else str(int(lab))
-        cv2.putText(img, name, (x1, max(y1 - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1, cv2.LINE_AA)
-    return img
+    h, w = image.shape[:2]
+    r = side / max(h, w)
+    nw, nh = max(1, int(round(w * r))), max(1, int(round(h * r)))
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
+    canvas = np.empty((side, side, 3), np.uint8)
+    canvas[:] = np.asarray(background, np.uint8)
+    dx, dy = (side - nw) // 2, (side - nh) // 2
+    canvas[dy : dy + nh, dx : dx + nw] = resized
+    return canvas, r, dx, dy
 
 
-def _grid_fallback(images: list[np.ndarray], cols: int, pad: int = 4) -> np.ndarray:
-    rows = -(-len(images) // cols)
-    h = max(i.shape[0] for i in images)
-    w = max(i.shape[1] for i in images)
-    grid = np.full((rows * h + (rows + 1) * pad, cols * w + (cols + 1) * pad, 3), 32, np.uint8)
-    for k, im in enumerate(images):
-        r, c = divmod(k, cols)
-        y, x = pad + r * (h + pad), pad + c * (w + pad)
-        grid[y : y + im.shape[0], x : x + im.shape[1]] = im
-    return grid
+def dataset_grid(
+    aset: AnnotationSet,
+    out_png: str | Path,
+    n: int = 16,
+    seed: int = 0,
+    cols: int = 4,
+    max_side: int = 320,
+) -> Path:
+    """Write a PNG grid of ``n`` randomly chosen images (seeded) with their boxes and class names.
+
+    Each image is letterboxed into a ``max_side`` square cell; the grid has ``min(cols, k)``
+    columns for the ``k = min(n, len(aset))`` images shown, 4 px padding (see
+    :func:`image_grid`). Returns the path written.
+    """
+    import cv2
+
+    if len(aset) == 0:
+        raise DataError(f"dataset_grid: the data set at {aset.root} has no images")
+    if n < 1:
+        raise ConfigError(f"dataset_grid: n must be at least 1, got {n}")
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(aset), size=min(n, len(aset)), replace=False)
+    cells = []
+    for i in idx:
+        rec = aset[int(i)]
+        bgr = cv2.imread(str(rec.path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DataError(f"dataset_grid: cannot read image {rec.path}")
+        canvas, r, dx, dy = _fit(bgr[:, :, ::-1], max_side)
+        boxes = rec.boxes.astype(np.float64) * r + np.array([dx, dy, dx, dy])
+        cells.append(draw_boxes(canvas, boxes, rec.labels, aset.class_names))
+    grid = image_grid(cells, cols)
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), np.ascontiguousarray(grid[:, :, ::-1])):
+        raise DataError(f"dataset_grid: cannot write {out}")
+    log.debug("dataset_grid: %d images -> %s", len(cells), out)
+    return out
 
 
 def augmented_grid(
@@ -68,19 +103,12 @@ def augmented_grid(
     ds = DetectionDataset(aset, img_size=img_size, transforms=pipeline, seed=seed)
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(aset), size=n, replace=n > len(aset))
-    try:
-        from odkit.viz.draw import draw_boxes, image_grid
-    except ImportError:  # pragma: no cover - viz is optional for this preview
-        draw_boxes, image_grid = None, None
     tiles = []
     for i in idx:
         img, boxes, labels, _ = ds[(int(i), img_size, 0, True)]
-        if draw_boxes is not None:
-            tiles.append(draw_boxes(img, boxes, labels, aset.class_names))
-        else:
-            tiles.append(_draw_fallback(img, boxes, labels, aset.class_names))
+        tiles.append(draw_boxes(img, boxes, labels, aset.class_names))
     cols = int(np.ceil(np.sqrt(n)))
-    grid = image_grid(tiles, cols) if image_grid is not None else _grid_fallback(tiles, cols)
+    grid = image_grid(tiles, cols)
     out = write_image(out_png, grid)
     log.info("wrote %d augmented samples to %s", n, out)
     return out

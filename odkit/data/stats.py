@@ -141,6 +141,32 @@ def compute_stats(aset: AnnotationSet, name: str = "") -> DatasetStats:
     )
 
 
+def letterbox_wh(aset: AnnotationSet, img: int) -> np.ndarray:
+    """``(w, h)`` ``[N, 2]`` float64 pixels of every non-crowd box of ``aset`` scaled as the letterbox
+    resize to ``img`` scales it (``img / max(image w, h)``); what ``odkit anchors`` and
+    ``odkit train --anchors auto`` cluster. An image whose size the annotations lack is read for it
+    (``DataError`` naming the file when it cannot be)."""
+    import cv2
+
+    widths = aset.widths.astype(np.float64).copy()
+    heights = aset.heights.astype(np.float64).copy()
+    counts = np.diff(aset.offsets)
+    for i in np.nonzero(((widths <= 0) | (heights <= 0)) & (counts > 0))[0]:
+        path = aset.path(int(i))
+        im = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if im is None:
+            raise DataError(f"{path}: image size unknown in the annotations and the image cannot be read")
+        heights[i], widths[i] = im.shape[:2]
+    ratio = img / np.maximum(widths, heights).clip(min=1)
+    per_box = np.repeat(ratio, counts)
+    b = aset.boxes.astype(np.float64)
+    wh = np.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1) * per_box[:, None]
+    keep = ~aset.iscrowd.astype(bool)
+    if (~keep).any():
+        log.info("anchors: %d crowd boxes not used", int((~keep).sum()))
+    return wh[keep]
+
+
 def format_stats(stats: DatasetStats) -> str:
     """A plain-text table of ``stats`` for the terminal."""
     d = stats.to_dict()

@@ -14,7 +14,7 @@ def training_anchors(value: str, model: str, train_set: AnnotationSet, img: int)
     """The ``anchors`` build override of ``model`` for ``--anchors value``: ``"auto"`` runs k-means
     (1 - IoU) on the non-crowd training boxes scaled as the letterbox resize to ``img`` scales them
     (the boxes ``odkit anchors --img img`` clusters); other values are ``w,h, w,h, ...`` pixels."""
-    from odkit.cli.anchors import letterbox_wh
+    from odkit.data.stats import letterbox_wh
     from odkit.models.families.yolov3 import model_anchors
     from odkit.ops.kmeans import anchor_metrics
 

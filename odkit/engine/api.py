@@ -10,8 +10,8 @@ import torch
 from odkit.engine.config import TrainConfig
 from odkit.engine.predictor import Predictor, build_from_meta
 from odkit.engine.trainer import TrainResult
-from odkit.engine.weights import load_weights
 from odkit.errors import OdkitError
+from odkit.weights.format import load_weights
 
 
 def train(data: str | Path | TrainConfig | None = None, callbacks: dict[str, Any] | None = None,

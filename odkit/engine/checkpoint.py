@@ -9,9 +9,7 @@ strings), so it loads without unpickling arbitrary objects. RNG states of ``rand
 from __future__ import annotations
 
 import logging
-import os
 import random
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,34 +18,9 @@ import numpy as np
 import torch
 
 from odkit.errors import OdkitError
+from odkit.weights.format import atomic_write_bytes
 
 log = logging.getLogger(__name__)
-
-
-def atomic_write_bytes(path: str | Path, write: Any) -> None:
-    """Write a file atomically: ``write(fileobj)`` into a temp file in the same directory, fsync,
-    then rename over ``path`` (a crash leaves either the old or the new file, never half of one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """Starting a run from existing weights: fine-tuning (``--weights``), backbone-only weights
 (``--pretrained-backbone``) and frozen parts (``--freeze``).
 
-- odkit weights (``.safetensors`` + sidecar) are read with :func:`odkit.engine.weights.load_weights`,
+- odkit weights (``.safetensors`` + sidecar) are read with :func:`odkit.weights.format.load_weights`,
   which refuses pickles without opening them; foreign checkpoints (``--from yolox|torchvision``) go
   through :func:`odkit.weights.import_weights` / :func:`odkit.weights.load_backbone`, which read
   pickles only with ``torch.load(weights_only=True)``.
@@ -82,7 +82,7 @@ def weights_model(path: str | Path, source: str | None) -> str | None:
     """The zoo model odkit weights at ``path`` were saved as (``None`` for foreign checkpoints)."""
     if source:
         return None
-    from odkit.engine.weights import load_weights
+    from odkit.weights.format import load_weights
 
     return str(load_weights(path)[1]["model"])
 
@@ -91,7 +91,7 @@ def read_source(path: str | Path, source: str | None, model: str) -> SourceWeigh
     """Read ``--weights``: odkit weights (``source`` None) or a foreign checkpoint imported into
     ``model``. Pickles are never unpickled beyond ``weights_only``; odkit weights refuse them."""
     if not source:
-        from odkit.engine.weights import load_weights
+        from odkit.weights.format import load_weights
 
         state, meta = load_weights(path)
         names = meta.get("class_names")
@@ -197,7 +197,7 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path, source: str | N
         kept = [t for _, t in report.mapped]
         return InitReport(str(path), f"backbone ({source})", kept, [], list(report.unexpected),
                           "neck and head keep their initialisation")
-    from odkit.engine.weights import load_weights
+    from odkit.weights.format import load_weights
 
     state, _ = load_weights(path)
     target = backbone.state_dict()

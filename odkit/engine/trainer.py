@@ -39,8 +39,8 @@ from odkit.engine.recipe import Resolved, complete
 from odkit.engine.run_outputs import append_csv, early_plots, final_outputs
 from odkit.engine.rundir import find_resume_checkpoint
 from odkit.engine.trainer_setup import TrainerSetup
-from odkit.engine.weights import save_weights
 from odkit.errors import OdkitError
+from odkit.weights.format import save_weights
 
 log = logging.getLogger(__name__)
 
@@ -449,7 +449,7 @@ class Trainer(TrainerSetup):
         cfg = self.cfg
         preds = self.best_preds
         if preds is None and best.exists():
-            from odkit.engine.weights import load_weights
+            from odkit.weights.format import load_weights
 
             sd, _ = load_weights(best)
             model = self._eval_module()

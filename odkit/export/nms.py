@@ -12,55 +12,19 @@ IoU arithmetic, so the kept set is the same and only the upstream box/score roun
 differ. (One corner is not pinned: when more than ``pre_topk`` candidates pass and the
 ``pre_topk``-th and next score are exactly equal, the runtime's TopK picks which one enters.)
 
-Greedy NMS is computed as the unique fixed point of
-``keep[j] = valid[j] and not any(keep[i] and suppresses[i, j] for i before j)`` reached by iterating
-from ``keep = valid``; the loop runs until nothing changes (an ONNX ``Loop``), and a converged image
-stays unchanged while the other images of the batch converge, so every image of a batch gets exactly
-what it gets alone.
+Greedy NMS is :func:`odkit.ops.nms_fixed.sorted_nms_keep` (class-wise), a fixed point that needs no
+data-dependent shapes, so every image of a batch gets exactly what it gets alone.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import torch
 from torch import Tensor, nn
 
 from odkit.errors import ConfigError
+from odkit.ops.nms_fixed import iou_threshold_f32, sorted_nms_keep
 
-__all__ = ["ExportNMS", "greedy_fixed_point", "iou_threshold_f32"]
-
-IOU_EPS = 1e-7  # union clamp, the same as odkit.ops (DEFAULT_EPS)
-
-
-def _greedy_fixed_point(sup: Tensor, valid: Tensor) -> Tensor:
-    """Greedy NMS keep mask ``[B, K]`` from ``sup [B, K, K]`` (bool, ``sup[b, i, j]``: candidate ``i``
-    suppresses ``j``; only ``i < j`` set) and ``valid [B, K]`` (bool). Loops until the fixed point."""
-    keep = valid
-    supf = sup.to(torch.float32)
-    go = torch.tensor(True)
-    while bool(go):
-        # number of kept candidates suppressing each j; exact in float32 (sums of 0/1, K << 2**24)
-        hits = torch.bmm(keep.to(torch.float32).unsqueeze(1), supf)[:, 0, :]
-        new = torch.logical_and(valid, hits == 0.0)
-        go = torch.ne(new, keep).any()
-        keep = new
-    return keep
-
-
-def iou_threshold_f32(thr: float) -> float:
-    """The float32 ``t`` with ``iou > t`` (float32) iff ``iou > thr`` (float64), the comparison rule of
-    ``odkit.ops.nms``: ``thr`` rounded down to a float32."""
-    t = torch.tensor(thr, dtype=torch.float32)
-    if float(t) > thr:
-        t = torch.nextafter(t, torch.tensor(float("-inf")))
-    return float(t)
-
-
-# Scripted (not traced) so that the data-dependent loop becomes an ONNX Loop when the module is exported.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    greedy_fixed_point = torch.jit.script(_greedy_fixed_point)
+__all__ = ["ExportNMS"]
 
 
 class ExportNMS(nn.Module):
@@ -112,23 +76,10 @@ class ExportNMS(nn.Module):
         else:
             cand = torch.gather(boxes, 1, rows.unsqueeze(2).expand(-1, -1, 4))  # [B, K, 4]
 
-        # pairwise IoU with the arithmetic of odkit.ops.nms (bit-identical float32 results)
-        x1, y1, x2, y2 = cand[..., 0], cand[..., 1], cand[..., 2], cand[..., 3]
-        areas = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
-        iw = (
-            torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :])
-        ).clamp(min=0)
-        ih = (
-            torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :])
-        ).clamp(min=0)
-        inter = iw * ih
-        union = (areas[:, :, None] + areas[:, None, :] - inter).clamp(min=IOU_EPS)
-        pos = torch.arange(k, device=boxes.device)
-        later = pos[:, None] < pos[None, :]
-        sup = (inter / union > self.iou_thr_f32) & (labels[:, :, None] == labels[:, None, :]) & later[None]
-        keep = greedy_fixed_point(sup, valid)
+        keep = sorted_nms_keep(cand, valid, self.iou_thr_f32, labels)  # class-wise greedy NMS
 
         # the first max_det kept candidates, in order
+        pos = torch.arange(k, device=boxes.device)
         m = min(self.max_det, k)
         key = keep.to(torch.float32) * (k - pos).to(torch.float32)[None]
         sel = torch.topk(key, m, dim=1, largest=True, sorted=True)[1]

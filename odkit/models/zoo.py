@@ -1,6 +1,6 @@
 """Named models: ``build("yolox-nano", num_classes=3)``, ``available()``, ``from_config(cfg)``, ``recipe(name)``.
 
-Every entry of ``MODELS`` is a :class:`ModelSpec`: a plain builder function plus the model's defaults
+Every entry of ``MODELS`` is a :class:`~odkit.models.spec.ModelSpec`: a plain builder function plus the model's defaults
 (input size, prediction settings, training recipe). Every built model gets a JSON-serialisable
 ``model.config`` (name, num_classes, class_names, img_size and any overrides) that ``from_config``
 turns back into the same architecture. Detector families live in ``odkit/models/families/`` (one
@@ -10,43 +10,17 @@ file each); adding one is a builder there plus its entries here.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from odkit.errors import ConfigError
 from odkit.models.detector import Detector
 from odkit.models.families import dense, rcnn, ssd, yolov3, yolox
+from odkit.models.spec import ModelSpec
 
 # Overrides every model accepts (handled here, not by the builders): in-model input format and
 # prediction defaults.
 INPUT_KEYS = ("pixel_mean", "pixel_std", "input_bgr")
 POSTPROCESS_KEYS = ("conf_thr", "iou_thr", "max_det", "pre_topk")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A zoo entry.
-
-    Attributes:
-        builder: ``builder(num_classes, **overrides) -> Detector``.
-        img_size: default square input size in pixels (training and inference).
-        postprocess: prediction defaults (``conf_thr``, ``pre_topk`` per level, ``iou_thr``,
-            ``max_det``): the reference implementation's values.
-        recipe: training defaults, as ``TrainConfig`` field values (optimizer, lr, schedule,
-            warm-up, augmentation, no-augmentation tail, ...); ``odkit train`` flags override them.
-        family: detector family name (for listings).
-        resize: how images reach the input size, ``"letterbox"`` or ``"stretch"`` (plain resize, SSD);
-            stored in ``model.config`` when not letterbox.
-        size_divisor: what input sides must be multiples of (the built model's ``size_divisor``).
-    """
-
-    builder: Callable[..., Detector]
-    img_size: int
-    postprocess: Mapping[str, Any] = field(default_factory=dict)
-    recipe: Mapping[str, Any] = field(default_factory=dict)
-    family: str = ""
-    resize: str = "letterbox"
-    size_divisor: int = 32
 
 
 def _with(builder: Callable[..., Detector], **defaults: Any) -> Callable[..., Detector]:

@@ -19,13 +19,22 @@ from odkit.ops.boxes import (
 )
 from odkit.ops.coders import DeltaXYWHCoder, DistanceCoder, YOLOCoder
 from odkit.ops.nms import batched_nms, diou_nms, matrix_nms, multiclass_nms, nms, soft_nms
-from odkit.ops.priors import AnchorGenerator, grid_points, ssd300_priors, ssd_priors
+from odkit.ops.priors import (
+    AnchorGenerator,
+    DefaultBoxes,
+    YOLOAnchorGenerator,
+    grid_points,
+    ssd300_priors,
+    ssd_priors,
+)
 from odkit.ops.roi import map_roi_levels, multiscale_roi_align, roi_align, roi_pool
 
 __all__ = [
     "AnchorGenerator",
+    "DefaultBoxes",
     "DeltaXYWHCoder",
     "DistanceCoder",
+    "YOLOAnchorGenerator",
     "YOLOCoder",
     "grid_points",
     "map_roi_levels",

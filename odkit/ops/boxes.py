@@ -32,6 +32,7 @@ __all__ = [
     "cxcywh_to_xyxy",
     "distance_box_iou",
     "generalized_box_iou",
+    "rescale_boxes",
     "xywh_to_xyxy",
     "xyxy_to_cxcywh",
     "xyxy_to_xywh",
@@ -119,6 +120,15 @@ def clip_boxes(boxes: Tensor, size_hw: tuple[int | float, int | float] | Tensor)
     x = boxes[..., 0::2].clamp(0, w)
     y = boxes[..., 1::2].clamp(0, h)
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
+
+
+def rescale_boxes(boxes: Tensor, factor: float) -> Tensor:
+    """xyxy boxes ``[..., 4]`` scaled by ``factor`` about their centres (returned as they are for 1)."""
+    if factor == 1.0:
+        return boxes
+    c = (boxes[..., :2] + boxes[..., 2:]) * 0.5
+    half = (boxes[..., 2:] - boxes[..., :2]) * (0.5 * factor)
+    return torch.cat((c - half, c + half), dim=-1)
 
 
 # ----------------------------------------------------------------------------- IoU family

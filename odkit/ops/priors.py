@@ -1,4 +1,5 @@
-"""Priors: anchor boxes (Faster R-CNN / RetinaNet / FPN), SSD300 default boxes, anchor-free points.
+"""Priors: anchor boxes (Faster R-CNN / RetinaNet / FPN), YOLO anchors, SSD default boxes (torchvision's
+``DefaultBoxGenerator`` rule and the SSD300 paper configuration), anchor-free points.
 
 Anchors are xyxy float32 in input-image pixels, ordered location-major: for a level of size
 ``H x W`` with ``A`` anchors per location, row ``(y * W + x) * A + a``, matching a head output
@@ -10,12 +11,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from odkit.errors import ConfigError
 
-__all__ = ["AnchorGenerator", "grid_points", "ssd300_priors", "ssd_priors"]
+__all__ = [
+    "YOLOV3_ANCHORS",
+    "YOLOV3_TINY_ANCHORS",
+    "AnchorGenerator",
+    "DefaultBoxes",
+    "YOLOAnchorGenerator",
+    "grid_points",
+    "parse_anchors",
+    "ssd300_priors",
+    "ssd_priors",
+]
 
 
 class AnchorGenerator:
@@ -131,6 +143,48 @@ def grid_points(
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1).to(dtype)
 
 
+# darknet's yolov3.cfg / yolov3-tiny.cfg anchors (w, h) in pixels at 416, sorted by area.
+YOLOV3_ANCHORS = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326))
+YOLOV3_TINY_ANCHORS = ((10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319))
+
+
+def parse_anchors(anchors: str | Sequence[float] | Sequence[Sequence[float]], num_levels: int) -> list[list[float]]:
+    """Anchors as ``[[w, h], ...]`` pixels sorted by area, from pairs, a flat list or the text printed by
+    ``odkit anchors`` (``"10,13, 16,30, ..."``). The count must be a positive multiple of ``num_levels``
+    (the smallest third / half go to the finest level). Raises ``ConfigError`` naming ``anchors``."""
+    try:
+        if isinstance(anchors, str):
+            flat = [float(v) for v in anchors.replace(";", ",").replace(" ", ",").split(",") if v.strip()]
+        else:
+            flat = [float(v) for item in anchors for v in (item if isinstance(item, Sequence) else [item])]
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"anchors: expected numbers 'w,h, w,h, ...', got {anchors!r} ({e})") from None
+    if len(flat) % 2 or not flat:
+        raise ConfigError(f"anchors: expected (w, h) pairs, got {len(flat)} numbers: {anchors!r}")
+    pairs = [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
+    if any(w <= 0 or h <= 0 or not math.isfinite(w * h) for w, h in pairs):
+        raise ConfigError(f"anchors: widths and heights must be positive, got {pairs}")
+    if len(pairs) % num_levels:
+        raise ConfigError(f"anchors: {len(pairs)} anchors do not split evenly over {num_levels} levels")
+    return sorted(pairs, key=lambda p: p[0] * p[1])
+
+
+class YOLOAnchorGenerator(AnchorGenerator):
+    """Anchors given as explicit ``(w, h)`` per level (``anchors[level] = [[w, h], ...]``), centred on
+    the cells (offset 0.5), as darknet and MMDetection's ``YOLOAnchorGenerator`` place them."""
+
+    def __init__(self, anchors: Sequence[Sequence[Sequence[float]]], strides: Sequence[int]) -> None:
+        if len(anchors) != len(strides):
+            raise ConfigError(f"YOLOAnchorGenerator: {len(anchors)} anchor groups but {len(strides)} strides")
+        self.strides = [int(s) for s in strides]
+        self.offset = 0.5
+        self.round_base = False
+        self.sizes, self.ratios, self.scales = [], [], [1.0]
+        self.wh = [[[float(w), float(h)] for w, h in level] for level in anchors]
+        self.base_anchors = [torch.tensor([[-w / 2, -h / 2, w / 2, h / 2] for w, h in level], dtype=torch.float32)
+                             for level in self.wh]
+
+
 # SSD300 (Liu et al. 2016, the reference ssd.pytorch / MMDetection VOC configuration)
 SSD300_CONFIG = {
     "image_size": 300,
@@ -192,3 +246,69 @@ def ssd_priors(
 def ssd300_priors(clip: bool = True, fmt: str = "cxcywh") -> Tensor:
     """The 8732 SSD300 default boxes (see :func:`ssd_priors`; default normalised ``cxcywh``)."""
     return ssd_priors(clip=clip, fmt=fmt, **SSD300_CONFIG)  # type: ignore[arg-type]
+
+
+class DefaultBoxes:
+    """SSD default boxes, torchvision's ``DefaultBoxGenerator`` rule.
+
+    Level ``k`` of an ``H x W`` input has scale ``s_k`` (``scales``, or ``min_ratio`` .. ``max_ratio``
+    evenly over the levels followed by 1.0): per location a square ``s_k``, a square
+    ``sqrt(s_k s_{k+1})`` and, per aspect ratio ``a``, ``(s_k sqrt(a), s_k / sqrt(a))`` and its
+    transpose (widths/heights relative to the input, clipped to 1 when ``clip``). Centres are at
+    ``(j + 0.5) * step_k`` pixels (``steps``), or ``(j + 0.5) / f_k`` of the input without steps.
+    Boxes are xyxy input pixels (not clipped to the image), location-major within a level.
+    """
+
+    def __init__(
+        self,
+        aspect_ratios: Sequence[Sequence[float]],
+        scales: Sequence[float] | None = None,
+        min_ratio: float = 0.15,
+        max_ratio: float = 0.9,
+        steps: Sequence[float] | None = None,
+        clip: bool = True,
+    ) -> None:
+        n = len(aspect_ratios)
+        if scales is None:
+            scales = [min_ratio + (max_ratio - min_ratio) * k / (n - 1.0) for k in range(n)] + [1.0] if n > 1 \
+                else [min_ratio, max_ratio]
+        if len(scales) != n + 1:
+            raise ConfigError(f"DefaultBoxes: need {n + 1} scales for {n} levels, got {len(scales)}")
+        if steps is not None and len(steps) != n:
+            raise ConfigError(f"DefaultBoxes: need {n} steps, got {len(steps)}")
+        self.aspect_ratios = [list(a) for a in aspect_ratios]
+        self.scales = [float(s) for s in scales]
+        self.steps = None if steps is None else [float(s) for s in steps]
+        self.clip = bool(clip)
+        self.wh = []
+        for k in range(n):
+            s, s_next = self.scales[k], self.scales[k + 1]
+            pairs = [(s, s), (math.sqrt(s * s_next),) * 2]
+            for a in self.aspect_ratios[k]:
+                r = math.sqrt(a)
+                pairs += [(s * r, s / r), (s / r, s * r)]
+            wh = np.array(pairs, dtype=np.float64)
+            self.wh.append(wh.clip(0, 1) if self.clip else wh)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.aspect_ratios)
+
+    def num_anchors_per_location(self) -> list[int]:
+        return [2 + 2 * len(a) for a in self.aspect_ratios]
+
+    def __call__(self, level_sizes: Sequence[tuple[int, int]], input_hw: tuple[int, int],
+                 device: torch.device | str | None = None) -> Tensor:
+        """Default boxes ``[A, 4]`` xyxy input pixels (float32) for feature maps of ``level_sizes``."""
+        if len(level_sizes) != self.num_levels:
+            raise ConfigError(f"DefaultBoxes: {len(level_sizes)} feature maps for {self.num_levels} levels")
+        h_in, w_in = float(input_hw[0]), float(input_hw[1])
+        size = np.array([w_in, h_in])
+        out = []
+        for k, (fh, fw) in enumerate(level_sizes):  # numpy: a constant when traced for export
+            fx, fy = (w_in / self.steps[k], h_in / self.steps[k]) if self.steps else (float(fw), float(fh))
+            xx, yy = np.meshgrid((np.arange(fw) + 0.5) / fx, (np.arange(fh) + 0.5) / fy)
+            ctr = np.stack([xx.reshape(-1), yy.reshape(-1)], 1)[:, None, :]  # [HW, 1, 2]
+            wh = self.wh[k][None]  # [1, A_k, 2]
+            out.append(np.concatenate([(ctr - 0.5 * wh) * size, (ctr + 0.5 * wh) * size], -1).reshape(-1, 4))
+        return torch.from_numpy(np.concatenate(out).astype(np.float32)).to(device)

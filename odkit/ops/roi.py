@@ -1,21 +1,27 @@
-"""RoI pooling (Fast R-CNN RoIPool), RoIAlign and FPN level mapping, vectorised in pure PyTorch.
+"""RoI pooling (Fast R-CNN RoIPool), RoIAlign, FPN level mapping and the one multi-level RoIAlign,
+vectorised in pure PyTorch.
 
 RoIs are ``[K, 5]`` float tensors ``(batch_index, x1, y1, x2, y2)`` in input-image pixels; a
 feature map of stride ``s`` is addressed with ``spatial_scale = 1 / s``. Outputs are
 ``[K, C, out_h, out_w]``. Semantics follow torchvision / Detectron2 exactly (see each function).
+:func:`multiscale_roi_align` also takes per-image padded boxes ``[B, P, 4]`` and then runs the
+fixed-shape, exportable kernel of :mod:`odkit.ops.roi_grid`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from odkit.errors import ConfigError
+from odkit.ops.boxes import rescale_boxes
+from odkit.ops.roi_grid import batched_roi_align
 from odkit.ops.roi_sampling import roi_align_taps
 
-__all__ = ["map_roi_levels", "multiscale_roi_align", "roi_align", "roi_pool"]
+__all__ = ["fpn_levels", "map_roi_levels", "multiscale_roi_align", "roi_align", "roi_pool"]
 
 _CHUNK_ELEMS = 1 << 24  # max elements of the per-chunk sample tensor (bounds memory)
 
@@ -173,35 +179,69 @@ def map_roi_levels(
     return (lvl.clamp(min=k_min, max=k_max) - k_min).long()
 
 
+def fpn_levels(strides: Sequence[int], owner: str = "multiscale_roi_align") -> tuple[int, int]:
+    """``(k_min, k_max)``, the FPN levels ``log2(stride)`` of the first and last map; ``ConfigError``
+    (naming ``owner``) unless ``strides`` are increasing consecutive powers of two."""
+    levels = [math.log2(s) if s > 0 else -1.0 for s in strides]
+    k = [round(lv) for lv in levels]
+    if not k or any(abs(lv - r) > 1e-6 for lv, r in zip(levels, k)) or k != list(range(k[0], k[0] + len(k))):
+        raise ConfigError(f"{owner}: strides must be increasing consecutive powers of two, got {list(strides)}")
+    return k[0], k[-1]
+
+
 def multiscale_roi_align(
-    features: list[Tensor],
+    features: Sequence[Tensor],
     rois: Tensor,
-    strides: list[int],
+    strides: Sequence[int],
     output_size: int | tuple[int, int],
     sampling_ratio: int = 0,
     aligned: bool = True,
     canonical_scale: float = 224.0,
     canonical_level: int = 4,
+    scale_factor: float = 1.0,
 ) -> Tensor:
     """RoIAlign from an FPN: each RoI is pooled from the level chosen by :func:`map_roi_levels`.
 
-    ``features[i]`` has stride ``strides[i]`` (powers of two, increasing); levels are
-    ``log2(stride)``. Returns ``[K, C, out_h, out_w]``.
+    ``features[i]`` has stride ``strides[i]`` (increasing consecutive powers of two); levels are
+    ``log2(stride)``. ``scale_factor`` enlarges the pooled boxes about their centres after the level
+    is chosen (Double-Head's regression RoIs). Two forms, equal for ``sampling_ratio > 0``:
+
+    - ``rois`` ``[K, 5]`` (batch index, xyxy px) -> ``[K, C, out_h, out_w]``: each level pools only
+      its own RoIs with :func:`roi_align` (eager; any ``sampling_ratio``).
+    - ``rois`` ``[B, P, 4]`` (xyxy px per image) -> ``[B, P, C, out_h, out_w]``: every level pools
+      every box with :func:`odkit.ops.roi_grid.batched_roi_align` and the box's own level is
+      selected, a fixed-shape graph (ONNX export with a dynamic batch; ``sampling_ratio > 0``).
     """
     if len(features) != len(strides) or not features:
         raise ConfigError(f"multiscale_roi_align: {len(features)} feature maps but {len(strides)} strides")
-    levels = [math.log2(s) for s in strides]
-    if any(abs(lv - round(lv)) > 1e-6 for lv in levels) or sorted(levels) != levels:
-        raise ConfigError(f"multiscale_roi_align: strides must be increasing powers of two, got {strides}")
-    k_min, k_max = round(levels[0]), round(levels[-1])
-    if k_max - k_min + 1 != len(strides):
-        raise ConfigError(f"multiscale_roi_align: strides must be consecutive powers of two, got {strides}")
+    k_min, k_max = fpn_levels(strides)
+    if rois.dim() == 3:
+        return _multiscale_fixed(features, rois, strides, (k_min, k_max), output_size, sampling_ratio, aligned,
+                                 (canonical_scale, canonical_level), scale_factor)
     oh, ow = _pair(output_size)
     c = features[0].shape[1]
     lvl = map_roi_levels(rois, k_min, k_max, canonical_scale, canonical_level)
+    boxes = rois if scale_factor == 1.0 else torch.cat((rois[:, :1], rescale_boxes(rois[:, 1:], scale_factor)), 1)
     out = features[0].new_zeros(rois.shape[0], c, oh, ow)
     for i, (feat, stride) in enumerate(zip(features, strides)):
         sel = (lvl == i).nonzero().squeeze(1)
         if sel.numel():
-            out[sel] = roi_align(feat, rois[sel], (oh, ow), 1.0 / stride, sampling_ratio, aligned)
+            out[sel] = roi_align(feat, boxes[sel], (oh, ow), 1.0 / stride, sampling_ratio, aligned)
+    return out
+
+
+def _multiscale_fixed(features: Sequence[Tensor], boxes: Tensor, strides: Sequence[int], k_range: tuple[int, int],
+                      output_size: int | tuple[int, int], sampling_ratio: int, aligned: bool,
+                      canonical: tuple[float, int], scale_factor: float) -> Tensor:
+    """The ``[B, P, 4]`` form of :func:`multiscale_roi_align` -> ``[B, P, C, oh, ow]``."""
+    if boxes.shape[-1] != 4:
+        raise ConfigError(f"multiscale_roi_align: boxes must be [B, P, 4] or rois [K, 5], got {tuple(boxes.shape)}")
+    b, p = boxes.shape[:2]
+    lvl = map_roi_levels(boxes.reshape(-1, 4), *k_range, *canonical).view(b, p)
+    boxes = rescale_boxes(boxes, scale_factor)
+    out = None
+    for i, (feat, s) in enumerate(zip(features, strides)):
+        pooled = batched_roi_align(feat, boxes, output_size, 1.0 / s, sampling_ratio, aligned)
+        pooled = pooled * (lvl == i).to(pooled.dtype)[:, :, None, None, None]
+        out = pooled if out is None else out + pooled
     return out

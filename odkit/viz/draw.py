@@ -1,16 +1,15 @@
-"""Drawing boxes on images, image grids, and a grid preview of a data set (OpenCV, RGB uint8)."""
+"""Drawing boxes on images and image grids (OpenCV, RGB uint8). Knows nothing of data sets: the
+data set previews that use it are in :mod:`odkit.data.preview`."""
 
 from __future__ import annotations
 
 import colorsys
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from odkit.data.structures import AnnotationSet
-from odkit.errors import ConfigError, DataError
+from odkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -127,60 +126,3 @@ def image_grid(
         y, x = pad + r * (ch + pad), pad + c * (cw + pad)
         grid[y : y + im.shape[0], x : x + im.shape[1]] = im
     return grid
-
-
-def _fit(
-    image: np.ndarray, side: int, background: tuple[int, int, int] = (114, 114, 114)
-) -> tuple[np.ndarray, float, int, int]:
-    """Letterbox ``image`` into ``side x side``: (canvas, scale, dx, dy)."""
-    import cv2
-
-    h, w = image.shape[:2]
-    r = side / max(h, w)
-    nw, nh = max(1, int(round(w * r))), max(1, int(round(h * r)))
-    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
-    canvas = np.empty((side, side, 3), np.uint8)
-    canvas[:] = np.asarray(background, np.uint8)
-    dx, dy = (side - nw) // 2, (side - nh) // 2
-    canvas[dy : dy + nh, dx : dx + nw] = resized
-    return canvas, r, dx, dy
-
-
-def dataset_grid(
-    aset: AnnotationSet,
-    out_png: str | Path,
-    n: int = 16,
-    seed: int = 0,
-    cols: int = 4,
-    max_side: int = 320,
-) -> Path:
-    """Write a PNG grid of ``n`` randomly chosen images (seeded) with their boxes and class names.
-
-    Each image is letterboxed into a ``max_side`` square cell; the grid has ``min(cols, k)``
-    columns for the ``k = min(n, len(aset))`` images shown, 4 px padding (see
-    :func:`image_grid`). Returns the path written.
-    """
-    import cv2
-
-    if len(aset) == 0:
-        raise DataError(f"dataset_grid: the data set at {aset.root} has no images")
-    if n < 1:
-        raise ConfigError(f"dataset_grid: n must be at least 1, got {n}")
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(aset), size=min(n, len(aset)), replace=False)
-    cells = []
-    for i in idx:
-        rec = aset[int(i)]
-        bgr = cv2.imread(str(rec.path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DataError(f"dataset_grid: cannot read image {rec.path}")
-        canvas, r, dx, dy = _fit(bgr[:, :, ::-1], max_side)
-        boxes = rec.boxes.astype(np.float64) * r + np.array([dx, dy, dx, dy])
-        cells.append(draw_boxes(canvas, boxes, rec.labels, aset.class_names))
-    grid = image_grid(cells, cols)
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), np.ascontiguousarray(grid[:, :, ::-1])):
-        raise DataError(f"dataset_grid: cannot write {out}")
-    log.debug("dataset_grid: %d images -> %s", len(cells), out)
-    return out

@@ -151,7 +151,7 @@ def _source_info(src: Any, source: str) -> dict[str, Any]:
 
 def _write(report: ImportReport, out: str | Path, model_name: str, img_size: Any, src: Any, source: str,
            class_names: Any, epochs: int | None = None) -> Path:
-    from odkit.engine.weights import save_weights
+    from odkit.weights.format import save_weights
 
     config = dict(getattr(report.model, "config", {}) or {})
     meta = {
@@ -166,7 +166,7 @@ def _write(report: ImportReport, out: str | Path, model_name: str, img_size: Any
     if epochs is not None:
         meta["epoch"] = int(epochs)  # completed training epochs, as the source's checkpoint states them
     path = save_weights(out, report.state_dict, meta)
-    # odkit.engine.weights.load_weights takes a file whose first bytes are 0x80 or "PK" for a pickle;
+    # odkit.weights.format.load_weights takes a file whose first bytes are 0x80 or "PK" for a pickle;
     # a safetensors header length can start that way, so grow the metadata until it does not.
     for k in range(1, 65):
         with open(path, "rb") as f:

@@ -21,6 +21,7 @@ from odkit.models.heads.gfl_head import GFLHead
 from odkit.models.heads.retinanet_head import RetinaNetHead, retinanet_anchors
 from odkit.models.necks.fpn import FPN
 from odkit.models.necks.slim_pan import SlimPAN
+from odkit.models.spec import ModelSpec
 from odkit.ops.priors import AnchorGenerator
 
 HEADS: dict[str, type[nn.Module]] = {"retinanet": RetinaNetHead, "fcos": FCOSHead, "atss": ATSSHead, "gfl": GFLHead}
@@ -109,9 +110,7 @@ RECIPE_LITE = {
 }
 
 
-def _entry(family: str, size: str, **fixed: Any) -> Any:
-    from odkit.models.zoo import ModelSpec
-
+def _entry(family: str, size: str, **fixed: Any) -> ModelSpec:
     def builder(num_classes: int = 80, **kw: Any) -> Detector:
         return build_dense(num_classes, family, size, **{**fixed, **kw})
 
@@ -120,7 +119,7 @@ def _entry(family: str, size: str, **fixed: Any) -> Any:
     return ModelSpec(builder, 800 if size == "r50" else 416, POSTPROCESS[family], recipe, family)
 
 
-def models() -> dict[str, Any]:
+def models() -> dict[str, ModelSpec]:
     """Zoo entries of the dense families (``<family>-r50-fpn`` and ``<family>-lite``), and the light
     FCOS on MobileNetV2 (``fcos-mobilenetv2``: ``fcos-lite`` with ``backbone="mobilenetv2"``)."""
     out = {}

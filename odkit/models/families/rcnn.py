@@ -19,6 +19,7 @@ from torch import nn
 from odkit.errors import ConfigError
 from odkit.models.backbones.resnet import ResNet
 from odkit.models.detector import Detector
+from odkit.models.spec import ModelSpec
 from odkit.models.two_stage import RPN, DoubleHeadRoIHead, RoIHead, TwoStageHead
 from odkit.models.two_stage.fpn_pool import FPNMaxPool
 from odkit.ops.priors import AnchorGenerator
@@ -103,9 +104,7 @@ RECIPE_MOBILE = {
 }
 
 
-def _spec(img: int, recipe: dict[str, Any], family: str, **defaults: Any) -> Any:
-    from odkit.models.zoo import ModelSpec
-
+def _spec(img: int, recipe: dict[str, Any], family: str, **defaults: Any) -> ModelSpec:
     def builder(num_classes: int = 80, **kw: Any) -> Detector:
         return build_rcnn(num_classes, **{**defaults, **kw})
 
@@ -113,7 +112,7 @@ def _spec(img: int, recipe: dict[str, Any], family: str, **defaults: Any) -> Any
     return ModelSpec(builder, img, POSTPROCESS, recipe, family)
 
 
-def models() -> dict[str, Any]:
+def models() -> dict[str, ModelSpec]:
     """Zoo entries: ``fasterrcnn-r50-fpn``, ``fasterrcnn-mobilenetv3-fpn``, ``doublehead-r50-fpn``."""
     return {
         "fasterrcnn-r50-fpn": _spec(800, RECIPE_R50, "fasterrcnn", backbone="r50"),

@@ -27,7 +27,9 @@ from torch import nn
 from odkit.models.backbones.mobilenet_v3 import MobileNetV3
 from odkit.models.backbones.vgg import VGG
 from odkit.models.detector import Detector
-from odkit.models.heads.ssd_head import DefaultBoxes, SSDHead, _normal, _xavier
+from odkit.models.heads.ssd_head import SSDHead, _normal, _xavier
+from odkit.models.spec import ModelSpec
+from odkit.ops.priors import DefaultBoxes
 
 # torchvision's input formats ([0, 1] units): SSD300 0-255 minus the mean, SSDLite [-1, 1]
 SSD300_INPUT = {"pixel_mean": (0.48235, 0.45882, 0.40784), "pixel_std": (1 / 255.0,) * 3}
@@ -161,10 +163,8 @@ RECIPE = {
 RECIPES = {"vgg16": RECIPE, "mobilenetv3": {**RECIPE, "aug": {"photometric_prob": 0.0, "expand_prob": 0.0}}}
 
 
-def models() -> dict[str, Any]:
+def models() -> dict[str, ModelSpec]:
     """Zoo entries ``ssd300-vgg16`` and ``ssdlite320-mobilenetv3``."""
-    from odkit.models.zoo import ModelSpec
-
     def entry(arch: str, img: int, divisor: int) -> ModelSpec:
         def builder(num_classes: int = 80, **kw: Any) -> Detector:
             return build_ssd(num_classes, arch, **kw)

@@ -17,8 +17,10 @@ from odkit.assign.registry import make_assigner
 from odkit.errors import ConfigError
 from odkit.models.backbones.darknet import Darknet53, DarknetTiny
 from odkit.models.detector import Detector
-from odkit.models.heads.yolov3_head import YOLOV3_ANCHORS, YOLOV3_TINY_ANCHORS, YOLOv3Head, parse_anchors
+from odkit.models.heads.yolov3_head import YOLOv3Head
 from odkit.models.necks.yolov3_neck import YOLOv3Neck, YOLOv3TinyNeck
+from odkit.models.spec import ModelSpec
+from odkit.ops.priors import YOLOV3_ANCHORS, YOLOV3_TINY_ANCHORS, parse_anchors
 
 # Input of darknet's YOLOv3: RGB in [0, 1], no mean / std.
 PIXEL_MEAN = (0.0, 0.0, 0.0)
@@ -95,10 +97,8 @@ def model_anchors(value: str, model: str, wh: np.ndarray | None = None) -> list[
     return parse_anchors(value, levels)
 
 
-def models() -> dict[str, Any]:
+def models() -> dict[str, ModelSpec]:
     """Zoo entries ``yolov3`` (416 px) and ``yolov3-tiny`` (416 px)."""
-    from odkit.models.zoo import ModelSpec
-
     return {
         "yolov3": ModelSpec(build_yolov3, 416, POSTPROCESS, RECIPE, "yolov3"),
         "yolov3-tiny": ModelSpec(build_yolov3_tiny, 416, POSTPROCESS, RECIPE_TINY, "yolov3"),

@@ -14,119 +14,21 @@ Class layout: ``num_classes`` object classes and a separate background logit (``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from odkit.assign.base import GTBatch, Priors, empty_result, ignore_crowd
-from odkit.assign.result import IGNORE, NEGATIVE, AssignResult
+from odkit.assign.base import GTBatch
+from odkit.assign.result import IGNORE, NEGATIVE
+from odkit.assign.ssd import ssd_match
 from odkit.errors import ConfigError
 from odkit.losses.ssd import ssd_loss
-from odkit.ops import aligned_box_iou
 from odkit.ops.coders import DeltaXYWHCoder
+from odkit.ops.priors import DefaultBoxes
 
 SSD_VARIANCES = (0.1, 0.1, 0.2, 0.2)
-
-
-class DefaultBoxes:
-    """SSD default boxes, torchvision's ``DefaultBoxGenerator`` rule.
-
-    Level ``k`` of an ``H x W`` input has scale ``s_k`` (``scales``, or ``min_ratio`` .. ``max_ratio``
-    evenly over the levels followed by 1.0): per location a square ``s_k``, a square
-    ``sqrt(s_k s_{k+1})`` and, per aspect ratio ``a``, ``(s_k sqrt(a), s_k / sqrt(a))`` and its
-    transpose (widths/heights relative to the input, clipped to 1 when ``clip``). Centres are at
-    ``(j + 0.5) * step_k`` pixels (``steps``), or ``(j + 0.5) / f_k`` of the input without steps.
-    Boxes are xyxy input pixels (not clipped to the image), location-major within a level.
-    """
-
-    def __init__(
-        self,
-        aspect_ratios: Sequence[Sequence[float]],
-        scales: Sequence[float] | None = None,
-        min_ratio: float = 0.15,
-        max_ratio: float = 0.9,
-        steps: Sequence[float] | None = None,
-        clip: bool = True,
-    ) -> None:
-        n = len(aspect_ratios)
-        if scales is None:
-            scales = [min_ratio + (max_ratio - min_ratio) * k / (n - 1.0) for k in range(n)] + [1.0] if n > 1 \
-                else [min_ratio, max_ratio]
-        if len(scales) != n + 1:
-            raise ConfigError(f"DefaultBoxes: need {n + 1} scales for {n} levels, got {len(scales)}")
-        if steps is not None and len(steps) != n:
-            raise ConfigError(f"DefaultBoxes: need {n} steps, got {len(steps)}")
-        self.aspect_ratios = [list(a) for a in aspect_ratios]
-        self.scales = [float(s) for s in scales]
-        self.steps = None if steps is None else [float(s) for s in steps]
-        self.clip = bool(clip)
-        self.wh = []
-        for k in range(n):
-            s, s_next = self.scales[k], self.scales[k + 1]
-            pairs = [(s, s), (math.sqrt(s * s_next),) * 2]
-            for a in self.aspect_ratios[k]:
-                r = math.sqrt(a)
-                pairs += [(s * r, s / r), (s / r, s * r)]
-            wh = np.array(pairs, dtype=np.float64)
-            self.wh.append(wh.clip(0, 1) if self.clip else wh)
-
-    @property
-    def num_levels(self) -> int:
-        return len(self.aspect_ratios)
-
-    def num_anchors_per_location(self) -> list[int]:
-        return [2 + 2 * len(a) for a in self.aspect_ratios]
-
-    def __call__(self, level_sizes: Sequence[tuple[int, int]], input_hw: tuple[int, int],
-                 device: torch.device | str | None = None) -> Tensor:
-        """Default boxes ``[A, 4]`` xyxy input pixels (float32) for feature maps of ``level_sizes``."""
-        if len(level_sizes) != self.num_levels:
-            raise ConfigError(f"DefaultBoxes: {len(level_sizes)} feature maps for {self.num_levels} levels")
-        h_in, w_in = float(input_hw[0]), float(input_hw[1])
-        size = np.array([w_in, h_in])
-        out = []
-        for k, (fh, fw) in enumerate(level_sizes):  # numpy: a constant when traced for export
-            fx, fy = (w_in / self.steps[k], h_in / self.steps[k]) if self.steps else (float(fw), float(fh))
-            xx, yy = np.meshgrid((np.arange(fw) + 0.5) / fx, (np.arange(fh) + 0.5) / fy)
-            ctr = np.stack([xx.reshape(-1), yy.reshape(-1)], 1)[:, None, :]  # [HW, 1, 2]
-            wh = self.wh[k][None]  # [1, A_k, 2]
-            out.append(np.concatenate([(ctr - 0.5 * wh) * size, (ctr + 0.5 * wh) * size], -1).reshape(-1, 4))
-        return torch.from_numpy(np.concatenate(out).astype(np.float32)).to(device)
-
-
-def ssd_match(anchors: Tensor, gt: GTBatch, pos_iou_thr: float = 0.5) -> AssignResult:
-    """SSD matching: a prior whose best IoU with a gt is ``>= pos_iou_thr`` is matched to that gt (the
-    lowest gt index among equals); then every gt takes its own best prior (first maximum; only when
-    that IoU is above 0), overriding step 1. The rest is background; background priors at least half
-    inside a crowd box are ``IGNORE``. ``anchors`` ``[A, 4]`` xyxy pixels shared by the batch."""
-    b, a = gt.batch_size, int(anchors.shape[0])
-    if gt.max_gts == 0:
-        return empty_result(b, a, gt)
-    ious = aligned_box_iou(gt.boxes.float()[:, :, None, :], anchors.float()[None, None]).float()  # [B, G, A]
-    ious = torch.where(gt.valid[..., None], ious, torch.full((), -1.0, device=ious.device))
-    max_iou, argmax = ious.max(dim=1)
-    gt_inds = torch.where(max_iou >= pos_iou_thr, argmax, torch.full_like(argmax, NEGATIVE))
-    best_iou, best_prior = ious.max(dim=2)  # [B, G]
-    bi, gi = (gt.valid & (best_iou > 0)).nonzero(as_tuple=True)
-    gt_inds[bi, best_prior[bi, gi]] = gi
-    pos = gt_inds >= 0
-    idx = gt_inds.clamp(min=0)
-    labels = torch.where(pos, gt.labels.gather(1, idx), torch.full_like(idx, -1))
-    quality = torch.where(pos, ious.gather(1, idx[:, None]).squeeze(1), torch.zeros_like(max_iou))
-    result = AssignResult(gt_inds, labels, quality, gt.num_gts)
-    return ignore_crowd(result, _as_priors(anchors), gt)
-
-
-def _as_priors(anchors: Tensor) -> Priors:
-    a = int(anchors.shape[0])
-    dev = anchors.device
-    return Priors(points=(anchors[:, :2] + anchors[:, 2:]) * 0.5, strides=torch.ones(a, device=dev),
-                  levels=torch.zeros(a, dtype=torch.long, device=dev), num_per_level=[a],
-                  grid=torch.zeros(a, 2, device=dev), anchors=anchors)
 
 
 def _xavier(module: nn.Module) -> None:
@@ -156,7 +58,7 @@ class SSDHead(nn.Module):
             init std 0.03) instead of one 3x3 conv (Xavier init).
         norm: ``num_features -> module`` norm factory of the lite blocks.
         background_slot: class 0 is the background logit (torchvision's COCO weights).
-        pos_iou_thr: matching IoU (:func:`ssd_match`).
+        pos_iou_thr: matching IoU (:func:`odkit.assign.ssd.ssd_match`).
         neg_pos_ratio: negatives per positive kept by hard negative mining.
         box_beta: smooth L1 beta on the encoded offsets (0: L1).
     """

@@ -34,53 +34,13 @@ from odkit.assign.result import IGNORE
 from odkit.errors import ConfigError
 from odkit.models.heads.base import DenseHead, Flat, positives
 from odkit.nn import ConvBNAct
-from odkit.ops.priors import AnchorGenerator
+from odkit.ops.priors import YOLOV3_ANCHORS, YOLOAnchorGenerator, parse_anchors
 
-# darknet's yolov3.cfg / yolov3-tiny.cfg anchors (w, h) in pixels at 416, sorted by area.
-YOLOV3_ANCHORS = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326))
-YOLOV3_TINY_ANCHORS = ((10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319))
 MAX_LOG_WH = 10.0
-
-
-def parse_anchors(anchors: str | Sequence[float] | Sequence[Sequence[float]], num_levels: int) -> list[list[float]]:
-    """Anchors as ``[[w, h], ...]`` pixels sorted by area, from pairs, a flat list or the text printed by
-    ``odkit anchors`` (``"10,13, 16,30, ..."``). The count must be a positive multiple of ``num_levels``
-    (the smallest third / half go to the finest level). Raises ``ConfigError`` naming ``anchors``."""
-    try:
-        if isinstance(anchors, str):
-            flat = [float(v) for v in anchors.replace(";", ",").replace(" ", ",").split(",") if v.strip()]
-        else:
-            flat = [float(v) for item in anchors for v in (item if isinstance(item, Sequence) else [item])]
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"anchors: expected numbers 'w,h, w,h, ...', got {anchors!r} ({e})") from None
-    if len(flat) % 2 or not flat:
-        raise ConfigError(f"anchors: expected (w, h) pairs, got {len(flat)} numbers: {anchors!r}")
-    pairs = [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
-    if any(w <= 0 or h <= 0 or not math.isfinite(w * h) for w, h in pairs):
-        raise ConfigError(f"anchors: widths and heights must be positive, got {pairs}")
-    if len(pairs) % num_levels:
-        raise ConfigError(f"anchors: {len(pairs)} anchors do not split evenly over {num_levels} levels")
-    return sorted(pairs, key=lambda p: p[0] * p[1])
 
 
 def _logit(p: float) -> float:
     return -math.log((1.0 - p) / p)
-
-
-class YOLOAnchorGenerator(AnchorGenerator):
-    """Anchors given as explicit ``(w, h)`` per level (``anchors[level] = [[w, h], ...]``), centred on
-    the cells (offset 0.5), as darknet and MMDetection's ``YOLOAnchorGenerator`` place them."""
-
-    def __init__(self, anchors: Sequence[Sequence[Sequence[float]]], strides: Sequence[int]) -> None:
-        if len(anchors) != len(strides):
-            raise ConfigError(f"YOLOAnchorGenerator: {len(anchors)} anchor groups but {len(strides)} strides")
-        self.strides = [int(s) for s in strides]
-        self.offset = 0.5
-        self.round_base = False
-        self.sizes, self.ratios, self.scales = [], [], [1.0]
-        self.wh = [[[float(w), float(h)] for w, h in level] for level in anchors]
-        self.base_anchors = [torch.tensor([[-w / 2, -h / 2, w / 2, h / 2] for w, h in level], dtype=torch.float32)
-                             for level in self.wh]
 
 
 class YOLOv3Head(DenseHead):

@@ -27,10 +27,9 @@ from odkit.assign.max_iou import MaxIoUAssigner
 from odkit.assign.result import IGNORE
 from odkit.errors import ConfigError
 from odkit.models.two_stage.box_head import FastRCNNPredictor, TwoMLPHead
-from odkit.models.two_stage.roi_pool import multilevel_roi_align, rescale_boxes
 from odkit.models.two_stage.sampler import BalancedSampler
 from odkit.ops.coders import DeltaXYWHCoder
-from odkit.ops.roi import map_roi_levels, roi_align
+from odkit.ops.roi import fpn_levels, multiscale_roi_align
 
 Pool = Callable[[float], Tensor]  # scale_factor -> pooled RoI features [K, C, S, S]
 
@@ -81,9 +80,7 @@ class RoIHead(nn.Module):
         self.feature_indices = list(feature_indices) if feature_indices is not None else list(range(len(strides)))
         if len(self.feature_indices) != len(self.strides):
             raise ConfigError(f"RoIHead: {len(self.feature_indices)} feature_indices for {len(self.strides)} strides")
-        self.levels = [round(math.log2(s)) for s in self.strides]
-        if self.levels != list(range(self.levels[0], self.levels[0] + len(self.levels))):
-            raise ConfigError(f"RoIHead: strides must be consecutive powers of two, got {list(strides)}")
+        fpn_levels(self.strides, "RoIHead")
         self.roi_size = int(roi_size)
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
@@ -108,19 +105,12 @@ class RoIHead(nn.Module):
     def pool(self, feats: Sequence[Tensor], rois: Tensor, scale_factor: float = 1.0) -> Tensor:
         """RoIAlign of ``rois`` ``[K, 5]`` (batch index, xyxy px) -> ``[K, C, S, S]``; the level comes
         from the RoI, the pooled box is enlarged by ``scale_factor``."""
-        maps = self._maps(feats)
-        lvl = map_roi_levels(rois, self.levels[0], self.levels[-1], *self.canonical)
-        boxes = torch.cat((rois[:, :1], rescale_boxes(rois[:, 1:], scale_factor)), 1)
-        out = maps[0].new_zeros(rois.shape[0], maps[0].shape[1], self.roi_size, self.roi_size)
-        for i, (f, s) in enumerate(zip(maps, self.strides)):
-            sel = (lvl == i).nonzero().squeeze(1)
-            if sel.numel():
-                out[sel] = roi_align(f, boxes[sel], self.roi_size, 1.0 / s, self.sampling_ratio, self.aligned)
-        return out
+        return multiscale_roi_align(self._maps(feats), rois, self.strides, self.roi_size, self.sampling_ratio,
+                                    self.aligned, *self.canonical, scale_factor=scale_factor)
 
     def pool_batched(self, feats: Sequence[Tensor], boxes: Tensor, scale_factor: float = 1.0) -> Tensor:
-        """RoIAlign of padded boxes ``[B, P, 4]`` -> ``[B * P, C, S, S]`` (export-friendly)."""
-        out = multilevel_roi_align(self._maps(feats), boxes, self.strides, self.roi_size, self.sampling_ratio,
+        """RoIAlign of padded boxes ``[B, P, 4]`` -> ``[B * P, C, S, S]`` (fixed shapes, export-friendly)."""
+        out = multiscale_roi_align(self._maps(feats), boxes, self.strides, self.roi_size, self.sampling_ratio,
                                    self.aligned, *self.canonical, scale_factor=scale_factor)
         return out.flatten(0, 1)
 

@@ -28,9 +28,9 @@ from odkit.assign.base import Assigner, GTBatch, Priors
 from odkit.assign.max_iou import MaxIoUAssigner
 from odkit.errors import ConfigError
 from odkit.models.heads.base import DenseHead, Flat
-from odkit.models.two_stage.nms import sorted_nms_keep
 from odkit.models.two_stage.sampler import BalancedSampler
 from odkit.ops.coders import DeltaXYWHCoder
+from odkit.ops.nms_fixed import sorted_nms_keep
 from odkit.ops.priors import AnchorGenerator
 
 BOX_CLIP = math.log(1000.0 / 16)

@@ -1,24 +1,53 @@
-"""Trained weights on disk: ``<name>.safetensors`` plus a ``<name>.json`` sidecar.
+"""odkit's weights file format, read and written here only: ``<name>.safetensors`` plus a
+``<name>.json`` sidecar.
 
 The sidecar (also embedded in the safetensors header as ``metadata["odkit"]``) holds the model
 name, number of classes, class names, image size, training arguments and metrics, which is all
 that is needed to rebuild the model. Nothing here unpickles anything: a pickle or ``.pt`` file is
-refused with a clear error.
+refused with a clear error. Files are written atomically (:func:`atomic_write_bytes`, also used for
+training checkpoints).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import struct
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from odkit.engine.checkpoint import atomic_write_bytes
 from odkit.errors import OdkitError
 
 FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: str | Path, write: Any) -> None:
+    """Write a file atomically: ``write(fileobj)`` into a temp file in the same directory, fsync,
+    then rename over ``path`` (a crash leaves either the old or the new file, never half of one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -83,15 +112,8 @@ def _check_safetensors(path: Path) -> None:
     raise OdkitError(f"{path} is not a safetensors file (or is truncated): bad header")
 
 
-def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read ``(state_dict, meta)`` from a ``.safetensors`` file and its sidecar.
-
-    The sidecar is preferred; if it is absent the metadata embedded in the file is used.
-    """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
+def _check_file(path: Path) -> None:
+    """Raise a clear error unless ``path`` is an existing safetensors file (never a pickle)."""
     if not path.is_file():
         raise OdkitError(f"weights file {path} does not exist")
     if path.suffix in (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"):
@@ -100,12 +122,10 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
             f"(with their JSON sidecar) and never unpickles user files"
         )
     _check_safetensors(path)
-    try:
-        state = load_file(str(path))
-        with safe_open(str(path), framework="pt") as f:
-            embedded = (f.metadata() or {}).get("odkit")
-    except Exception as e:  # noqa: BLE001
-        raise OdkitError(f"{path} cannot be read as safetensors: {e}") from e
+
+
+def _meta(path: Path, embedded: str | None) -> dict[str, Any]:
+    """The sidecar of ``path`` if present, else its ``embedded`` metadata; must name model and classes."""
     side = sidecar_path(path)
     if side.is_file():
         try:
@@ -122,4 +142,38 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     for key in ("model", "num_classes"):
         if key not in meta:
             raise OdkitError(f"weights metadata of {path} lacks {key!r}")
-    return state, meta
+    return meta
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of a ``.safetensors`` weights file (its sidecar, else the copy embedded in the
+    file) without reading the tensors."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            embedded = (f.metadata() or {}).get("odkit")
+    except Exception as e:  # noqa: BLE001
+        raise OdkitError(f"{path} cannot be read as safetensors: {e}") from e
+    return _meta(path, embedded)
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read ``(state_dict, meta)`` from a ``.safetensors`` file and its sidecar.
+
+    The sidecar is preferred; if it is absent the metadata embedded in the file is used.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        state = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            embedded = (f.metadata() or {}).get("odkit")
+    except Exception as e:  # noqa: BLE001
+        raise OdkitError(f"{path} cannot be read as safetensors: {e}") from e
+    return state, _meta(path, embedded)

@@ -1,24 +1,23 @@
-"""RoIAlign on per-image padded proposals ``[B, P, 4]`` with a fixed sampling grid: no data-dependent
-control flow, so the graph exports to ONNX with a dynamic batch (``odkit.ops.roi_align`` groups RoIs
-by image and grid size in Python, which a traced graph would freeze).
+"""RoIAlign of per-image padded boxes ``[B, P, 4]`` with a fixed sampling grid, by ``grid_sample``: no
+data-dependent control flow, so the graph exports to ONNX with a dynamic batch
+(:func:`odkit.ops.roi_align` groups RoIs by image and grid size in Python, which a traced graph would
+freeze). The fixed-shape kernel of :func:`odkit.ops.multiscale_roi_align`.
 
-Semantics equal ``odkit.ops.roi_align`` / torchvision ``roi_align`` for ``sampling_ratio > 0``: each
-of the ``out_h x out_w`` bins averages ``sampling_ratio^2`` bilinear samples; a sample outside
+Semantics equal :func:`odkit.ops.roi_align` / torchvision ``roi_align`` for ``sampling_ratio > 0``:
+each of the ``out_h x out_w`` bins averages ``sampling_ratio^2`` bilinear samples; a sample outside
 ``[-1, H] x [-1, W]`` contributes 0, inside its coordinates are clamped to the map; with
 ``aligned=False`` the RoI is at least 1 x 1 feature cell. Boxes are xyxy input pixels.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from odkit.errors import ConfigError
-from odkit.ops.roi import map_roi_levels
+
+__all__ = ["batched_roi_align"]
 
 _FAR = -8.0  # a sample coordinate whose bilinear read is 0 under padding_mode="zeros"
 
@@ -64,35 +63,3 @@ def batched_roi_align(features: Tensor, boxes: Tensor, output_size: int | tuple[
     if g > 1:
         v = F.avg_pool2d(v, g)  # [B, C, P*oh, ow]
     return v.reshape(b, c, p, oh, ow).permute(0, 2, 1, 3, 4)
-
-
-def multilevel_roi_align(features: Sequence[Tensor], boxes: Tensor, strides: Sequence[int],
-                         output_size: int | tuple[int, int], sampling_ratio: int = 2, aligned: bool = True,
-                         canonical_scale: float = 224.0, canonical_level: int = 4,
-                         scale_factor: float = 1.0) -> Tensor:
-    """FPN RoIAlign of ``boxes`` ``[B, P, 4]``: each box pooled from the level of
-    :func:`odkit.ops.map_roi_levels` (strides consecutive powers of two) -> ``[B, P, C, oh, ow]``.
-    ``scale_factor`` enlarges the pooled boxes about their centres after the level is chosen
-    (Double-Head's regression RoIs). Every level is pooled for every box and the right one selected
-    (fixed-shape graph)."""
-    levels = [round(math.log2(s)) for s in strides]
-    if len(features) != len(strides) or levels != list(range(levels[0], levels[0] + len(levels))):
-        raise ConfigError(f"multilevel_roi_align: strides must be consecutive powers of two, one per map, got {strides}")
-    b, p = boxes.shape[:2]
-    lvl = map_roi_levels(boxes.reshape(-1, 4), levels[0], levels[-1], canonical_scale, canonical_level).view(b, p)
-    boxes = rescale_boxes(boxes, scale_factor)
-    out = None
-    for i, (feat, s) in enumerate(zip(features, strides)):
-        pooled = batched_roi_align(feat, boxes, output_size, 1.0 / s, sampling_ratio, aligned)
-        pooled = pooled * (lvl == i).to(pooled.dtype)[:, :, None, None, None]
-        out = pooled if out is None else out + pooled
-    return out
-
-
-def rescale_boxes(boxes: Tensor, factor: float) -> Tensor:
-    """xyxy boxes ``[..., 4]`` scaled by ``factor`` about their centres (unchanged for 1)."""
-    if factor == 1.0:
-        return boxes
-    c = (boxes[..., :2] + boxes[..., 2:]) * 0.5
-    half = (boxes[..., 2:] - boxes[..., :2]) * (0.5 * factor)
-    return torch.cat((c - half, c + half), dim=-1)
