@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from odkit.cli.args import arg_type
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,16 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
             "without NMS."
         ),
     )
-    p.add_argument("--model", required=True, help="model name (see --list)")
+    p.add_argument("--model", default=None, help="model name (see --list; without --model: the model names)")
+    p.add_argument("--list", action="store_true",
+                   help="list every model with parameters, GFLOPs at its default size and reference (= odkit models)")
     p.add_argument(
         "--img",
-        type=int,
+        type=arg_type("size"),
         nargs="+",
         default=None,
         metavar="N",
         help="input size: one value (square) or H W; default: the model's img_size",
     )
-    p.add_argument("--num-classes", type=int, default=80, help="number of object classes (default 80)")
+    p.add_argument("--num-classes", type=arg_type("count"), default=80, help="number of object classes (default 80)")
     p.add_argument(
         "--background-slot",
         action="store_true",
@@ -36,14 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument(
         "--bench-batch",
-        type=int,
+        type=arg_type("count0"),
         default=0,
         metavar="B",
         help="also time training steps (forward + loss + backward + SGD) at batch B, "
         "fp32 NCHW vs channels_last, interleaved; prints images/s and the ratio",
     )
     p.add_argument(
-        "--bench-steps", type=int, default=3, metavar="K", help="timed steps per layout (default 3)"
+        "--bench-steps", type=arg_type("count"), default=3, metavar="K", help="timed steps per layout (default 3)"
     )
     p.set_defaults(func=handler)
 
@@ -62,8 +66,6 @@ def model_info(
     ``num_classes`` counts object classes; with ``background_slot`` (softmax heads only) it counts the
     class slots including the background, as torchvision's ``num_classes`` does. For softmax-head models
     built without it, ``params_background_slot`` gives the count in that layout too."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from odkit.errors import ConfigError
     from odkit.models import build
@@ -76,10 +78,7 @@ def model_info(
     if h <= 0 or w <= 0 or h % model.stride or w % model.stride:
         raise ConfigError(f"--img {h}x{w}: each side must be a positive multiple of {model.stride}")
     params = sum(p.numel() for p in model.parameters())
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model.forward_export(torch.zeros(1, 3, h, w))
-    flops = counter.get_total_flops()
+    flops = count_flops(model, h, w, lambda: build(model_name, num_classes=num_classes, **extra).eval())
     out = {
         "model": model_name,
         "num_classes": num_classes,
@@ -93,6 +92,28 @@ def model_info(
         slots = build(model_name, num_classes=num_classes, background_slot=True)
         out["params_background_slot"] = sum(p.numel() for p in slots.parameters())
     return out
+
+
+def count_flops(model: Any, h: int, w: int, rebuild: Any = None) -> int:
+    """FLOPs (2 x MACs) of ``model.forward_export`` on one ``h x w`` image, counted by torch's
+    ``FlopCounterMode``. The forward runs on the meta device (shapes only, no arithmetic; ``model``
+    is moved there); a model whose forward needs real values (R-CNN proposals) is counted on real
+    zeros with ``rebuild()``, a fresh copy."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def counted(net: Any, device: str) -> int:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            net.forward_export(torch.zeros(1, 3, h, w, device=device))
+        return int(counter.get_total_flops())
+
+    try:
+        return counted(model.to("meta"), "meta")
+    except (RuntimeError, NotImplementedError):
+        if rebuild is None:
+            raise
+    return counted(rebuild(), "cpu")
 
 
 def bench_train_step(
@@ -156,14 +177,36 @@ def bench_train_step(
     return out
 
 
-def handler(args: argparse.Namespace) -> int:
-    from odkit.errors import ConfigError
+def list_names() -> None:
+    """The zoo's names with family, default size and reference (instant: nothing is built)."""
+    from odkit.models import zoo
 
+    for name in zoo.available():
+        s = zoo.spec(name)
+        print(f"{name:<28}{s.family:<12}{s.img_size:>5}  {s.reference or '- (odkit light model)'}")
+    print("parameters and GFLOPs: odkit info --model NAME [--img N], or of every model: odkit models")
+
+
+def handler(args: argparse.Namespace) -> int:
+    from odkit.cli.args import fit_img
+    from odkit.cli.models import print_zoo
+    from odkit.engine.config import input_divisor
+    from odkit.errors import ConfigError
+    from odkit.models import zoo
+
+    if args.list:
+        print_zoo(args.num_classes)
+        return 0
+    if args.model is None:
+        list_names()
+        return 0
+    zoo.spec(args.model)  # an unknown name: ConfigError naming the models
     img = None
     if args.img is not None:
         if len(args.img) not in (1, 2):
             raise ConfigError(f"--img takes one value or two (H W), got {args.img}")
-        img = args.img[0] if len(args.img) == 1 else (args.img[0], args.img[1])
+        sides = [fit_img(v, input_divisor(args.model), args.model) for v in args.img]
+        img = sides[0] if len(sides) == 1 else (sides[0], sides[1])
     info = model_info(args.model, img, args.num_classes, args.background_slot)
     if args.json:
         print(json.dumps(info))

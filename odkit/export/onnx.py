@@ -190,7 +190,7 @@ def export_onnx(
     }
     info.update(dict(meta or {}))
     write_sidecar(path, info)
-    log.info(
+    log.debug(
         "exported %s (%s, img %d, nms %s, %s)", path, info["model"], img_size, nms, "fp16" if half else "fp32"
     )
     return path

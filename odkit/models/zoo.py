@@ -10,7 +10,7 @@ file each); adding one is a builder there plus its entries here.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from odkit.errors import ConfigError
@@ -38,6 +38,8 @@ class ModelSpec:
         resize: how images reach the input size, ``"letterbox"`` or ``"stretch"`` (plain resize, SSD);
             stored in ``model.config`` when not letterbox.
         size_divisor: what input sides must be multiples of (the built model's ``size_divisor``).
+        reference: the implementation whose architecture and defaults the model follows ("" for
+            odkit's own light models).
     """
 
     builder: Callable[..., Detector]
@@ -47,6 +49,7 @@ class ModelSpec:
     family: str = ""
     resize: str = "letterbox"
     size_divisor: int = 32
+    reference: str = ""
 
 
 def _with(builder: Callable[..., Detector], **defaults: Any) -> Callable[..., Detector]:
@@ -79,6 +82,18 @@ MODELS.update(dense.models())
 MODELS.update(yolov3.models())
 MODELS.update(rcnn.models())
 MODELS.update(ssd.models())
+
+# The implementation each model follows (its architecture, prediction defaults and recipe).
+REFERENCES = {
+    **{f"yolox-{s}": "official YOLOX (Megvii)" for s in ("nano", "tiny", "s", "m", "l", "x")},
+    "retinanet-r50-fpn": "torchvision", "fcos-r50-fpn": "torchvision",
+    "atss-r50-fpn": "MMDetection", "gfl-r50-fpn": "MMDetection",
+    "yolov3": "darknet, MMDetection", "yolov3-tiny": "darknet",
+    "ssd300-vgg16": "torchvision", "ssdlite320-mobilenetv3": "torchvision",
+    "fasterrcnn-r50-fpn": "torchvision", "fasterrcnn-mobilenetv3-fpn": "torchvision",
+    "doublehead-r50-fpn": "Wu et al. 2020, MMDetection",
+}
+MODELS = {name: replace(s, reference=REFERENCES.get(name, s.reference)) for name, s in MODELS.items()}
 
 
 def available() -> list[str]:
