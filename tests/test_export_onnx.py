@@ -246,7 +246,7 @@ def untrained_weights(tmp_path_factory):
         (["--weights", "UNTRAINED"], "untrained"),
         (["--weights", "yolox-nano"], "untrained model name"),
         (["--weights", "yolox-huge"], "not a known model name"),
-        (["--weights", "TRAINED", "--img", "100"], "multiple of 32"),
+        (["--weights", "TRAINED", "--img", "-32"], "argument --img: must be a positive integer"),
         (["--weights", "TRAINED", "--format", "onnx", "--out", "x.txt"], "must end in .onnx"),
         (["--weights", "TRAINED", "--nms", "--conf", "2"], "--conf"),
     ],

@@ -36,7 +36,9 @@ def test_info_cli_prints_figures(capsys):
     assert main(["info", "--model", "yolox-nano", "--img", "416", "--num-classes", "80"]) == 0
     out = capsys.readouterr().out
     assert "0.912 M parameters" in out and "GFLOPs at 416x416" in out
-    assert main(["info", "--model", "yolox-nano", "--img", "100"]) == 2
+    assert main(["info", "--model", "yolox-nano", "--img", "100"]) == 0  # rounded to 96, with a warning
+    assert "GFLOPs at 96x96" in capsys.readouterr().out
+    assert main(["info", "--model", "yolox-nano", "--img", "-32"]) == 2
     assert main(["info", "--model", "yolox-huge"]) == 2
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from odkit.cli.args import arg_type, path_arg
+
 log = logging.getLogger(__name__)
 
 
@@ -19,32 +21,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         "counts when some anchor has both w and h within a factor --thr of its own, or IoU >= --thr with "
         "--metric iou) and the mean best IoU.",
     )
-    p.add_argument("data", metavar="DATA", help="COCO json, VOC root, YOLO data.yaml or odkit dataset YAML")
-    p.add_argument("-k", type=int, default=9, help="number of anchors (default 9)")
-    p.add_argument("--img", type=int, default=640, help="network input size in pixels (default 640)")
+    path_arg(p, "data", metavar="DATA", help="COCO json, VOC root, YOLO data.yaml or odkit dataset YAML")
+    p.add_argument("-k", type=arg_type("count"), default=9, help="number of anchors (default 9)")
+    p.add_argument("--img", type=arg_type("size"), default=640, help="network input size in pixels (default 640)")
     from odkit.data.formats import FORMATS
 
     p.add_argument("--format", choices=FORMATS, default=None, help="dataset layout (default: detected from DATA)")
     p.add_argument("--split", default=None, help="split to use (e.g. train)")
-    p.add_argument("--evolve", type=int, default=0, metavar="N", help="generations of evolution (default 0)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--iters", type=int, default=300, help="maximum k-means iterations (default 300)")
+    p.add_argument("--evolve", type=arg_type("count0"), default=0, metavar="N", help="generations of evolution (default 0)")
+    p.add_argument("--seed", type=arg_type("count0"), default=0, help="random seed (default 0)")
+    p.add_argument("--iters", type=arg_type("count"), default=300, help="maximum k-means iterations (default 300)")
     p.add_argument("--metric", choices=("ratio", "iou"), default="ratio", help="best possible recall rule")
-    p.add_argument("--thr", type=float, default=None, help="threshold for --metric (default 4.0 ratio, 0.5 IoU)")
-    p.add_argument("--min-size", type=float, default=2.0, help="ignore boxes smaller than this (px, after scaling)")
+    p.add_argument("--thr", type=arg_type("positive"), default=None, help="threshold for --metric (default 4.0 ratio, 0.5 IoU)")
+    p.add_argument("--min-size", type=arg_type("nonneg"), default=2.0, help="ignore boxes smaller than this (px, after scaling)")
     p.set_defaults(func=handler)
 
 
 def handler(args: argparse.Namespace) -> int:
     from odkit.data.formats import load_dataset
     from odkit.data.stats import letterbox_wh
-    from odkit.errors import ConfigError, DataError
+    from odkit.errors import DataError
     from odkit.ops.kmeans import anchor_metrics, evolve_anchors, kmeans_anchors
 
-    if args.k < 1:
-        raise ConfigError(f"-k must be >= 1, got {args.k}")
-    if args.img < 1:
-        raise ConfigError(f"--img must be >= 1, got {args.img}")
     aset = load_dataset(args.data, format=args.format, split=args.split)
     wh_all = letterbox_wh(aset, args.img)
     small = (wh_all < args.min_size).any(1)

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from odkit.cli.args import arg_type, path_arg
 from odkit.data.formats import FORMATS
 
 
 def add_source_args(p: argparse.ArgumentParser) -> None:
     """``--format``, ``--images`` and ``--labels``: how a data set path is read (shared by data actions)."""
     p.add_argument("--format", choices=FORMATS, help="dataset layout (default: detected)")
-    p.add_argument(
+    path_arg(
+        p,
         "--images",
         metavar="DIR",
         help="folder the image names are resolved against (CSV, LabelMe, CVAT, COCO file_name)",
     )
-    p.add_argument(
+    path_arg(
+        p,
         "--labels",
         metavar="DIR",
         help="annotation folder (VOC xml / LabelMe json) paired by file stem with the images of DATA",
@@ -36,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "errors (or any warning with --strict), 2 bad input."
         ),
     )
-    p.add_argument("data", help="dataset path (file or folder; with --labels, the image folder)")
+    path_arg(p, "data", help="dataset path (file or folder; with --labels, the image folder)")
     add_source_args(p)
     p.add_argument("--split", help="check only this split (default: every split the data set defines)")
     p.add_argument("--strict", action="store_true", help="exit 1 on any warning too (info notes never fail)")
@@ -50,9 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-images", action="store_true", help="skip image file checks (annotations only)")
     p.add_argument("--decode", action="store_true", help="also decode every image with OpenCV (slower)")
     p.add_argument(
-        "--near-dup-iou", type=float, default=0.9, help="IoU above which same-class boxes are near-duplicates"
+        "--near-dup-iou", type=arg_type("unit"), default=0.9, help="IoU above which same-class boxes are near-duplicates"
     )
-    p.add_argument("--examples", type=int, default=3, help="instances named per problem kind")
+    p.add_argument("--examples", type=arg_type("count0"), default=3, help="instances named per problem kind")
     p.set_defaults(func=handler)
 
 

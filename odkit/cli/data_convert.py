@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from odkit.cli.args import path_arg
 from odkit.data.formats import FORMATS, WRITE_FORMATS
 
 
@@ -20,12 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "layout cannot hold are listed."
         ),
     )
-    p.add_argument("src", help="source dataset (file or folder; with --labels, the image folder)")
+    path_arg(p, "src", help="source dataset (file or folder; with --labels, the image folder)")
     p.add_argument("dst", help="output: COCO json path or folder, or a folder for the other layouts")
     p.add_argument("--from", dest="src_format", choices=FORMATS, help="source layout (default: detected)")
     p.add_argument("--to", dest="dst_format", required=True, choices=WRITE_FORMATS, help="target layout")
-    p.add_argument("--images", metavar="DIR", help="folder the source's image names resolve against")
-    p.add_argument("--labels", metavar="DIR", help="annotation folder paired by stem with the images of SRC")
+    path_arg(p, "--images", metavar="DIR", help="folder the source's image names resolve against")
+    path_arg(p, "--labels", metavar="DIR", help="annotation folder paired by stem with the images of SRC")
     p.add_argument("--split", help="convert only this split (it keeps its name in the output)")
     p.add_argument(
         "--link-images",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from odkit.cli.args import arg_type, path_arg
 from odkit.errors import OdkitError
 
 
@@ -13,18 +14,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "show",
         help="write a PNG grid of images with their boxes (--augment: as the training pipeline sees them)",
     )
-    p.add_argument("data", metavar="DATA", help="COCO json, VOC root, YOLO data.yaml or odkit dataset YAML")
+    path_arg(p, "data", metavar="DATA", help="COCO json, VOC root, YOLO data.yaml or odkit dataset YAML")
     from odkit.cli.data_check import add_source_args
 
     add_source_args(p)
     p.add_argument("--split", default=None, help="split to show (e.g. train, val)")
     p.add_argument("--out", default=None, metavar="PNG", help="output path (default: <DATA name>_show.png)")
-    p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    p.add_argument("--n", type=arg_type("count"), default=16, help="number of images (default 16)")
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the image choice and augmentation (default 0)"
+        "--seed", type=arg_type("count0"), default=0, help="seed of the image choice and augmentation (default 0)"
     )
     p.add_argument("--augment", action="store_true", help="show training augmentations instead of raw images")
-    p.add_argument("--img", type=int, default=416, help="network input size for --augment (default 416)")
+    p.add_argument("--img", type=arg_type("size"), default=416, help="network input size for --augment (default 416)")
     p.set_defaults(func=handler)
 
 

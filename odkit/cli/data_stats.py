@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from odkit.cli.args import path_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Per-class box and image counts, boxes per image, COCO small/medium/large box counts "
         "(box area w*h in pixels), aspect ratios and negatives.",
     )
-    p.add_argument("data", metavar="DATA", help="COCO json, VOC root, YOLO data.yaml or odkit dataset YAML")
+    path_arg(p, "data", metavar="DATA", help="COCO json, VOC root, YOLO data.yaml or odkit dataset YAML")
     from odkit.cli.data_check import add_source_args
 
     add_source_args(p)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from odkit.cli.args import arg_type
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,13 +15,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "DIR/data.yaml. The output is byte-identical for the same arguments.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be empty or absent)")
-    p.add_argument("--n", type=int, default=200, help="number of images in total (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--n", type=arg_type("count"), default=200, help="number of images in total (default 200)")
+    p.add_argument("--seed", type=arg_type("count0"), default=0, help="random seed (default 0)")
     p.add_argument(
-        "--size", type=int, default=320, help="nominal image side in pixels; sides vary 0.75x-1.25x"
+        "--size", type=arg_type("size"), default=320, help="nominal image side in pixels; sides vary 0.75x-1.25x"
     )
     p.add_argument(
-        "--val-fraction", type=float, default=0.2, help="share of images in the val split (default 0.2)"
+        "--val-fraction", type=arg_type("unit"), default=0.2, help="share of images in the val split (default 0.2)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace a data set already in DIR")
     p.set_defaults(func=handler)

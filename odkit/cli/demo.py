@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from odkit.cli.args import arg_type, fit_img
+
 # Settings chosen for a short CPU run on the synthetic shapes (images ~320 px): see `odkit demo --help`.
 DEMO_TRAIN = {
     "model": "yolox-nano",
@@ -35,13 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo; auto-incremented if it exists)")
-    p.add_argument("--minutes", type=float, default=8.0,
+    p.add_argument("--minutes", type=arg_type("positive"), default=8.0,
                    help="training budget in minutes, validation included (default 8; the whole demo takes "
                         "under 9 minutes on 2 CPU cores)")
-    p.add_argument("--images", type=int, default=400, help="synthetic images (default 400, 20%% for val)")
-    p.add_argument("--img", type=int, default=DEMO_TRAIN["img"], help="network input size (default 256; the synthetic images are about 320 px)")
+    p.add_argument("--images", type=arg_type("count"), default=400, help="synthetic images (default 400, 20%% for val)")
+    p.add_argument("--img", type=arg_type("size"), default=DEMO_TRAIN["img"], help="network input size (default 256; the synthetic images are about 320 px)")
     p.add_argument("--device", default="cpu", help="device (default cpu)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data and of training")
+    p.add_argument("--seed", type=arg_type("count0"), default=0, help="seed of the data and of training")
     p.set_defaults(func=handler)
 
 
@@ -51,12 +53,14 @@ def handler(args: argparse.Namespace) -> int:
 
     from odkit.data.synth import synthesize
     from odkit.engine.api import load, train
+    from odkit.engine.config import input_divisor
     from odkit.engine.data import load_checked
     from odkit.engine.evaluator import evaluate_predictions, predict_set
     from odkit.engine.predictor import list_images
     from odkit.engine.rundir import next_run_dir
 
     t0 = time.time()
+    args.img = fit_img(args.img, input_divisor(DEMO_TRAIN["model"]), DEMO_TRAIN["model"])
     out = Path(args.out)
     out = next_run_dir(out.parent, out.name)
     out.mkdir(parents=True)

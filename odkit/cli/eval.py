@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from odkit.cli.args import arg_type, path_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,21 +16,21 @@ def register(sub: argparse._SubParsersAction) -> None:
             "VOC metrics give per-class AP at one IoU (voc07: 11-point, voc12: all-point)."
         ),
     )
-    p.add_argument("--gt", required=True, help="ground truth: COCO json, VOC root or YOLO data.yaml")
-    p.add_argument(
-        "--dt", required=True, help="detections: COCO results json (image_id, category_id, bbox xywh, score)"
+    path_arg(p, "--gt", required=True, help="ground truth: COCO json, VOC root or YOLO data.yaml")
+    path_arg(
+        p, "--dt", required=True, help="detections: COCO results json (image_id, category_id, bbox xywh, score)"
     )
     p.add_argument(
         "--metric", choices=["coco", "voc07", "voc12"], default="coco", help="metric (default coco)"
     )
     p.add_argument(
-        "--iou", type=float, default=0.5, help="IoU threshold for VOC metrics and plots (default 0.5)"
+        "--iou", type=arg_type("unit"), default=0.5, help="IoU threshold for VOC metrics and plots (default 0.5)"
     )
     p.add_argument(
         "--plus-one", action="store_true", help="VOC: legacy +1 pixel box convention of the devkit"
     )
     p.add_argument(
-        "--conf", type=float, default=0.25, help="score threshold of the confusion matrix (default 0.25)"
+        "--conf", type=arg_type("unit"), default=0.25, help="score threshold of the confusion matrix (default 0.25)"
     )
     p.add_argument("--plots", metavar="DIR", help="write pr_curves.png and confusion_matrix.{png,npy} here")
     p.add_argument("--json", metavar="OUT", help="write every figure at full precision to this json file")

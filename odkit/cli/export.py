@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from odkit.cli.args import arg_type, fit_img, path_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,15 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Needs the export extra: pip install 'odkit[export]'."
         ),
     )
-    p.add_argument(
-        "--weights", required=True, help="trained weights (.safetensors with sidecar) or a run directory"
+    path_arg(
+        p, "--weights", kind="weights", required=True, help="trained weights (.safetensors with sidecar) or a run directory"
     )
     p.add_argument(
         "--format", choices=["onnx", "openvino"], default="onnx", help="output format (default onnx)"
     )
     p.add_argument(
         "--img",
-        type=int,
+        type=arg_type("size"),
         default=None,
         help="square input size in pixels, multiple of the model's size divisor (32; SSD300: 1) "
              "(default: training size)",
@@ -45,16 +47,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "best-416.onnx, best-nms-416.onnx, best-dynamic-416.onnx, best-nms-fp16-416.onnx, ...)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing output file")
-    p.add_argument("--conf", type=float, default=None,
+    p.add_argument("--conf", type=arg_type("unit"), default=None,
                    help="in-graph NMS: score threshold (default: the model's, its reference's value)")
-    p.add_argument("--iou", type=float, default=None, help="in-graph NMS: IoU threshold (default: the model's)")
+    p.add_argument("--iou", type=arg_type("unit"), default=None, help="in-graph NMS: IoU threshold (default: the model's)")
     p.add_argument(
-        "--max-det", type=int, default=None, help="in-graph NMS: detections per image (default: the model's)"
+        "--max-det", type=arg_type("count"), default=None, help="in-graph NMS: detections per image (default: the model's)"
     )
     p.add_argument(
-        "--pre-topk", type=int, default=None, help="in-graph NMS: candidates before NMS (default: the model's)"
+        "--pre-topk", type=arg_type("count"), default=None, help="in-graph NMS: candidates before NMS (default: the model's)"
     )
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=arg_type("count"), default=17, help="ONNX opset (default 17)")
     p.set_defaults(func=handler)
 
 
@@ -82,9 +84,30 @@ def output_path(args: argparse.Namespace) -> Path:
     return out
 
 
+def fit_export_img(args: argparse.Namespace) -> int | None:
+    """``--img`` rounded to the size divisor of the weights' model (read from the sidecar)."""
+    import json
+
+    from odkit.engine.config import input_divisor
+    from odkit.engine.weights import sidecar_path
+    from odkit.export import resolve_weights
+
+    if args.img is None:
+        return None
+    try:
+        model = json.loads(sidecar_path(resolve_weights(args.weights)).read_text()).get("model")
+    except (OSError, ValueError):
+        return args.img  # export() names what is wrong with the weights
+    return fit_img(args.img, input_divisor(str(model)), str(model))
+
+
 def handler(args: argparse.Namespace) -> int:
+    import json
+
     from odkit.export import export
     from odkit.export.onnx import sidecar_path
+
+    args.img = fit_export_img(args)
 
     path = export(
         args.weights,
@@ -101,6 +124,10 @@ def handler(args: argparse.Namespace) -> int:
         pre_topk=args.pre_topk,
         force=args.force,
     )
-    print(f"exported {path}")
+    info = json.loads(sidecar_path(path).read_text())
+    size = info.get("img_size")
+    size = "x".join(map(str, size)) if isinstance(size, list) else size
+    print(f"exported {path} ({info.get('format')}, {info.get('model')}, img {size}, "
+          f"{'NMS in the graph' if info.get('nms') else 'no NMS'}, {'fp16' if info.get('half') else 'fp32'})")
     print(f"sidecar  {sidecar_path(path)}")
     return 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+
+from odkit.cli.args import arg_type
+from odkit.cli.model_stats import count_flops, has_background_logit, model_info  # noqa: F401 (public here too)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,16 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
             "without NMS."
         ),
     )
-    p.add_argument("--model", required=True, help="model name (see --list)")
+    p.add_argument("--model", default=None, help="model name (see --list; without --model: the model names)")
+    p.add_argument("--list", action="store_true",
+                   help="list every model with parameters, GFLOPs at its default size and reference (= odkit models)")
     p.add_argument(
         "--img",
-        type=int,
+        type=arg_type("size"),
         nargs="+",
         default=None,
         metavar="N",
         help="input size: one value (square) or H W; default: the model's img_size",
     )
-    p.add_argument("--num-classes", type=int, default=80, help="number of object classes (default 80)")
+    p.add_argument("--num-classes", type=arg_type("count"), default=80, help="number of object classes (default 80)")
     p.add_argument(
         "--background-slot",
         action="store_true",
@@ -36,65 +40,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument(
         "--bench-batch",
-        type=int,
+        type=arg_type("count0"),
         default=0,
         metavar="B",
         help="also time training steps (forward + loss + backward + SGD) at batch B, "
         "fp32 NCHW vs channels_last, interleaved; prints images/s and the ratio",
     )
     p.add_argument(
-        "--bench-steps", type=int, default=3, metavar="K", help="timed steps per layout (default 3)"
+        "--bench-steps", type=arg_type("count"), default=3, metavar="K", help="timed steps per layout (default 3)"
     )
     p.set_defaults(func=handler)
-
-
-def has_background_logit(model: Any) -> bool:
-    """Whether ``model`` scores classes with an extra background logit (softmax heads: SSD, R-CNN) that
-    its ``background_slot`` option can fold into the class count, as torchvision counts ``num_classes``."""
-    from odkit.models.heads.base import DenseHead
-
-    return any(getattr(m, "background_slot", None) is False and not isinstance(m, DenseHead) for m in model.modules())
-
-
-def model_info(
-    model_name: str, img: int | tuple[int, int] | None = None, num_classes: int = 80, background_slot: bool = False
-) -> dict:
-    """Parameters and GFLOPs (2 x MACs, one image) of ``model_name`` at input size ``img``.
-
-    ``num_classes`` counts object classes; with ``background_slot`` (softmax heads only) it counts the
-    class slots including the background, as torchvision's ``num_classes`` does. For softmax-head models
-    built without it, ``params_background_slot`` gives the count in that layout too."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from odkit.errors import ConfigError
-    from odkit.models import build
-
-    extra = {"background_slot": True} if background_slot else {}
-    model = build(model_name, num_classes=num_classes, **extra).eval()
-    if img is None:
-        img = model.config["img_size"]
-    h, w = (img, img) if isinstance(img, int) else (int(img[0]), int(img[1]))
-    if h <= 0 or w <= 0 or h % model.stride or w % model.stride:
-        raise ConfigError(f"--img {h}x{w}: each side must be a positive multiple of {model.stride}")
-    params = sum(p.numel() for p in model.parameters())
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model.forward_export(torch.zeros(1, 3, h, w))
-    flops = counter.get_total_flops()
-    out = {
-        "model": model_name,
-        "num_classes": num_classes,
-        "background_slot": background_slot,
-        "img_size": [h, w],
-        "params": params,
-        "params_M": params / 1e6,
-        "gflops": flops / 1e9,
-    }
-    if not background_slot and has_background_logit(model) and num_classes >= 2:
-        slots = build(model_name, num_classes=num_classes, background_slot=True)
-        out["params_background_slot"] = sum(p.numel() for p in slots.parameters())
-    return out
 
 
 def bench_train_step(
@@ -158,14 +113,36 @@ def bench_train_step(
     return out
 
 
-def handler(args: argparse.Namespace) -> int:
-    from odkit.errors import ConfigError
+def list_names() -> None:
+    """The zoo's names with family, default size and reference (instant: nothing is built)."""
+    from odkit.models import zoo
 
+    for name in zoo.available():
+        s = zoo.spec(name)
+        print(f"{name:<28}{s.family:<12}{s.img_size:>5}  {s.reference or '- (odkit light model)'}")
+    print("parameters and GFLOPs: odkit info --model NAME [--img N], or of every model: odkit models")
+
+
+def handler(args: argparse.Namespace) -> int:
+    from odkit.cli.args import fit_img
+    from odkit.cli.models import print_zoo
+    from odkit.engine.config import input_divisor
+    from odkit.errors import ConfigError
+    from odkit.models import zoo
+
+    if args.list:
+        print_zoo(args.num_classes)
+        return 0
+    if args.model is None:
+        list_names()
+        return 0
+    zoo.spec(args.model)  # an unknown name: ConfigError naming the models
     img = None
     if args.img is not None:
         if len(args.img) not in (1, 2):
             raise ConfigError(f"--img takes one value or two (H W), got {args.img}")
-        img = args.img[0] if len(args.img) == 1 else (args.img[0], args.img[1])
+        sides = [fit_img(v, input_divisor(args.model), args.model) for v in args.img]
+        img = sides[0] if len(sides) == 1 else (sides[0], sides[1])
     info = model_info(args.model, img, args.num_classes, args.background_slot)
     if args.json:
         print(json.dumps(info))

@@ -7,17 +7,18 @@ import importlib
 import logging
 import sys
 
+from odkit.cli.args import OdkitParser, parse
 from odkit.errors import OdkitError
 
 # Verb modules, in help order. Each defines ``register(subparsers)`` which adds its parser and
 # sets ``func`` (a callable taking the parsed args and returning an exit code).
-VERBS = ["data", "anchors", "info", "train", "val", "predict", "eval", "export", "weights", "demo"]
+VERBS = ["data", "anchors", "models", "info", "train", "val", "predict", "eval", "export", "weights", "demo"]
 
 log = logging.getLogger("odkit")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OdkitParser(
         prog="odkit",
         description="odkit: object detection in pure PyTorch (data, ops, models, training, evaluation, export).",
     )
@@ -35,8 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``odkit`` command ``argv`` (default: ``sys.argv[1:]``); returns the exit status (argument
+    errors and ``--help`` included: 2 and 0)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parse(parser, argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s" if not args.verbose else "%(levelname)s %(name)s: %(message)s",

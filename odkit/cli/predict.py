@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from odkit.cli.args import arg_type, fit_img, path_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,14 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             "and with --save, <image name> annotated with boxes, class names and scores."
         ),
     )
-    p.add_argument("--weights", required=True, help="weights .safetensors (with its .json sidecar), a run directory, or an exported .onnx / .xml")
-    p.add_argument("--source", required=True, help="an image file, a directory of images or a .txt list of images")
-    p.add_argument("--conf", type=float, default=None,
+    path_arg(p, "--weights", kind="weights", required=True, help="weights .safetensors (with its .json sidecar), a run directory, or an exported .onnx / .xml")
+    path_arg(p, "--source", required=True, help="an image file, a directory of images or a .txt list of images")
+    p.add_argument("--conf", type=arg_type("unit"), default=None,
                    help="score threshold (default: the model's, e.g. 0.25 for YOLOX, 0.05 for RetinaNet)")
-    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the model's)")
-    p.add_argument("--max-det", type=int, default=None, help="detections kept per image (default: the model's)")
-    p.add_argument("--img", type=int, default=None, help="network input size (default: the training size)")
-    p.add_argument("--batch", type=int, default=8, help="images per forward pass")
+    p.add_argument("--iou", type=arg_type("unit"), default=None, help="NMS IoU threshold (default: the model's)")
+    p.add_argument("--max-det", type=arg_type("count"), default=None, help="detections kept per image (default: the model's)")
+    p.add_argument("--img", type=arg_type("size"), default=None, help="network input size (default: the training size)")
+    p.add_argument("--batch", type=arg_type("count"), default=8, help="images per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--compile", action="store_true",
                    help="run the network through torch.compile (needs a C compiler; falls back to eager)")
@@ -76,13 +78,15 @@ def handler(args: argparse.Namespace) -> int:
         pred = load_predictor(args.weights)
     else:
         pred = load(args.weights, device=device, compile=args.compile)
+        if args.img is not None:
+            args.img = fit_img(args.img, pred.model.size_divisor, pred.meta["model"])
     files = list_images(args.source)
     out = Path(args.out)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     results = []
     failures: list[tuple[str, str]] = []
     n_boxes = n_done = 0
-    step = max(args.batch, 1)
+    step = args.batch
     for s in tqdm(range(0, len(files), step), desc="predict", unit="batch", disable=len(files) <= step):
         decoded = [(s + k, f, _decode(f, failures)) for k, f in enumerate(files[s : s + step])]
         decoded = [d for d in decoded if d[2] is not None]

@@ -14,6 +14,8 @@ import types
 import typing
 from typing import Any
 
+from odkit.cli.args import arg_type, mark_path
+
 DESCRIPTION = """\
 Train a detector, from scratch or from existing weights, on a dataset.
 
@@ -112,10 +114,19 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         elif origin is dict:
             kw.update(action=_KeyValues, nargs="+")
         elif origin is list:
-            kw.update(type=typing.get_args(hint)[0], nargs="+")
+            kw.update(type=_value_type(meta, typing.get_args(hint)[0]), nargs="+")
         elif hint in (int, float):
-            kw["type"] = hint
-        p.add_argument(*flags, **kw)
+            kw["type"] = _value_type(meta, hint)
+        action = p.add_argument(*flags, **kw)
+        if meta.get("path"):
+            mark_path(action, meta["path"])
+
+
+def _value_type(meta: Any, hint: Any) -> Any:
+    """The argparse ``type=`` of a numeric field: its value rule (``check`` in the metadata, required)."""
+    if meta.get("check"):
+        return arg_type(meta["check"])
+    raise TypeError(f"training option of type {hint.__name__} has no value rule (metadata 'check')")
 
 
 def given_values(args: argparse.Namespace) -> dict[str, Any]:

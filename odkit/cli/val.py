@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from odkit.cli.args import arg_type, fit_img, path_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,21 +17,21 @@ def register(sub: argparse._SubParsersAction) -> None:
             "it cannot repair."
         ),
     )
-    p.add_argument("--weights", required=True, help="weights .safetensors (with its .json sidecar) or a run directory")
-    p.add_argument("--data", required=True, help="dataset: COCO json, VOC root, YOLO data.yaml or odkit dataset YAML")
+    path_arg(p, "--weights", kind="weights", required=True, help="weights .safetensors (with its .json sidecar) or a run directory")
+    path_arg(p, "--data", required=True, help="dataset: COCO json, VOC root, YOLO data.yaml or odkit dataset YAML")
     p.add_argument("--split", default="val", help="split to evaluate (VOC ImageSets/Main name or YAML key; default val)")
     from odkit.data.formats import FORMATS
 
     p.add_argument("--format", choices=FORMATS, default=None, help="dataset layout (default: detected)")
-    p.add_argument("--batch", type=int, default=16, help="images per batch (results do not depend on it)")
-    p.add_argument("--img", type=int, default=None, help="network input size in pixels (default: the training size)")
-    p.add_argument("--conf", type=float, default=0.001, help="score threshold (default 0.001, as for COCO mAP)")
-    p.add_argument("--iou", type=float, default=0.65, help="NMS IoU threshold (default 0.65)")
-    p.add_argument("--max-det", type=int, default=100, help="detections kept per image (default 100)")
+    p.add_argument("--batch", type=arg_type("count"), default=16, help="images per batch (results do not depend on it)")
+    p.add_argument("--img", type=arg_type("size"), default=None, help="network input size in pixels (default: the training size)")
+    p.add_argument("--conf", type=arg_type("unit"), default=0.001, help="score threshold (default 0.001, as for COCO mAP)")
+    p.add_argument("--iou", type=arg_type("unit"), default=0.65, help="NMS IoU threshold (default 0.65)")
+    p.add_argument("--max-det", type=arg_type("count"), default=100, help="detections kept per image (default 100)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--compile", action="store_true",
                    help="run the network through torch.compile (needs a C compiler; falls back to eager)")
-    p.add_argument("--workers", type=int, default=0, help="loader worker processes (default 0)")
+    p.add_argument("--workers", type=arg_type("count0"), default=0, help="loader worker processes (default 0)")
     p.add_argument("--save-json", metavar="OUT", help="write the COCO results json here")
     p.add_argument("--plots", metavar="DIR", help="write pr_curve.png and confusion_matrix.png here")
     p.set_defaults(func=handler)
@@ -47,10 +49,7 @@ def handler(args: argparse.Namespace) -> int:
     device = runtime.select_device(args.device)
     runtime.set_threads()
     pred = load(args.weights, device=device, compile=args.compile)
-    img = int(args.img or pred.img_size)
-    div = int(getattr(pred.model, "size_divisor", 32))
-    if img % div:
-        raise ConfigError(f"--img must be a multiple of the model's size divisor {div}, got {img}")
+    img = pred.img_size if args.img is None else fit_img(args.img, pred.model.size_divisor, pred.meta["model"])
     aset = load_checked(args.data, args.split, args.format, what=args.split)
     if list(aset.class_names) != list(pred.class_names):
         raise ConfigError(

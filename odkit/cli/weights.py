@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from odkit.cli.args import arg_type, path_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -28,11 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             "required key is missing or a shape does not fit."
         ),
     )
-    imp.add_argument("src", metavar="SRC", help="checkpoint: .pth, .pt, .tar or .safetensors")
+    path_arg(imp, "src", metavar="SRC", help="checkpoint: .pth, .pt, .tar or .safetensors")
     imp.add_argument("--from", dest="source", required=True, choices=["yolox", "torchvision"],
                      help="where the checkpoint comes from (selects the key-mapping table)")
     imp.add_argument("--model", required=True, help="odkit model name, e.g. yolox-s")
-    imp.add_argument("--num-classes", type=int, default=None,
+    imp.add_argument("--num-classes", type=arg_type("count"), default=None,
                      help="classes of the model (default: the checkpoint's; another count keeps the "
                           "class-prediction layers at their initialisation)")
     imp.add_argument("--out", default=None, metavar="OUT.safetensors",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,26 @@ from odkit.errors import OdkitError
 from odkit.weights.format import load_weights
 
 
+@contextmanager
+def shown_logs() -> Iterator[None]:
+    """While a program that has configured no logging runs odkit, odkit's INFO messages (the data
+    check, the recipe, progress) go to stderr as on the command line; configured logging is left alone."""
+    log = logging.getLogger("odkit")
+    if logging.getLogger().handlers or log.handlers:
+        yield
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
 def train(data: str | Path | TrainConfig | None = None, callbacks: dict[str, Any] | None = None,
           **kwargs: Any) -> TrainResult:
     """Train a detector; keyword arguments are :class:`~odkit.engine.config.TrainConfig` fields
@@ -24,20 +47,25 @@ def train(data: str | Path | TrainConfig | None = None, callbacks: dict[str, Any
     (:func:`odkit.engine.recipe.resolve`; the effective recipe is logged and kept in
     ``result.recipe``); a complete ``TrainConfig`` passed as ``data`` is used as it is.
     Returns a :class:`~odkit.engine.trainer.TrainResult` (``run_dir``, ``best``, ``last``,
-    ``metrics``, ``recipe``). Example: ``odkit.train("data.yaml", time=10)``.
+    ``metrics``, ``recipe``). Example: ``odkit.train("data.yaml", time=10)``. Without logging
+    configured, the data check, recipe and progress are shown on stderr as by ``odkit train``
+    (:func:`shown_logs`).
     """
     from odkit.engine.trainer import Trainer
 
     if isinstance(data, TrainConfig):
         if kwargs:
             raise OdkitError("train: pass either a complete TrainConfig or keyword arguments, not both")
-        return Trainer(data, callbacks).fit()
-    if data is not None:
-        kwargs["data"] = str(data)
-    TrainConfig.check_names(kwargs)
-    if not kwargs.get("data") and not kwargs.get("resume"):
-        raise OdkitError("train: a dataset (data=...) is required unless resuming")
-    return Trainer(kwargs, callbacks).fit()
+        request: TrainConfig | dict[str, Any] = data
+    else:
+        if data is not None:
+            kwargs["data"] = str(data)
+        TrainConfig.check_names(kwargs)
+        if not kwargs.get("data") and not kwargs.get("resume"):
+            raise OdkitError("train: a dataset (data=...) is required unless resuming")
+        request = kwargs
+    with shown_logs():
+        return Trainer(request, callbacks).fit()
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", compile: bool = False) -> Predictor:

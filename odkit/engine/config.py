@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from odkit.arguments import check_value
 from odkit.errors import ConfigError
 
 SCHEDULES = ("cos", "linear", "step")
@@ -48,64 +49,68 @@ class TrainConfig:
     data (see :func:`odkit.engine.recipe.resolve`)."""
 
     data: str = _opt("", "dataset: COCO json, VOC root, YOLO data.yaml or odkit dataset YAML "
-                         "(not needed with --resume)")
+                         "(not needed with --resume)", path="path")
     model: str = _opt("yolox-nano", "model name from the zoo (see `odkit info`); with --weights of odkit "
                                     "weights, the weights' model")
     img: int = _opt(416, "square network input size in pixels, multiple of the model's size divisor (32; "
-                         "SSD300: 1)", recipe=True)
-    epochs: int = _opt(100, "number of epochs; with --time, the upper bound of the fitted plan", recipe=True)
-    batch: int = _opt(16, "images per batch per process")
+                         "SSD300: 1)", recipe=True, check="size")
+    epochs: int = _opt(100, "number of epochs; with --time, the upper bound of the fitted plan", recipe=True,
+                        check="count")
+    batch: int = _opt(16, "images per batch per process", check="count")
     time: float | None = _opt(
         None, "wall-clock budget in minutes: after the first epoch the number of epochs is fitted to the "
               "measured epoch time (capped by --epochs) and the lr schedule, EMA and the no-aug tail are "
-              "re-planned; training also stops early if the next epoch would overrun", metavar="MIN")
+              "re-planned; training also stops early if the next epoch would overrun", metavar="MIN",
+        check="positive")
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto (CUDA if available)")
     workers: int | None = _opt(None, "data loader worker processes (default on CPU: 0 up to 2 cores, else a "
-                                     "quarter of the cores up to 4; on CUDA: cores-1 up to 8; 0 = main process)")
+                                     "quarter of the cores up to 4; on CUDA: cores-1 up to 8; 0 = main process)",
+                                check="count0")
     project: str = _opt("runs", "parent directory of run directories")
     name: str = _opt("train", "run name: outputs go to <project>/<name>, auto-incremented if it exists")
     exist_ok: bool = _opt(False, "reuse <project>/<name> if it exists instead of incrementing")
     resume: str | None = _opt(
         None, "continue a run exactly from its checkpoint.pt: a run directory, a checkpoint path, or nothing "
               "for the most recent run under --project; the run's saved settings are used (--device/--workers "
-              "may change)", nargs="?", const="last", metavar="RUN")
+              "may change)", nargs="?", const="last", metavar="RUN", path="resume")
     weights: str | None = _opt(
         None, "start from these weights (fine-tuning): odkit .safetensors (+ .json sidecar), or a foreign "
               "checkpoint with --from; layers whose shape depends on the class count are re-initialised "
-              "when the class count differs, the rest is kept", metavar="W")
+              "when the class count differs, the rest is kept", metavar="W", path="weights")
     weights_from: str | None = _opt(
         None, "format of --weights / --pretrained-backbone when it is not odkit's: yolox (official YOLOX "
               "checkpoint) or torchvision (state dict); pickles are read with weights_only=True",
         flags=["--from"], choices=list(WEIGHT_SOURCES))
     pretrained_backbone: str | None = _opt(
         None, "load backbone-only weights (odkit .safetensors, or --from torchvision) before training",
-        metavar="FILE")
+        metavar="FILE", path="path")
     freeze: str | None = _opt(
         None, "parameters not to train: 'backbone' (all of it), 'backbone:N' (stem + first N stages), "
               "'neck'; comma-separated; frozen parts also keep their batch-norm statistics", metavar="PARTS")
-    freeze_stages: int | None = _opt(None, "same as --freeze backbone:N", metavar="N")
+    freeze_stages: int | None = _opt(None, "same as --freeze backbone:N", metavar="N", check="count0")
     amp: bool = _opt(False, "mixed precision: fp16 autocast + grad scaler on CUDA, bf16 autocast on CPU (slow "
                             "on CPUs without AVX512-BF16/AMX, such as AVX2-only ones; a warning says so)")
     optimizer: str = _opt("sgd", "sgd (momentum, Nesterov) or adamw; weight decay skips norms and biases",
                           choices=list(OPTIMIZERS), recipe=True)
     lr: float | None = _opt(None, "peak learning rate (base: 0.01*batch/64 for SGD, 0.002*batch/64 for AdamW)",
-                            recipe=True)
-    weight_decay: float | None = _opt(None, "weight decay (base: 5e-4 SGD, 0.05 AdamW)", recipe=True)
-    momentum: float = _opt(0.9, "SGD momentum / AdamW beta1", recipe=True)
+                            recipe=True, check="positive")
+    weight_decay: float | None = _opt(None, "weight decay (base: 5e-4 SGD, 0.05 AdamW)", recipe=True,
+                                      check="nonneg")
+    momentum: float = _opt(0.9, "SGD momentum / AdamW beta1", recipe=True, check="unit")
     schedule: str = _opt("cos", "lr decay after warm-up: cos, linear, or step (x lr_gamma at each of "
                                 "--lr-steps)", choices=list(SCHEDULES), recipe=True)
     lr_steps: list[float] = _opt(factory=lambda: [0.667, 0.917], recipe=True, metavar="FRAC",
                                  help="step schedule: fractions of the run at which the lr is multiplied "
-                                      "by --lr-gamma")
-    lr_gamma: float = _opt(0.1, "step schedule: lr factor at each step", recipe=True)
-    min_lr_ratio: float = _opt(0.05, "cos/linear: final lr as a fraction of the peak", recipe=True)
+                                      "by --lr-gamma", check="fraction")
+    lr_gamma: float = _opt(0.1, "step schedule: lr factor at each step", recipe=True, check="unit")
+    min_lr_ratio: float = _opt(0.05, "cos/linear: final lr as a fraction of the peak", recipe=True, check="unit")
     warmup_epochs: float = _opt(3.0, "linear warm-up length in epochs (at most 20%% of a run without --time)",
-                                recipe=True)
-    seed: int = _opt(0, "random seed (sample order, augmentation, init)")
-    val_interval: int = _opt(1, "validate every N epochs (and always after the last)", recipe=True)
+                                recipe=True, check="nonneg")
+    seed: int = _opt(0, "random seed (sample order, augmentation, init)", check="count0")
+    val_interval: int = _opt(1, "validate every N epochs (and always after the last)", recipe=True, check="count")
     no_aug_epochs: int = _opt(
         15, "last N epochs without mosaic/affine/mixup, in the head's 'no_aug' phase (YOLOX: L1 loss on); "
-            "with --time at most a third of the fitted epochs", recipe=True)
+            "with --time at most a third of the fitted epochs", recipe=True, check="count0")
     train_split: str | None = _opt(None, "train split: VOC ImageSets/Main name, YOLO / odkit YAML key "
                                          "(default train)")
     val_split: str | None = _opt(None, "val split, as --train-split (default val)")
@@ -116,19 +121,19 @@ class TrainConfig:
     compile: bool = _opt(False, "torch.compile the network (backbone, neck, head) for training steps; needs a C "
                                 "compiler, else training runs eager with a warning")
     ema: bool = _opt(True, "exponential moving average of the weights (evaluated and saved)")
-    ema_decay: float = _opt(0.9998, "EMA decay (lowered automatically for short runs)")
-    ema_tau: float = _opt(2000.0, "EMA warm-up ramp in iterations (shortened for short runs)")
-    clip_grad: float = _opt(10.0, "gradient-norm clip (0 = off)", recipe=True)
-    max_bad_steps: int = _opt(5, "abort after this many consecutive NaN/inf losses")
-    mosaic: float = _opt(1.0, "mosaic probability", recipe=True)
-    mixup: float = _opt(0.0, "mixup probability", recipe=True)
+    ema_decay: float = _opt(0.9998, "EMA decay (lowered automatically for short runs)", check="unit")
+    ema_tau: float = _opt(2000.0, "EMA warm-up ramp in iterations (shortened for short runs)", check="positive")
+    clip_grad: float = _opt(10.0, "gradient-norm clip (0 = off)", recipe=True, check="nonneg")
+    max_bad_steps: int = _opt(5, "abort after this many consecutive NaN/inf losses", check="count")
+    mosaic: float = _opt(1.0, "mosaic probability", recipe=True, check="unit")
+    mixup: float = _opt(0.0, "mixup probability", recipe=True, check="unit")
     multiscale: bool = _opt(False, "multi-scale training: input size +/- 3 x 32 px every 10 batches")
     cache: float | None = _opt(None, "keep resized training images in RAM, up to GB (default: up to 4 GB and a "
-                                     "quarter of the free memory; 0 = off)", metavar="GB")
-    threads: int | None = _opt(None, "torch threads (default: cores / processes on this machine)")
-    conf_thr: float = _opt(0.001, "validation score threshold")
-    iou_thr: float = _opt(0.65, "validation NMS IoU")
-    max_det: int = _opt(100, "validation detections per image")
+                                     "quarter of the free memory; 0 = off)", metavar="GB", check="nonneg")
+    threads: int | None = _opt(None, "torch threads (default: cores / processes on this machine)", check="count")
+    conf_thr: float = _opt(0.001, "validation score threshold", check="unit")
+    iou_thr: float = _opt(0.65, "validation NMS IoU", check="unit")
+    max_det: int = _opt(100, "validation detections per image", check="count")
     plots: bool = _opt(True, "write the PNG plots")
     strict_data: bool = _opt(False, "refuse to train on any data warning or undecodable image (default: "
                                     "undecodable images are left out, named)", flags=["--strict", "--strict-data"])
@@ -145,37 +150,19 @@ class TrainConfig:
              "degrees=0; values are YAML")
 
     def __post_init__(self) -> None:
+        self.check_values()
         div = input_divisor(self.model)
-        if self.img <= 0 or self.img % div:
+        if self.img % div:
             raise ConfigError(f"--img must be a positive multiple of {div}, got {self.img}")
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch < 1:
-            raise ConfigError(f"--batch must be at least 1, got {self.batch}")
-        if self.time is not None and self.time <= 0:
-            raise ConfigError(f"--time must be a positive number of minutes, got {self.time}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"--optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         self.lr_steps = [float(s) for s in self.lr_steps]
-        if any(not 0.0 < s < 1.0 for s in self.lr_steps) or self.lr_steps != sorted(self.lr_steps):
+        if self.lr_steps != sorted(self.lr_steps):
             raise ConfigError(f"--lr-steps must be increasing fractions of the run in (0, 1), got {self.lr_steps}")
-        if not 0.0 < self.lr_gamma <= 1.0:
+        if self.lr_gamma == 0:
             raise ConfigError(f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
-        for name in ("mosaic", "mixup"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"--{name} is a probability in [0, 1], got {getattr(self, name)}")
-        if self.val_interval < 1:
-            raise ConfigError(f"--val-interval must be at least 1, got {self.val_interval}")
-        if self.no_aug_epochs < 0:
-            raise ConfigError(f"--no-aug-epochs must be >= 0, got {self.no_aug_epochs}")
-        if self.warmup_epochs < 0:
-            raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
-        if self.workers is not None and self.workers < 0:
-            raise ConfigError(f"--workers must be >= 0, got {self.workers}")
         if self.weights_from is not None and self.weights_from not in WEIGHT_SOURCES:
             raise ConfigError(f"--from must be one of {', '.join(WEIGHT_SOURCES)}, got {self.weights_from!r}")
         if self.weights_from and not (self.weights or self.pretrained_backbone):
@@ -187,6 +174,20 @@ class TrainConfig:
         if not isinstance(self.aug, dict):
             raise ConfigError(f"aug must be a mapping of augmentation settings, got {self.aug!r}")
         self.freeze_parts()  # validates --freeze / --freeze-stages
+
+    def check_values(self) -> None:
+        """Check every field with a value rule (``check`` in its metadata, see :mod:`odkit.arguments`);
+        ``ConfigError`` names the flag."""
+        for f in fields(self):
+            kind = f.metadata.get("check")
+            value = getattr(self, f.name)
+            if kind is None or value is None:
+                continue
+            flag = (f.metadata.get("flags") or [f"--{f.name.replace('_', '-')}"])[0]
+            if isinstance(value, (list, tuple)):
+                setattr(self, f.name, [check_value(flag, v, kind) for v in value])
+            else:
+                setattr(self, f.name, check_value(flag, value, kind))
 
     def freeze_parts(self) -> dict[str, int | None]:
         """Parsed ``--freeze`` / ``--freeze-stages``: ``{"backbone": None (all) or N, "neck": None}``."""
@@ -209,8 +210,6 @@ class TrainConfig:
             else:
                 parts[name] = None
         if self.freeze_stages is not None:
-            if self.freeze_stages < 0:
-                raise ConfigError(f"--freeze-stages must be >= 0, got {self.freeze_stages}")
             if "backbone" in parts and parts["backbone"] != self.freeze_stages:
                 raise ConfigError(f"--freeze {self.freeze!r} and --freeze-stages {self.freeze_stages} disagree")
             parts["backbone"] = self.freeze_stages

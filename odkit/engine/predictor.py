@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from odkit.arguments import check_value, fit_input_size
 from odkit.errors import ConfigError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -149,19 +150,22 @@ class Predictor:
     ) -> list[dict[str, torch.Tensor]]:
         """Detections per image (``conf``: score threshold, ``iou``: NMS IoU, ``max_det``: detections per
         image, each defaulting to the model's prediction settings (``model.postprocess_defaults``: the
-        reference implementation's); ``img_size``: square network input in pixels, a multiple of the
-        model's size divisor; default: the training size)."""
+        reference implementation's); ``img_size``: square network input in pixels, rounded to the
+        nearest multiple of the model's size divisor with a warning; default: the training size).
+        Values out of range (a size or batch below 1, thresholds outside [0, 1]) raise ``ConfigError``."""
         from odkit.data.transforms import fit_to_input
         from odkit.models.postprocess import resize_mode
 
         mode = resize_mode(self.model)
-        size = int(img_size or self.img_size)
         divisor = int(getattr(self.model, "size_divisor", 32))
-        if size % divisor:
-            raise ConfigError(f"img_size must be a multiple of {divisor}, got {size}")
+        size = fit_input_size(self.img_size if img_size is None else img_size, divisor, "img_size",
+                              str(self.meta.get("model") or "the model"))
+        batch = int(check_value("batch", batch, "count"))
+        for name, value, kind in (("conf", conf, "unit"), ("iou", iou, "unit"), ("max_det", max_det, "count")):
+            if value is not None:
+                check_value(name, value, kind)
         items = self._inputs(images)
         results: list[dict[str, torch.Tensor]] = []
-        batch = max(int(batch), 1)
         no_boxes = np.zeros((0, 4), np.float32)
         with self._lock, torch.no_grad():
             for s in range(0, len(items), batch):

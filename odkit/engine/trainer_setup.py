@@ -15,9 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from odkit.arguments import fit_input_size
 from odkit.engine import distributed as dist_utils
 from odkit.engine import runtime, speed
 from odkit.engine.checkpoint import rng_state, set_rng_state
+from odkit.engine.config import TrainConfig, input_divisor
 from odkit.engine.ema import ModelEMA, ema_params_for, unwrap
 from odkit.engine.optim import build_optimizer
 from odkit.engine.recipe import complete, resolve
@@ -66,6 +68,9 @@ class TrainerSetup:
         weights, source = self.request.get("weights"), self.request.get("weights_from")
         if weights:
             self.weights_model = weights_model(weights, source)
+        if self.request.get("img") is not None:  # the user's size, fitted to the model once
+            model = str(self.request.get("model") or self.weights_model or TrainConfig.model)
+            self.request["img"] = fit_input_size(self.request["img"], input_divisor(model), "--img", model)
         self.cfg = resolve(self.request, weights_model=self.weights_model).config
 
     def _resolve(self) -> None:

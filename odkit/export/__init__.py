@@ -105,8 +105,8 @@ def export(
 ) -> Path:
     """Export trained ``weights`` to ``format`` (``"onnx"`` or ``"openvino"``); returns the written file.
 
-    ``img_size`` (square, pixels, multiple of the model's size divisor) defaults to the training size of
-    the weights.
+    ``img_size`` (square, pixels; rounded to the nearest multiple of the model's size divisor with a
+    warning) defaults to the training size of the weights.
     ``out`` (a file, or a folder) defaults to a name beside the weights that differs per graph
     (:func:`default_name`, e.g. ``best-nms-416.onnx``); an existing file is replaced only with
     ``force``. Prediction settings left ``None`` (``conf_thr``, ``iou_thr``, ``max_det``, ``pre_topk``)
@@ -115,12 +115,12 @@ def export(
     :func:`odkit.export.onnx.export_onnx`. Raises ``OdkitError`` for untrained weights, unknown
     models, bad sizes or a missing export extra.
     """
-    from odkit.export.onnx import check_img_size
+    from odkit.arguments import check_value, fit_input_size
 
     if format not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if img_size is not None:
-        check_img_size(img_size, 1)
+        check_value("--img", img_size, "size")
     src = resolve_weights(weights)
     from odkit.engine.api import load
 
@@ -128,8 +128,8 @@ def export(
     meta = dict(predictor.meta)
     check_trained(meta, src)
     model = predictor.model
-    size = check_img_size(img_size if img_size is not None else meta.get("img_size") or 416,
-                          int(getattr(model, "stride", 32)))
+    size = fit_input_size(img_size if img_size is not None else meta.get("img_size") or 416,
+                          int(getattr(model, "stride", 32)), "--img", str(meta.get("model")))
     suffix = FORMATS[format]
     name = default_name(src.stem, suffix, size, nms, dynamic, half)
     out_path = Path(out) if out is not None else src.with_name(name)

@@ -195,7 +195,7 @@ def export_onnx(
         info.update({"conf_thr": conf_thr, "iou_thr": iou_thr, "max_det": max_det, "pre_topk": pre_topk})
     info.update(dict(meta or {}))
     write_sidecar(path, info)
-    log.info(
+    log.debug(
         "exported %s (%s, img %d, nms %s, %s)", path, info["model"], img_size, nms, "fp16" if half else "fp32"
     )
     return path

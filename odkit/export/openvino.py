@@ -85,5 +85,5 @@ def export_openvino(
         onnx_to_openvino(onnx_path, path, half=half)
     info.update({"format": "openvino", "half": bool(half)})
     write_sidecar(path, info)
-    log.info("exported %s (OpenVINO IR, %s weights)", path, "fp16" if half else "fp32")
+    log.debug("exported %s (OpenVINO IR, %s weights)", path, "fp16" if half else "fp32")
     return path

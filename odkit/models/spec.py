@@ -27,6 +27,8 @@ class ModelSpec:
         family: detector family name (for listings).
         resize: how images reach the input size, ``"letterbox"`` or ``"stretch"`` (plain resize, SSD);
             stored in ``model.config`` when not letterbox.
+        reference: the implementation whose architecture and defaults the model follows ("" for
+            odkit's own light models).
         size_divisor: what input sides must be multiples of (the built model's ``size_divisor``).
     """
 
@@ -37,3 +39,4 @@ class ModelSpec:
     family: str = ""
     resize: str = "letterbox"
     size_divisor: int = 32
+    reference: str = ""

@@ -10,6 +10,7 @@ file each); adding one is a builder there plus its entries here.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from odkit.errors import ConfigError
@@ -53,6 +54,18 @@ MODELS.update(dense.models())
 MODELS.update(yolov3.models())
 MODELS.update(rcnn.models())
 MODELS.update(ssd.models())
+
+# The implementation each model follows (its architecture, prediction defaults and recipe).
+REFERENCES = {
+    **{f"yolox-{s}": "official YOLOX (Megvii)" for s in ("nano", "tiny", "s", "m", "l", "x")},
+    "retinanet-r50-fpn": "torchvision", "fcos-r50-fpn": "torchvision",
+    "atss-r50-fpn": "MMDetection", "gfl-r50-fpn": "MMDetection",
+    "yolov3": "darknet, MMDetection", "yolov3-tiny": "darknet",
+    "ssd300-vgg16": "torchvision", "ssdlite320-mobilenetv3": "torchvision",
+    "fasterrcnn-r50-fpn": "torchvision", "fasterrcnn-mobilenetv3-fpn": "torchvision",
+    "doublehead-r50-fpn": "Wu et al. 2020, MMDetection",
+}
+MODELS = {name: replace(s, reference=REFERENCES.get(name, s.reference)) for name, s in MODELS.items()}
 
 
 def available() -> list[str]:
