@@ -104,7 +104,7 @@ def test_models_lists_every_zoo_model(capsys):
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    from odkit.engine.weights import save_weights
+    from odkit.weights.format import save_weights
 
     torch.manual_seed(0)
     model = zoo.build("yolox-nano", num_classes=2, img_size=64)

@@ -89,7 +89,7 @@ def fit_export_img(args: argparse.Namespace) -> int | None:
     import json
 
     from odkit.engine.config import input_divisor
-    from odkit.engine.weights import sidecar_path
+    from odkit.weights.format import sidecar_path
     from odkit.export import resolve_weights
 
     if args.img is None:
