@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p.add_argument("--format", choices=FORMATS, default=None, help="dataset layout (default: detected from DATA)")
     p.add_argument("--split", default=None, help="split to use (e.g. train)")
+    from odkit.cli.data_check import add_source_args
+
+    add_source_args(p, with_format=False)
     p.add_argument("--evolve", type=int, default=0, metavar="N", help="generations of evolution (default 0)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--iters", type=int, default=300, help="maximum k-means iterations (default 300)")
@@ -70,7 +73,9 @@ def handler(args: argparse.Namespace) -> int:
         raise ConfigError(f"-k must be >= 1, got {args.k}")
     if args.img < 1:
         raise ConfigError(f"--img must be >= 1, got {args.img}")
-    aset = load_dataset(args.data, format=args.format, split=args.split)
+    from odkit.cli.data_check import source_kwargs
+
+    aset = load_dataset(args.data, format=args.format, split=args.split, **source_kwargs(args))
     wh_all = letterbox_wh(aset, args.img)
     small = (wh_all < args.min_size).any(1)
     if small.any():

@@ -41,6 +41,22 @@ def split_word(name: str) -> str | None:
     return name if base in SPLIT_WORDS else None
 
 
+SPLIT_DEPTH = 2  # split folders are looked for this many folder levels below a data set root
+
+
+def split_of_path(path: Path, root: Path) -> str | None:
+    """The split of a file under ``root``: the first of its top :data:`SPLIT_DEPTH` folders whose
+    name is a split name (``train/a.jpg``, ``train_zip/train/a.jpg`` -> ``train``), else ``None``."""
+    try:
+        parts = path.relative_to(root).parts[:-1]
+    except ValueError:
+        return None
+    for d in parts[:SPLIT_DEPTH]:
+        if is_split_name(d):
+            return d
+    return None
+
+
 def split_from_file(stem: str) -> str | None:
     """Split named by a file stem: ``train_labels`` / ``labels_train`` / ``train`` -> ``train``."""
     for tok in re.split(r"[-_.\s]+", stem):

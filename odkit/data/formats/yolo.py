@@ -37,12 +37,14 @@ YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml")
 
 def find_yaml(path: str | Path) -> Path:
     """The data.yaml of a YOLO dataset given the yaml itself or its folder."""
+    from odkit.data.formats.detect import folder_yaml
+
     p = Path(path)
     if p.is_dir():
-        for n in YAML_NAMES:
-            if (p / n).is_file():
-                return p / n
-        raise DataError(f"{p}: no data.yaml in this folder")
+        y = folder_yaml(p)
+        if y is None:
+            raise DataError(f"{p}: no data.yaml in this folder")
+        return y
     return p
 
 
