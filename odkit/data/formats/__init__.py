@@ -38,7 +38,7 @@ from odkit.data.formats.spec import read_spec, spec_splits
 from odkit.data.formats.text_columns import ColumnSpec, parse_columns, read_text_columns, write_text_columns
 from odkit.data.formats.voc import read_voc, splits_of, write_voc
 from odkit.data.formats.voc_flat import read_voc_flat, write_voc_flat
-from odkit.data.formats.yolo import find_yaml, load_yaml, read_yolo, write_yolo, yolo_splits
+from odkit.data.formats.yolo import find_yaml, load_data_yaml, read_yolo, write_yolo, yolo_splits
 from odkit.data.splits import UNASSIGNED, merge_splits, split_word, take_split, unassigned
 from odkit.data.structures import AnnotationSet, Problem
 from odkit.errors import ConfigError, DataError
@@ -185,7 +185,7 @@ def list_splits(
     if fmt == "voc":
         return splits_of(p)
     if fmt == "yolo":
-        return yolo_splits(load_yaml(find_yaml(p)))
+        return yolo_splits(load_data_yaml(find_yaml(p)))
     if fmt == "spec":
         return spec_splits(find_yaml(p))
     return sorted(_read_whole(fmt, p, image_root, labels, columns).splits)

@@ -25,9 +25,9 @@ LAYOUTS = (
 
 def _yaml_kind(p: Path) -> str:
     from odkit.data.formats.spec import is_spec
-    from odkit.data.formats.yolo import load_yaml
+    from odkit.data.formats.yolo import load_data_yaml
 
-    cfg = load_yaml(p)
+    cfg = load_data_yaml(p)
     if is_spec(cfg):
         return "spec"
     if "names" in cfg or "train" in cfg:
