@@ -91,7 +91,11 @@ def test_split_checks(tmp_path):
     rep = check_dataset(aset)
     leaks = [p for p in rep.problems if p.kind == "split_overlap"]
     assert len(leaks) == 2 and all("'test'" in p.message for p in leaks)
+    assert sorted(Path(p.file).stem for p in leaks) == sorted(Path(aset.files[i]).stem for i in (0, 4))
     assert rep.counts()["split_empty"] == 1
+    assert rep.exit_code() == 1  # a leak is an error ...
+    rep = check_dataset(aset, allow_overlap=True)  # ... unless allowed
+    assert {p.severity for p in rep.problems if p.kind == "split_overlap"} == {"warning"}
     assert rep.exit_code() == 0 and rep.exit_code(strict=True) == 1
 
 

@@ -75,6 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_source_args(p)
     p.add_argument("--split", help="check only this split (default: every split the data set defines)")
     p.add_argument("--strict", action="store_true", help="exit 1 on any warning too (info notes never fail)")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="an image in two splits (same file or same bytes) is a warning, not an error")
     p.add_argument("--json", metavar="OUT", help="write every problem to this json file")
     p.add_argument(
         "--fix-out",
@@ -97,7 +99,8 @@ def handler(args: argparse.Namespace) -> int:
 
     aset = load_dataset(args.data, format=args.format, split=args.split, **source_kwargs(args))
     report = check_dataset(
-        aset, check_images=not args.no_images, near_dup_iou=args.near_dup_iou, decode=args.decode
+        aset, check_images=not args.no_images, near_dup_iou=args.near_dup_iou, decode=args.decode,
+        allow_overlap=args.allow_overlap,
     )
     report.name = f"{args.data}" + (f" [{args.split}]" if args.split else "")
     print(f"layout: {aset.source}" + (

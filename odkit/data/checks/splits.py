@@ -1,20 +1,107 @@
 """Split checks: an image in two splits (a leak between train and val/test), an empty split, and
 images in no split of a set that defines splits.
 
-Splits where one contains the other (``trainval`` and ``train``) share images by design and are
-not reported.
+An image is in two splits when the same file (resolved path) is listed in both, or when two files
+of different splits hold the same bytes (content hash; only files of equal size are hashed). That
+is an error naming the images (``allow_overlap``: a warning). A ``trainval`` split shares images
+with ``train`` and ``val`` by definition and is not a leak with them (it is with ``test``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import os
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from odkit.data.checks import Context
+from odkit.data.checks import Context, pmap
+from odkit.data.structures import Problem
+
+_UNION = {"trainval"}
+_PARTS = {"train", "training", "val", "valid", "validation", "dev"}
 
 
-def check_splits(ctx: Context) -> None:
+def _base(name: str) -> str:
+    return re.sub(r"[-_]?\d+$", "", name.lower())
+
+
+def _allowed(a: str, b: str) -> bool:
+    """Whether splits ``a`` and ``b`` may share images (a trainval split and its train / val)."""
+    x, y = _base(a), _base(b)
+    return (x in _UNION and y in _PARTS) or (y in _UNION and x in _PARTS)
+
+
+def _leak(splits: set[str]) -> bool:
+    return any(not _allowed(a, b) for a, b in itertools.combinations(sorted(splits), 2))
+
+
+def file_hash(p: str | Path) -> str:
+    """SHA-1 of a file's bytes."""
+    h = hashlib.sha1()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _size(p: str) -> int:
+    try:
+        return os.stat(p).st_size
+    except OSError:
+        return -1
+
+
+def split_overlaps(members: Mapping[str, Sequence[str | Path]], allow: bool = False, workers: int = 8) -> list[Problem]:
+    """Images shared by splits: ``members`` maps a split name to its image files. One
+    ``split_overlap`` problem per image in two splits (same file or same bytes), an error unless
+    ``allow``; pairs that may share images (:func:`_allowed`) are left alone."""
+    sev = "warning" if allow else "error"
+    tail = "" if allow else " (--allow-overlap to go on)"
+    files: dict[str, str] = {}  # resolved path -> path as listed
+    where: dict[str, set[str]] = defaultdict(set)
+    for split, paths in members.items():
+        for p in paths:
+            key = os.path.realpath(p)
+            files.setdefault(key, str(p))
+            where[key].add(split)
+    out: list[Problem] = []
+    for key, sp in where.items():
+        if len(sp) > 1 and _leak(sp):
+            out.append(Problem("split_overlap", files[key], f"image is in splits {', '.join(map(repr, sorted(sp)))}: "
+                               f"a leak when one of them evaluates the other{tail}", severity=sev))
+    # same bytes in different files of different splits: hash the files whose size another split shares
+    by_size: dict[int, list[str]] = defaultdict(list)
+    keys = list(where)
+    for key, size in zip(keys, pmap(_size, keys, workers, "sizing images")):
+        if size > 0:
+            by_size[size].append(key)
+    todo = [k for g in by_size.values() if len(g) > 1 and len(set().union(*(where[k] for k in g))) > 1 for k in g]
+    if not todo:
+        return out
+    digests = pmap(lambda k: file_hash(k) if os.path.isfile(k) else "", todo, workers, "hashing images")
+    groups: dict[str, list[str]] = defaultdict(list)
+    for k, d in zip(todo, digests):
+        if d:
+            groups[d].append(k)
+    for g in groups.values():
+        if len(g) < 2:
+            continue
+        for a, b in itertools.combinations(g, 2):
+            sa, sb = where[a], where[b]
+            pair = {(x, y) for x in sa for y in sb if x != y}
+            if any(not _allowed(x, y) for x, y in pair):
+                names = sorted({f"{x!r}/{y!r}" for x, y in pair if not _allowed(x, y)})
+                out.append(Problem("split_overlap", files[b], f"same bytes as {files[a]} (splits {', '.join(names)}): "
+                                   f"one image in two splits{tail}", severity=sev))
+    return out
+
+
+def check_splits(ctx: Context, allow_overlap: bool = False) -> None:
     """Splits family (nothing to check for a set without splits)."""
     splits = ctx.aset.splits
     if not splits:
@@ -22,17 +109,10 @@ def check_splits(ctx: Context) -> None:
     for name, members in sorted(splits.items()):
         if len(members) == 0:
             ctx.add("split_empty", str(ctx.aset.root), f"split {name!r} lists no images", severity="warning")
-    for (a, ma), (b, mb) in itertools.combinations(sorted(splits.items()), 2):
-        shared = np.intersect1d(ma, mb)
-        if not len(shared) or len(shared) in (len(ma), len(mb)):
-            continue  # disjoint, or one split contains the other (trainval / train)
-        for i in shared:
-            ctx.add(
-                "split_overlap",
-                ctx.fnames[int(i)],
-                f"image is in split {a!r} and in split {b!r} (a leak when one of them evaluates the other)",
-                severity="warning",
-            )
+    if len(splits) > 1:
+        ctx.problems += split_overlaps(
+            {k: [ctx.fnames[int(i)] for i in v] for k, v in sorted(splits.items())}, allow_overlap, ctx.workers
+        )
     used = np.zeros(len(ctx.aset), dtype=bool)
     for m in splits.values():
         used[m] = True
