@@ -150,7 +150,9 @@ def test_training_without_val_split_holds_out_and_writes_it(tmp_path, caplog):
     split = build_voc_flat(tmp_path / "split", splits=True)
     plan = prepare_data(_cfg(split), report=False)
     assert plan.holdout is None and len(plan.train) == 4 and len(plan.val) == 2
-    plan = prepare_data(_cfg(split, val_split="train"), report=False)
+    with pytest.raises(DataError, match="in both the train and the val data"):
+        prepare_data(_cfg(split, val_split="train"), report=False)  # a leak ...
+    plan = prepare_data(_cfg(split, val_split="train", allow_overlap=True), report=False)  # ... unless allowed
     assert len(plan.val) == 4
     import shutil
 
