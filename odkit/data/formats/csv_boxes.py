@@ -3,6 +3,7 @@
 Columns are matched by name, in any order and case: image (``filename``, ``file_name``,
 ``path``, ``image``, ...), class (``class``, ``label``, ``category``, ...), ``xmin``, ``ymin``,
 ``xmax``, ``ymax`` (or ``x1``/``y1``/``x2``/``y2``), optional ``width``/``height`` of the image
+(without them the sizes are read from the image headers, with one summary note)
 and an optional ``split`` (``set``, ``subset``) column. Boxes are continuous pixel coordinates as
 written. A row with an image but an empty class and empty coordinates is a negative image.
 Several files are splits: ``train_labels.csv`` / ``test_labels.csv`` (the split word in the file
@@ -21,7 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from odkit.data.formats._common import Entry, build_set, fill_sizes, output_names, place_image, rel
+from odkit.data.formats._common import (
+    Entry,
+    build_set,
+    fill_sizes,
+    output_names,
+    place_image,
+    probe_sizes,
+    rel,
+)
 from odkit.data.splits import split_folders, split_from_file, split_of_path
 from odkit.data.structures import AnnotationSet, Problem
 from odkit.errors import DataError
@@ -201,6 +210,7 @@ def read_csv_boxes(
             if e.split is not None:
                 membership.append((e.split, img))
             entries.setdefault(img, e)
+    problems += probe_sizes(list(entries.values()), root, "the CSV")
     for e in entries.values():
         e.file = rel(Path(e.file), root)
         e.split = None
