@@ -203,7 +203,7 @@ def read_csv_boxes(
         part: dict[Path, Entry] = {}
         sp = _split_of(f, root) if len(files) > 1 or split_of_path(f, root) else None
         if len(files) > 1 and sp is None:
-            problems.append(Problem("file_without_split", str(f), "the file name and folder name no split (train, "
+            problems.append(Problem("file_without_split", str(f), "neither the file name nor its folder names a split (train, "
                                     "val, test, ...): its images are read but are in no split", severity="info"))
         _read_one(f, sp, img_root, problems, part)
         for img, e in part.items():
