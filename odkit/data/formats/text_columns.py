@@ -188,9 +188,16 @@ def from_xyxy(box: list[float], spec: ColumnSpec) -> dict[str, float]:
     return {"cx": (x1 + x2) / 2, "cy": (y1 + y2) / 2, "w": x2 - x1, "h": y2 - y1}
 
 
-def _is_header(toks: list[str]) -> bool:
-    lookup = {a for k, al in _ALIASES.items() if k not in ("_", "label", "file") for a in al}
-    return any(t.strip().lower() in lookup for t in toks)
+def _is_header(toks: list[str], spec: ColumnSpec) -> bool:
+    """A first line naming the columns: none of its box cells is a number."""
+    row = dict(zip(spec.fields, toks))
+    for k in _BOXES[spec.box]:
+        try:
+            float(row.get(k, ""))
+            return False
+        except ValueError:
+            pass
+    return True
 
 
 def parse_text(path: Path, spec: ColumnSpec, problems: list[Problem]) -> list[tuple[str | None, str | None, list[float], int]]:
@@ -207,7 +214,7 @@ def parse_text(path: Path, spec: ColumnSpec, problems: list[Problem]) -> list[tu
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         toks = _split_line(line.strip(), spec)
-        header, first = first and _is_header(toks), False
+        header, first = first and _is_header(toks, spec), False
         if header:
             continue
         row = dict(zip(spec.fields, toks))
