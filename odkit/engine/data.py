@@ -106,29 +106,33 @@ def _test_split(splits: list[str]) -> str | None:
 
 def _overlap_check(plan: DataPlan, allow: bool, report: bool) -> None:
     """An image in both train and val (same file or same bytes) is a DataError naming the images
-    (``allow``: a warning). For a hold-out split, such images are moved to train instead."""
-    from odkit.data.checks.splits import split_overlaps
+    (``allow``: a warning). In a hold-out split, the train twins of a held-out image join it in
+    validation instead."""
+    from odkit.data.checks.splits import overlap_pairs, split_overlaps
 
     def files(a: AnnotationSet) -> list[str]:
         return [str(a.path(i)) for i in range(len(a))]
 
-    found = split_overlaps({"train": files(plan.train), "val": files(plan.val)}, allow=True)
-    if not found:
-        return
-    if plan.holdout is not None:
-        bad = {p.file for p in found}
-        keep = [i for i in range(len(plan.val)) if str(plan.val.path(i)) not in bad]
-        moved = len(plan.val) - len(keep)
-        plan.val = plan.val.select_images(keep)
-        plan.val.splits = {}
-        if plan.source is not None:
-            src = plan.source
-            plan.holdout.val = np.asarray([i for i in plan.holdout.val if str(src.path(int(i))) not in bad], np.int64)
-        plan.notes.append(f"{moved} hold-out image(s) have the same bytes as a train image: kept out of validation")
+    members = {"train": files(plan.train), "val": files(plan.val)}
+    if plan.holdout is not None and plan.source is not None:
+        val_files = set(members["val"])
+        twins = {f for pair in overlap_pairs(members) for f in pair[:2] if f not in val_files}
+        if not twins:
+            return
+        src, h = plan.source, plan.holdout
+        move = np.asarray([i for i in h.train if str(src.path(int(i))) in twins], np.int64)
+        h.train = np.setdiff1d(h.train, move)
+        h.val = np.union1d(h.val, move)
+        plan.train, plan.val = src.select_images(h.train), src.select_images(h.val)
+        plan.train.splits, plan.val.splits = {}, {}
+        plan.notes.append(f"{len(move)} image(s) with the same bytes as a held-out image moved to validation with it")
         if report:
             log.warning("%s", plan.notes[-1])
         return
-    shown = "\n".join(f"  {p.file}: {p.message.replace(' (--allow-overlap to go on)', '')}" for p in found[:10])
+    found = split_overlaps(members, allow=True)
+    if not found:
+        return
+    shown = "\n".join(f"  {p.file}: {p.message}" for p in found[:10])
     more = f"\n  ... and {len(found) - 10} more" if len(found) > 10 else ""
     if not allow:
         raise DataError(f"{len(found)} image(s) are in both the train and the val data (a leak: validation would "

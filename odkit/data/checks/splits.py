@@ -56,12 +56,12 @@ def _size(p: str) -> int:
         return -1
 
 
-def split_overlaps(members: Mapping[str, Sequence[str | Path]], allow: bool = False, workers: int = 8) -> list[Problem]:
-    """Images shared by splits: ``members`` maps a split name to its image files. One
-    ``split_overlap`` problem per image in two splits (same file or same bytes), an error unless
-    ``allow``; pairs that may share images (:func:`_allowed`) are left alone."""
-    sev = "warning" if allow else "error"
-    tail = "" if allow else " (--allow-overlap to go on)"
+def overlap_pairs(members: Mapping[str, Sequence[str | Path]], workers: int = 8) -> list[tuple[str, str, str]]:
+    """Images shared by splits that may not share (see :func:`_allowed`): ``(file, other file,
+    splits)`` with ``other file`` equal to ``file`` when one file is listed in two splits, else a
+    file of another split with the same bytes; ``splits`` names the splits, e.g. ``'train', 'val'``.
+    ``members`` maps a split name to its image files. Only files whose size another split shares
+    are hashed."""
     files: dict[str, str] = {}  # resolved path -> path as listed
     where: dict[str, set[str]] = defaultdict(set)
     for split, paths in members.items():
@@ -69,35 +69,38 @@ def split_overlaps(members: Mapping[str, Sequence[str | Path]], allow: bool = Fa
             key = os.path.realpath(p)
             files.setdefault(key, str(p))
             where[key].add(split)
-    out: list[Problem] = []
-    for key, sp in where.items():
-        if len(sp) > 1 and _leak(sp):
-            out.append(Problem("split_overlap", files[key], f"image is in splits {', '.join(map(repr, sorted(sp)))}: "
-                               f"a leak when one of them evaluates the other{tail}", severity=sev))
-    # same bytes in different files of different splits: hash the files whose size another split shares
+    out = [(files[k], files[k], ", ".join(map(repr, sorted(sp)))) for k, sp in where.items() if len(sp) > 1 and _leak(sp)]
     by_size: dict[int, list[str]] = defaultdict(list)
     keys = list(where)
     for key, size in zip(keys, pmap(_size, keys, workers, "sizing images")):
         if size > 0:
             by_size[size].append(key)
     todo = [k for g in by_size.values() if len(g) > 1 and len(set().union(*(where[k] for k in g))) > 1 for k in g]
-    if not todo:
-        return out
-    digests = pmap(lambda k: file_hash(k) if os.path.isfile(k) else "", todo, workers, "hashing images")
+    digests = pmap(lambda k: file_hash(k) if os.path.isfile(k) else "", todo, workers, "hashing images") if todo else []
     groups: dict[str, list[str]] = defaultdict(list)
     for k, d in zip(todo, digests):
         if d:
             groups[d].append(k)
     for g in groups.values():
-        if len(g) < 2:
-            continue
         for a, b in itertools.combinations(g, 2):
-            sa, sb = where[a], where[b]
-            pair = {(x, y) for x in sa for y in sb if x != y}
-            if any(not _allowed(x, y) for x, y in pair):
-                names = sorted({f"{x!r}/{y!r}" for x, y in pair if not _allowed(x, y)})
-                out.append(Problem("split_overlap", files[b], f"same bytes as {files[a]} (splits {', '.join(names)}): "
-                                   f"one image in two splits{tail}", severity=sev))
+            bad = sorted({tuple(sorted((x, y))) for x in where[a] for y in where[b] if x != y and not _allowed(x, y)})
+            if bad:
+                out.append((files[b], files[a], "; ".join(f"{x!r}, {y!r}" for x, y in bad)))
+    return out
+
+
+def split_overlaps(members: Mapping[str, Sequence[str | Path]], allow: bool = False, workers: int = 8) -> list[Problem]:
+    """One ``split_overlap`` problem per image shared by splits (:func:`overlap_pairs`): an error
+    unless ``allow`` (then a warning)."""
+    sev = "warning" if allow else "error"
+    tail = "" if allow else " (--allow-overlap to go on)"
+    out = []
+    for f, other, splits in overlap_pairs(members, workers):
+        if f == other:
+            msg = f"image is in splits {splits}: a leak when one of them evaluates the other{tail}"
+        else:
+            msg = f"same bytes as {other} (splits {splits}): one image in two splits{tail}"
+        out.append(Problem("split_overlap", f, msg, severity=sev))
     return out
 
 
