@@ -142,5 +142,8 @@ def detect_format(path: str | Path, labels: str | Path | None = None, columns: o
         return "voc-flat"
     hint = ""
     if (p / "images").is_dir() and (p / "labels").is_dir():
-        hint = " (images/ + labels/ txt looks like YOLO: add a data.yaml with 'names' and 'train')"
+        ymls = sorted(q.name for q in p.glob("*.y*ml") if q.suffix.lower() in (".yaml", ".yml"))
+        hint = (f" (images/ + labels/ txt looks like YOLO: give the data yaml of the {len(ymls)} here as DATA: "
+                f"{', '.join(ymls)})" if ymls else
+                " (images/ + labels/ txt looks like YOLO: add a data.yaml with 'names' and 'train')")
     raise DataError(f"{p}: cannot detect the dataset format; expected one of: {LAYOUTS}{hint}")
