@@ -73,7 +73,9 @@ def _identical_images(ctx: Context) -> None:
     todo = [i for g in by_size.values() if len(g) > 1 for i in g]
     if not todo:
         return
-    hashes = dict(zip(todo, pmap(lambda i: file_hash(ctx.paths[i]), todo, min(ctx.workers, 8), "hashing images")))
+    ctx.hashes.update(zip((ctx.fnames[i] for i in todo),
+                          pmap(lambda i: file_hash(ctx.paths[i]), todo, min(ctx.workers, 8), "hashing images")))
+    hashes = {i: ctx.hashes[ctx.fnames[i]] for i in todo}
     groups: dict[str, list[int]] = defaultdict(list)
     for i in todo:
         groups[hashes[i]].append(i)
