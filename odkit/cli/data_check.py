@@ -63,8 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="find, count and name every problem in a dataset (exit 1 on errors that cannot be repaired)",
         description=(
             "Validate a data set in any supported layout (COCO json, VOC root, VOC xml beside the images, "
-            "images + annotations folders, CSV, LabelMe, CVAT, YOLO data.yaml, odkit YAML), all its splits "
-            "unless --split names one. Safe repairs (clip boxes slightly outside the image, drop zero-area "
+            "images + annotations folders, CSV, LabelMe, CVAT, PASCAL VOC 1.x text, text boxes with --columns, "
+            "YOLO data.yaml, odkit YAML), all its splits unless --split names one. Annotation files no reader "
+            "understands are an error naming them (never negatives); an image in two splits (same file or "
+            "same bytes) is an error (--allow-overlap). Safe repairs (clip boxes slightly outside the image, drop zero-area "
             "boxes, fill unknown sizes) are reported. Damaged images: bytes after the end marker are an info "
             "note; a truncated image that still decodes is a warning naming the rows lost; an image that "
             "cannot be decoded is an error (training leaves it out). Exit status: 0 clean or repaired, 1 "

@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 from odkit.data.formats._common import output_names, place_image, progress
+from odkit.data.formats.walk import walk_files
 from odkit.data.probe import IMAGE_EXTS, probe_image
 from odkit.data.structures import AnnotationSet, Problem
 from odkit.errors import DataError
@@ -120,7 +121,7 @@ def _list_images(root: Path, entry: str, where: str) -> tuple[list[Path], list[P
     if not p.is_absolute():
         p = root / p
     if p.is_dir():
-        imgs = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS and q.is_file())
+        imgs = walk_files(p, IMAGE_EXTS)
         return imgs, [p]
     if p.is_file() and p.suffix == ".txt":
         out = []
@@ -242,8 +243,8 @@ def read_yolo_split(
     for d in dirs:
         ld = label_path(d / "x.jpg").parent
         if ld.is_dir():
-            stems = {q.with_suffix("").relative_to(d).as_posix() for q in d.rglob("*")}
-            for t in sorted(ld.rglob("*.txt")):
+            stems = {q.with_suffix("").relative_to(d).as_posix() for q in walk_files(d)}
+            for t in walk_files(ld, (".txt",)):
                 if t.name == "classes.txt":
                     continue
                 if t.with_suffix("").relative_to(ld).as_posix() not in stems:
