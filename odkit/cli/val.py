@@ -111,6 +111,7 @@ def handler(args: argparse.Namespace) -> int:
     from odkit.engine.evaluator import curve_plots, evaluate_predictions, predict_set, write_coco_results
     from odkit.errors import ConfigError
 
+    aset = eval_set(args)  # data errors before the model is loaded
     device = runtime.select_device(args.device)
     runtime.set_threads()
     pred = load(args.weights, device=device, compile=args.compile)
@@ -118,7 +119,6 @@ def handler(args: argparse.Namespace) -> int:
     div = int(getattr(pred.model, "size_divisor", 32))
     if img % div:
         raise ConfigError(f"--img must be a multiple of the model's size divisor {div}, got {img}")
-    aset = eval_set(args)
     if list(aset.class_names) != list(pred.class_names):
         raise ConfigError(
             f"{args.weights} was trained on classes {pred.class_names} but {args.data} has {aset.class_names}"
