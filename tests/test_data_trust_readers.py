@@ -145,6 +145,7 @@ def test_convert_cli_pascal_to_coco_is_not_empty(tmp_path, capsys):
 def test_yolo_labels_through_labels_negatives_by_convention(tmp_path):
     root = build_yolo_labels(tmp_path / "y")
     (root / "labels" / "classes.txt").write_text("cat\ndog\n")
+    (root / "labels" / "images.cache").write_bytes(b"\x00\x01")  # an Ultralytics label cache is not an annotation
     a = load_dataset(root / "images", labels=root / "labels")
     assert _boxes(a) == {
         # "k%2 0.5 0.5 0.(k+2) 0.3" on 40 x 30: centre (20, 15), width 8 / 12, height 9

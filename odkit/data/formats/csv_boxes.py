@@ -201,7 +201,7 @@ def read_csv_boxes(
     membership: list[tuple[str, Path]] = []
     for f in files:
         part: dict[Path, Entry] = {}
-        sp = _split_of(f, root) if len(files) > 1 or split_of_path(f, root) else None
+        sp = _split_of(f, root)
         if len(files) > 1 and sp is None:
             problems.append(Problem("file_without_split", str(f), "neither the file name nor its folder names a split (train, "
                                     "val, test, ...): its images are read but are in no split", severity="info"))

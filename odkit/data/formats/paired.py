@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 ANN_EXTS = (".xml", ".json", ".txt")
 SKIP_STEMS = ("classes", "readme", "license", "licence", "notes")
+# Files beside annotations that are not annotations (caches, docs, archives, configs).
+SKIP_SUFFIXES = (".cache", ".md", ".pdf", ".html", ".zip", ".gz", ".tar", ".py", ".sh", ".yaml", ".yml", ".ini", ".db")
 LAYOUTS_TRIED = ("VOC xml (<annotation>), LabelMe json (shapes), PASCAL VOC 1.x text ('Bounding box for object "
                  "...'), YOLO txt ('class cx cy w h', normalised), text boxes with --columns")
 
@@ -55,8 +57,7 @@ def _files(d: Path, exts: tuple[str, ...] | None) -> dict[str, Path]:
     non-image file when ``None``; read-me and class-list files skipped)."""
     out: dict[str, Path] = {}
     for p in walk_files(d, exts):
-        if exts is None and (p.suffix.lower() in IMAGE_EXTS or p.name.startswith(".")
-                             or p.stem.lower() in SKIP_STEMS or p.suffix.lower() == ".md"):
+        if exts is None and (p.suffix.lower() in IMAGE_EXTS + SKIP_SUFFIXES or p.name.startswith(".")):
             continue
         if p.stem.lower() in SKIP_STEMS:
             continue
