@@ -42,10 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from odkit.cli.data_check import column_spec
     from odkit.data.formats import load_dataset, parse_columns, save_dataset, save_splits
+    from odkit.errors import ConfigError
 
-    spec = column_spec(args)
+    if (args.delimiter or args.one_based) and not (args.columns or args.out_columns):
+        raise ConfigError("--delimiter and --one-based describe text boxes: give --columns or --out-columns too")
+    if args.out_columns and args.dst_format != "text":
+        raise ConfigError(f"--out-columns is for --to text, not --to {args.dst_format}")
+    spec = parse_columns(args.columns, args.delimiter, args.one_based) if args.columns else None
     aset = load_dataset(args.src, format=args.src_format, split=args.split, image_root=args.images,
                         labels=args.labels, columns=spec)
     out_spec = None
