@@ -66,3 +66,17 @@ def test_csv_without_sizes_reads_headers_with_one_note(tmp_path):
     assert len(notes) == 1 and "4 of 4 sizes read" in notes[0].message
     rep = check_dataset(a)
     assert "size_unknown" not in rep.counts()
+
+
+def test_roboflow_yaml_with_parent_relative_splits(tmp_path):
+    """Roboflow's data.yaml says ``train: ../train/images`` for ``DIR/train/images`` beside it."""
+    root = tmp_path / "rf"
+    for split, n in (("train", 2), ("valid", 1)):
+        for i in range(n):
+            jpeg(root / split / "images" / f"{split}{i}.jpg", 40, 30, 10 * len(split) + i)
+            (root / split / "labels").mkdir(parents=True, exist_ok=True)
+            (root / split / "labels" / f"{split}{i}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (root / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 1\nnames: ['x']\n"
+                                    "roboflow:\n  workspace: w\n  project: p\n")
+    a = load_dataset(root)
+    assert {k: len(v) for k, v in a.splits.items()} == {"train": 2, "val": 1} and a.num_annotations == 3

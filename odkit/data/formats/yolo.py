@@ -120,6 +120,11 @@ def _list_images(root: Path, entry: str, where: str) -> tuple[list[Path], list[P
     p = Path(entry)
     if not p.is_absolute():
         p = root / p
+        up = Path(entry).parts
+        if not p.exists() and up and up[0] == ".." and (root / Path(*up[1:])).exists():
+            log.info("%s: %s not found; using %s (Roboflow exports name their splits '../train/images')",
+                     where, p, root / Path(*up[1:]))
+            p = root / Path(*up[1:])
     if p.is_dir():
         imgs = walk_files(p, IMAGE_EXTS)
         return imgs, [p]
