@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import os
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -259,5 +258,3 @@ def corpus(tmp: Path) -> dict[str, Case]:
     }
     return cases
 
-
-Builder = Callable[[Path], Path]
