@@ -91,7 +91,11 @@ def test_split_checks(tmp_path):
     rep = check_dataset(aset)
     leaks = [p for p in rep.problems if p.kind == "split_overlap"]
     assert len(leaks) == 2 and all("'test'" in p.message for p in leaks)
+    assert sorted(Path(p.file).stem for p in leaks) == sorted(Path(aset.files[i]).stem for i in (0, 4))
     assert rep.counts()["split_empty"] == 1
+    assert rep.exit_code() == 1  # a leak is an error ...
+    rep = check_dataset(aset, allow_overlap=True)  # ... unless allowed
+    assert {p.severity for p in rep.problems if p.kind == "split_overlap"} == {"warning"}
     assert rep.exit_code() == 0 and rep.exit_code(strict=True) == 1
 
 
@@ -146,7 +150,9 @@ def test_training_without_val_split_holds_out_and_writes_it(tmp_path, caplog):
     split = build_voc_flat(tmp_path / "split", splits=True)
     plan = prepare_data(_cfg(split), report=False)
     assert plan.holdout is None and len(plan.train) == 4 and len(plan.val) == 2
-    plan = prepare_data(_cfg(split, val_split="train"), report=False)
+    with pytest.raises(DataError, match="in both the train and the val data"):
+        prepare_data(_cfg(split, val_split="train"), report=False)  # a leak ...
+    plan = prepare_data(_cfg(split, val_split="train", allow_overlap=True), report=False)  # ... unless allowed
     assert len(plan.val) == 4
     import shutil
 

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p.add_argument("--format", choices=FORMATS, default=None, help="dataset layout (default: detected from DATA)")
     p.add_argument("--split", default=None, help="split to use (e.g. train)")
+    from odkit.cli.data_check import add_source_args
+
+    add_source_args(p, with_format=False)
     p.add_argument("--evolve", type=arg_type("count0"), default=0, metavar="N", help="generations of evolution (default 0)")
     p.add_argument("--seed", type=arg_type("count0"), default=0, help="random seed (default 0)")
     p.add_argument("--iters", type=arg_type("count"), default=300, help="maximum k-means iterations (default 300)")
@@ -38,12 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from odkit.cli.data_check import source_kwargs
     from odkit.data.formats import load_dataset
     from odkit.data.stats import letterbox_wh
     from odkit.errors import DataError
     from odkit.ops.kmeans import anchor_metrics, evolve_anchors, kmeans_anchors
 
-    aset = load_dataset(args.data, format=args.format, split=args.split)
+    aset = load_dataset(args.data, format=args.format, split=args.split, **source_kwargs(args))
     wh_all = letterbox_wh(aset, args.img)
     small = (wh_all < args.min_size).any(1)
     if small.any():

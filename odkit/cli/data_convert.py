@@ -27,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="dst_format", required=True, choices=WRITE_FORMATS, help="target layout")
     path_arg(p, "--images", metavar="DIR", help="folder the source's image names resolve against")
     path_arg(p, "--labels", metavar="DIR", help="annotation folder paired by stem with the images of SRC")
+    from odkit.cli.data_check import add_column_args
+
+    add_column_args(p)
+    p.add_argument("--out-columns", metavar="SPEC",
+                   help="--to text: the columns to write (default file,x1,y1,x2,y2,label; --delimiter and "
+                   "--one-based apply to them too)")
     p.add_argument("--split", help="convert only this split (it keeps its name in the output)")
     p.add_argument(
         "--link-images",
@@ -37,10 +43,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from odkit.data.formats import load_dataset, save_dataset, save_splits
+    from odkit.data.formats import load_dataset, parse_columns, save_dataset, save_splits
+    from odkit.errors import ConfigError
 
+    if (args.delimiter or args.one_based) and not (args.columns or args.out_columns):
+        raise ConfigError("--delimiter and --one-based describe text boxes: give --columns or --out-columns too")
+    if args.out_columns and args.dst_format != "text":
+        raise ConfigError(f"--out-columns is for --to text, not --to {args.dst_format}")
+    spec = parse_columns(args.columns, args.delimiter, args.one_based) if args.columns else None
     aset = load_dataset(args.src, format=args.src_format, split=args.split, image_root=args.images,
-                        labels=args.labels)
+                        labels=args.labels, columns=spec)
+    out_spec = None
+    if args.dst_format == "text":
+        out_spec = parse_columns(args.out_columns or (spec.text() if spec is not None else "file,x1,y1,x2,y2,label"),
+                                 args.delimiter, args.one_based)
     print(f"read {args.src} ({aset.source}): {aset.summary()}")
     if aset.problems:
         print(f"{len(aset.problems)} problems found while reading (kept as they are in the output):")
@@ -51,10 +67,11 @@ def handler(args: argparse.Namespace) -> int:
             print(f"  ... and {len(aset.problems) - 20} more (run `odkit data check` for all)")
     copy = not args.link_images
     if args.split is not None:
-        problems = save_dataset(aset, args.dst, args.dst_format, copy_images=copy, split=args.split)
+        problems = save_dataset(aset, args.dst, args.dst_format, copy_images=copy, split=args.split,
+                                columns=out_spec)
         counts = {args.split: len(aset)}
     else:
-        problems, counts = save_splits(aset, args.dst, args.dst_format, copy_images=copy)
+        problems, counts = save_splits(aset, args.dst, args.dst_format, copy_images=copy, columns=out_spec)
     per = ", ".join(f"{k} {v}" for k, v in counts.items() if k) or f"{len(aset)} images, no splits"
     print(f"wrote {args.dst} ({args.dst_format}): {per}")
     if "unassigned" in counts:

@@ -30,10 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from odkit.cli.data_check import source_kwargs
     from odkit.data.formats import load_dataset
 
-    aset = load_dataset(args.data, format=args.format, split=args.split, image_root=args.images,
-                        labels=args.labels)
+    aset = load_dataset(args.data, format=args.format, split=args.split, **source_kwargs(args))
     stem = Path(args.data).stem + (f"_{args.split}" if args.split else "")
     out = Path(args.out) if args.out else Path(f"{stem}_{'augmented' if args.augment else 'show'}.png")
     if args.augment:

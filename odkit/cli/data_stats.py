@@ -27,11 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from odkit.cli.data_check import source_kwargs
     from odkit.data.formats import load_dataset
     from odkit.data.stats import compute_stats, format_stats, plot_stats
 
-    aset = load_dataset(args.data, format=args.format, split=args.split, image_root=args.images,
-                        labels=args.labels)
+    aset = load_dataset(args.data, format=args.format, split=args.split, **source_kwargs(args))
     name = Path(args.data).stem + (f"/{args.split}" if args.split else "")
     stats = compute_stats(aset, name=name)
     out = (

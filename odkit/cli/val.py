@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from odkit.cli.args import arg_type, fit_img, path_arg
 
@@ -19,10 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     path_arg(p, "--weights", kind="weights", required=True, help="weights .safetensors (with its .json sidecar) or a run directory")
     path_arg(p, "--data", required=True, help="dataset: COCO json, VOC root, YOLO data.yaml or odkit dataset YAML")
-    p.add_argument("--split", default="val", help="split to evaluate (VOC ImageSets/Main name or YAML key; default val)")
+    p.add_argument("--split", default="val",
+                   help="split to evaluate (VOC ImageSets/Main name, YAML key or split folder; 'all': every image; "
+                   "default val, or the run's hold-out when DATA has no val split and --weights are of a run on it)")
+    from odkit.cli.data_check import add_source_args
     from odkit.data.formats import FORMATS
 
     p.add_argument("--format", choices=FORMATS, default=None, help="dataset layout (default: detected)")
+    add_source_args(p, with_format=False)
     p.add_argument("--batch", type=arg_type("count"), default=16, help="images per batch (results do not depend on it)")
     p.add_argument("--img", type=arg_type("size"), default=None, help="network input size in pixels (default: the training size)")
     p.add_argument("--conf", type=arg_type("unit"), default=0.001, help="score threshold (default 0.001, as for COCO mAP)")
@@ -37,20 +42,82 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=handler)
 
 
+def run_holdout(weights: str, data: str) -> tuple[Path, dict] | None:
+    """The run directory and ``holdout.json`` of the run that made ``weights`` (a run directory, or
+    ``runs/NAME/weights/*.safetensors``) when that run trained on ``data``; else None."""
+    import json
+
+    import yaml
+
+    w = Path(weights)
+    run = w if w.is_dir() else (w.parent.parent if w.parent.name == "weights" else w.parent)
+    hj = run / "holdout.json"
+    if not hj.is_file():
+        return None
+    args_yaml = run / "args.yaml"
+    if args_yaml.is_file():
+        try:
+            trained_on = (yaml.safe_load(args_yaml.read_text()) or {}).get("data")
+        except yaml.YAMLError:
+            trained_on = None
+        if trained_on and Path(str(trained_on)).resolve() != Path(data).resolve():
+            return None
+    return run, json.loads(hj.read_text())
+
+
+def eval_set(args: argparse.Namespace) -> object:
+    """The checked set ``odkit val`` evaluates: the split ``--split``, every image (``all``), or the
+    hold-out validation images of the run that made ``--weights`` when DATA has no such split."""
+    from odkit.cli.data_check import source_kwargs
+    from odkit.data.formats import list_splits
+    from odkit.data.splits import find_val_split
+    from odkit.engine.data import load_checked
+    from odkit.errors import DataError
+
+    src = source_kwargs(args)
+    split = args.split
+    if split == "all":
+        return load_checked(args.data, None, args.format, what="all", **src)
+    splits = list_splits(args.data, args.format, image_root=src["image_root"], labels=src["labels"],
+                         columns=src["columns"])
+    if split == "val" and split not in splits and find_val_split(splits):
+        split = find_val_split(splits)  # valid, validation, dev
+    if split in splits or (not splits and Path(args.data).suffix.lower() == ".json"):
+        return load_checked(args.data, split, args.format, what=split, **src)
+    held = run_holdout(args.weights, args.data) if split == "val" else None
+    if held is None:
+        raise DataError(
+            f"{args.data}: no split {split!r} (splits: {', '.join(splits) if splits else 'none'}); "
+            "evaluate every image with --split all, or give the weights of a run trained on this data "
+            "(its hold-out split is reused)"
+        )
+    run, doc = held
+    whole = load_checked(args.data, None, args.format, what="hold-out", **src)
+    wanted = {str(Path(f).resolve()) for f in doc.get("val", [])}
+    keep = [i for i in range(len(whole)) if str(whole.path(i).resolve()) in wanted]
+    if len(keep) != len(wanted):
+        raise DataError(f"{run / 'holdout.json'}: {len(wanted) - len(keep)} of its {len(wanted)} validation images "
+                        f"are not in {args.data}")
+    print(f"{args.data} has no val split: evaluating the {len(keep)} hold-out images of run {run} "
+          "(holdout.json)")
+    out = whole.select_images(keep)
+    out.splits = {}
+    return out
+
+
 def handler(args: argparse.Namespace) -> int:
     import torch
 
     from odkit.engine import runtime
     from odkit.engine.api import load
-    from odkit.engine.data import load_checked
     from odkit.engine.evaluator import curve_plots, evaluate_predictions, predict_set, write_coco_results
     from odkit.errors import ConfigError
 
+    aset = eval_set(args)  # data errors before the model is loaded
     device = runtime.select_device(args.device)
     runtime.set_threads()
     pred = load(args.weights, device=device, compile=args.compile)
     img = pred.img_size if args.img is None else fit_img(args.img, pred.model.size_divisor, pred.meta["model"])
-    aset = load_checked(args.data, args.split, args.format, what=args.split)
     if list(aset.class_names) != list(pred.class_names):
         raise ConfigError(
             f"{args.weights} was trained on classes {pred.class_names} but {args.data} has {aset.class_names}"

@@ -44,7 +44,7 @@ class ImageInfo:
     ``"webp"``, ``"tiff"`` or ``"unknown"``), ``ext_format`` from the file extension.
     ``mode`` is ``"gray"``, ``"gray_alpha"``, ``"rgb"``, ``"rgba"``, ``"palette"``, ``"cmyk"`` or
     ``""`` when unknown; ``bit_depth`` bits per channel (0 = unknown); ``orientation`` the EXIF
-    orientation tag (1..8) or ``None``. ``error`` is set when the file is missing, empty,
+    orientation tag (1..8) or ``None`` (absent, 0 or out of range: normal). ``error`` is set when the file is missing, empty,
     unreadable or truncated (``truncated`` True for a missing end marker). ``trailing``: bytes
     after the end marker (JPEG EOI, PNG IEND), which decoders ignore.
     """
@@ -73,6 +73,13 @@ class ImageInfo:
         if self.orientation is not None and 5 <= self.orientation <= 8:
             return self.height, self.width
         return self.width, self.height
+
+
+def _orientation(value: int) -> int | None:
+    """An EXIF orientation tag value: 1..8, else ``None`` (0 or an out-of-range value means the
+    normal orientation, as decoders treat it)."""
+    v = int(value)
+    return v if 1 <= v <= 8 else None
 
 
 # ---------------------------------------------------------------- magic bytes
@@ -147,7 +154,7 @@ def _parse_jpeg(head: bytes, info: ImageInfo) -> None:
         if marker == 0xE1 and seg.startswith(b"Exif\x00\x00") and info.orientation is None:
             tags = _tiff_tags(seg[6:], {0x0112})
             if 0x0112 in tags:
-                info.orientation = int(tags[0x0112])
+                info.orientation = _orientation(tags[0x0112])
         elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             if len(seg) < 6:
                 break
@@ -177,7 +184,7 @@ def _parse_png(head: bytes, info: ImageInfo) -> None:
         if typ == b"eXIf":
             tags = _tiff_tags(head[i + 8 : i + 8 + ln], {0x0112})
             if 0x0112 in tags:
-                info.orientation = int(tags[0x0112])
+                info.orientation = _orientation(tags[0x0112])
         if typ in (b"IDAT", b"IEND"):
             break
         i += 12 + ln
@@ -232,7 +239,7 @@ def _parse_tiff(head: bytes, info: ImageInfo) -> None:
     else:
         info.mode = {1: "gray", 2: "gray_alpha", 3: "rgb", 4: "rgba"}.get(spp, "")
     if 274 in tags:
-        info.orientation = int(tags[274])
+        info.orientation = _orientation(tags[274])
 
 
 _PARSERS = {
@@ -355,10 +362,14 @@ def probe_image(path: str | Path) -> ImageInfo:
 def decode_check(path: str | Path) -> str | None:
     """Decode an image with OpenCV; return an error message, or ``None`` when it decodes.
 
-    Uses reduced-resolution decoding for speed (enough to exercise the whole bitstream).
+    Uses reduced-resolution decoding for speed (enough to exercise the whole bitstream). What the
+    codec writes to stderr about the file (libjpeg's ``Corrupt JPEG data ...``) is captured and
+    returned as the error (one decode at a time, as stderr is the process's).
     """
     import cv2
     import numpy as np
+
+    from odkit.data.imageio import captured_stderr
 
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
@@ -366,9 +377,12 @@ def decode_check(path: str | Path) -> str | None:
         return f"cannot read file: {e}"
     if data.size == 0:
         return "empty file (0 bytes)"
-    img = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_2)
-    if img is None:
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    with captured_stderr() as said:
+        img = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_2)
+        if img is None:
+            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
-        return "OpenCV cannot decode the image"
+        return "OpenCV cannot decode the image" + (f" ({'; '.join(dict.fromkeys(said))})" if said else "")
+    if said:
+        return f"decoder: {'; '.join(dict.fromkeys(said))}"
     return None

@@ -21,7 +21,8 @@ from odkit.errors import DataError
 log = logging.getLogger(__name__)
 
 # Folder / file names read as split names (case-insensitive).
-SPLIT_WORDS = ("train", "training", "val", "valid", "validation", "test", "testing", "trainval", "dev")
+SPLIT_WORDS = ("train", "training", "val", "valid", "validation", "test", "testing", "trainval", "dev",
+               "unassigned")
 VAL_NAMES = ("val", "valid", "validation", "dev")
 UNASSIGNED = "unassigned"
 
@@ -39,6 +40,40 @@ def split_word(name: str) -> str | None:
     """
     base = re.sub(r"[-_]?\d+$", "", name.lower())
     return name if base in SPLIT_WORDS else None
+
+
+SPLIT_DEPTH = 2  # split folders are looked for this many folder levels below a data set root
+
+
+def split_of_path(path: Path, root: Path) -> str | None:
+    """The split of a file under ``root``: the first of its top :data:`SPLIT_DEPTH` folders whose
+    name is a split name (``train/a.jpg``, ``train_zip/train/a.jpg`` -> ``train``), else ``None``."""
+    try:
+        parts = path.relative_to(root).parts[:-1]
+    except ValueError:
+        return None
+    for d in parts[:SPLIT_DEPTH]:
+        if is_split_name(d):
+            return d
+    return None
+
+
+def split_folders(root: Path) -> list[Path]:
+    """Folders with a split name up to :data:`SPLIT_DEPTH` levels below ``root`` (``train/``,
+    ``train_zip/train/``; linked folders included), sorted."""
+    out: list[Path] = []
+    level = [root]
+    for _ in range(SPLIT_DEPTH):
+        nxt = []
+        for d in level:
+            try:
+                subs = sorted(q for q in d.iterdir() if q.is_dir() and not q.name.startswith("."))
+            except OSError:
+                continue
+            for q in subs:
+                (out if is_split_name(q.name) else nxt).append(q)
+        level = nxt
+    return out
 
 
 def split_from_file(stem: str) -> str | None:

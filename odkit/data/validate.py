@@ -178,6 +178,7 @@ def check_dataset(
     oob_tol_px: float = 4.0,
     oob_tol_frac: float = 0.05,
     workers: int | None = None,
+    allow_overlap: bool = False,
 ) -> Report:
     """Validate a dataset (an :class:`AnnotationSet` or a path for ``load_dataset``).
 
@@ -185,7 +186,8 @@ def check_dataset(
     decode every image with OpenCV (slower; headers and end markers are always checked, and
     damaged files are always decoded to place them in a tier). A box more than
     ``max(oob_tol_px, oob_tol_frac * image side)`` pixels outside the image is an error; closer
-    boxes are clipped. Returns a :class:`Report`.
+    boxes are clipped. An image in two splits (same file or same bytes) is an error unless
+    ``allow_overlap`` (then a warning). Returns a :class:`Report`.
     """
     if isinstance(aset_or_path, AnnotationSet):
         aset = aset_or_path
@@ -205,7 +207,7 @@ def check_dataset(
                      severity="warning")
     candidates = check_boxes(ctx, oob_tol_px, oob_tol_frac)
     check_duplicates(ctx, candidates, near_dup_iou, images=check_images)
-    check_splits(ctx)
+    check_splits(ctx, allow_overlap)
     fixed = _repaired(ctx)
     log.debug("checked %s: %d problems", name, len(ctx.problems))
     return Report(

@@ -115,6 +115,13 @@ class TrainConfig:
                                          "(default train)")
     val_split: str | None = _opt(None, "val split, as --train-split (default val)")
     format: str | None = _opt(None, "dataset format (default: detected; see `odkit data check --help`)")
+    columns: str | None = _opt(None, 'text boxes: the columns of each line, e.g. "file,x,y,w,h,label" (see '
+                                     "`odkit data check --help`)", metavar="SPEC")
+    delimiter: str | None = _opt(None, "text boxes: column delimiter (default: comma if the line has one, else "
+                                       "whitespace)", metavar="D")
+    one_based: bool = _opt(False, "text boxes: the first pixel is 1 and x2/y2 are the last pixel inside the box")
+    allow_overlap: bool = _opt(False, "train on train and val splits that share images (same file or same "
+                                      "bytes): a warning instead of an error")
     deterministic: bool = _opt(False, "torch.use_deterministic_algorithms + fixed seeds + workers 0: a resumed "
                                       "run then ends with exactly the weights of an uninterrupted one (CPU)")
     channels_last: bool = _opt(True, "channels_last memory format")
@@ -214,6 +221,14 @@ class TrainConfig:
                 raise ConfigError(f"--freeze {self.freeze!r} and --freeze-stages {self.freeze_stages} disagree")
             parts["backbone"] = self.freeze_stages
         return parts
+
+    def column_spec(self) -> Any:
+        """The :class:`~odkit.data.formats.ColumnSpec` of ``columns`` (None without it)."""
+        if not self.columns:
+            return None
+        from odkit.data.formats import parse_columns
+
+        return parse_columns(self.columns, self.delimiter, self.one_based)
 
     @property
     def base_lr(self) -> float:

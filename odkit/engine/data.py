@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from odkit.data.splits import Holdout
@@ -30,7 +31,8 @@ class DataPlan:
 
     ``left_out``: per part (``train``, ``val``, ``all``), the image files that cannot be decoded and
     were left out; ``holdout``: the hold-out split when the data set has no val split (indices
-    into ``source``, the checked set it was cut from); ``reports``: the data check text per part.
+    into ``source``, the checked set it was cut from); ``reports``: the data check text per part;
+    ``val_from``: where the validation images come from, in words.
     """
 
     train: AnnotationSet
@@ -40,6 +42,7 @@ class DataPlan:
     holdout: Holdout | None = None
     source: AnnotationSet | None = None
     reports: dict[str, str] = field(default_factory=dict)
+    val_from: str = ""
 
 
 def default_splits(data: str, fmt: str | None, train_split: str | None, val_split: str | None) -> tuple[str, str]:
@@ -72,53 +75,112 @@ def _checked(aset: AnnotationSet, label: str, strict: bool, report: bool) -> tup
 
 
 def load_checked(data: str, split: str | None, fmt: str | None = None, strict: bool = False,
-                 report: bool = True, what: str = "") -> AnnotationSet:
-    """Load one split and run :func:`odkit.data.validate.check_dataset` on it.
+                 report: bool = True, what: str = "", **source: Any) -> AnnotationSet:
+    """Load one split (``None``: every image of the data set) and run
+    :func:`odkit.data.validate.check_dataset` on it.
 
     Safe repairs (documented by the validator) are applied and reported; images that cannot be
     decoded are left out and named in the log (``strict``: refused); a dataset with other errors
-    that cannot be repaired raises :class:`DataError` carrying the report text.
+    that cannot be repaired raises :class:`DataError` carrying the report text. ``source``:
+    ``image_root``, ``labels``, ``columns`` for :func:`odkit.data.formats.load_dataset`.
     """
-    from odkit.data.formats import load_split
+    from odkit.data.formats import load_dataset, load_split
 
-    aset = load_split(data, split, format=fmt) if split is not None else _load_any(data, fmt)
-    return _checked(aset, f"{data} [{what or split}]", strict, report)[0]
+    if split is not None:
+        aset = load_split(data, split, format=fmt, **source)
+    else:
+        aset = load_dataset(data, format=fmt, **source)
+        aset.splits = {}
+    return _checked(aset, f"{data} [{what or split or 'all'}]", strict, report)[0]
 
 
-def _load_any(data: str, fmt: str | None) -> AnnotationSet:
-    from odkit.data.formats import load_dataset
+def _test_split(splits: list[str]) -> str | None:
+    """The test split among ``splits`` (``test``, ``testing``, ``test2017``, ...), if any."""
+    import re
 
-    return load_dataset(data, format=fmt)
+    for s in splits:
+        if re.sub(r"[-_]?\d+$", "", s.lower()) in ("test", "testing"):
+            return s
+    return None
+
+
+def _overlap_check(plan: DataPlan, allow: bool, report: bool) -> None:
+    """An image in both train and val (same file or same bytes) is a DataError naming the images
+    (``allow``: a warning). In a hold-out split, the train twins of a held-out image join it in
+    validation instead."""
+    from odkit.data.checks.splits import overlap_pairs, split_overlaps
+
+    def files(a: AnnotationSet) -> list[str]:
+        return [str(a.path(i)) for i in range(len(a))]
+
+    members = {"train": files(plan.train), "val": files(plan.val)}
+    if plan.holdout is not None and plan.source is not None:
+        val_files = set(members["val"])
+        twins = {f for pair in overlap_pairs(members) for f in pair[:2] if f not in val_files}
+        if not twins:
+            return
+        src, h = plan.source, plan.holdout
+        move = np.asarray([i for i in h.train if str(src.path(int(i))) in twins], np.int64)
+        h.train = np.setdiff1d(h.train, move)
+        h.val = np.union1d(h.val, move)
+        plan.train, plan.val = src.select_images(h.train), src.select_images(h.val)
+        plan.train.splits, plan.val.splits = {}, {}
+        plan.notes.append(f"{len(move)} image(s) with the same bytes as a held-out image moved to validation with it")
+        if report:
+            log.warning("%s", plan.notes[-1])
+        return
+    found = split_overlaps(members, allow=True)
+    if not found:
+        return
+    shown = "\n".join(f"  {p.file}: {p.message}" for p in found[:10])
+    more = f"\n  ... and {len(found) - 10} more" if len(found) > 10 else ""
+    if not allow:
+        raise DataError(f"{len(found)} image(s) are in both the train and the val data (a leak: validation would "
+                        f"score images the model trained on); --allow-overlap to train anyway:\n{shown}{more}")
+    plan.notes.append(f"--allow-overlap: {len(found)} image(s) are in both train and val")
+    if report:
+        log.warning("%s:\n%s%s", plan.notes[-1], shown, more)
 
 
 def prepare_data(cfg: TrainConfig, report: bool = True) -> DataPlan:
-    """The checked train and val sets named by ``cfg.data`` (+ splits, format).
+    """The checked train and val sets named by ``cfg.data`` (+ splits, format, column spec).
 
     The val split is ``--val-split``, else the data set's ``val`` / ``valid`` / ``validation``
-    split. A data set without one (no splits at all, such as one COCO json or a flat folder, or a
-    train split only) gets a hold-out split: :func:`odkit.data.splits.holdout_split` of the train
-    images (20 %, stratified by class, seeded with ``cfg.seed``), announced in the log.
+    split, else its ``test`` split (said in the log and ``DataPlan.val_from``). A data set with none
+    of them (no splits at all, such as one COCO json or a flat folder, or a train split only) gets a
+    hold-out split: :func:`odkit.data.splits.holdout_split` of the train images (20 %, stratified by
+    class, seeded with ``cfg.seed``), announced in the log. Train and val must not share images
+    (same file or same bytes) unless ``cfg.allow_overlap``.
     """
     from odkit.data.formats import list_splits, load_dataset, load_split
     from odkit.data.splits import find_val_split, holdout_split
 
-    splits = list_splits(cfg.data, cfg.format)
+    columns = cfg.column_spec() if hasattr(cfg, "column_spec") else None
+    src_kw = {"format": cfg.format, "columns": columns}
+    splits = list_splits(cfg.data, cfg.format, columns=columns)
     tr = cfg.train_split or "train"
     va = cfg.val_split or find_val_split(splits)
     plan_notes: list[str] = []
+    val_from = f"split {va!r}" if va is not None else ""
+    if va is None and tr in splits and _test_split(splits):
+        va = _test_split(splits)
+        val_from = f"split {va!r} (the data set has no val split)"
+        plan_notes.append(f"{cfg.data}: no val split; the {va!r} split is used for validation")
+        if report:
+            log.warning("%s", plan_notes[-1])
     if va is not None:
-        train, left_tr, rep_tr = _checked(load_split(cfg.data, tr, format=cfg.format), f"{cfg.data} [train]",
+        train, left_tr, rep_tr = _checked(load_split(cfg.data, tr, **src_kw), f"{cfg.data} [train]",
                                           cfg.strict_data, report)
-        val, left_va, rep_va = _checked(load_split(cfg.data, va, format=cfg.format), f"{cfg.data} [val]",
+        val, left_va, rep_va = _checked(load_split(cfg.data, va, **src_kw), f"{cfg.data} [{va}]",
                                         cfg.strict_data, report)
-        plan = DataPlan(train, val, plan_notes, {"train": left_tr, "val": left_va},
-                        reports={"train": rep_tr, "val": rep_va})
+        plan = DataPlan(train, val, plan_notes, {"train": left_tr, va: left_va},
+                        reports={"train": rep_tr, va: rep_va}, val_from=val_from)
     else:
         if splits and tr not in splits:
             raise DataError(
                 f"{cfg.data}: no {tr!r} split (splits: {', '.join(splits)}); name one with --train-split"
             )
-        src = load_split(cfg.data, tr, format=cfg.format) if tr in splits else load_dataset(cfg.data, format=cfg.format)
+        src = load_split(cfg.data, tr, **src_kw) if tr in splits else load_dataset(cfg.data, **src_kw)
         what = f"{cfg.data} [{tr if tr in splits else 'all'}]"
         whole, left, rep = _checked(src, what, cfg.strict_data, report)
         h = holdout_split(whole, HOLDOUT_FRACTION, cfg.seed)
@@ -128,7 +190,9 @@ def prepare_data(cfg: TrainConfig, report: bool = True) -> DataPlan:
         plan_notes.append(f"{cfg.data}: {why}; {h.describe(len(whole))}; written to holdout.json in the run directory")
         if report:
             log.warning("%s", plan_notes[-1])
-        plan = DataPlan(train, val, plan_notes, {"train" if splits else "all": left}, h, whole, {"all": rep})
+        plan = DataPlan(train, val, plan_notes, {"train" if splits else "all": left}, h, whole, {"all": rep},
+                        val_from=f"hold-out {h.fraction:.0%} of {'train' if splits else 'the data'} (holdout.json)")
+    _overlap_check(plan, bool(getattr(cfg, "allow_overlap", False)), report)
     p = Path(cfg.data)
     if p.is_file() and p.suffix.lower() == ".json" and va is not None and report:
         log.warning("%s is a single COCO json: it is used for both training and validation "

@@ -174,7 +174,8 @@ class Trainer(TrainerSetup):
         self.plan_epochs, self.plan_no_aug = cfg.epochs, cfg.no_aug_epochs
         self.budget = BudgetPlanner((cfg.time or 0.0) * 60.0, cfg.epochs, cfg.no_aug_epochs, cfg.val_interval)
         if self.dist.is_main and state is None:
-            log.info("%s", self.resolved.describe() if self.resolved else "")
+            val_from = f"\n  validation on {self.data_plan.val_from}" if self.data_plan.val_from else ""
+            log.info("%s%s", self.resolved.describe() if self.resolved else "", val_from)
             if self.init_report is not None:
                 log.info("%s", self.init_report.describe())
             if self.freeze_note:

@@ -35,7 +35,8 @@ class Context:
     ``boxes``: float64 copy of the boxes; ``new_boxes``: float32 boxes after repairs; ``keep``:
     per box, False when a repair drops it; ``infos``: header probe per image (None when images
     are not checked or for repeated entries); ``unusable`` / ``recovered``: image indices that
-    cannot be decoded / were decoded from a truncated file.
+    cannot be decoded / were decoded from a truncated file; ``hashes``: SHA-1 per image file
+    already computed (shared by the duplicate and split checks).
     """
 
     aset: AnnotationSet
@@ -44,6 +45,7 @@ class Context:
     repairs: dict[str, int] = field(default_factory=dict)
     unusable: set[int] = field(default_factory=set)
     recovered: set[int] = field(default_factory=set)
+    hashes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         a = self.aset

@@ -3,14 +3,13 @@ byte-identical image files (same labels or not)."""
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
 from odkit.data.checks import Context, pmap
 from odkit.data.checks.boxes import _b
+from odkit.data.checks.splits import file_hash
 
 
 def _entries(ctx: Context) -> None:
@@ -62,14 +61,6 @@ def _near_boxes(ctx: Context, cand_mask: np.ndarray, iou_thr: float) -> None:
             )
 
 
-def _file_hash(p: Path) -> str:
-    h = hashlib.sha1()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _identical_images(ctx: Context) -> None:
     """Byte-identical files (hashing only files that share a byte size)."""
     aset, off = ctx.aset, ctx.aset.offsets
@@ -82,7 +73,9 @@ def _identical_images(ctx: Context) -> None:
     todo = [i for g in by_size.values() if len(g) > 1 for i in g]
     if not todo:
         return
-    hashes = dict(zip(todo, pmap(lambda i: _file_hash(ctx.paths[i]), todo, min(ctx.workers, 8), "hashing images")))
+    ctx.hashes.update(zip((ctx.fnames[i] for i in todo),
+                          pmap(lambda i: file_hash(ctx.paths[i]), todo, min(ctx.workers, 8), "hashing images")))
+    hashes = {i: ctx.hashes[ctx.fnames[i]] for i in todo}
     groups: dict[str, list[int]] = defaultdict(list)
     for i in todo:
         groups[hashes[i]].append(i)

@@ -71,12 +71,14 @@ def _tolerant(f: str, info: ImageInfo, kind: str, what: str) -> tuple[str, Probl
         return UNUSABLE, Problem(kind if kind == "truncated_image" else "unreadable_image", f,
                                  f"{what}; it cannot be decoded (left out of training and evaluation)")
     h = d.image.shape[0]
+    said = f" (decoder: {'; '.join(d.messages)})" if d.messages else ""
     if not d.recovered:
-        return OK, Problem("no_end_marker", f, f"{what}, but the image decodes normally", severity="info")
+        k = "no_end_marker" if kind == "truncated_image" else "decoder_warning"
+        return OK, Problem(k, f, f"{what}, but the image decodes normally{said}", severity="info")
     return RECOVERED, Problem(
         kind,
         f,
-        f"{what}; decoded as far as the data goes: {d.grey_rows} of {h} rows missing (filled grey); "
+        f"{what}; decoded as far as the data goes: {d.grey_rows} of {h} rows missing (filled grey){said}; "
         "the image is used as decoded",
         severity="warning",
     )
@@ -136,7 +138,7 @@ def _header_notes(ctx: Context, i: int, f: str, info: ImageInfo) -> None:
             severity="warning",
         )
     W, H = info.display_size
-    if info.orientation not in (None, 1):
+    if info.orientation is not None and info.orientation > 1:
         ctx.add(
             "exif_orientation",
             f,

@@ -9,7 +9,12 @@
 - ``paired``: an image folder and an annotation folder (VOC xml / LabelMe json) paired by stem;
 - ``csv``: CSV files of boxes with a header (one file per split);
 - ``labelme``: LabelMe json files; ``cvat``: CVAT for images XML 1.1;
+- ``pascal-txt``: PASCAL VOC 1.x text annotations (VOC2005, PennFudan);
+- ``text``: text boxes described by a column spec (``columns="file,x,y,w,h,label"``);
 - ``yolo``: a YOLO data.yaml; ``spec``: an odkit dataset YAML.
+
+Annotation files that exist but that no reader understands are an error naming them, never
+negatives.
 
 Parse-level problems are collected in ``aset.problems``; only files that cannot be parsed at all
 raise :class:`~odkit.errors.DataError`.
@@ -28,18 +33,20 @@ from odkit.data.formats.cvat import read_cvat, write_cvat
 from odkit.data.formats.detect import detect_format
 from odkit.data.formats.labelme import read_labelme, write_labelme
 from odkit.data.formats.paired import read_paired, write_paired
+from odkit.data.formats.pascal_txt import read_pascal_txt, write_pascal_txt
 from odkit.data.formats.spec import read_spec, spec_splits
+from odkit.data.formats.text_columns import ColumnSpec, parse_columns, read_text_columns, write_text_columns
 from odkit.data.formats.voc import read_voc, splits_of, write_voc
 from odkit.data.formats.voc_flat import read_voc_flat, write_voc_flat
-from odkit.data.formats.yolo import find_yaml, load_yaml, read_yolo, write_yolo, yolo_splits
+from odkit.data.formats.yolo import find_yaml, load_data_yaml, read_yolo, write_yolo, yolo_splits
 from odkit.data.splits import UNASSIGNED, merge_splits, split_word, take_split, unassigned
 from odkit.data.structures import AnnotationSet, Problem
 from odkit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("coco", "voc", "voc-flat", "paired", "csv", "labelme", "cvat", "yolo", "spec")
-WRITE_FORMATS = ("coco", "voc", "voc-flat", "paired", "csv", "labelme", "cvat", "yolo")
+FORMATS = ("coco", "voc", "voc-flat", "paired", "csv", "labelme", "cvat", "pascal-txt", "text", "yolo", "spec")
+WRITE_FORMATS = ("coco", "voc", "voc-flat", "paired", "csv", "labelme", "cvat", "pascal-txt", "text", "yolo")
 Writer = Callable[..., list[Problem]]
 WRITERS: dict[str, Writer] = {
     "coco": write_coco,
@@ -49,8 +56,11 @@ WRITERS: dict[str, Writer] = {
     "csv": write_csv_boxes,
     "labelme": write_labelme,
     "cvat": write_cvat,
+    "pascal-txt": write_pascal_txt,
+    "text": write_text_columns,
     "yolo": write_yolo,
 }
+Columns = str | ColumnSpec | None
 
 
 def _check_format(fmt: str, allowed: tuple[str, ...]) -> str:
@@ -96,12 +106,16 @@ def _read_coco_path(p: Path, split: str | None, image_root: str | Path | None) -
 
 
 def _read_whole(
-    fmt: str, p: Path, image_root: str | Path | None, labels: str | Path | None
+    fmt: str, p: Path, image_root: str | Path | None, labels: str | Path | None, columns: Columns = None
 ) -> AnnotationSet:
     if fmt == "voc-flat":
         return read_voc_flat(p)
     if fmt == "paired":
-        return read_paired(p, labels=labels)
+        return read_paired(p, labels=labels, columns=columns)
+    if fmt == "pascal-txt":
+        return read_pascal_txt(p)
+    if fmt == "text":
+        return read_text_columns(p, columns, image_root=image_root)
     if fmt == "csv":
         return read_csv_boxes(p, image_root=image_root)
     if fmt == "labelme":
@@ -115,6 +129,7 @@ def load_dataset(
     split: str | None = None,
     image_root: str | Path | None = None,
     labels: str | Path | None = None,
+    columns: Columns = None,
 ) -> AnnotationSet:
     """Load a data set, or one split of it, into an :class:`AnnotationSet`.
 
@@ -122,10 +137,12 @@ def load_dataset(
     root: every xml; YOLO / odkit YAML: every split key; a COCO folder: every json). With
     ``split`` only that split is returned (its ``splits`` is empty). ``image_root``: where image
     names are resolved (COCO ``file_name``, CSV, LabelMe, CVAT). ``labels``: the annotation folder
-    of the ``paired`` layout, ``path`` being the image folder.
+    of the ``paired`` layout, ``path`` being the image folder. ``columns``: the column spec of text
+    annotations (a string such as ``"file,x,y,w,h,label"`` or a
+    :class:`~odkit.data.formats.text_columns.ColumnSpec` with delimiter and base).
     """
     p = Path(path)
-    fmt = _check_format(format, FORMATS) if format else detect_format(p, labels=labels)
+    fmt = _check_format(format, FORMATS) if format else detect_format(p, labels=labels, columns=columns)
     if fmt == "coco":
         return _read_coco_path(p, split, image_root)
     if fmt == "voc":
@@ -134,7 +151,7 @@ def load_dataset(
         return read_yolo(p, split=split)
     if fmt == "spec":
         return read_spec(find_yaml(p), split=split)
-    aset = _read_whole(fmt, p, image_root, labels)
+    aset = _read_whole(fmt, p, image_root, labels, columns)
     return take_split(aset, split) if split is not None else aset
 
 
@@ -145,7 +162,8 @@ def load_split(path: str | Path, split: str, format: str | None = None, **kw: ob
     :func:`load_dataset` with ``split``.
     """
     p = Path(path)
-    fmt = _check_format(format, FORMATS) if format else detect_format(p, labels=kw.get("labels"))  # type: ignore[arg-type]
+    fmt = _check_format(format, FORMATS) if format else detect_format(
+        p, labels=kw.get("labels"), columns=kw.get("columns"))  # type: ignore[arg-type]
     if fmt == "coco" and p.is_file():
         log.debug("%s: COCO json used as the %s split", p, split)
         return read_coco(p, image_root=kw.get("image_root"))  # type: ignore[arg-type]
@@ -157,19 +175,20 @@ def list_splits(
     format: str | None = None,
     image_root: str | Path | None = None,
     labels: str | Path | None = None,
+    columns: Columns = None,
 ) -> list[str]:
     """Names of the splits a data set defines (empty when it defines none, e.g. one COCO json)."""
     p = Path(path)
-    fmt = _check_format(format, FORMATS) if format else detect_format(p, labels=labels)
+    fmt = _check_format(format, FORMATS) if format else detect_format(p, labels=labels, columns=columns)
     if fmt == "coco":
         return [] if p.is_file() else [k for k in coco_split_files(p) if k]
     if fmt == "voc":
         return splits_of(p)
     if fmt == "yolo":
-        return yolo_splits(load_yaml(find_yaml(p)))
+        return yolo_splits(load_data_yaml(find_yaml(p)))
     if fmt == "spec":
         return spec_splits(find_yaml(p))
-    return sorted(_read_whole(fmt, p, image_root, labels).splits)
+    return sorted(_read_whole(fmt, p, image_root, labels, columns).splits)
 
 
 def save_dataset(
@@ -179,6 +198,7 @@ def save_dataset(
     copy_images: bool = True,
     split: str | None = None,
     names: list[str] | None = None,
+    columns: Columns = None,
 ) -> list[Problem]:
     """Write ``aset`` as one split (``split``, or the writer's default) in ``format`` under ``out``.
 
@@ -189,10 +209,13 @@ def save_dataset(
     paired: ``out/images/<split>`` + ``out/annotations/<split>``; CSV: ``out/<split>_labels.csv``
     + ``out/images/``; CVAT: ``out/annotations.xml`` (split = subset) + ``out/images/``.
     Annotations that cannot be written are returned as problems, never dropped silently; other
-    splits already in ``out`` are kept. ``names``: output file name per image.
+    splits already in ``out`` are kept. ``names``: output file name per image. PASCAL 1.x text:
+    ``out/Annotation/[<split>/]`` + ``out/Images/[<split>/]``; text: ``out/[<split>/]annotations.txt``
+    in the ``columns`` spec (default ``file,x1,y1,x2,y2,label``) + ``images/`` beside it.
     """
     fmt = _check_format(format, WRITE_FORMATS)
-    problems = WRITERS[fmt](aset, out, copy_images=copy_images, split=split, names=names)
+    extra = {"columns": columns} if fmt == "text" and columns is not None else {}
+    problems = WRITERS[fmt](aset, out, copy_images=copy_images, split=split, names=names, **extra)
     for pr in problems:
         log.warning("%s: %s (%s)", pr.kind, pr.message, pr.file)
     return problems
@@ -204,6 +227,7 @@ def save_splits(
     format: str,
     copy_images: bool = True,
     names: list[str] | None = None,
+    columns: Columns = None,
 ) -> tuple[list[Problem], dict[str, int]]:
     """Write every split of ``aset`` (see :func:`save_dataset`); returns (problems, images per split).
 
@@ -214,7 +238,7 @@ def save_splits(
     """
     fmt = _check_format(format, WRITE_FORMATS)
     if not aset.splits:
-        return save_dataset(aset, out, fmt, copy_images, names=names), {"": len(aset)}
+        return save_dataset(aset, out, fmt, copy_images, names=names, columns=columns), {"": len(aset)}
     if fmt == "coco" and Path(out).suffix.lower() == ".json" and len(aset.splits) > 1:
         raise ConfigError(
             f"{out}: {len(aset.splits)} splits ({', '.join(aset.splits)}) need a folder (one json per split); "
@@ -230,7 +254,8 @@ def save_splits(
     for split, members in parts.items():
         sub = aset.select_images(members)
         sub.splits = {}
-        problems += save_dataset(sub, out, fmt, copy_images, split=split, names=[names[i] for i in members])
+        problems += save_dataset(sub, out, fmt, copy_images, split=split, names=[names[i] for i in members],
+                                 columns=columns)
         counts[split] = len(members)
     return problems, counts
 
@@ -256,4 +281,10 @@ __all__ = [
     "read_csv_boxes",
     "read_labelme",
     "read_cvat",
+    "read_pascal_txt",
+    "write_pascal_txt",
+    "read_text_columns",
+    "write_text_columns",
+    "parse_columns",
+    "ColumnSpec",
 ]

@@ -195,6 +195,26 @@ def build_set(
     )
 
 
+def not_annotated(images: list[Path], what: str, annotated: int) -> list[Problem]:
+    """Warnings for images that have no annotation file in a layout where a negative is an
+    annotation without objects: they are left out, not loaded as negatives. ``what``: the expected
+    annotation (``"xml"``, ``"LabelMe json"``); ``annotated``: how many images have one."""
+    out = [
+        Problem(
+            "image_without_annotation",
+            str(img),
+            f"no {what} for this image: left out (not a negative: a negative is an annotation without "
+            f"objects); {len(images)} of {len(images) + annotated} images have none",
+            severity="warning",
+        )
+        for img in images
+    ]
+    if images:
+        log.debug("%d of %d images have no %s and are left out (e.g. %s)", len(images),
+                    len(images) + annotated, what, images[0])
+    return out
+
+
 def rel(p: Path, root: Path) -> str:
     """``p`` relative to ``root`` (posix) when inside it, else absolute."""
     try:
@@ -235,3 +255,32 @@ def fill_sizes(aset: AnnotationSet, i: int) -> tuple[int, int]:
 
     info = probe_image(aset.path(i))
     return info.display_size if info.width > 0 else (0, 0)
+
+
+def probe_sizes(entries: list[Entry], root: Path, what: str) -> list[Problem]:
+    """Fill the unknown sizes (0x0) of ``entries`` from their image headers (thread pool, EXIF
+    orientation applied); returns one ``sizes_from_images`` info note for them all (none when
+    every size was known). ``what``: the layout, named in the note."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from odkit.data.probe import probe_image
+
+    todo = [e for e in entries if not (e.width > 0 and e.height > 0)]
+    if not todo:
+        return []
+    paths = [Path(e.file) if Path(e.file).is_absolute() else root / e.file for e in todo]
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as ex:
+        infos = list(progress(ex.map(probe_image, paths), len(paths), "reading image sizes"))
+    read = 0
+    for e, info in zip(todo, infos):
+        if info.width > 0 and info.height > 0:
+            e.width, e.height = info.display_size
+            read += 1
+    return [
+        Problem(
+            "sizes_from_images",
+            str(root),
+            f"{what} gives no image sizes: {read} of {len(todo)} sizes read from the image headers",
+            severity="info",
+        )
+    ]

@@ -38,27 +38,37 @@ def is_coco_json(path: Path) -> bool:
 def coco_split_files(d: Path) -> dict[str, Path]:
     """The COCO jsons of a folder, by split name.
 
-    Looks in ``d``, ``d/annotations`` and split-named sub-folders (``train/_annotations.coco.json``).
-    A json's split is its folder's name inside a split folder, else its stem without an
-    ``instances_`` prefix. A single json that names no split gets the key ``""`` (no splits).
+    Looks in ``d``, ``d/annotations`` and split folders up to two levels down
+    (``train/_annotations.coco.json``, ``train_zip/train/...``). A json's split is its split
+    folder's name, else the split word in its stem (``instances_val2017`` -> ``val2017``). A single
+    json that names no split gets the key ``""`` (no splits); beside jsons that name splits, a json
+    that names none is left out with a warning (its name is not guessed to be a split).
     """
-    from odkit.data.splits import is_split_name
+    from odkit.data.splits import split_folders, split_from_file
 
     found: dict[str, Path] = {}
     loose = [p for p in sorted(d.glob("*.json")) + sorted((d / "annotations").glob("*.json")) if is_coco_json(p)]
+    if len(loose) == 1 and split_from_file(loose[0].stem) is None and not (d.is_dir() and split_folders(d)):
+        return {"": loose[0]}
+    unnamed = []
     for p in loose:
-        name = p.stem[len("instances_"):] if p.stem.startswith("instances_") else p.stem
-        found.setdefault(name, p)
-    for sub in sorted(q for q in d.iterdir() if q.is_dir() and is_split_name(q.name)) if d.is_dir() else []:
+        name = split_from_file(p.stem)
+        if name is None:
+            unnamed.append(p)
+        else:
+            found.setdefault(name, p)
+    for sub in split_folders(d) if d.is_dir() else []:
         js = [p for p in sorted(sub.glob("*.json")) if is_coco_json(p)]
         if len(js) == 1:
             found.setdefault(sub.name, js[0])
-    if len(found) == 1:
-        from odkit.data.splits import split_word
-
-        (name, p), = found.items()
-        if not split_word(name):
-            return {"": p}
+    if not found and len(unnamed) == 1:
+        return {"": unnamed[0]}
+    if not found and unnamed:
+        raise DataError(f"{d}: {len(unnamed)} COCO jsons and none names a split (train, val, test, ...): "
+                        f"{', '.join(p.name for p in unnamed)}; give one json, or name them in an odkit dataset YAML")
+    for p in unnamed:
+        log.warning("%s: the name of this COCO json names no split (train, val, test, ...) beside jsons that do; "
+                    "not read (give it on its own, or name it in an odkit dataset YAML)", p)
     return found
 
 

@@ -3,10 +3,12 @@
 Columns are matched by name, in any order and case: image (``filename``, ``file_name``,
 ``path``, ``image``, ...), class (``class``, ``label``, ``category``, ...), ``xmin``, ``ymin``,
 ``xmax``, ``ymax`` (or ``x1``/``y1``/``x2``/``y2``), optional ``width``/``height`` of the image
+(without them the sizes are read from the image headers, with one summary note)
 and an optional ``split`` (``set``, ``subset``) column. Boxes are continuous pixel coordinates as
 written. A row with an image but an empty class and empty coordinates is a negative image.
 Several files are splits: ``train_labels.csv`` / ``test_labels.csv`` (the split word in the file
-name) or ``train/_annotations.csv`` (the split folder). Image paths resolve against
+name) or ``train/_annotations.csv`` (the split folder, up to two levels down); a file naming no
+split (``raccoon_labels.csv``) gives images in no split, reported. Image paths resolve against
 ``image_root`` when given, then the CSV's folder, then an ``images/`` folder beside it (or beside
 its parent). Annotation refs (``ann_ids``) are the CSV line numbers (the header is line 1).
 """
@@ -16,13 +18,20 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 
-from odkit.data.formats._common import Entry, build_set, fill_sizes, output_names, place_image, rel
-from odkit.data.splits import is_split_name, split_from_file
+from odkit.data.formats._common import (
+    Entry,
+    build_set,
+    fill_sizes,
+    output_names,
+    place_image,
+    probe_sizes,
+    rel,
+)
+from odkit.data.splits import split_folders, split_from_file, split_of_path
 from odkit.data.structures import AnnotationSet, Problem
 from odkit.errors import DataError
 
@@ -82,24 +91,16 @@ def csv_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     found = [p for p in sorted(path.glob("*.csv")) if is_boxes_csv(p)]
-    for sub in sorted(q for q in path.iterdir() if q.is_dir() and is_split_name(q.name)):
+    for sub in split_folders(path):
         found += [p for p in sorted(sub.glob("*.csv")) if is_boxes_csv(p)]
     return found
 
 
-_NOISE = {"labels", "label", "annotations", "annotation", "boxes", "bboxes"}
-
-
-def _split_of(f: Path, many: bool) -> str | None:
-    """Split of a CSV file: its split folder, the split word in its name, or (when there are several
-    files) its name without ``labels`` / ``annotations`` (``extra_labels.csv`` -> ``extra``)."""
-    if is_split_name(f.parent.name):
-        return f.parent.name
-    s = split_from_file(f.stem)
-    if s is not None or not many:
-        return s
-    kept = [t for t in re.split(r"[-_.]+", f.stem) if t and t.lower() not in _NOISE]
-    return "_".join(kept) or f.stem
+def _split_of(f: Path, root: Path) -> str | None:
+    """Split of a CSV file: its split folder (up to two levels below ``root``), else a split word in
+    its name (``train_labels.csv``, the TensorFlow Object Detection convention). Never anything
+    else: ``raccoon_labels.csv`` names no split."""
+    return split_of_path(f, root) or split_from_file(f.stem)
 
 
 class _Resolver:
@@ -200,11 +201,16 @@ def read_csv_boxes(
     membership: list[tuple[str, Path]] = []
     for f in files:
         part: dict[Path, Entry] = {}
-        _read_one(f, _split_of(f, len(files) > 1), img_root, problems, part)
+        sp = _split_of(f, root)
+        if len(files) > 1 and sp is None:
+            problems.append(Problem("file_without_split", str(f), "neither the file name nor its folder names a split (train, "
+                                    "val, test, ...): its images are read but are in no split", severity="info"))
+        _read_one(f, sp, img_root, problems, part)
         for img, e in part.items():
             if e.split is not None:
                 membership.append((e.split, img))
             entries.setdefault(img, e)
+    problems += probe_sizes(list(entries.values()), root, "the CSV")
     for e in entries.values():
         e.file = rel(Path(e.file), root)
         e.split = None

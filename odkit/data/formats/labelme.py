@@ -16,8 +16,18 @@ import math
 from pathlib import Path
 from typing import Any
 
-from odkit.data.formats._common import Entry, build_set, find_image, output_names, place_image, progress, rel
+from odkit.data.formats._common import (
+    Entry,
+    build_set,
+    find_image,
+    not_annotated,
+    output_names,
+    place_image,
+    progress,
+    rel,
+)
 from odkit.data.formats.voc_flat import split_of
+from odkit.data.formats.walk import walk_files
 from odkit.data.probe import IMAGE_EXTS
 from odkit.data.structures import AnnotationSet, Problem
 from odkit.errors import DataError
@@ -37,7 +47,7 @@ def is_labelme_json(path: Path) -> bool:
 
 def labelme_jsons(root: Path) -> list[Path]:
     """LabelMe files under ``root`` (any depth), sorted."""
-    return [p for p in sorted(root.rglob("*.json")) if is_labelme_json(p)]
+    return [p for p in walk_files(root, (".json",)) if is_labelme_json(p)]
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -125,17 +135,8 @@ def read_labelme(
         w, h = d.get("imageWidth") or 0, d.get("imageHeight") or 0
         entries.append(Entry(rel(img, root), int(w), int(h), objects, split_of(js, root), str(js)))
     if path.is_dir():
-        for img in sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()):
-            if img.resolve() not in seen:
-                problems.append(
-                    Problem(
-                        "image_without_annotation",
-                        str(img),
-                        f"no LabelMe json for this image ({img.stem}.json): loaded as a negative (no boxes)",
-                        severity="warning",
-                    )
-                )
-                entries.append(Entry(rel(img, root), split=split_of(img, root), ann_file=str(img.with_suffix(".json"))))
+        images = [p for p in walk_files(path, IMAGE_EXTS) if p.resolve() not in seen]
+        problems += not_annotated(images, "LabelMe json", len(entries))
     aset = build_set(root, entries, "labelme", problems, names=names)
     log.debug("read LabelMe %s: %s", path, aset.summary())
     return aset

@@ -2,15 +2,16 @@
 
 Example (all paths relative to the YAML's folder, or to ``root`` when given)::
 
-    format: voc            # coco | voc | yolo | voc-flat | paired | csv | labelme | cvat
+    format: voc            # coco | voc | yolo | voc-flat | paired | csv | labelme | cvat | pascal-txt | text
     root: ../VOCdevkit/VOC2007
     train: trainval        # voc: split name or ImageSets txt; coco: json; yolo: image folder/txt
     val: test
     names: [aeroplane, bicycle, ...]   # optional for coco/voc; required for yolo without data.yaml
     image_root: images     # coco only, optional: where file_name is resolved
 
-For voc-flat, paired, csv, labelme and cvat, an entry is a file or folder of that layout (read
-whole). ``names`` fixes the label order: labels are positions in this list and annotations of
+For voc-flat, paired, csv, labelme, cvat, pascal-txt and text, an entry is a file or folder of that
+layout (read whole); text takes ``columns:`` (and ``delimiter:``, ``one_based:``). Unknown keys are
+an error naming the closest known key. ``names`` fixes the label order: labels are positions in this list and annotations of
 other classes are reported as ``unknown_class``.
 """
 
@@ -23,14 +24,14 @@ from odkit.data.formats._common import apply_names
 from odkit.data.structures import AnnotationSet
 from odkit.errors import DataError
 
-FORMATS = ("coco", "voc", "yolo", "voc-flat", "paired", "csv", "labelme", "cvat")
+FORMATS = ("coco", "voc", "yolo", "voc-flat", "paired", "csv", "labelme", "cvat", "pascal-txt", "text")
 
 
 def spec_splits(path: str | Path) -> list[str]:
     """The split entries an odkit dataset YAML defines (``train``, ``val``, ``test``, ...)."""
-    from odkit.data.formats.yolo import load_yaml, yolo_splits
+    from odkit.data.formats.yolo import load_data_yaml, yolo_splits
 
-    return yolo_splits(load_yaml(Path(path)))
+    return yolo_splits(load_data_yaml(Path(path)))
 
 
 def is_spec(cfg: dict[str, Any]) -> bool:
@@ -50,10 +51,10 @@ def read_spec(path: str | Path, split: str | None = "train") -> AnnotationSet:
         return merge_splits([(k, read_spec(path, k)) for k in keys])
     from odkit.data.formats.coco import read_coco
     from odkit.data.formats.voc import read_voc
-    from odkit.data.formats.yolo import YAML_NAMES, load_yaml, parse_names, read_yolo_split
+    from odkit.data.formats.yolo import YAML_NAMES, load_data_yaml, load_yaml, parse_names, read_yolo_split
 
     path = Path(path)
-    cfg = load_yaml(path)
+    cfg = load_data_yaml(path)
     fmt = str(cfg.get("format", "")).lower()
     if fmt not in FORMATS:
         raise DataError(f"{path}: 'format' must be one of {FORMATS}, got {cfg.get('format')!r}")
@@ -78,9 +79,13 @@ def read_spec(path: str | Path, split: str | None = "train") -> AnnotationSet:
         aset = read_voc(root, split=split_arg, names=names)
     elif fmt != "yolo":
         from odkit.data.formats import load_dataset
+        from odkit.data.formats.text_columns import parse_columns
 
         img_root = root / cfg["image_root"] if cfg.get("image_root") else None
-        aset = load_dataset(root / str(entry), format=fmt, image_root=img_root)
+        columns = None
+        if cfg.get("columns"):
+            columns = parse_columns(str(cfg["columns"]), cfg.get("delimiter"), bool(cfg.get("one_based")))
+        aset = load_dataset(root / str(entry), format=fmt, image_root=img_root, columns=columns)
         aset.splits = {}
         if names is not None:
             aset = apply_names(aset, names)

@@ -5,7 +5,8 @@ Layout: ``DIR/a.jpg`` + ``DIR/a.xml``, or ``DIR/train/a.jpg`` + ``DIR/train/a.xm
 depth); a top-level folder with a split name (train, val, valid, test, ...) makes its files a split.
 The image of ``a.xml`` is its ``<filename>`` in the xml's folder, else ``a.<image extension>``
 there. Box values are taken as written (continuous pixels, no shift), as in :mod:`.voc`.
-An image without an xml is loaded as a negative and reported (``image_without_annotation``).
+An image without an xml is not a negative (an xml without objects says that): it is left out and
+reported (``image_without_annotation``). Linked folders are followed.
 """
 
 from __future__ import annotations
@@ -13,10 +14,20 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from odkit.data.formats._common import Entry, build_set, find_image, output_names, place_image, progress, rel
+from odkit.data.formats._common import (
+    Entry,
+    build_set,
+    find_image,
+    not_annotated,
+    output_names,
+    place_image,
+    progress,
+    rel,
+)
 from odkit.data.formats.voc import image_objects, is_voc_xml, parse_voc_xml, write_voc_xml
+from odkit.data.formats.walk import walk_files
 from odkit.data.probe import IMAGE_EXTS
-from odkit.data.splits import is_split_name
+from odkit.data.splits import split_of_path
 from odkit.data.structures import AnnotationSet, Problem
 from odkit.errors import DataError
 
@@ -24,14 +35,14 @@ log = logging.getLogger(__name__)
 
 
 def split_of(path: Path, root: Path) -> str | None:
-    """The split of a file under ``root``: its top-level folder when that names a split."""
-    parts = path.relative_to(root).parts
-    return parts[0] if len(parts) > 1 and is_split_name(parts[0]) else None
+    """The split of a file under ``root`` (a split folder up to two levels down, see
+    :func:`odkit.data.splits.split_of_path`)."""
+    return split_of_path(path, root)
 
 
 def voc_xmls(root: Path) -> list[Path]:
-    """VOC annotation files under ``root`` (any depth), sorted."""
-    return [p for p in sorted(root.rglob("*.xml")) if is_voc_xml(p)]
+    """VOC annotation files under ``root`` (any depth, linked folders followed), sorted."""
+    return [p for p in walk_files(root, (".xml",)) if is_voc_xml(p)]
 
 
 def read_voc_flat(root: str | Path, names: list[str] | None = None) -> AnnotationSet:
@@ -54,18 +65,8 @@ def read_voc_flat(root: str | Path, names: list[str] | None = None) -> Annotatio
             img = xml.parent / (Path(v.filename).name if v.filename else f"{xml.stem}.jpg")
         seen.add(img.resolve())
         entries.append(Entry(rel(img, root), v.width, v.height, v.objects, split_of(xml, root), str(xml)))
-    for img in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()):
-        if img.resolve() in seen:
-            continue
-        problems.append(
-            Problem(
-                "image_without_annotation",
-                str(img),
-                f"no xml beside this image ({img.stem}.xml): loaded as a negative (no boxes)",
-                severity="warning",
-            )
-        )
-        entries.append(Entry(rel(img, root), split=split_of(img, root), ann_file=str(img.with_suffix(".xml"))))
+    images = [p for p in walk_files(root, IMAGE_EXTS) if p.resolve() not in seen]
+    problems += not_annotated(images, "xml", len(entries))
     aset = build_set(root, entries, "voc-flat", problems, names=names)
     log.debug("read VOC xml beside images %s: %s", root, aset.summary())
     return aset

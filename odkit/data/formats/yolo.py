@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 from odkit.data.formats._common import output_names, place_image, progress
+from odkit.data.formats.walk import walk_files
 from odkit.data.probe import IMAGE_EXTS, probe_image
 from odkit.data.structures import AnnotationSet, Problem
 from odkit.errors import DataError
@@ -37,12 +38,14 @@ YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml")
 
 def find_yaml(path: str | Path) -> Path:
     """The data.yaml of a YOLO dataset given the yaml itself or its folder."""
+    from odkit.data.formats.detect import folder_yaml
+
     p = Path(path)
     if p.is_dir():
-        for n in YAML_NAMES:
-            if (p / n).is_file():
-                return p / n
-        raise DataError(f"{p}: no data.yaml in this folder")
+        y = folder_yaml(p)
+        if y is None:
+            raise DataError(f"{p}: no data.yaml in this folder")
+        return y
     return p
 
 
@@ -57,6 +60,35 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: invalid yaml ({e})") from None
     if not isinstance(cfg, dict):
         raise DataError(f"{path}: expected a mapping of keys, got {type(cfg).__name__}")
+    return cfg
+
+
+# Keys a data set yaml may hold: YOLO / Ultralytics / Roboflow ones, then odkit's own.
+KNOWN_KEYS = (
+    "path", "train", "val", "valid", "validation", "test", "testing", "trainval", "dev", "minival",
+    "names", "nc", "download", "roboflow", "kpt_shape", "flip_idx", "channels", "yaml_file",
+    "license", "author", "url", "version", "date", "description", "info", "contributor", "year",
+    "format", "root", "image_root", "columns", "delimiter", "one_based",
+)
+
+
+def check_keys(cfg: dict[str, Any], path: Path) -> None:
+    """DataError for a key of a data set yaml that odkit does not know, naming the closest known
+    key (a typo such as ``vall:`` would otherwise be ignored without a word)."""
+    import difflib
+
+    for k in cfg:
+        if str(k) in KNOWN_KEYS:
+            continue
+        close = difflib.get_close_matches(str(k), KNOWN_KEYS, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"{path}: unknown key {k!r}{hint}; known keys: {', '.join(KNOWN_KEYS)}")
+
+
+def load_data_yaml(path: Path) -> dict[str, Any]:
+    """:func:`load_yaml` a data set yaml and refuse unknown keys (:func:`check_keys`)."""
+    cfg = load_yaml(path)
+    check_keys(cfg, path)
     return cfg
 
 
@@ -88,8 +120,13 @@ def _list_images(root: Path, entry: str, where: str) -> tuple[list[Path], list[P
     p = Path(entry)
     if not p.is_absolute():
         p = root / p
+        up = Path(entry).parts
+        if not p.exists() and up and up[0] == ".." and (root / Path(*up[1:])).exists():
+            log.info("%s: %s not found; using %s (Roboflow exports name their splits '../train/images')",
+                     where, p, root / Path(*up[1:]))
+            p = root / Path(*up[1:])
     if p.is_dir():
-        imgs = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS and q.is_file())
+        imgs = walk_files(p, IMAGE_EXTS)
         return imgs, [p]
     if p.is_file() and p.suffix == ".txt":
         out = []
@@ -154,6 +191,35 @@ def _parse_label(
     return labels, raws, boxes, problems
 
 
+def _other_layout(root: Path, entries: list[Any], names: list[str], where: str) -> AnnotationSet | None:
+    """The split entries read in the layout detected from their paths (VOC xml beside the images,
+    COCO json, CSV, ...), as :func:`odkit.data.formats.load_dataset` would read those folders; None
+    when an entry is in no other layout. Labels follow ``names``."""
+    from odkit.data.formats import detect_format, load_dataset
+    from odkit.data.formats._common import apply_names
+    from odkit.data.splits import merge_splits
+
+    parts = []
+    for e in entries:
+        p = Path(str(e))
+        p = p if p.is_absolute() else root / p
+        try:
+            fmt = detect_format(p)
+        except DataError:
+            return None
+        if fmt in ("yolo", "spec"):
+            return None
+        a = load_dataset(p, format=fmt)
+        a.splits = {}
+        parts.append(("part", apply_names(a, names)))
+        log.debug("%s: no YOLO label files; %s read as %s", where, p, fmt)
+    out = parts[0][1] if len(parts) == 1 else merge_splits(parts, root=root)
+    out.splits = {}
+    out.problems.append(Problem("layout_detected", where, f"no YOLO label files: read as {out.source} "
+                                "(detected from the split's folder)", severity="info"))
+    return out
+
+
 def read_yolo_split(
     root: Path,
     entries: Any,
@@ -170,13 +236,20 @@ def read_yolo_split(
         a, b = _list_images(root, str(e), where)
         imgs += a
         dirs += b
+    if imgs and not any(label_path(q).is_file() for q in imgs):
+        other = _other_layout(root, entries, names, where)
+        if other is not None:
+            return other
+        raise DataError(f"{where}: none of the {len(imgs)} images has a YOLO label file (expected e.g. "
+                        f"{label_path(imgs[0])}) and no other annotation layout was found in "
+                        f"{', '.join(str(e) for e in entries)}")
     problems: list[Problem] = []
     # Label files with no image, in the labels folder of each image folder.
     for d in dirs:
         ld = label_path(d / "x.jpg").parent
         if ld.is_dir():
-            stems = {q.with_suffix("").relative_to(d).as_posix() for q in d.rglob("*")}
-            for t in sorted(ld.rglob("*.txt")):
+            stems = {q.with_suffix("").relative_to(d).as_posix() for q in walk_files(d)}
+            for t in walk_files(ld, (".txt",)):
                 if t.name == "classes.txt":
                     continue
                 if t.with_suffix("").relative_to(ld).as_posix() not in stems:
@@ -221,15 +294,9 @@ def read_yolo_split(
         all_raw += raws
         all_boxes += boxes
         counts.append(len(labels))
-    if imgs and n_label_files == 0:
-        problems.append(
-            Problem(
-                "no_label_files",
-                where,
-                f"none of the {len(imgs)} images has a label file (expected e.g. {label_path(imgs[0])})",
-                severity="warning",
-            )
-        )
+    if n_label_files < len(imgs):
+        problems.append(Problem("negative_by_convention", where, f"{len(imgs) - n_label_files} of {len(imgs)} images "
+                                "have no label file: negatives (no boxes) by the YOLO convention", severity="info"))
     a = len(all_labels)
     labels_arr = np.asarray(all_labels, dtype=np.int64)
     cnt = np.asarray(counts, dtype=np.int64)
@@ -297,7 +364,7 @@ def read_yolo(path: str | Path, split: str | None = "train") -> AnnotationSet:
     """Read split ``split`` (a key of data.yaml) of a YOLO dataset; ``None``: every split, with
     ``splits`` recording which images each key names."""
     yp = find_yaml(path)
-    cfg = load_yaml(yp)
+    cfg = load_data_yaml(yp)
     if "names" not in cfg:
         raise DataError(f"{yp}: no 'names' key (the class list is required)")
     names, class_ids = parse_names(cfg["names"], str(yp))
