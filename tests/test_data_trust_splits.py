@@ -127,8 +127,8 @@ def test_train_val_leak_refused_and_holdout_duplicates_kept_out(tmp_path):
 
 
 def test_val_split_all_and_a_runs_holdout(tmp_path, capsys):
-    from odkit.engine.weights import save_weights
     from odkit.models.zoo import build
+    from odkit.weights.format import save_weights
 
     root = _flat(tmp_path / "flat", {"": 6})
     model = build("yolox-nano", num_classes=2, class_names=["a", "b"], img_size=64)

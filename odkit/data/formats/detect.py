@@ -81,21 +81,6 @@ def _has_text_header(p: Path) -> bool:
     return any(spec_from_header(t) is not None for t in text_files(p)[:5])
 
 
-def folder_yaml(p: Path) -> Path | None:
-    """The dataset yaml of folder ``p``: a data.yaml (or dataset.yaml), else the only ``.yaml`` /
-    ``.yml`` of the folder when the folder holds ``images/`` (``coco8.yaml`` beside ``images/`` and
-    ``labels/``)."""
-    from odkit.data.formats.yolo import YAML_NAMES
-
-    for n in YAML_NAMES:
-        if (p / n).is_file():
-            return p / n
-    ymls = sorted(q for q in p.glob("*.y*ml") if q.suffix.lower() in (".yaml", ".yml") and q.is_file())
-    if len(ymls) == 1 and (p / "images").is_dir():
-        return ymls[0]
-    return None
-
-
 def detect_format(path: str | Path, labels: str | Path | None = None, columns: object = None) -> str:
     """Format name of a data set path (see :data:`odkit.data.formats.FORMATS`).
 
@@ -109,6 +94,7 @@ def detect_format(path: str | Path, labels: str | Path | None = None, columns: o
     from odkit.data.formats.paired import find_pairs
     from odkit.data.formats.voc import is_voc_xml
     from odkit.data.formats.walk import walk_files
+    from odkit.data.formats.yolo import folder_yaml
 
     p = Path(path)
     if not p.exists():

@@ -36,10 +36,21 @@ log = logging.getLogger(__name__)
 YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml")
 
 
+def folder_yaml(p: Path) -> Path | None:
+    """The dataset yaml of folder ``p``: a data.yaml (or dataset.yaml), else the only ``.yaml`` /
+    ``.yml`` of the folder when the folder holds ``images/`` (``coco8.yaml`` beside ``images/`` and
+    ``labels/``)."""
+    for n in YAML_NAMES:
+        if (p / n).is_file():
+            return p / n
+    ymls = sorted(q for q in p.glob("*.y*ml") if q.suffix.lower() in (".yaml", ".yml") and q.is_file())
+    if len(ymls) == 1 and (p / "images").is_dir():
+        return ymls[0]
+    return None
+
+
 def find_yaml(path: str | Path) -> Path:
     """The data.yaml of a YOLO dataset given the yaml itself or its folder."""
-    from odkit.data.formats.detect import folder_yaml
-
     p = Path(path)
     if p.is_dir():
         y = folder_yaml(p)
