@@ -34,6 +34,14 @@ FLAGS = {"half": ["--half"], "dynamic-nms": ["--dynamic", "--nms"], "half-dynami
 CONF = 0.02
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _size(model) -> int:
     return 300 if model.size_divisor == 1 else 160
 

@@ -34,7 +34,7 @@ def _keep_torch_threads():
     torch.set_num_threads(n)
 
 
-def _train_tiny(n_iter: int = 40):
+def _train_tiny(n_iter: int = 80):
     """yolox-nano overfit for ``n_iter`` AdamW steps on 4 synthetic images at 128 px (a few seconds)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
