@@ -71,8 +71,10 @@ def test_head_assigner_trains_or_is_refused_at_build(head: str, assigner: str) -
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    assert last < 0.9 * first, f"{head} + {assigner}: loss {first:.4f} -> {last:.4f}"
+    # Compared with the highest loss of the first 10 steps: GFL weights its box terms by the predicted
+    # class score (0.01 at initialisation), so its loss starts near 0 and rises before it falls.
+    peak, last = max(losses[:10]), sum(losses[-3:]) / 3
+    assert last < 0.9 * peak, f"{head} + {assigner}: loss peak {peak:.4f} (first 10 steps) -> {last:.4f}"
 
 
 def test_refusal_says_why() -> None:
