@@ -43,7 +43,7 @@ def _exact_bn_stats(model, images):
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     hooks = [bn.register_forward_hook(lambda m, i, o: inputs.__setitem__(m, i[0])) for bn in bns]
     model.train()
-    model.raw_outputs(images)
+    model.head(model.features(images))  # the YOLOX head's per-level outputs
     for h in hooks:
         h.remove()
     for bn in bns:

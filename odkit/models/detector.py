@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from odkit.errors import ConfigError
+from odkit.models.heads.protocol import check_head
 from odkit.models.postprocess import POSTPROCESS_DEFAULTS, postprocess_candidates
 
 # Input normalisation applied inside the model to RGB images in [0, 1]: (x - MEAN) / STD with the
@@ -19,6 +20,9 @@ PIXEL_STD = (0.229, 0.224, 0.225)
 
 class Detector(nn.Module):
     """A detector made of a backbone, a neck and a head that owns its priors, loss and decoding.
+
+    The head implements :class:`~odkit.models.heads.protocol.DetectorHead` (checked here); the
+    Detector calls nothing else on it.
 
     - ``model(images, targets)`` -> loss dict (targets: list of ``{"boxes" [N,4] xyxy input pixels,
       "labels" [N] int64, optional "iscrowd" [N]}``); ``loss`` is the total, the other keys are the
@@ -46,6 +50,7 @@ class Detector(nn.Module):
         postprocess: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        check_head(head)
         self.backbone = backbone
         self.neck = neck
         self.head = head
@@ -101,10 +106,6 @@ class Detector(nn.Module):
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Neck feature maps (finest first) of [0, 1] RGB images."""
         return self.neck(self.backbone(self.normalize(images)))
-
-    def raw_outputs(self, images: torch.Tensor) -> Any:
-        """The head's raw per-level outputs (layout private to the head)."""
-        return self.head(self.features(images))
 
     def forward(
         self, images: torch.Tensor, targets: Sequence[Mapping[str, torch.Tensor]] | None = None

@@ -63,6 +63,8 @@ class SSDHead(nn.Module):
         box_beta: smooth L1 beta on the encoded offsets (0: L1).
     """
 
+    half_export: str | None = None  # float16 network, decoding in float32 (predict_raw)
+
     def __init__(
         self,
         num_classes: int,

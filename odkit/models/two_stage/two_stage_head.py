@@ -39,6 +39,15 @@ class TwoStageHead(nn.Module):
     def num_classes(self) -> int:
         return self.roi_heads.num_classes
 
+    @property
+    def background_slot(self) -> bool:
+        return self.roi_heads.background_slot
+
+    @property
+    def half_export(self) -> str | None:
+        """``None``: float16 export is supported (proposals and boxes are decoded in float32)."""
+        return getattr(self.roi_heads, "half_export", None)
+
     def enter_phase(self, phase: str) -> None:
         """Training phase hook (nothing changes for two-stage heads)."""
 
