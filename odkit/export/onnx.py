@@ -36,6 +36,7 @@ __all__ = ["ExportModule", "check_img_size", "export_onnx", "require", "sidecar_
 INPUT_NAME = "images"
 MIN_OPSET, MAX_OPSET = 11, 20  # TopK with k input / Loop need 11; 20 is the newest the exporter writes
 EXTRA_HINT = "pip install 'odkit[export]'"
+EXPORT_PRE_TOPK = 1000  # in-graph NMS candidates per image for models whose own limit is "all" (0)
 
 
 def require(module: str) -> Any:
@@ -80,8 +81,13 @@ def prediction_settings(model: nn.Module, conf_thr: float | None, iou_thr: float
     from odkit.models.postprocess import POSTPROCESS_DEFAULTS
 
     d = {**POSTPROCESS_DEFAULTS, **(getattr(model, "postprocess_defaults", None) or {})}
+    topk = int(d["pre_topk"] if pre_topk is None else pre_topk)
+    if topk <= 0:  # "no pre-NMS limit" (two-stage models): a fixed-shape graph needs a bound
+        topk = EXPORT_PRE_TOPK
+        log.info("in-graph NMS: the model has no pre-NMS candidate limit; the graph keeps the %d best (box, class) "
+                 "candidates per image (--pre-topk)", topk)
     return (float(d["conf_thr"] if conf_thr is None else conf_thr), float(d["iou_thr"] if iou_thr is None else iou_thr),
-            int(d["max_det"] if max_det is None else max_det), int(d["pre_topk"] if pre_topk is None else pre_topk))
+            int(d["max_det"] if max_det is None else max_det), topk)
 
 
 class ExportModule(nn.Module):

@@ -218,8 +218,15 @@ class DenseHead(nn.Module):
         return self.boxes_of(flat, priors), self.scores_of(flat)
 
     def predict_raw(self, feats: Sequence[Tensor], input_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """Boxes ``[B, A, 4]`` xyxy (input pixels) and scores ``[B, A, C]`` of every prior."""
-        return self.decode_outputs(self(feats), input_hw)
+        """Boxes ``[B, A, 4]`` xyxy (input pixels; clipped to the input when ``clip_before_nms``, as
+        :meth:`predict_candidates` clips them, so in-graph NMS sees the same boxes) and scores
+        ``[B, A, C]`` of every prior."""
+        boxes, scores = self.decode_outputs(self(feats), input_hw)
+        if self.clip_before_nms:
+            h, w = input_hw
+            boxes = torch.stack((boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h),
+                                 boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)), dim=-1)
+        return boxes, scores
 
     def predict_candidates(
         self, feats: Sequence[Tensor], input_hw: tuple[int, int], conf_thr: float, pre_topk: int
