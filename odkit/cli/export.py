@@ -89,8 +89,8 @@ def fit_export_img(args: argparse.Namespace) -> int | None:
     import json
 
     from odkit.engine.config import input_divisor
-    from odkit.weights.format import sidecar_path
     from odkit.export import resolve_weights
+    from odkit.weights.format import sidecar_path
 
     if args.img is None:
         return None
