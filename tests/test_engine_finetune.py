@@ -146,7 +146,11 @@ def test_freeze_stages_and_whole_backbone():
     assert frozen and all(n.startswith(("backbone.stem.", "backbone.dark2.")) for n in frozen)
     assert any(n.startswith("backbone.dark2.") for n in frozen)
     assert not any(n.startswith("backbone.dark3.") for n in frozen) and "stem + 1 stage" in note
-    assert len(keep_eval) == 2
+    # CSPDarknet keeps its frozen stages in eval mode itself (frozen_stages), nothing for the trainer
+    assert keep_eval == [] and model.backbone.frozen_stages == 1
+    model.train()
+    assert not model.backbone.stem.training and not any(m.training for m in model.backbone.dark2.modules())
+    assert model.backbone.dark3.training
     with pytest.raises(ConfigError, match="stages"):
         finetune.freeze(zoo.build("yolox-nano", num_classes=2), {"backbone": 9})
 

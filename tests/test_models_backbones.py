@@ -280,7 +280,9 @@ def test_invalid_configs_raise():
     with pytest.raises(ConfigError):
         ResNet(18, frozen_stages=5)
     with pytest.raises(ConfigError):
-        ResNet(18, norm="gn")
+        ResNet(18, norm="ln")
+    with pytest.raises(ConfigError):
+        ResNet(18, norm=None)  # no ResNet without norms
     with pytest.raises(ConfigError):
         ShuffleNetV2(0.75)
     with pytest.raises(ConfigError):

@@ -194,15 +194,19 @@ def test_mobilenet_v3_frozen_stages_match_torchvision_trainable_layers() -> None
     assert not m.features[6].training and m.features[7].training
 
 
-def test_mobilenet_v3_norm_layers() -> None:
+def test_mobilenet_v3_norms() -> None:
     bn = MobileNetV3("large").features[0][1]
     assert isinstance(bn, nn.BatchNorm2d) and (bn.eps, bn.momentum) == (0.001, 0.01)
-    frozen = MobileNetV3("large", norm_layer="frozen_bn")
-    norms = [m for m in frozen.modules() if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d))]
-    assert norms and all(isinstance(m, FrozenBatchNorm2d) and m.eps == 1e-5 for m in norms)
-    assert n_params(frozen) == 2_971_952 - 2 * sum(m.num_features for m in norms)
-    with pytest.raises(ConfigError, match="norm_layer"):
-        MobileNetV3(norm_layer="gn")
+    # frozen_bn takes the eps of "bn" (0.001 here) unless norm_eps says otherwise (torchvision's 1e-5)
+    for kw, eps in (({}, 0.001), ({"norm_eps": 1e-5}, 1e-5)):
+        frozen = MobileNetV3("large", norm="frozen_bn", **kw)
+        norms = [m for m in frozen.modules() if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d))]
+        assert norms and all(isinstance(m, FrozenBatchNorm2d) and m.eps == eps for m in norms)
+        assert n_params(frozen) == 2_971_952 - 2 * sum(m.num_features for m in norms)
+    with pytest.raises(ConfigError, match="norm"):
+        MobileNetV3(norm="ln")
+    with pytest.raises(ConfigError, match="'norm_layer' is now 'norm'"):
+        make_backbone("mobilenetv3-large", norm_layer="frozen_bn")
 
 
 def test_mobilenet_v3_width_mult_and_reduced_tail_channels() -> None:
@@ -220,7 +224,7 @@ def test_vgg_layer_indices_and_ssd_style_conv4_3() -> None:
     with torch.no_grad():
         (out,) = v.eval()(torch.zeros(1, 3, 300, 300))
     assert out.shape == (1, 512, 38, 38)
-    assert VGG(16, batch_norm=True).layer_index("conv4_3") == 30
+    assert VGG(16, norm="bn").layer_index("conv4_3") == 30
 
 
 @pytest.mark.parametrize(("make", "frozen_prefixes", "trainable_prefix"), [

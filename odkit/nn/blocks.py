@@ -1,4 +1,8 @@
-"""Composite blocks of CSP-style detectors: Focus, SPP / SPPF, Bottleneck and CSPLayer."""
+"""Composite blocks of CSP-style detectors: Focus, SPP / SPPF, Bottleneck and CSPLayer.
+
+Each takes ``norm`` (a ``num_features -> module`` factory, default :func:`~odkit.nn.conv.default_bn`)
+for every ConvBNAct inside it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from odkit.nn.conv import ConvBNAct, conv_or_dw
+from odkit.nn.conv import ConvBNAct, conv_or_dw, default_bn
+from odkit.nn.norm import NormFactory
 
 
 class Focus(nn.Module):
@@ -18,10 +23,11 @@ class Focus(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, act: str = "silu"
+        self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, act: str = "silu",
+        norm: NormFactory = default_bn,
     ) -> None:
         super().__init__()
-        self.conv = ConvBNAct(in_channels * 4, out_channels, kernel_size, stride, act=act)
+        self.conv = ConvBNAct(in_channels * 4, out_channels, kernel_size, stride, act=act, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top_left = x[..., ::2, ::2]
@@ -41,12 +47,13 @@ class SPP(nn.Module):
         out_channels: int,
         kernel_sizes: Sequence[int] = (5, 9, 13),
         act: str = "silu",
+        norm: NormFactory = default_bn,
     ) -> None:
         super().__init__()
         hidden = in_channels // 2
-        self.conv1 = ConvBNAct(in_channels, hidden, 1, 1, act=act)
+        self.conv1 = ConvBNAct(in_channels, hidden, 1, 1, act=act, norm=norm)
         self.pools = nn.ModuleList(nn.MaxPool2d(k, stride=1, padding=k // 2) for k in kernel_sizes)
-        self.conv2 = ConvBNAct(hidden * (len(kernel_sizes) + 1), out_channels, 1, 1, act=act)
+        self.conv2 = ConvBNAct(hidden * (len(kernel_sizes) + 1), out_channels, 1, 1, act=act, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
@@ -56,12 +63,13 @@ class SPP(nn.Module):
 class SPPF(nn.Module):
     """Fast SPP (YOLOv5): three chained ``k x k`` max-pools (k=5 equals SPP 5/9/13 exactly)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5, act: str = "silu") -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5, act: str = "silu",
+                 norm: NormFactory = default_bn) -> None:
         super().__init__()
         hidden = in_channels // 2
-        self.conv1 = ConvBNAct(in_channels, hidden, 1, 1, act=act)
+        self.conv1 = ConvBNAct(in_channels, hidden, 1, 1, act=act, norm=norm)
         self.pool = nn.MaxPool2d(kernel_size, stride=1, padding=kernel_size // 2)
-        self.conv2 = ConvBNAct(hidden * 4, out_channels, 1, 1, act=act)
+        self.conv2 = ConvBNAct(hidden * 4, out_channels, 1, 1, act=act, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
@@ -83,11 +91,12 @@ class Bottleneck(nn.Module):
         expansion: float = 0.5,
         depthwise: bool = False,
         act: str = "silu",
+        norm: NormFactory = default_bn,
     ) -> None:
         super().__init__()
         hidden = int(out_channels * expansion)
-        self.conv1 = ConvBNAct(in_channels, hidden, 1, 1, act=act)
-        self.conv2 = conv_or_dw(hidden, out_channels, 3, 1, depthwise=depthwise, act=act)
+        self.conv1 = ConvBNAct(in_channels, hidden, 1, 1, act=act, norm=norm)
+        self.conv2 = conv_or_dw(hidden, out_channels, 3, 1, depthwise=depthwise, act=act, norm=norm)
         self.use_add = shortcut and in_channels == out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,14 +117,15 @@ class CSPLayer(nn.Module):
         expansion: float = 0.5,
         depthwise: bool = False,
         act: str = "silu",
+        norm: NormFactory = default_bn,
     ) -> None:
         super().__init__()
         hidden = int(out_channels * expansion)
-        self.conv1 = ConvBNAct(in_channels, hidden, 1, 1, act=act)
-        self.conv2 = ConvBNAct(in_channels, hidden, 1, 1, act=act)
-        self.conv3 = ConvBNAct(2 * hidden, out_channels, 1, 1, act=act)
+        self.conv1 = ConvBNAct(in_channels, hidden, 1, 1, act=act, norm=norm)
+        self.conv2 = ConvBNAct(in_channels, hidden, 1, 1, act=act, norm=norm)
+        self.conv3 = ConvBNAct(2 * hidden, out_channels, 1, 1, act=act, norm=norm)
         self.m = nn.Sequential(
-            *(Bottleneck(hidden, hidden, shortcut, 1.0, depthwise=depthwise, act=act) for _ in range(n))
+            *(Bottleneck(hidden, hidden, shortcut, 1.0, depthwise=depthwise, act=act, norm=norm) for _ in range(n))
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

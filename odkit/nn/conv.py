@@ -10,10 +10,16 @@ import torch
 from torch import nn
 
 from odkit.errors import ConfigError
+from odkit.nn.norm import NormFactory
 
 # YOLOX trains its BatchNorm layers with these settings (set in its model initialisation).
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.03
+
+
+def default_bn(channels: int) -> nn.Module:
+    """The norm of odkit's conv blocks unless one is given: ``BatchNorm2d(eps=BN_EPS, momentum=BN_MOMENTUM)``."""
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
 def make_act(name: str | None) -> nn.Module:
@@ -30,7 +36,8 @@ def make_act(name: str | None) -> nn.Module:
 
 
 class ConvBNAct(nn.Module):
-    """``Conv2d (no bias) -> BatchNorm2d (eps 1e-3, momentum 0.03) -> activation`` (SiLU by default)."""
+    """``Conv2d (no bias) -> norm -> activation`` (SiLU by default); the norm (child ``bn``) is
+    ``norm(out_channels)``, by default BatchNorm2d with eps 1e-3 and momentum 0.03 (:func:`default_bn`)."""
 
     def __init__(
         self,
@@ -40,6 +47,7 @@ class ConvBNAct(nn.Module):
         stride: int = 1,
         groups: int = 1,
         act: str | None = "silu",
+        norm: NormFactory = default_bn,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(
@@ -51,7 +59,7 @@ class ConvBNAct(nn.Module):
             groups=groups,
             bias=False,
         )
-        self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn = norm(out_channels)
         self.act = make_act(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,10 +76,11 @@ class DWConv(nn.Module):
         kernel_size: int = 3,
         stride: int = 1,
         act: str | None = "silu",
+        norm: NormFactory = default_bn,
     ) -> None:
         super().__init__()
-        self.dconv = ConvBNAct(in_channels, in_channels, kernel_size, stride, groups=in_channels, act=act)
-        self.pconv = ConvBNAct(in_channels, out_channels, 1, 1, act=act)
+        self.dconv = ConvBNAct(in_channels, in_channels, kernel_size, stride, groups=in_channels, act=act, norm=norm)
+        self.pconv = ConvBNAct(in_channels, out_channels, 1, 1, act=act, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pconv(self.dconv(x))
@@ -84,11 +93,12 @@ def conv_or_dw(
     stride: int = 1,
     depthwise: bool = False,
     act: str | None = "silu",
+    norm: NormFactory = default_bn,
 ) -> nn.Module:
     """A ``DWConv`` when ``depthwise`` else a plain ``ConvBNAct`` (the YOLOX "Conv" switch)."""
     if depthwise:
-        return DWConv(in_channels, out_channels, kernel_size, stride, act=act)
-    return ConvBNAct(in_channels, out_channels, kernel_size, stride, act=act)
+        return DWConv(in_channels, out_channels, kernel_size, stride, act=act, norm=norm)
+    return ConvBNAct(in_channels, out_channels, kernel_size, stride, act=act, norm=norm)
 
 
 def scale_width(channels: int, width: float) -> int:

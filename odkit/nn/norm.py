@@ -1,4 +1,10 @@
-"""Normalisation helpers for ImageNet-pretrained backbones: ``FrozenBatchNorm2d``, ``make_norm``, freezing.
+"""Normalisation layers of the backbones: one ``norm`` setting, ``FrozenBatchNorm2d``, freezing.
+
+Every backbone takes ``norm`` with one meaning (:func:`norm_factory`): ``"bn"`` (``nn.BatchNorm2d`` with
+the backbone's reference eps / momentum), ``"frozen_bn"`` (:class:`FrozenBatchNorm2d`: statistics and
+affine terms fixed buffers, the eps of ``"bn"``), ``"gn"`` (``nn.GroupNorm``, :func:`gn_groups` groups),
+``None`` (no normalisation; only where the architecture has a variant without, e.g. VGG) or a callable
+``num_features -> module``.
 
 ``FrozenBatchNorm2d`` is a BatchNorm2d whose affine parameters and running statistics are fixed
 buffers (never trained, never updated). It uses ``eps = 1e-5`` by default, the value of
@@ -9,6 +15,7 @@ models (RetinaNet, FCOS, Faster R-CNN) use with pretrained backbones. Very old t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,7 +23,12 @@ from torch import nn
 
 from odkit.errors import ConfigError
 
-NORMS = ("bn", "frozen_bn")
+NORMS = ("bn", "frozen_bn", "gn")
+NormFactory = Callable[[int], nn.Module]
+# what a backbone's ``norm`` may be: one of NORMS, None (no norm, where the backbone allows it) or a factory
+NormSpec = str | NormFactory | None
+GN_MAX_GROUPS = 32
+GN_EPS = 1e-5
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -95,13 +107,59 @@ class FrozenBatchNorm2d(nn.Module):
         return module
 
 
-def make_norm(norm: str, num_features: int) -> nn.Module:
-    """``"bn"``: ``nn.BatchNorm2d`` (torchvision defaults eps 1e-5, momentum 0.1); ``"frozen_bn"``: frozen."""
+def gn_groups(channels: int, max_groups: int = GN_MAX_GROUPS) -> int:
+    """GroupNorm groups for ``channels``: the largest power of two up to ``max_groups`` (32) dividing
+    ``channels`` (32 when it divides; 48 channels -> 16, 24 -> 8, 58 -> 2, odd counts -> 1); the rule
+    of the dense heads' GN towers too."""
+    groups = 1
+    while groups * 2 <= max_groups and channels % (groups * 2) == 0:
+        groups *= 2
+    return groups
+
+
+def norm_factory(
+    norm: NormSpec,
+    eps: float | None = None,
+    momentum: float | None = None,
+    *,
+    bn_eps: float = 1e-5,
+    bn_momentum: float = 0.1,
+    owner: str = "backbone",
+) -> NormFactory:
+    """The ``num_features -> module`` factory of a ``norm`` setting (the one rule of every backbone).
+
+    - ``"bn"``: ``nn.BatchNorm2d(eps, momentum)``; unset ``eps`` / ``momentum`` are the backbone's
+      reference values ``bn_eps`` / ``bn_momentum`` (torchvision's 1e-5 / 0.1 unless it says otherwise).
+    - ``"frozen_bn"``: :class:`FrozenBatchNorm2d` with the eps ``"bn"`` would use, so a state dict
+      trained with ``"bn"`` gives the same outputs as that BatchNorm in eval mode.
+    - ``"gn"``: ``nn.GroupNorm(gn_groups(C), C, eps)``, eps 1e-5 unless given.
+    - a callable: used as given (``eps`` / ``momentum`` ignored).
+
+    ``None`` (no norm layers) is for the caller to handle where the architecture has such a variant
+    (VGG); here it is a ``ConfigError``, as is any other value, naming ``owner``.
+    """
+    if norm is None:
+        raise ConfigError(f"{owner}: norm=None is not supported (the architecture has no variant without "
+                          f"normalisation); use one of {', '.join(NORMS)} or a callable")
+    if callable(norm):
+        return norm
+    bn_eps = bn_eps if eps is None else float(eps)
     if norm == "bn":
-        return nn.BatchNorm2d(num_features)
+        bn_momentum = bn_momentum if momentum is None else float(momentum)
+        return lambda c: nn.BatchNorm2d(c, eps=bn_eps, momentum=bn_momentum)
     if norm == "frozen_bn":
-        return FrozenBatchNorm2d(num_features)
-    raise ConfigError(f"unknown norm {norm!r}; expected one of {NORMS}")
+        return lambda c: FrozenBatchNorm2d(c, eps=bn_eps)
+    if norm == "gn":
+        gn_eps = GN_EPS if eps is None else float(eps)
+        return lambda c: nn.GroupNorm(gn_groups(c), c, eps=gn_eps)
+    raise ConfigError(f"{owner}: unknown norm {norm!r}; expected one of {', '.join(map(repr, NORMS))} or a "
+                      f"num_features -> module callable")
+
+
+def make_norm(norm: NormSpec, num_features: int, eps: float | None = None, momentum: float | None = None) -> nn.Module:
+    """One norm layer of ``num_features`` channels (:func:`norm_factory` with torchvision's BatchNorm
+    defaults, eps 1e-5 and momentum 0.1)."""
+    return norm_factory(norm, eps, momentum)(num_features)
 
 
 def freeze(module: nn.Module) -> None:
@@ -112,7 +170,8 @@ def freeze(module: nn.Module) -> None:
 
 
 def set_bn_eval(module: nn.Module) -> None:
-    """Put every BatchNorm layer inside ``module`` in eval mode (running statistics stop updating)."""
+    """Put every BatchNorm layer inside ``module`` in eval mode (running statistics stop updating;
+    GroupNorm and FrozenBatchNorm2d have none)."""
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()

@@ -3,7 +3,6 @@
 - ``ConvNormAct``: ``nn.Sequential(conv, norm[, act])`` with child names ``0`` / ``1`` / ``2``, the
   layout of torchvision's ``Conv2dNormActivation`` (so ``features.0.0.weight`` is the stem conv).
 - ``make_divisible``: torchvision's channel rounding under a width multiplier.
-- ``norm_factory``: ``"bn"`` / ``"frozen_bn"`` / a callable -> a ``num_features -> module`` factory.
 - ``FeatureTrunk``: a ``features`` ``nn.Sequential`` returning the outputs of chosen indices, and of
   the expansion conv inside an inverted-residual block (``"13.expand"``), with frozen stages split at
   the strided blocks exactly as torchvision's ``trainable_layers`` counts them.
@@ -18,9 +17,7 @@ from torch import nn
 
 from odkit.errors import ConfigError
 from odkit.models.backbones.staged import StagedBackbone
-from odkit.nn.norm import FrozenBatchNorm2d
-
-NormFactory = Callable[[int], nn.Module]
+from odkit.nn.norm import NormFactory
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -31,26 +28,6 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     if out < 0.9 * value:
         out += divisor
     return out
-
-
-def norm_factory(
-    norm_layer: str | NormFactory, eps: float | None, momentum: float, default_bn_eps: float
-) -> NormFactory:
-    """A ``num_features -> module`` factory.
-
-    ``"bn"``: ``nn.BatchNorm2d(eps=eps or default_bn_eps, momentum=momentum)``; ``"frozen_bn"``:
-    ``FrozenBatchNorm2d(eps=eps or 1e-5)`` (torchvision's ``FrozenBatchNorm2d`` default, which its
-    Faster R-CNN MobileNetV3 uses); a callable is used as given (``eps`` / ``momentum`` ignored).
-    """
-    if callable(norm_layer):
-        return norm_layer
-    if norm_layer == "bn":
-        bn_eps = default_bn_eps if eps is None else eps
-        return lambda c: nn.BatchNorm2d(c, eps=bn_eps, momentum=momentum)
-    if norm_layer == "frozen_bn":
-        frozen_eps = 1e-5 if eps is None else eps
-        return lambda c: FrozenBatchNorm2d(c, eps=frozen_eps)
-    raise ConfigError(f"norm_layer must be 'bn', 'frozen_bn' or a callable, got {norm_layer!r}")
 
 
 class ConvNormAct(nn.Sequential):
@@ -137,11 +114,7 @@ class FeatureTrunk(StagedBackbone):
         self.strides = [strides[i] // (self.features[i].stride if e else 1) for i, e in parsed]
         starts = [0] + [i for i, m in enumerate(self.features) if getattr(m, "is_strided", False)] + [n - 1]
         self.stage_starts = sorted(set(starts))
-        if not -1 <= frozen_stages < len(self.stage_starts):
-            raise ConfigError(f"frozen_stages must be in -1..{len(self.stage_starts) - 1}, got {frozen_stages}")
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self._freeze_stages()
+        self._set_staging(frozen_stages, norm_eval)
 
     def stages(self) -> list[nn.Module]:
         """``features`` split before each strided block (the final layer alone last)."""

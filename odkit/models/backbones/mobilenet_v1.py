@@ -16,7 +16,8 @@ from torch import nn
 
 from odkit.errors import ConfigError
 from odkit.models.backbones.mobile_common import FeatureTrunk, make_divisible
-from odkit.nn.conv import ConvBNAct, DWConv
+from odkit.nn.conv import BN_EPS, BN_MOMENTUM, ConvBNAct, DWConv
+from odkit.nn.norm import NormSpec, norm_factory
 
 # (out channels, stride) of the 13 depthwise-separable blocks
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1), (512, 1),
@@ -38,6 +39,9 @@ class MobileNetV1(FeatureTrunk):
         width_mult: channel multiplier (``make_divisible(c * width_mult, 8)``).
         out_indices: default ``(5, 11, 13)``: strides 8, 16, 32 with 256, 512, 1024 channels.
         act: activation of every ConvBNAct (``"relu"``; ``odkit.nn.make_act`` names).
+        norm: ``"bn"`` (BatchNorm2d, eps 1e-3, momentum 0.03: ``odkit.nn``'s), ``"frozen_bn"``, ``"gn"`` or
+            a ``num_features -> module`` callable (:func:`odkit.nn.norm.norm_factory`); ``norm_eps`` /
+            ``norm_momentum`` override eps / momentum.
         frozen_stages, norm_eval: as :class:`~odkit.models.backbones.mobile_common.FeatureTrunk`
             (stages start at features 0, 2, 4, 6, 12, 13).
     """
@@ -49,15 +53,20 @@ class MobileNetV1(FeatureTrunk):
         act: str = "relu",
         frozen_stages: int = -1,
         norm_eval: bool = False,
+        norm: NormSpec = "bn",
+        norm_eps: float | None = None,
+        norm_momentum: float | None = None,
     ) -> None:
         super().__init__()
         if width_mult <= 0:
             raise ConfigError(f"MobileNetV1 width_mult must be positive, got {width_mult}")
+        norm_fn = norm_factory(norm, norm_eps, norm_momentum, bn_eps=BN_EPS, bn_momentum=BN_MOMENTUM,
+                               owner="MobileNetV1")
         in_channels = make_divisible(32 * width_mult, 8)
-        layers = [_tag(ConvBNAct(3, in_channels, 3, 2, act=act), in_channels, 2)]
+        layers = [_tag(ConvBNAct(3, in_channels, 3, 2, act=act, norm=norm_fn), in_channels, 2)]
         for c, s in BLOCKS:
             out_channels = make_divisible(c * width_mult, 8)
-            layers.append(_tag(DWConv(in_channels, out_channels, 3, s, act=act), out_channels, s))
+            layers.append(_tag(DWConv(in_channels, out_channels, 3, s, act=act, norm=norm_fn), out_channels, s))
             in_channels = out_channels
         self.features = nn.Sequential(*layers)
         for m in self.modules():

@@ -34,10 +34,9 @@ from odkit.errors import ConfigError
 from odkit.models.backbones.mobile_common import (
     ConvNormAct,
     FeatureTrunk,
-    NormFactory,
     make_divisible,
-    norm_factory,
 )
+from odkit.nn.norm import NormFactory, NormSpec, norm_factory
 
 # expansion t, channels c, repeats n, first stride s
 SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
@@ -86,9 +85,9 @@ class MobileNetV2(FeatureTrunk):
         out_indices: ``features`` indices (negative from the end) or ``"<i>.expand"`` (the expansion conv
             of block ``i``); default ``(6, 13, 18)``: strides 8, 16, 32 with 32, 96, 1280 channels.
         dilated: dilation 2 instead of stride 2 in the last strided group (blocks 14-17; stride 16 after).
-        norm_layer: ``"bn"`` (BatchNorm2d, eps 1e-5 and momentum 0.1: torchvision's default),
-            ``"frozen_bn"`` or a ``num_features -> module`` callable; ``norm_eps`` / ``norm_momentum``
-            override the ``"bn"`` settings.
+        norm: ``"bn"`` (BatchNorm2d, eps 1e-5 and momentum 0.1: torchvision's default), ``"frozen_bn"``,
+            ``"gn"`` or a ``num_features -> module`` callable (:func:`odkit.nn.norm.norm_factory`);
+            ``norm_eps`` / ``norm_momentum`` override eps / momentum.
         frozen_stages, norm_eval: as :class:`~odkit.models.backbones.mobile_common.FeatureTrunk`
             (stages start at features 0, 2, 4, 7, 14, 18).
 
@@ -101,26 +100,26 @@ class MobileNetV2(FeatureTrunk):
         round_nearest: int = 8,
         out_indices: Sequence[int | str] | None = None,
         dilated: bool = False,
-        norm_layer: str | NormFactory = "bn",
+        norm: NormSpec = "bn",
         norm_eps: float | None = None,
-        norm_momentum: float = 0.1,
+        norm_momentum: float | None = None,
         frozen_stages: int = -1,
         norm_eval: bool = False,
     ) -> None:
         super().__init__()
         if width_mult <= 0:
             raise ConfigError(f"MobileNetV2 width_mult must be positive, got {width_mult}")
-        norm = norm_factory(norm_layer, norm_eps, norm_momentum, default_bn_eps=1e-5)
+        norm_fn = norm_factory(norm, norm_eps, norm_momentum, bn_eps=1e-5, bn_momentum=0.1, owner="MobileNetV2")
         in_channels = make_divisible(32 * width_mult, round_nearest)
         last = make_divisible(1280 * max(1.0, width_mult), round_nearest)
-        layers: list[nn.Module] = [ConvNormAct(3, in_channels, 3, norm, nn.ReLU6, stride=2)]
+        layers: list[nn.Module] = [ConvNormAct(3, in_channels, 3, norm_fn, nn.ReLU6, stride=2)]
         for g, (t, c, n, s) in enumerate(SETTING):
             out_channels = make_divisible(c * width_mult, round_nearest)
             dilation = 2 if dilated and g >= 5 else 1
             for i in range(n):
-                layers.append(InvertedResidual(in_channels, out_channels, s if i == 0 else 1, t, norm, dilation))
+                layers.append(InvertedResidual(in_channels, out_channels, s if i == 0 else 1, t, norm_fn, dilation))
                 in_channels = out_channels
-        layers.append(ConvNormAct(in_channels, last, 1, norm, nn.ReLU6))
+        layers.append(ConvNormAct(in_channels, last, 1, norm_fn, nn.ReLU6))
         self.features = nn.Sequential(*layers)
         self._init_weights()
         self._setup(DEFAULT_OUT if out_indices is None else out_indices, frozen_stages, norm_eval)

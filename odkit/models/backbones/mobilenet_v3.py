@@ -37,7 +37,7 @@ Taking the features torchvision's detectors take:
 - Faster R-CNN MobileNetV3-Large-FPN (``backbone_utils.py``'s ``_mobilenet_extractor``, ``fpn=True``):
   ``returned_layers = [num_stages - 2, num_stages - 1]`` over ``stage_indices = [0, 2, 4, 7, 13, 16]``,
   i.e. ``out_indices=(13, 16)``: the *output* of block 13 (160 ch) and of the last conv (960 ch), both
-  at stride 32; ``norm_layer="frozen_bn"`` (eps 1e-5, as torchvision's ``FrozenBatchNorm2d``), and
+  at stride 32; ``norm="frozen_bn", norm_eps=1e-5`` (torchvision's ``FrozenBatchNorm2d``), and
   ``trainable_layers = t`` is ``frozen_stages = 5 - t`` (6 stages split at ``stage_indices``).
 """
 
@@ -53,10 +53,9 @@ from odkit.errors import ConfigError
 from odkit.models.backbones.mobile_common import (
     ConvNormAct,
     FeatureTrunk,
-    NormFactory,
     make_divisible,
-    norm_factory,
 )
+from odkit.nn.norm import NormFactory, NormSpec, norm_factory
 
 
 class BneckConfig(NamedTuple):
@@ -166,10 +165,11 @@ class MobileNetV3(FeatureTrunk):
         out_indices: ``features`` indices whose outputs are returned (negative ones count from the end),
             or ``"<i>.expand"`` for the output of block ``i``'s 1x1 expansion conv (see the module
             docstring). Default: strides 8, 16, 32 (Large ``(6, 12, 16)``, Small ``(3, 8, 12)``).
-        norm_layer: ``"bn"`` (BatchNorm2d, eps 0.001 and momentum 0.01 as torchvision's default),
-            ``"frozen_bn"`` (FrozenBatchNorm2d, eps 1e-5 unless ``norm_eps``), or a ``num_features ->
-            module`` callable.
-        norm_eps, norm_momentum: override the eps / momentum of ``"bn"`` (e.g. SSDLite's 0.001 / 0.03).
+        norm: ``"bn"`` (BatchNorm2d, eps 0.001 and momentum 0.01 as torchvision's default),
+            ``"frozen_bn"`` (FrozenBatchNorm2d with the eps of ``"bn"``), ``"gn"`` or a ``num_features ->
+            module`` callable (:func:`odkit.nn.norm.norm_factory`).
+        norm_eps, norm_momentum: override eps / momentum (e.g. SSDLite's 0.001 / 0.03; Faster R-CNN's
+            1e-5 / 0.1, torchvision's plain ``nn.BatchNorm2d`` and ``FrozenBatchNorm2d``).
         frozen_stages: stages split at the strided blocks (``stage_starts``, torchvision's
             ``stage_indices``): ``-1`` none, ``k`` the first ``k + 1``.
         norm_eval: keep every BatchNorm in eval mode during training.
@@ -187,9 +187,9 @@ class MobileNetV3(FeatureTrunk):
         reduced_tail: bool = False,
         dilated: bool = False,
         out_indices: Sequence[int | str] | None = None,
-        norm_layer: str | NormFactory = "bn",
+        norm: NormSpec = "bn",
         norm_eps: float | None = None,
-        norm_momentum: float = 0.01,
+        norm_momentum: float | None = None,
         frozen_stages: int = -1,
         norm_eval: bool = False,
     ) -> None:
@@ -198,7 +198,7 @@ class MobileNetV3(FeatureTrunk):
             raise ConfigError(f"MobileNetV3 arch must be one of {sorted(ARCHS)}, got {arch!r}")
         if width_mult <= 0:
             raise ConfigError(f"MobileNetV3 width_mult must be positive, got {width_mult}")
-        norm = norm_factory(norm_layer, norm_eps, norm_momentum, default_bn_eps=0.001)
+        norm_fn = norm_factory(norm, norm_eps, norm_momentum, bn_eps=0.001, bn_momentum=0.01, owner="MobileNetV3")
         self.arch = arch
         setting = ARCHS[arch]
         tail = len(setting) - 3
@@ -206,17 +206,17 @@ class MobileNetV3(FeatureTrunk):
         def ch(c: int) -> int:
             return make_divisible(c * width_mult, 8)
 
-        layers: list[nn.Module] = [ConvNormAct(3, ch(setting[0].in_channels), 3, norm, nn.Hardswish, stride=2)]
+        layers: list[nn.Module] = [ConvNormAct(3, ch(setting[0].in_channels), 3, norm_fn, nn.Hardswish, stride=2)]
         for k, cfg in enumerate(setting):
             div_in = 2 if reduced_tail and k > tail else 1
             div_out = 2 if reduced_tail and k >= tail else 1
             layers.append(InvertedResidual(
                 ch(cfg.in_channels // div_in), cfg.kernel, ch(cfg.expanded // div_in),
                 ch(cfg.out_channels // div_out), cfg.use_se, cfg.hardswish, cfg.stride,
-                2 if dilated and k >= tail else 1, norm,
+                2 if dilated and k >= tail else 1, norm_fn,
             ))
         last_in = layers[-1].out_channels
-        layers.append(ConvNormAct(last_in, 6 * last_in, 1, norm, nn.Hardswish))
+        layers.append(ConvNormAct(last_in, 6 * last_in, 1, norm_fn, nn.Hardswish))
         self.features = nn.Sequential(*layers)
         self._init_weights()
         self._setup(DEFAULT_OUT[arch] if out_indices is None else out_indices, frozen_stages, norm_eval)

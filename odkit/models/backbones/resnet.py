@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from odkit.errors import ConfigError
-from odkit.models.backbones.staged import StagedBackbone
-from odkit.nn.norm import make_norm
+from odkit.models.backbones.staged import StagedBackbone, check_out_indices
+from odkit.nn.norm import NormFactory, NormSpec, norm_factory
 
 STAGE_NAMES = ("C2", "C3", "C4", "C5")
 STAGE_STRIDES = (4, 8, 16, 32)
@@ -32,14 +32,14 @@ class BasicBlock(nn.Module):
         planes: int,
         stride: int = 1,
         downsample: nn.Module | None = None,
-        norm: str = "bn",
+        norm: NormFactory = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = make_norm(norm, planes)
+        self.bn1 = norm(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = make_norm(norm, planes)
+        self.bn2 = norm(planes)
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,16 +60,16 @@ class Bottleneck(nn.Module):
         planes: int,
         stride: int = 1,
         downsample: nn.Module | None = None,
-        norm: str = "bn",
+        norm: NormFactory = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         out_channels = planes * self.expansion
         self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
-        self.bn1 = make_norm(norm, planes)
+        self.bn1 = norm(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = make_norm(norm, planes)
+        self.bn2 = norm(planes)
         self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
-        self.bn3 = make_norm(norm, out_channels)
+        self.bn3 = norm(out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -101,7 +101,9 @@ class ResNet(StagedBackbone):
         frozen_stages: ``-1`` freezes nothing, ``0`` the stem (conv1, bn1), ``k`` in 1..4 the stem and
             ``layer1`` .. ``layer{k}``. Frozen parameters get ``requires_grad=False`` and the frozen modules
             stay in eval mode after ``train()``.
-        norm: ``"bn"`` (``nn.BatchNorm2d``) or ``"frozen_bn"`` (``FrozenBatchNorm2d``, eps 1e-5).
+        norm: ``"bn"`` (``nn.BatchNorm2d``, eps 1e-5, momentum 0.1: torchvision's), ``"frozen_bn"``
+            (``FrozenBatchNorm2d``), ``"gn"`` (GroupNorm) or a ``num_features -> module`` callable
+            (:func:`odkit.nn.norm.norm_factory`); ``norm_eps`` / ``norm_momentum`` override eps / momentum.
         norm_eval: keep every BatchNorm layer in eval mode during training (running statistics fixed;
             affine terms still train unless frozen).
         zero_init_residual: zero the last norm weight of each residual branch (``bn3`` / ``bn2``).
@@ -123,35 +125,30 @@ class ResNet(StagedBackbone):
         depth: int = 50,
         out_indices: Sequence[int] = (1, 2, 3),
         frozen_stages: int = -1,
-        norm: str = "bn",
+        norm: NormSpec = "bn",
         norm_eval: bool = False,
         zero_init_residual: bool = False,
+        norm_eps: float | None = None,
+        norm_momentum: float | None = None,
     ) -> None:
         super().__init__()
         if depth not in ARCH:
             raise ConfigError(f"ResNet depth must be one of {sorted(ARCH)}, got {depth}")
-        indices = tuple(int(i) for i in out_indices)
-        if not indices or list(indices) != sorted(set(indices)) or indices[0] < 0 or indices[-1] > 3:
-            raise ConfigError(
-                f"ResNet out_indices must be increasing indices into {STAGE_NAMES} (0..3), got {out_indices}"
-            )
-        if not -1 <= frozen_stages <= 4:
-            raise ConfigError(f"ResNet frozen_stages must be in -1..4, got {frozen_stages}")
+        indices = check_out_indices(out_indices, 4, "ResNet", str(STAGE_NAMES))
+        norm_fn = norm_factory(norm, norm_eps, norm_momentum, owner="ResNet")
         block, repeats = ARCH[depth]
         self.depth = depth
         self.out_indices = indices
-        self.frozen_stages = frozen_stages
         self.norm = norm
-        self.norm_eval = norm_eval
 
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = make_norm(norm, 64)
+        self.bn1 = norm_fn(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         in_channels = 64
         stage_channels = []
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), repeats)):
-            layer = self._make_layer(block, in_channels, planes, n, 1 if i == 0 else 2, norm)
+            layer = self._make_layer(block, in_channels, planes, n, 1 if i == 0 else 2, norm_fn)
             self.add_module(f"layer{i + 1}", layer)
             in_channels = planes * block.expansion
             stage_channels.append(in_channels)
@@ -160,7 +157,7 @@ class ResNet(StagedBackbone):
         self.strides = [STAGE_STRIDES[i] for i in indices]
 
         self._init_weights(zero_init_residual)
-        self._freeze_stages()
+        self._set_staging(frozen_stages, norm_eval)
 
     @staticmethod
     def _make_layer(
@@ -169,14 +166,14 @@ class ResNet(StagedBackbone):
         planes: int,
         n: int,
         stride: int,
-        norm: str,
+        norm: NormFactory,
     ) -> nn.Sequential:
         out_channels = planes * block.expansion
         downsample = None
         if stride != 1 or in_channels != out_channels:
             downsample = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                make_norm(norm, out_channels),
+                norm(out_channels),
             )
         blocks: list[nn.Module] = [block(in_channels, planes, stride, downsample, norm)]
         blocks += [block(out_channels, planes, 1, None, norm) for _ in range(n - 1)]
@@ -186,15 +183,15 @@ class ResNet(StagedBackbone):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if zero_init_residual:
             for m in self.modules():
                 last = m.bn3 if isinstance(m, Bottleneck) else m.bn2 if isinstance(m, BasicBlock) else None
-                if last is not None:
+                if last is not None and getattr(last, "weight", None) is not None:
                     with torch.no_grad():
-                        last.weight.zero_()  # a parameter of BatchNorm2d, a buffer of FrozenBatchNorm2d
+                        last.weight.zero_()  # a parameter of BatchNorm2d / GroupNorm, a buffer of FrozenBatchNorm2d
 
     def stages(self) -> list[nn.Module]:
         """Stage modules in order: ``[stem (conv1 + bn1), layer1, layer2, layer3, layer4]``."""

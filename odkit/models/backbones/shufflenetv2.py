@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from odkit.errors import ConfigError
-from odkit.models.backbones.staged import StagedBackbone
+from odkit.models.backbones.staged import StagedBackbone, check_out_indices
+from odkit.nn.norm import NormFactory, NormSpec, norm_factory
 
 # widen factor -> channels of (conv1, stage2, stage3, stage4, conv5)
 CHANNELS: dict[float, tuple[int, int, int, int, int]] = {
@@ -46,7 +47,7 @@ def _pw(in_channels: int, out_channels: int) -> nn.Conv2d:
 class ShuffleUnit(nn.Module):
     """ShuffleNetV2 unit: ``[B, in, H, W] -> [B, out, H / stride, W / stride]`` (stride 1 needs in == out)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, norm: NormFactory = nn.BatchNorm2d) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ConfigError(f"ShuffleUnit stride must be 1 or 2, got {stride}")
@@ -59,21 +60,21 @@ class ShuffleUnit(nn.Module):
         if stride > 1:
             self.branch1 = nn.Sequential(
                 _dw(in_channels, stride),
-                nn.BatchNorm2d(in_channels),
+                norm(in_channels),
                 _pw(in_channels, half),
-                nn.BatchNorm2d(half),
+                norm(half),
                 nn.ReLU(inplace=True),
             )
         else:
             self.branch1 = nn.Sequential()
         self.branch2 = nn.Sequential(
             _pw(in_channels if stride > 1 else half, half),
-            nn.BatchNorm2d(half),
+            norm(half),
             nn.ReLU(inplace=True),
             _dw(half, stride),
-            nn.BatchNorm2d(half),
+            norm(half),
             _pw(half, half),
-            nn.BatchNorm2d(half),
+            norm(half),
             nn.ReLU(inplace=True),
         )
 
@@ -96,6 +97,9 @@ class ShuffleNetV2(StagedBackbone):
             stage4 output, which is then returned in place of stage4 (needs index 2 in ``out_indices``).
         frozen_stages: ``-1`` nothing, ``0`` ``conv1``, ``k`` in 1..3 ``conv1`` and the first ``k`` stages;
             frozen parameters get ``requires_grad=False`` and stay in eval mode.
+        norm: ``"bn"`` (BatchNorm2d, eps 1e-5, momentum 0.1: torchvision's), ``"frozen_bn"``, ``"gn"`` or a
+            ``num_features -> module`` callable (:func:`odkit.nn.norm.norm_factory`); ``norm_eps`` /
+            ``norm_momentum`` override eps / momentum.
         norm_eval: keep all BatchNorm layers in eval mode during training.
 
     Attributes:
@@ -119,42 +123,38 @@ class ShuffleNetV2(StagedBackbone):
         with_conv5: bool = False,
         frozen_stages: int = -1,
         norm_eval: bool = False,
+        norm: NormSpec = "bn",
+        norm_eps: float | None = None,
+        norm_momentum: float | None = None,
     ) -> None:
         super().__init__()
         if widen not in CHANNELS:
             raise ConfigError(f"ShuffleNetV2 widen must be one of {sorted(CHANNELS)}, got {widen}")
-        indices = tuple(int(i) for i in out_indices)
-        if not indices or list(indices) != sorted(set(indices)) or indices[0] < 0 or indices[-1] > 2:
-            raise ConfigError(
-                f"ShuffleNetV2 out_indices must be increasing indices into (stage2, stage3, stage4), "
-                f"got {out_indices}"
-            )
+        indices = check_out_indices(out_indices, 3, "ShuffleNetV2", "(stage2, stage3, stage4)")
         if with_conv5 and indices[-1] != 2:
             raise ConfigError("ShuffleNetV2 with_conv5 needs stage4 (index 2) in out_indices")
-        if not -1 <= frozen_stages <= 3:
-            raise ConfigError(f"ShuffleNetV2 frozen_stages must be in -1..3, got {frozen_stages}")
+        norm_fn = norm_factory(norm, norm_eps, norm_momentum, owner="ShuffleNetV2")
         channels = CHANNELS[widen]
         self.widen = widen
         self.out_indices = indices
         self.with_conv5 = with_conv5
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
+        self.norm = norm
 
         self.conv1 = nn.Sequential(
             nn.Conv2d(3, channels[0], 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(channels[0]),
+            norm_fn(channels[0]),
             nn.ReLU(inplace=True),
         )
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         in_channels = channels[0]
         for k, (n, c) in enumerate(zip(REPEATS, channels[1:4])):
-            units = [ShuffleUnit(in_channels, c, 2)] + [ShuffleUnit(c, c, 1) for _ in range(n - 1)]
+            units = [ShuffleUnit(in_channels, c, 2, norm_fn)] + [ShuffleUnit(c, c, 1, norm_fn) for _ in range(n - 1)]
             self.add_module(f"stage{k + 2}", nn.Sequential(*units))
             in_channels = c
         self.conv5: nn.Sequential | None = None
         if with_conv5:
             self.conv5 = nn.Sequential(
-                _pw(in_channels, channels[4]), nn.BatchNorm2d(channels[4]), nn.ReLU(inplace=True)
+                _pw(in_channels, channels[4]), norm_fn(channels[4]), nn.ReLU(inplace=True)
             )
         stage_channels = list(channels[1:4])
         if with_conv5:
@@ -163,13 +163,13 @@ class ShuffleNetV2(StagedBackbone):
         self.strides = [STAGE_STRIDES[i] for i in indices]
 
         self._init_weights()
-        self._freeze_stages()
+        self._set_staging(frozen_stages, norm_eval)
 
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 

@@ -1,8 +1,9 @@
 """VGG-11/13/16/19 trunk (``features`` only) with torchvision's parameter names and indices.
 
 ``features`` is torchvision's ``nn.Sequential`` exactly: per configuration entry a 3x3 conv (bias,
-padding 1) [+ BatchNorm2d with ``batch_norm``] + ReLU, and a 2x2 s2 max-pool after each of the 5 blocks.
-VGG16 (no BN) indices:
+padding 1) [+ a norm layer unless ``norm=None``] + ReLU, and a 2x2 s2 max-pool after each of the 5
+blocks. ``norm=None`` (the default) is torchvision's ``vgg16``, ``norm="bn"`` its ``vgg16_bn``.
+VGG16 (no norm) indices:
 
 =======  ======================================  ======  ========
 index    layer                                   stride  channels
@@ -34,7 +35,8 @@ import torch
 from torch import nn
 
 from odkit.errors import ConfigError
-from odkit.models.backbones.staged import StagedBackbone
+from odkit.models.backbones.staged import StagedBackbone, check_out_indices
+from odkit.nn.norm import NormSpec, norm_factory
 
 # depth -> convs per block (torchvision's configurations A, B, D, E)
 CONVS: dict[int, tuple[int, ...]] = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3),
@@ -47,11 +49,14 @@ class VGG(StagedBackbone):
 
     Args:
         depth: 11, 13, 16 or 19.
-        batch_norm: the ``vgg*_bn`` variants (BatchNorm2d after each conv; indices shift accordingly).
+        norm: ``None`` (default: no norm, torchvision's ``vgg*``), ``"bn"`` (BatchNorm2d eps 1e-5, momentum
+            0.1 after each conv: ``vgg*_bn``; indices shift accordingly), ``"frozen_bn"``, ``"gn"`` or a
+            ``num_features -> module`` callable (:func:`odkit.nn.norm.norm_factory`); ``norm_eps`` /
+            ``norm_momentum`` override eps / momentum.
         out_indices: increasing ``features`` indices (negative ones count from the end); default the
             outputs of pool3, pool4, pool5 (strides 8, 16, 32; ``(16, 23, 30)`` for VGG16).
         frozen_stages: ``-1`` none, ``k`` in 0..4 the first ``k + 1`` conv blocks (each with its pool).
-        norm_eval: keep BatchNorm layers in eval mode during training (``batch_norm`` only).
+        norm_eval: keep BatchNorm layers in eval mode during training (with ``norm="bn"`` only).
 
     Attributes: ``out_channels``, ``strides`` of the returned maps; ``layer_strides`` and
     ``layer_channels`` of every ``features[i]``; ``size_divisor`` 32. Input ``[B, 3, H, W]``.
@@ -62,18 +67,19 @@ class VGG(StagedBackbone):
     def __init__(
         self,
         depth: int = 16,
-        batch_norm: bool = False,
+        norm: NormSpec = None,
         out_indices: Sequence[int] | None = None,
         frozen_stages: int = -1,
         norm_eval: bool = False,
+        norm_eps: float | None = None,
+        norm_momentum: float | None = None,
     ) -> None:
         super().__init__()
         if depth not in CONVS:
             raise ConfigError(f"VGG depth must be one of {sorted(CONVS)}, got {depth}")
-        if not -1 <= frozen_stages <= 4:
-            raise ConfigError(f"VGG frozen_stages must be in -1..4, got {frozen_stages}")
+        norm_fn = None if norm is None else norm_factory(norm, norm_eps, norm_momentum, owner="VGG")
         self.depth = depth
-        self.batch_norm = batch_norm
+        self.norm = norm
         layers: list[nn.Module] = []
         self.layer_strides: list[int] = []
         self.layer_channels: list[int] = []
@@ -92,8 +98,8 @@ class VGG(StagedBackbone):
                 conv = nn.Conv2d(in_channels, width, 3, padding=1)
                 in_channels = width
                 add(conv)
-                if batch_norm:
-                    add(nn.BatchNorm2d(width))
+                if norm_fn is not None:
+                    add(norm_fn(width))
                 add(nn.ReLU(inplace=True))
             self._names[f"pool{b + 1}"] = len(layers)
             stride *= 2
@@ -103,17 +109,12 @@ class VGG(StagedBackbone):
 
         n_layers = len(layers)
         default = self.block_ends[2:]
-        indices = [int(i) + n_layers if int(i) < 0 else int(i) for i in (default if out_indices is None else out_indices)]
-        if not indices or indices != sorted(set(indices)) or indices[0] < 0 or indices[-1] >= n_layers:
-            raise ConfigError(f"VGG out_indices must be increasing indices into features[0..{n_layers - 1}], "
-                              f"got {out_indices}")
+        indices = check_out_indices(default if out_indices is None else out_indices, n_layers, "VGG", "features")
         self.out_indices = indices
         self.out_channels = [self.layer_channels[i] for i in indices]
         self.strides = [self.layer_strides[i] for i in indices]
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
         self._init_weights()
-        self._freeze_stages()
+        self._set_staging(frozen_stages, norm_eval)
 
     def layer_index(self, name: str) -> int:
         """``features`` index of ``"conv<b>_<j>"`` or ``"pool<b>"`` (1-based, as in the VGG paper)."""
@@ -126,7 +127,7 @@ class VGG(StagedBackbone):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 

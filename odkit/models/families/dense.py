@@ -54,12 +54,13 @@ def build_dense(
     P3-P7, 256-channel towers of 4 convs) or ``"lite"`` (ShuffleNetV2 + SlimPAN P3-P6, 96-channel
     depthwise towers of 2 convs with GroupNorm). ``assigner`` swaps the head's assigner by name
     (``maxiou``, ``fcos``, ``atss``, ``simota``, ``yolo``; ``assigner_args`` configure it; an assigner
-    the head cannot use is a ``ConfigError`` here); ``backbone_args`` go to the backbone (e.g. ``frozen_stages``,
-    ``norm="frozen_bn"`` for ResNet); ``extra_source`` picks P6's input for the r50 FPN (``"p5"``
-    as torchvision's RetinaNet / FCOS, or ``"c5"``); ``backbone`` swaps the size's backbone by name
+    the head cannot use is a ``ConfigError`` here); ``backbone_args`` go to the backbone, with the same
+    meaning for every backbone (e.g. ``frozen_stages``, ``norm="frozen_bn"``, ``norm_eval``,
+    ``out_indices``); ``extra_source`` picks P6's input for the r50 FPN (``"p5"`` as torchvision's
+    RetinaNet / FCOS, or ``"c5"``); ``backbone`` swaps the size's backbone by name
     (``odkit.models.backbones.registry``: e.g. ``"mobilenetv2"``, ``"mobilenetv3-large"``,
-    ``"repvgg-a0"``, ``"vgg16"``; default ``"resnet50"`` / ``"shufflenetv2"``), the neck following its
-    channels; ``head_args`` go to the head class."""
+    ``"repvgg-a0"``, ``"vgg16"``, ``"cspdarknet-s"``, ``"darknet53"``; default ``"resnet50"`` /
+    ``"shufflenetv2"``), the neck following its channels; ``head_args`` go to the head class."""
     if family not in HEADS:
         raise ConfigError(f"unknown dense family {family!r}; expected one of {', '.join(HEADS)}")
     if size == "r50":

@@ -17,6 +17,8 @@ from typing import Any
 from torch import nn
 
 from odkit.errors import ConfigError
+from odkit.models.backbones.mobilenet_v3 import MobileNetV3
+from odkit.models.backbones.registry import construct
 from odkit.models.backbones.resnet import ResNet
 from odkit.models.detector import Detector
 from odkit.models.spec import ModelSpec
@@ -29,7 +31,7 @@ RATIOS = (0.5, 1.0, 2.0)
 
 def _r50_fpn(**backbone_args: Any) -> tuple[nn.Module, nn.Module, AnchorGenerator, dict[str, Any]]:
     """ResNet-50 C2-C5 + FPN P2-P5 + max-pooled P6; anchors 32..512 one size per level; RoIs from P2-P5."""
-    backbone = ResNet(50, out_indices=(0, 1, 2, 3), **backbone_args)
+    backbone = construct(ResNet, "resnet50", 50, out_indices=(0, 1, 2, 3), **backbone_args)
     neck = FPNMaxPool(backbone.out_channels, 256, in_strides=backbone.strides)
     anchors = AnchorGenerator([[32.0], [64.0], [128.0], [256.0], [512.0]], RATIOS, neck.strides, round_base=True)
     return backbone, neck, anchors, {"strides": neck.strides[:4], "feature_indices": (0, 1, 2, 3)}
@@ -40,10 +42,10 @@ def _mobilenetv3_fpn(**backbone_args: Any) -> tuple[nn.Module, nn.Module, Anchor
     (``features.16``, stride 32, 960 ch) + FPN + max-pooled level (stride 64); anchors
     32-512 x 3 ratios on every level (15 per location); RoIs from the first FPN map only (torchvision's
     level rule puts every RoI there: both maps have stride 32)."""
-    from odkit.models.backbones.mobilenet_v3 import MobileNetV3
-
-    # torchvision builds this trunk with plain nn.BatchNorm2d (eps 1e-5, momentum 0.1) when not pretrained
-    backbone = MobileNetV3("large", out_indices=(13, 16), **{"norm_eps": 1e-5, "norm_momentum": 0.1, **backbone_args})
+    # torchvision builds this trunk with plain nn.BatchNorm2d (eps 1e-5, momentum 0.1) when not pretrained,
+    # with FrozenBatchNorm2d (eps 1e-5) when pretrained
+    args = {"norm_eps": 1e-5, "norm_momentum": 0.1, **backbone_args}
+    backbone = construct(MobileNetV3, "mobilenetv3-large", "large", out_indices=(13, 16), **args)
     neck = FPNMaxPool(backbone.out_channels, 256, in_strides=backbone.strides)
     anchors = AnchorGenerator([[32.0, 64.0, 128.0, 256.0, 512.0]] * 3, RATIOS, neck.strides, round_base=True)
     return backbone, neck, anchors, {"strides": [32], "feature_indices": (0,)}

@@ -101,7 +101,7 @@ class SSDLiteMobileNetV3(nn.Module):
         super().__init__()
         from odkit.models.backbones.mobile_common import ConvNormAct
 
-        self.trunk = MobileNetV3("large", reduced_tail=True, out_indices=("13.expand", 16), norm_layer=norm)
+        self.trunk = MobileNetV3("large", reduced_tail=True, out_indices=("13.expand", 16), norm=norm)
 
         def block(c_in: int, c_out: int) -> nn.Sequential:
             mid = c_out // 2

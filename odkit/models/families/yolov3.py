@@ -16,6 +16,7 @@ import numpy as np
 from odkit.assign.registry import make_assigner
 from odkit.errors import ConfigError
 from odkit.models.backbones.darknet import Darknet53, DarknetTiny
+from odkit.models.backbones.registry import construct
 from odkit.models.detector import Detector
 from odkit.models.heads.yolov3_head import YOLOv3Head
 from odkit.models.necks.yolov3_neck import YOLOv3Neck, YOLOv3TinyNeck
@@ -50,7 +51,7 @@ def build_yolov3(num_classes: int = 80, anchors: str | Sequence[Any] = YOLOV3_AN
                  assigner_args: dict[str, Any] | None = None) -> Detector:
     """YOLOv3: Darknet-53 (C3-C5) + YOLOv3 neck (128/256/512) + head (3x3 bridges to 256/512/1024,
     1x1 predictions) at strides 8, 16, 32, three anchors per level."""
-    backbone = Darknet53(**(backbone_args or {}))
+    backbone = construct(Darknet53, "darknet53", **(backbone_args or {}))
     neck = YOLOv3Neck(backbone.out_channels, (128, 256, 512), backbone.strides)
     head = YOLOv3Head(num_classes, neck.out_channels, (256, 512, 1024), neck.strides, anchors, ignore_thr=ignore_thr,
                       assigner=make_assigner(assigner, len(neck.strides), **(assigner_args or {})))
@@ -62,7 +63,7 @@ def build_yolov3_tiny(num_classes: int = 80, anchors: str | Sequence[Any] = YOLO
                       assigner: str | None = None, assigner_args: dict[str, Any] | None = None) -> Detector:
     """YOLOv3-tiny: the tiny trunk (C4, C5) + tiny neck + head (3x3 bridges to 256 / 512) at strides
     16, 32, three anchors per level."""
-    backbone = DarknetTiny(**(backbone_args or {}))
+    backbone = construct(DarknetTiny, "darknet-tiny", **(backbone_args or {}))
     neck = YOLOv3TinyNeck(backbone.out_channels, 256, backbone.strides)
     head = YOLOv3Head(num_classes, neck.out_channels, (256, 512), neck.strides, anchors, ignore_thr=ignore_thr,
                       assigner=make_assigner(assigner, len(neck.strides), **(assigner_args or {})))

@@ -6,6 +6,7 @@ from typing import Any
 
 from odkit.assign.registry import make_assigner
 from odkit.models.backbones import CSPDarknet
+from odkit.models.backbones.registry import construct
 from odkit.models.detector import Detector
 from odkit.models.heads import YOLOXHead
 from odkit.models.necks import PAFPN
@@ -36,10 +37,12 @@ def build_yolox(
     iou_loss: str = "iou",
     assigner: str | None = None,
     assigner_args: dict[str, Any] | None = None,
+    backbone_args: dict[str, Any] | None = None,
 ) -> Detector:
     """A YOLOX detector: CSPDarknet + PAFPN + decoupled head at strides 8, 16, 32. ``assigner``
-    swaps SimOTA for another assigner by name (``odkit.assign.make_assigner``)."""
-    backbone = CSPDarknet(depth, width, depthwise=depthwise, act=act)
+    swaps SimOTA for another assigner by name (``odkit.assign.make_assigner``); ``backbone_args`` go to
+    the CSPDarknet (e.g. ``norm``, ``frozen_stages``, ``norm_eval``)."""
+    backbone = construct(CSPDarknet, "cspdarknet", depth, width, depthwise=depthwise, act=act, **(backbone_args or {}))
     neck = PAFPN(backbone.out_channels, depth, depthwise=depthwise, act=act)
     head = YOLOXHead(
         num_classes,

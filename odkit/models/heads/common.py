@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from odkit.errors import ConfigError
+from odkit.nn.norm import gn_groups
 
 
 class Scale(nn.Module):
@@ -23,7 +24,7 @@ def _norm(kind: str | None, channels: int) -> nn.Module | None:
     if kind is None or kind == "none":
         return None
     if kind == "gn":
-        return nn.GroupNorm(32 if channels % 32 == 0 else 16 if channels % 16 == 0 else 8, channels)
+        return nn.GroupNorm(gn_groups(channels), channels)  # the backbones' rule: 32, else 16, 8, ...
     if kind == "bn":
         return nn.BatchNorm2d(channels)
     raise ConfigError(f"unknown head norm {kind!r}; expected none, gn or bn")
