@@ -10,8 +10,7 @@ from odkit.data.formats import FORMATS
 
 def add_column_args(p: argparse.ArgumentParser) -> None:
     """``--columns``, ``--delimiter``, ``--one-based``: the column spec of text box files."""
-    path_arg(
-        p,
+    p.add_argument(
         "--columns",
         metavar="SPEC",
         help='text boxes: the columns of each line, e.g. "file,x,y,w,h,label" (box as x1,y1,x2,y2 or x,y,w,h '
