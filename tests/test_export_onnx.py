@@ -165,8 +165,10 @@ def test_nms_graph_batch_1_and_3_equal(trained, key):
 
 def test_sidecar_and_in_graph_threshold_rules(trained, caplog):
     info = json.loads((trained["root"] / "nms.onnx.json").read_text())
-    assert info["format"] == "onnx" and info["nms"] is True and info["model"] == "yolox-nano"
-    assert info["class_names"] == list(CLASS_NAMES) and info["img_size"] == [SIZE, SIZE]
+    cfg = info["model_config"]
+    assert info["format"] == "onnx" and info["nms"] is True and cfg["name"] == "yolox-nano"
+    assert cfg["class_names"] == list(CLASS_NAMES) and cfg["img_size"] == SIZE
+    assert not {"model", "num_classes", "class_names", "img_size"} & set(info)  # each fact once
     assert (info["conf_thr"], info["iou_thr"], info["max_det"]) == (CONF, IOU, MAX_DET)
     assert json.loads((trained["root"] / "nms.xml.json").read_text())["format"] == "openvino"
     assert (trained["root"] / "nms.bin").is_file()

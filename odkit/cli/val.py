@@ -49,7 +49,7 @@ def handler(args: argparse.Namespace) -> int:
     device = runtime.select_device(args.device)
     runtime.set_threads()
     pred = load(args.weights, device=device, compile=args.compile)
-    img = pred.img_size if args.img is None else fit_img(args.img, pred.model.size_divisor, pred.meta["model"])
+    img = pred.img_size if args.img is None else fit_img(args.img, pred.model.size_divisor, pred.name)
     aset = load_checked(args.data, args.split, args.format, what=args.split)
     if list(aset.class_names) != list(pred.class_names):
         raise ConfigError(

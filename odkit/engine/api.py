@@ -81,7 +81,8 @@ def load(path: str | Path, device: str | torch.device = "cpu", compile: bool = F
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise OdkitError(
-            f"{p}: weights do not fit model {meta['model']!r} with {meta['num_classes']} classes "
+            f"{p}: weights do not fit model {meta['model_config']['name']!r} with "
+            f"{meta['model_config']['num_classes']} classes "
             f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})"
         )
     return Predictor(model, meta, device, compile=compile)

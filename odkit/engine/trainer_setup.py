@@ -225,12 +225,9 @@ class TrainerSetup:
         set_rng_state(state["rng"], self.loader_generator)
 
     def _weights_meta(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        # the architecture (name, classes, class names, input size) is model_config's alone
         return {
-            "model": self.cfg.model,
-            "num_classes": self.num_classes,
-            "class_names": self.class_names,
             "class_ids": [int(c) for c in self.train_set.class_ids],
-            "img_size": self.cfg.img,
             "epoch": epoch,
             "metrics": metrics,
             "model_config": dict(getattr(unwrap(self.model), "config", {}) or {}),

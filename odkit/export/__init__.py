@@ -128,8 +128,8 @@ def export(
     meta = dict(predictor.meta)
     check_trained(meta, src)
     model = predictor.model
-    size = fit_input_size(img_size if img_size is not None else meta.get("img_size") or 416,
-                          int(getattr(model, "stride", 32)), "--img", str(meta.get("model")))
+    size = fit_input_size(img_size if img_size is not None else predictor.img_size,
+                          int(getattr(model, "stride", 32)), "--img", predictor.name)
     suffix = FORMATS[format]
     name = default_name(src.stem, suffix, size, nms, dynamic, half)
     out_path = Path(out) if out is not None else src.with_name(name)
@@ -139,15 +139,11 @@ def export(
         raise ConfigError(f"--out {out_path}: a {format} export must end in {suffix}")
     if out_path.exists() and not force:
         raise ConfigError(f"{out_path} exists; pass force=True (--force) to replace it")
-    extra = {
-        "class_names": meta.get("class_names") or (getattr(model, "config", {}) or {}).get("class_names"),
-        "class_ids": meta.get("class_ids"),
-        "source_weights": str(src),
-        "epoch": meta.get("epoch"),
-    }
+    # the record of where the graph comes from; the architecture is the sidecar's model_config
+    extra = {"class_ids": meta.get("class_ids"), "source_weights": str(src), "epoch": meta.get("epoch")}
     reason = getattr(model.head, "half_export", None)
     if half and reason:
-        raise ConfigError(f"--half: {meta.get('model')} cannot be exported in float16: {reason}")
+        raise ConfigError(f"--half: {predictor.name} cannot be exported in float16: {reason}")
     kw = dict(
         img_size=size,
         dynamic=dynamic,

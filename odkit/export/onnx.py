@@ -11,7 +11,11 @@ With ``half=True`` the network runs in float16 (weights and compute) while the g
 outputs stay float32: box decoding and NMS run in float32. On CPU onnxruntime float16 is often
 slower than float32 (few fp16 CPU kernels; casts are inserted): use it for GPU runtimes.
 
-A JSON sidecar ``<file>.json`` (e.g. ``best.onnx.json``) records what a predictor needs.
+A JSON sidecar ``<file>.json`` (e.g. ``best.onnx.json``) records what a predictor needs: the
+architecture once, in ``model_config`` (name, num_classes, class_names; ``img_size`` the exported
+size), the graph (input, outputs, dynamic batch, NMS, half, opset) and the prediction settings
+(``postprocess``, and the in-graph ones of an NMS graph). Sidecars of earlier odkit versions (the
+architecture also at the top level) are read by :func:`odkit.export.runtime.read_sidecar`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from torch import nn
 
 from odkit.errors import ConfigError, OdkitError
 from odkit.export.nms import ExportNMS
+from odkit.weights.format import FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +113,7 @@ class ExportModule(nn.Module):
 def export_onnx(
     model: nn.Module,
     path: str | Path,
-    img_size: int = 416,
+    img_size: int | None = None,
     dynamic: bool = False,
     nms: bool = False,
     half: bool = False,
@@ -121,7 +126,8 @@ def export_onnx(
 ) -> Path:
     """Export ``model`` (an odkit ``Detector``) to the ONNX file ``path`` and write its JSON sidecar.
 
-    ``img_size``: square input in pixels (multiple of the model stride). ``dynamic``: batch dimension
+    ``img_size``: square input in pixels (multiple of the model stride; default: the model config's,
+    :func:`odkit.models.zoo.input_size`). ``dynamic``: batch dimension
     dynamic (else 1). ``nms``: include class-wise NMS with ``conf_thr``/``iou_thr``/``max_det``/``pre_topk``
     fixed in the graph (settings left ``None``: the model's ``postprocess_defaults``, the values
     ``Detector.predict`` uses). ``half``: float16 network. ``meta``: extra fields for the sidecar (class
@@ -130,13 +136,15 @@ def export_onnx(
     This does not check that the weights are trained: :func:`odkit.export.export` does.
     """
     from odkit.models.fuse import prepare_inference_model
+    from odkit.models.zoo import input_size
 
     require("onnx")
     path = Path(path)
     if path.suffix != ".onnx":
         raise ConfigError(f"--out {path}: an ONNX file name must end in .onnx")
     stride = int(getattr(model, "stride", 32))
-    img_size = check_img_size(img_size, stride)
+    cfg = dict(getattr(model, "config", {}) or {})
+    img_size = check_img_size(input_size(cfg) if img_size is None else img_size, stride)
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
     conf_thr, iou_thr, max_det, pre_topk = prediction_settings(model, conf_thr, iou_thr, max_det, pre_topk)
@@ -170,13 +178,12 @@ def export_onnx(
         onnx.checker.check_model(str(path))
     except Exception as e:  # noqa: BLE001 - report any checker failure as a user-facing error
         raise OdkitError(f"exported ONNX file {path} fails the ONNX checker: {e}") from e
-    cfg = dict(getattr(model, "config", {}) or {})
+    # the architecture once, in model_config (name, classes, class names; img_size: the exported size)
+    cfg = {**cfg, "num_classes": cfg.get("num_classes") or int(getattr(model, "num_classes", 0)),
+           "img_size": img_size}
     info: dict[str, Any] = {
         "format": "onnx",
-        "model": cfg.get("name"),
-        "num_classes": int(getattr(model, "num_classes", 0)) or cfg.get("num_classes"),
-        "class_names": cfg.get("class_names"),
-        "img_size": [img_size, img_size],
+        "format_version": FORMAT_VERSION,
         "input": {
             "name": INPUT_NAME,
             "shape": ["batch" if dynamic else 1, 3, img_size, img_size],
@@ -196,6 +203,6 @@ def export_onnx(
     info.update(dict(meta or {}))
     write_sidecar(path, info)
     log.debug(
-        "exported %s (%s, img %d, nms %s, %s)", path, info["model"], img_size, nms, "fp16" if half else "fp32"
+        "exported %s (%s, img %d, nms %s, %s)", path, cfg.get("name"), img_size, nms, "fp16" if half else "fp32"
     )
     return path

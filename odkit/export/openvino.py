@@ -43,7 +43,7 @@ def onnx_to_openvino(onnx_path: str | Path, xml_path: str | Path, half: bool = F
 def export_openvino(
     model: nn.Module,
     path: str | Path,
-    img_size: int = 416,
+    img_size: int | None = None,
     dynamic: bool = False,
     nms: bool = False,
     half: bool = False,

@@ -31,7 +31,11 @@ __all__ = ["ExportedPredictor", "OnnxRuntimeBackend", "OpenVINOBackend", "load_p
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The JSON sidecar (``<file>.json``) of an exported model."""
+    """The JSON sidecar (``<file>.json``) of an exported model, in the current layout: the architecture
+    in ``model_config`` (a sidecar of an earlier odkit version, with ``model``, ``num_classes``,
+    ``class_names`` and the exported ``img_size`` at the top level, is read the same)."""
+    from odkit.weights.format import canonical_meta
+
     side = sidecar_path(path)
     if not side.is_file():
         raise OdkitError(
@@ -42,9 +46,12 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         info = json.loads(side.read_text())
     except json.JSONDecodeError as e:
         raise OdkitError(f"{side}: not valid JSON: {e}") from e
-    for key in ("img_size", "nms", "num_classes"):
-        if key not in info:
-            raise OdkitError(f"{side}: lacks {key!r}")
+    info = canonical_meta(info, str(side), top_level_wins=True, strict=False)
+    for key in ("img_size", "num_classes"):
+        if info["model_config"].get(key) is None:
+            raise OdkitError(f"{side}: lacks model_config.{key}")
+    if "nms" not in info:
+        raise OdkitError(f"{side}: lacks 'nms'")
     return info
 
 
@@ -106,15 +113,20 @@ class ExportedPredictor:
     """
 
     def __init__(self, backend: Any, info: dict[str, Any], path: str | Path = ""):
+        from odkit.models.zoo import input_size
+        from odkit.weights.format import canonical_meta
+
+        info = canonical_meta(info, str(path or "export sidecar"), top_level_wins=True, strict=False)
         self.backend = backend
         self.info = info
         self.meta = info
         self.path = str(path)
-        self.img_size = int(info["img_size"][0] if isinstance(info["img_size"], list) else info["img_size"])
+        self.config: dict[str, Any] = dict(info["model_config"])
+        self.img_size = input_size(self.config)
         self.nms = bool(info["nms"])
         self.dynamic = bool(info.get("dynamic_batch", False))
-        n = int(info["num_classes"])
-        self.class_names: list[str] = list(info.get("class_names") or [str(i) for i in range(n)])
+        n = int(self.config["num_classes"])
+        self.class_names: list[str] = list(self.config.get("class_names") or [str(i) for i in range(n)])
         self._warned = False
 
     def _check_thresholds(self, conf: float, iou: float, max_det: int) -> None:
@@ -180,7 +192,7 @@ class ExportedPredictor:
             for k, (img, path) in enumerate(chunk):
                 out, _, meta = fit_to_input(
                     img, np.zeros((0, 4), np.float32), {"image_id": s + k, "path": path}, size,
-                    resize_mode(self.info.get("model_config") or {}),
+                    resize_mode(self.config),
                 )
                 arrs.append(out)
                 metas.append(meta)
@@ -209,6 +221,11 @@ class ExportedPredictor:
         return results
 
     __call__ = predict
+
+    @property
+    def name(self) -> str:
+        """The model's zoo name (``"the model"`` when the sidecar has none)."""
+        return str(self.config.get("name") or "the model")
 
     def run(self, images: np.ndarray | torch.Tensor) -> list[np.ndarray]:
         """Raw graph outputs for already letterboxed ``images [B,3,H,W]`` float32 in [0, 1]."""

@@ -80,6 +80,18 @@ def spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
+def input_size(config: Mapping[str, Any]) -> int:
+    """The default square input side in pixels of a model config (``model.config``, or a weights
+    sidecar's ``model_config``): its ``img_size`` (an int, or ``[h, w]``: the longer side), else the
+    zoo entry's. The one place the default input size is read."""
+    size = config.get("img_size")
+    if size is None:
+        if not config.get("name"):
+            raise ConfigError("the model config has neither an img_size nor a zoo model name: give the input size")
+        return int(spec(str(config["name"])).img_size)
+    return int(size) if isinstance(size, (int, float)) else max(int(v) for v in size)
+
+
 def recipe(name: str) -> dict[str, Any]:
     """Training defaults of model ``name`` as ``TrainConfig`` field values (``img`` included)."""
     s = spec(name)
