@@ -52,8 +52,8 @@ class TrainConfig:
                          "(not needed with --resume)", path="path")
     model: str = _opt("yolox-nano", "model name from the zoo (see `odkit info`); with --weights of odkit "
                                     "weights, the weights' model")
-    img: int = _opt(416, "square network input size in pixels, multiple of the model's size divisor (32; "
-                         "SSD300: 1)", recipe=True, check="size")
+    img: int | None = _opt(None, "square network input size in pixels, multiple of the model's size divisor "
+                                 "(32; SSD300: 1); default: the model's", recipe=True, check="size")
     epochs: int = _opt(100, "number of epochs; with --time, the upper bound of the fitted plan", recipe=True,
                         check="count")
     batch: int = _opt(16, "images per batch per process", check="count")
@@ -151,6 +151,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.check_values()
+        if self.img is None:  # the model's own input size (its zoo entry)
+            from odkit.models.zoo import input_size
+
+            self.img = input_size({"name": self.model})
         div = input_divisor(self.model)
         if self.img % div:
             raise ConfigError(f"--img must be a positive multiple of {div}, got {self.img}")
