@@ -28,7 +28,7 @@ def _image() -> np.ndarray:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     torch.manual_seed(0)
-    model = build("yolox-nano", num_classes=2, class_names=NAMES, img_size=96, conf_thr=0.0)
+    model = build("yolox-nano", num_classes=2, class_names=NAMES, img_size=96, conf=0.0)
     path = save_weights(tmp_path_factory.mktemp("w") / "best.safetensors", model.state_dict(),
                         {"model_config": model.config, "epoch": 1})
     return path, model.config
@@ -87,15 +87,17 @@ def test_export_sidecar_once_and_version1_reads_the_same(weights, tmp_path):
 
     path, cfg = weights
     model = odkit.load(path).model
-    onnx_path = export_onnx(model, tmp_path / "m.onnx", img_size=64)
+    with pytest.warns(DeprecationWarning, match="conf_thr= is deprecated"):
+        onnx_path = export_onnx(model, tmp_path / "m.onnx", img_size=64, nms=True, conf_thr=0.0, iou=0.5)
     info = json.loads((tmp_path / "m.onnx.json").read_text())
     assert not ARCH_TOP & set(info) and info["model_config"]["img_size"] == 64
-    assert info["model_config"]["class_names"] == NAMES
+    assert info["model_config"]["class_names"] == NAMES and (info["conf"], info["iou"]) == (0.0, 0.5)
     new = load_predictor(onnx_path)
-    # the same file with the sidecar of an earlier odkit: exported size at the top level, training size inside
-    old = {k: v for k, v in info.items() if k != "model_config"}
-    old.update(model="yolox-nano", num_classes=2, class_names=NAMES, img_size=[64, 64],
-               model_config={**info["model_config"], "img_size": 96})
+    # the same file with the sidecar of an earlier odkit: exported size at the top level, training size
+    # inside, the in-graph settings spelled conf_thr / iou_thr
+    old = {k: v for k, v in info.items() if k not in ("model_config", "conf", "iou")}
+    old.update(model="yolox-nano", num_classes=2, class_names=NAMES, img_size=[64, 64], conf_thr=0.0,
+               iou_thr=0.5, model_config={**info["model_config"], "img_size": 96})
     (tmp_path / "m.onnx.json").write_text(json.dumps(old))
     got = load_predictor(onnx_path)
     assert got.img_size == new.img_size == 64 and got.class_names == NAMES and got.name == "yolox-nano"

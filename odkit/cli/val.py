@@ -57,7 +57,7 @@ def handler(args: argparse.Namespace) -> int:
         )
     with torch.no_grad():
         preds = predict_set(pred.model, aset, img, batch=args.batch, device=device, workers=args.workers,
-                            conf_thr=args.conf, iou_thr=args.iou, max_det=args.max_det, progress=True)
+                            conf=args.conf, iou=args.iou, max_det=args.max_det, progress=True)
     res = evaluate_predictions(aset, preds)
     print(res.summary)
     print()

@@ -184,7 +184,7 @@ class Predictor:
                     metas.append(meta)
                 # NHWC uint8 viewed as NCHW is channels_last: one conversion pass into the reused input
                 x.copy_(torch.from_numpy(u8).permute(0, 3, 1, 2)).div_(255.0)
-                preds = self._run(x, metas, conf_thr=conf, iou_thr=iou, max_det=max_det)
+                preds = self._run(x, metas, conf=conf, iou=iou, max_det=max_det)
                 results.extend({k: v.cpu() for k, v in p.items()} for p in preds)
         return results
 

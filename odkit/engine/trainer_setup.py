@@ -68,9 +68,9 @@ class TrainerSetup:
         weights, source = self.request.get("weights"), self.request.get("weights_from")
         if weights:
             self.weights_model = weights_model(weights, source)
-        if self.request.get("img") is not None:  # the user's size, fitted to the model once
+        if self.request.get("img_size") is not None:  # the user's size, fitted to the model once
             model = str(self.request.get("model") or self.weights_model or TrainConfig.model)
-            self.request["img"] = fit_input_size(self.request["img"], input_divisor(model), "--img", model)
+            self.request["img_size"] = fit_input_size(self.request["img_size"], input_divisor(model), "--img", model)
         self.cfg = resolve(self.request, weights_model=self.weights_model).config
 
     def _resolve(self) -> None:
@@ -112,8 +112,8 @@ class TrainerSetup:
         if cfg.anchors and not resuming:
             from odkit.engine.anchors import training_anchors
 
-            overrides = {**overrides, "anchors": training_anchors(cfg.anchors, cfg.model, self.train_set, cfg.img)}
-        model = build(cfg.model, num_classes=self.num_classes, class_names=self.class_names, img_size=cfg.img,
+            overrides = {**overrides, "anchors": training_anchors(cfg.anchors, cfg.model, self.train_set, cfg.img_size)}
+        model = build(cfg.model, num_classes=self.num_classes, class_names=self.class_names, img_size=cfg.img_size,
                       **overrides)
         if src is not None:
             self.init_report = finetune.init_from_weights(model, src)

@@ -96,12 +96,13 @@ def export(
     nms: bool = False,
     half: bool = False,
     out: str | Path | None = None,
-    conf_thr: float | None = None,
-    iou_thr: float | None = None,
+    conf: float | None = None,
+    iou: float | None = None,
     max_det: int | None = None,
     opset: int = 17,
     pre_topk: int | None = None,
     force: bool = False,
+    **renamed: Any,
 ) -> Path:
     """Export trained ``weights`` to ``format`` (``"onnx"`` or ``"openvino"``); returns the written file.
 
@@ -109,14 +110,17 @@ def export(
     warning) defaults to the training size of the weights.
     ``out`` (a file, or a folder) defaults to a name beside the weights that differs per graph
     (:func:`default_name`, e.g. ``best-nms-416.onnx``); an existing file is replaced only with
-    ``force``. Prediction settings left ``None`` (``conf_thr``, ``iou_thr``, ``max_det``, ``pre_topk``)
+    ``force``. Prediction settings left ``None`` (``conf``, ``iou``, ``max_det``, ``pre_topk``; ``conf_thr`` /
+    ``iou_thr`` are deprecated names of ``conf`` / ``iou``)
     are the model's own (``model.postprocess_defaults``: its reference implementation's). Other
     arguments: see
     :func:`odkit.export.onnx.export_onnx`. Raises ``OdkitError`` for untrained weights, unknown
     models, bad sizes or a missing export extra.
     """
     from odkit.arguments import check_value, fit_input_size
+    from odkit.export.onnx import deprecated_settings
 
+    conf, iou = deprecated_settings(conf, iou, renamed, "export")
     if format not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if img_size is not None:
@@ -149,8 +153,8 @@ def export(
         dynamic=dynamic,
         nms=nms,
         half=half,
-        conf_thr=conf_thr,
-        iou_thr=iou_thr,
+        conf=conf,
+        iou=iou,
         max_det=max_det,
         pre_topk=pre_topk,
         opset=opset,

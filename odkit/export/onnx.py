@@ -36,7 +36,7 @@ from odkit.weights.format import FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExportModule", "check_img_size", "export_onnx", "require", "sidecar_path", "write_sidecar"]
+__all__ = ["ExportModule", "check_img_size", "deprecated_settings", "export_onnx", "require", "sidecar_path", "write_sidecar"]
 
 INPUT_NAME = "images"
 MIN_OPSET, MAX_OPSET = 11, 20  # TopK with k input / Loop need 11; 20 is the newest the exporter writes
@@ -79,14 +79,29 @@ def check_img_size(img_size: Any, stride: int = 32) -> int:
     return s
 
 
-def prediction_settings(model: nn.Module, conf_thr: float | None, iou_thr: float | None, max_det: int | None,
+def prediction_settings(model: nn.Module, conf: float | None, iou: float | None, max_det: int | None,
                         pre_topk: int | None) -> tuple[float, float, int, int]:
     """The given settings, those left ``None`` taken from ``model.postprocess_defaults``."""
     from odkit.models.postprocess import POSTPROCESS_DEFAULTS
 
     d = {**POSTPROCESS_DEFAULTS, **(getattr(model, "postprocess_defaults", None) or {})}
-    return (float(d["conf_thr"] if conf_thr is None else conf_thr), float(d["iou_thr"] if iou_thr is None else iou_thr),
+    return (float(d["conf"] if conf is None else conf), float(d["iou"] if iou is None else iou),
             int(d["max_det"] if max_det is None else max_det), int(d["pre_topk"] if pre_topk is None else pre_topk))
+
+
+def deprecated_settings(conf: float | None, iou: float | None, renamed: dict[str, Any],
+                        where: str) -> tuple[float | None, float | None]:
+    """``conf`` / ``iou`` given under their deprecated names ``conf_thr`` / ``iou_thr`` (a
+    DeprecationWarning); any other unknown keyword is a ``TypeError``."""
+    from odkit.arguments import RENAMED_SETTINGS, renamed_keywords
+
+    unknown = sorted(set(renamed) - set(RENAMED_SETTINGS))
+    if unknown:
+        raise TypeError(f"{where}() got unexpected keyword arguments {', '.join(unknown)}")
+    if not renamed:
+        return conf, iou
+    kw = renamed_keywords({"conf": conf, "iou": iou, **renamed}, where)
+    return kw["conf"], kw["iou"]
 
 
 class ExportModule(nn.Module):
@@ -117,18 +132,19 @@ def export_onnx(
     dynamic: bool = False,
     nms: bool = False,
     half: bool = False,
-    conf_thr: float | None = None,
-    iou_thr: float | None = None,
+    conf: float | None = None,
+    iou: float | None = None,
     max_det: int | None = None,
     pre_topk: int | None = None,
     opset: int = 17,
     meta: Mapping[str, Any] | None = None,
+    **renamed: Any,
 ) -> Path:
     """Export ``model`` (an odkit ``Detector``) to the ONNX file ``path`` and write its JSON sidecar.
 
     ``img_size``: square input in pixels (multiple of the model stride; default: the model config's,
     :func:`odkit.models.zoo.input_size`). ``dynamic``: batch dimension
-    dynamic (else 1). ``nms``: include class-wise NMS with ``conf_thr``/``iou_thr``/``max_det``/``pre_topk``
+    dynamic (else 1). ``nms``: include class-wise NMS with ``conf``/``iou``/``max_det``/``pre_topk``
     fixed in the graph (settings left ``None``: the model's ``postprocess_defaults``, the values
     ``Detector.predict`` uses). ``half``: float16 network. ``meta``: extra fields for the sidecar (class
     names, source weights, ...). The model itself is not modified. Returns ``path``.
@@ -138,6 +154,7 @@ def export_onnx(
     from odkit.models.fuse import prepare_inference_model
     from odkit.models.zoo import input_size
 
+    conf, iou = deprecated_settings(conf, iou, renamed, "export_onnx")
     require("onnx")
     path = Path(path)
     if path.suffix != ".onnx":
@@ -147,8 +164,8 @@ def export_onnx(
     img_size = check_img_size(input_size(cfg) if img_size is None else img_size, stride)
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
-    conf_thr, iou_thr, max_det, pre_topk = prediction_settings(model, conf_thr, iou_thr, max_det, pre_topk)
-    nms_mod = ExportNMS(conf_thr, iou_thr, max_det, pre_topk) if nms else None
+    conf, iou, max_det, pre_topk = prediction_settings(model, conf, iou, max_det, pre_topk)
+    nms_mod = ExportNMS(conf, iou, max_det, pre_topk) if nms else None
     # the prepared inference copy: BatchNorm folded into the convolutions, deploy-form blocks
     net = prepare_inference_model(model, channels_last=False, device="cpu")
     net = net.half() if half else net.float()
@@ -199,7 +216,7 @@ def export_onnx(
         "postprocess": dict(getattr(model, "postprocess_defaults", {}) or {}),
     }
     if nms:  # the settings fixed in the graph; without NMS the runtime applies "postprocess"
-        info.update({"conf_thr": conf_thr, "iou_thr": iou_thr, "max_det": max_det, "pre_topk": pre_topk})
+        info.update({"conf": conf, "iou": iou, "max_det": max_det, "pre_topk": pre_topk})
     info.update(dict(meta or {}))
     write_sidecar(path, info)
     log.debug(
