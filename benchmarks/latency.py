@@ -61,7 +61,7 @@ def unprepared_runner(model: torch.nn.Module, size: int):
         out, _, meta = letterbox(img, np.zeros((0, 4), np.float32), {"image_id": 0, "path": ""}, size)
         x = torch.from_numpy(out[None]).permute(0, 3, 1, 2).float().div_(255.0)
         with torch.no_grad():
-            return model.predict(x, [meta], conf_thr=CONF, iou_thr=IOU, max_det=MAX_DET)
+            return model.predict(x, [meta], conf=CONF, iou=IOU, max_det=MAX_DET)
 
     return run
 
@@ -207,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             for size in args.sizes:
                 torch.manual_seed(0)
                 model = zoo.build(name, num_classes=args.num_classes, img_size=size).eval()
-                onnx_path = export_onnx(model, Path(tmp) / f"{name}_{size}.onnx", size, conf_thr=CONF,
-                                        iou_thr=IOU, max_det=MAX_DET)
+                onnx_path = export_onnx(model, Path(tmp) / f"{name}_{size}.onnx", size, conf=CONF,
+                                        iou=IOU, max_det=MAX_DET)
                 xml = onnx_to_openvino(onnx_path, Path(tmp) / f"{name}_{size}.xml")
                 Path(str(xml) + ".json").write_text(Path(str(onnx_path) + ".json").read_text())
                 groups: list[tuple[str, Path | None]] = [("eager", None), ("onnxruntime", onnx_path),

@@ -33,7 +33,7 @@ def time_phases(data: str, model_name: str, img: int, batch: int, iters: int, wa
     from odkit.engine.runtime import cpu_has_native_bf16
     from odkit.models.zoo import build
 
-    cfg = TrainConfig(data=data, img=img, batch=batch, workers=0, train_split="train", val_split="val")
+    cfg = TrainConfig(data=data, img_size=img, batch=batch, workers=0, train_split="train", val_split="val")
     train, _ = load_train_val(cfg, report=False)
     loader = train_loader(train, cfg, no_aug=False, workers=0, dist=DistInfo())
     batches = []
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     lr = args.lr if args.lr is not None else (0.008 if args.optimizer == "adamw" else 0.01)
     t0 = time.time()
     result = train(
-        data=args.data, train_split="train", val_split="val", model=args.model, img=args.img, batch=args.batch,
+        data=args.data, train_split="train", val_split="val", model=args.model, img_size=args.img, batch=args.batch,
         epochs=1000, time=args.minutes, optimizer=args.optimizer, lr=lr, warmup_epochs=1.0, no_aug_epochs=15,
         mosaic=1.0, workers=args.workers, project=args.project, name=f"bccd_{args.minutes:g}min",
     )

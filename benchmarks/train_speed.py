@@ -168,7 +168,7 @@ def zoo_speed(args: argparse.Namespace) -> int:
           f"{args.threads} threads, synthetic batches")
     rows = []
     for name in names:
-        size = int(zoo.recipe(name).get("img", 416))
+        size = int(zoo.recipe(name)["img_size"])
         g = torch.Generator().manual_seed(0)
         images = torch.rand(args.zoo_batch, 3, size, size, generator=g).contiguous(memory_format=torch.channels_last)
         targets = []

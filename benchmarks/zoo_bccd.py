@@ -36,7 +36,7 @@ def train_speed(data: str, model_name: str, img: int, batch: int, steps: int = 4
     from odkit.models.zoo import recipe as zoo_recipe
 
     augment = zoo_recipe(model_name).get("augment", "yolox")  # the model's training pipeline (SSD's own)
-    cfg = TrainConfig(data=data, model=model_name, img=img, batch=batch, workers=0, train_split="train",
+    cfg = TrainConfig(data=data, model=model_name, img_size=img, batch=batch, workers=0, train_split="train",
                       val_split="val", augment=augment)
     train, _ = load_train_val(cfg, report=False)
     loader = train_loader(train, cfg, no_aug=False, workers=0, dist=DistInfo())
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         info = model_info(name, args.img, num_classes=3)
         speed = train_speed(data, name, args.img, args.batch)
         t0 = time.time()
-        result = train(data=data, train_split="train", val_split="val", model=name, img=args.img,
+        result = train(data=data, train_split="train", val_split="val", model=name, img_size=args.img,
                        batch=args.batch, time=args.minutes, project=args.project,
                        name=f"{name}_{args.minutes:g}min", exist_ok=True)
         m = result.metrics

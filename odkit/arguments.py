@@ -78,3 +78,35 @@ def fit_input_size(size: Any, divisor: int, name: str = "img_size", model: str =
     fitted = max(divisor, (size + divisor // 2) // divisor * divisor)
     log.warning("%s %d is not a multiple of %s's size divisor %d: using %d", name, size, model, divisor, fitted)
     return fitted
+
+
+# Keyword spellings of earlier odkit versions and today's: thresholds are ``conf`` / ``iou`` and the
+# input size ``img_size`` everywhere in the Python API (``--conf``, ``--iou``, ``--img`` on the command
+# line). The old names work for one release, with a DeprecationWarning.
+RENAMED_SETTINGS = {"conf_thr": "conf", "iou_thr": "iou"}
+RENAMED_TRAIN = {**RENAMED_SETTINGS, "img": "img_size"}
+
+
+def renamed_keywords(kwargs: dict[str, Any], where: str, names: dict[str, str] = RENAMED_SETTINGS,
+                     warn: bool = True) -> dict[str, Any]:
+    """``kwargs`` with each old keyword of ``names`` under its new name. ``warn``: a DeprecationWarning
+    naming ``where`` (off for files written by earlier versions, read silently); an old and a new
+    name given together is a ``ConfigError``."""
+    import warnings
+
+    out = dict(kwargs)
+    for old, new in names.items():
+        if old not in out:
+            continue
+        if out[old] is None:  # not given
+            del out[old]
+            continue
+        if new in out and out[new] is not None and out[old] is not None:
+            raise ConfigError(f"{where}: {old}= is the old name of {new}=; give only {new}=")
+        value = out.pop(old)
+        if new not in out or out[new] is None:
+            out[new] = value
+        if warn:
+            warnings.warn(f"{where}: {old}= is deprecated, use {new}= (the old name goes in the next release)",
+                          DeprecationWarning, stacklevel=3)
+    return out

@@ -146,8 +146,8 @@ def test_predictor_fits_and_refuses_sizes(weights, caplog):
 def test_train_config_uses_the_same_rules():
     from odkit.engine.config import TrainConfig
 
-    for kw, flag in (({"img": -32}, "--img"), ({"lr": math.nan}, "--lr"), ({"batch": 0}, "--batch"),
-                     ({"conf_thr": 2.0}, "--conf-thr"), ({"time": math.inf}, "--time"),
+    for kw, flag in (({"img_size": -32}, "--img"), ({"lr": math.nan}, "--lr"), ({"batch": 0}, "--batch"),
+                     ({"conf": 2.0}, "--conf"), ({"time": math.inf}, "--time"),
                      ({"lr_steps": [0.5, 1.5]}, "--lr-steps"), ({"cache": -1.0}, "--cache")):
         with pytest.raises(ConfigError, match=flag):
             TrainConfig(**kw)
@@ -165,10 +165,10 @@ def test_python_train_shows_the_data_check_and_recipe_as_the_cli(tmp_path, capsy
 
     data = synthesize(tmp_path / "d", n=20, seed=0, size=64, val_fraction=0.2)  # one negative image
     monkeypatch.setattr(logging.getLogger(), "handlers", [])
-    odkit.train(data=str(data), img=70, epochs=1, batch=8, workers=0, device="cpu", threads=1, plots=False,
+    odkit.train(data=str(data), img_size=70, epochs=1, batch=8, workers=0, device="cpu", threads=1, plots=False,
                 project=str(tmp_path / "runs"))
     err = capsys.readouterr().err
     assert f"data check of {data} [train]:" in err and "negative_image" in err
     assert "--img 70 is not a multiple of yolox-nano's size divisor 32: using 64" in err
-    assert "training recipe for yolox-nano" in err and "img            64" in err
+    assert "training recipe for yolox-nano" in err and "img_size       64" in err
     assert logging.getLogger("odkit").handlers == []

@@ -133,7 +133,7 @@ def trained(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("damaged")
     root = build(tmp / "d")
-    cfg = TrainConfig(data=str(root), img=64, epochs=1, batch=4, workers=0, project=str(tmp / "runs"),
+    cfg = TrainConfig(data=str(root), img_size=64, epochs=1, batch=4, workers=0, project=str(tmp / "runs"),
                       no_aug_epochs=0, plots=False, device="cpu", threads=1, warmup_epochs=0.0, mosaic=0.0)
     return root, Trainer(cfg).fit(), cfg
 

@@ -47,7 +47,7 @@ def sets(tmp_path_factory) -> dict[str, Path]:
 
 
 def _cfg(data: Path, project: Path, name: str, **kw) -> TrainConfig:
-    base = dict(data=str(data), model="yolox-nano", img=IMG, batch=8, epochs=3, workers=0, project=str(project),
+    base = dict(data=str(data), model="yolox-nano", img_size=IMG, batch=8, epochs=3, workers=0, project=str(project),
                 name=name, deterministic=True, threads=1, plots=False, device="cpu", optimizer="adamw", lr=0.01,
                 weight_decay=0.05, warmup_epochs=1.0, no_aug_epochs=0, mosaic=0.0, val_interval=100)
     base.update(kw)

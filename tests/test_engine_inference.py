@@ -167,7 +167,7 @@ def test_predictor_equals_the_unprepared_path_and_reuses_buffers() -> None:
     got_single = [pred.predict(im, **kw)[0] for im in imgs]
     assert pred._u8 is buf  # a smaller batch reuses the buffer
     for im, gb, gs in zip(imgs, got_batch, got_single):
-        ref = _reference_predict(model, im, 160, conf_thr=0.6, max_det=300)
+        ref = _reference_predict(model, im, 160, conf=0.6, max_det=300)
         assert len(ref["boxes"]) > 0
         _assert_same_detections(gb, ref)
         _assert_same_detections(gs, ref)

@@ -59,7 +59,7 @@ def test_layers_defaults_model_rule_user():
     r = rec.resolve({"data": "d", "time": 12}, num_images=100, params=900_000, num_val_images=40)
     cfg, st = r.config, r.settings
     # the model's recipe
-    assert st["img"].source == "model" and cfg.img == zoo.recipe("yolox-nano")["img"]
+    assert st["img_size"].source == "model" and cfg.img_size == zoo.recipe("yolox-nano")["img_size"]
     assert st["schedule"].source == "model" and cfg.mosaic == 1.0
     # the rule: a small set and a short budget get AdamW at the measured rate
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay) == ("adamw", 0.008, 0.05)
@@ -121,7 +121,7 @@ def test_every_zoo_recipe_resolves(name):
     for n_images, kw in ((100, {"time": 12}), (100_000, {"epochs": 300})):
         r = rec.resolve({"data": "d", "model": name, **kw}, num_images=n_images, params=1_000_000)
         cfg = r.config
-        assert cfg.model == name and cfg.img == raw["img"]
+        assert cfg.model == name and cfg.img_size == raw["img_size"]
         if raw.get("schedule") == "step":
             assert cfg.schedule == "step" and cfg.lr_steps == pytest.approx(list(raw["lr_steps"]))
         if raw.get("mosaic") == 0.0:
@@ -141,7 +141,7 @@ def test_describe_and_yaml_carry_sources():
     line = next(x for x in text.splitlines() if x.strip().startswith("optimizer"))
     assert "adamw" in line and "rule:" in line
     doc = r.to_yaml()
-    assert "optimizer: adamw  # rule:" in doc and "img: 416  # model: yolox-nano's recipe" in doc
+    assert "optimizer: adamw  # rule:" in doc and "img_size: 416  # model: yolox-nano's recipe" in doc
     back = TrainConfig.from_dict(yaml.safe_load(doc))
     assert back == r.config
     assert r.record()["optimizer"]["source"] == "rule"
@@ -179,7 +179,7 @@ def test_existing_flag_names_still_parse():
             "--format coco --deterministic --threads 1 --no-plots --strict")
     got = given_values(_parser().parse_args(shlex.split(argv)))
     assert got == {
-        "data": "D", "model": "yolox-tiny", "img": 320, "epochs": 7, "batch": 4, "time": 1.5, "device": "cpu",
+        "data": "D", "model": "yolox-tiny", "img_size": 320, "epochs": 7, "batch": 4, "time": 1.5, "device": "cpu",
         "workers": 0, "project": "P", "name": "N", "exist_ok": True, "amp": True, "optimizer": "adamw",
         "lr": 0.003, "weight_decay": 0.01, "schedule": "linear", "warmup_epochs": 0.5, "seed": 3,
         "val_interval": 2, "no_aug_epochs": 1, "mosaic": 0.5, "mixup": 0.1, "multiscale": True, "cache": 0.5,
@@ -243,7 +243,7 @@ def test_run_prints_and_records_its_recipe_and_enters_the_no_aug_phase(tiny_data
 
     monkeypatch.setattr(YOLOXHead, "enter_phase", spy)
     with caplog.at_level(logging.INFO, logger="odkit"):
-        run = odkit.train(data=str(tiny_data), img=64, epochs=2, batch=4, workers=0, device="cpu", threads=1,
+        run = odkit.train(data=str(tiny_data), img_size=64, epochs=2, batch=4, workers=0, device="cpu", threads=1,
                           project=str(tmp_path), plots=False, deterministic=True, optimizer="sgd",
                           schedule="step", lr_steps=[0.5])
     assert phases == ["no_aug"]  # the tail of the run (15% of 2 epochs, at least one)

@@ -25,7 +25,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def _cfg(data: Path, project: Path, **kw) -> TrainConfig:
-    base = dict(data=str(data), img=64, epochs=2, batch=4, workers=0, project=str(project), no_aug_epochs=1,
+    base = dict(data=str(data), img_size=64, epochs=2, batch=4, workers=0, project=str(project), no_aug_epochs=1,
                 deterministic=True, threads=1, plots=False, warmup_epochs=1.0, device="cpu")
     base.update(kw)
     return TrainConfig(**base)

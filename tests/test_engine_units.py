@@ -119,12 +119,13 @@ def test_weights_roundtrip_and_pickle_refused(tmp_path):
     import odkit
 
     sd = {"a": torch.randn(3, 2), "b": torch.arange(5)}
-    p = save_weights(tmp_path / "w.safetensors", sd, {"model": "yolox-nano", "num_classes": 2, "metrics": {"x": 1}})
+    cfg = {"name": "yolox-nano", "num_classes": 2}
+    p = save_weights(tmp_path / "w.safetensors", sd, {"model_config": cfg, "metrics": {"x": 1}})
     back, meta = load_weights(p)
     assert torch.equal(back["a"], sd["a"]) and torch.equal(back["b"], sd["b"])
-    assert meta["num_classes"] == 2 and json.loads((tmp_path / "w.json").read_text())["model"] == "yolox-nano"
+    assert meta["model_config"] == cfg and json.loads((tmp_path / "w.json").read_text())["model_config"] == cfg
     (tmp_path / "w.json").unlink()  # the metadata embedded in the file is enough
-    assert load_weights(p)[1]["model"] == "yolox-nano"
+    assert load_weights(p)[1]["model_config"]["name"] == "yolox-nano"
 
     pt = tmp_path / "model.pt"
     torch.save({"a": torch.zeros(1)}, pt)

@@ -44,8 +44,8 @@ def test_onnx_equals_pytorch_with_and_without_nms(name: str, tmp_path) -> None:
     np.testing.assert_allclose(got_scores, scores.numpy(), atol=1e-4, rtol=0)
 
     conf, iou, max_det, topk = 0.05, 0.5, 50, 500
-    nms_path = export_onnx(model, tmp_path / "nms.onnx", img_size=128, dynamic=True, nms=True, conf_thr=conf,
-                           iou_thr=iou, max_det=max_det, pre_topk=topk)
+    nms_path = export_onnx(model, tmp_path / "nms.onnx", img_size=128, dynamic=True, nms=True, conf=conf,
+                           iou=iou, max_det=max_det, pre_topk=topk)
     dets, num = _session(nms_path).run(None, {"images": x.numpy()})
     with torch.no_grad():
         ref_dets, ref_num = ExportNMS(conf, iou, max_det, topk)(boxes, scores)

@@ -133,11 +133,11 @@ def test_iou_threshold_rounding_matches_float64_comparison():
 
 def test_bad_arguments():
     with pytest.raises(ConfigError, match="--conf"):
-        ExportNMS(conf_thr=1.5)
+        ExportNMS(conf=1.5)
     with pytest.raises(ConfigError, match="--max-det"):
         ExportNMS(max_det=0)
     with pytest.raises(ConfigError, match="--iou"):
-        ExportNMS(iou_thr=-0.1)
+        ExportNMS(iou=-0.1)
 
 
 class _NMSGraph(nn.Module):

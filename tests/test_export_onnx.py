@@ -90,8 +90,8 @@ def trained(tmp_path_factory):
             dynamic=True,
             nms=True,
             out=root / "nms.onnx",
-            conf_thr=CONF,
-            iou_thr=IOU,
+            conf=CONF,
+            iou=IOU,
             max_det=MAX_DET,
         ),
         "xml_nms": export(
@@ -100,8 +100,8 @@ def trained(tmp_path_factory):
             dynamic=True,
             nms=True,
             out=root / "nms.xml",
-            conf_thr=CONF,
-            iou_thr=IOU,
+            conf=CONF,
+            iou=IOU,
             max_det=MAX_DET,
         ),
     }
@@ -165,9 +165,11 @@ def test_nms_graph_batch_1_and_3_equal(trained, key):
 
 def test_sidecar_and_in_graph_threshold_rules(trained, caplog):
     info = json.loads((trained["root"] / "nms.onnx.json").read_text())
-    assert info["format"] == "onnx" and info["nms"] is True and info["model"] == "yolox-nano"
-    assert info["class_names"] == list(CLASS_NAMES) and info["img_size"] == [SIZE, SIZE]
-    assert (info["conf_thr"], info["iou_thr"], info["max_det"]) == (CONF, IOU, MAX_DET)
+    cfg = info["model_config"]
+    assert info["format"] == "onnx" and info["nms"] is True and cfg["name"] == "yolox-nano"
+    assert cfg["class_names"] == list(CLASS_NAMES) and cfg["img_size"] == SIZE
+    assert not {"model", "num_classes", "class_names", "img_size"} & set(info)  # each fact once
+    assert (info["conf"], info["iou"], info["max_det"]) == (CONF, IOU, MAX_DET)
     assert json.loads((trained["root"] / "nms.xml.json").read_text())["format"] == "openvino"
     assert (trained["root"] / "nms.bin").is_file()
     pred = load_predictor(trained["files"]["onnx_nms"])

@@ -47,7 +47,7 @@ def test_loss_backward_and_outputs(name: str) -> None:
     n = sum(h * w for h, w in [(16, 20), (8, 10), (4, 5), (2, 3)]) * model.head.num_anchors
     assert boxes.shape == (3, n, 4) and scores.shape == (3, n, 3)
     assert scores.min() >= 0 and scores.max() <= 1
-    preds = model.predict(x, conf_thr=0.0)
+    preds = model.predict(x, conf=0.0)
     assert len(preds) == 3 and all(p["boxes"].shape[1] == 4 for p in preds)
 
 
@@ -118,11 +118,11 @@ def test_lite_members_are_light() -> None:
 
 def test_recipes_and_prediction_defaults() -> None:
     assert zoo.recipe("retinanet-r50-fpn")["schedule"] == "step"
-    assert zoo.recipe("fcos-lite")["img"] == 416
+    assert zoo.recipe("fcos-lite")["img_size"] == 416
     model = zoo.build("fcos-r50-fpn", num_classes=91)
-    assert model.postprocess_defaults == {"conf_thr": 0.2, "pre_topk": 1000, "iou_thr": 0.6, "max_det": 100}
-    model = zoo.build("retinanet-r50-fpn", num_classes=91, conf_thr=0.3)
-    assert model.postprocess_defaults["conf_thr"] == 0.3 and model.postprocess_defaults["iou_thr"] == 0.5
+    assert model.postprocess_defaults == {"conf": 0.2, "pre_topk": 1000, "iou": 0.6, "max_det": 100}
+    model = zoo.build("retinanet-r50-fpn", num_classes=91, conf=0.3)
+    assert model.postprocess_defaults["conf"] == 0.3 and model.postprocess_defaults["iou"] == 0.5
 
 
 def test_backbone_options_are_builder_arguments() -> None:

@@ -71,9 +71,9 @@ def test_export_path_equals_prediction_path() -> None:
     x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         boxes, scores = model.forward_export(x)
-        preds = model.predict(x, conf_thr=0.05, iou_thr=0.5, max_det=100)
+        preds = model.predict(x, conf=0.05, iou=0.5, max_det=100)
     assert boxes.shape[:3] == scores.shape and boxes.shape[1] == 30 and boxes.shape[-1] == 4
-    ref = postprocess(boxes, scores, conf_thr=0.05, iou_thr=0.5, max_det=100, pre_topk=0)
+    ref = postprocess(boxes, scores, conf=0.05, iou=0.5, max_det=100, pre_topk=0)
     assert sum(len(p["scores"]) for p in preds) > 0
     for p, r in zip(preds, ref):
         assert len(p["scores"]) == len(r["scores"])
@@ -100,8 +100,8 @@ def test_onnx_and_openvino_equal_pytorch_with_dynamic_batch(tmp_path) -> None:
         got_boxes, got_scores = sess.run(None, {"images": batch.numpy()})
         np.testing.assert_allclose(got_boxes, boxes.numpy(), atol=1e-2, rtol=0)
         np.testing.assert_allclose(got_scores, scores.numpy(), atol=1e-4, rtol=0)
-    nms_path = export_onnx(model, tmp_path / "nms.onnx", img_size=128, dynamic=True, nms=True, conf_thr=0.05,
-                           iou_thr=0.5, max_det=20, pre_topk=200)
+    nms_path = export_onnx(model, tmp_path / "nms.onnx", img_size=128, dynamic=True, nms=True, conf=0.05,
+                           iou=0.5, max_det=20, pre_topk=200)
     dets, num = ort.InferenceSession(str(nms_path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})
     with torch.no_grad():
         ref_dets, ref_num = ExportNMS(0.05, 0.5, 20, 200)(*model.forward_export(x))
@@ -126,7 +126,7 @@ def test_fast_rcnn_on_given_proposals() -> None:
     x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(2))
     props = [torch.tensor([[10.0, 10.0, 60.0, 70.0], [30.0, 40.0, 110.0, 100.0]]), torch.tensor([[0.0, 0.0, 128.0, 128.0]])]
     with torch.no_grad():
-        preds = model.predict(x, proposals=props, conf_thr=0.0, iou_thr=1.0, max_det=0)
+        preds = model.predict(x, proposals=props, conf=0.0, iou=1.0, max_det=0)
         feats = model.features(x)
         rois = torch.cat([torch.tensor([[0.0], [0.0], [1.0]]), torch.cat(props)], 1)
         boxes, scores = model.head.roi_heads.predict_rois(feats, rois, (128, 128))
@@ -207,7 +207,7 @@ def test_overfit_synthetic_images() -> None:
         m.reset_running_stats()
     with torch.no_grad():
         model.features(x)
-    preds = model.predict(x, conf_thr=0.3)
+    preds = model.predict(x, conf=0.3)
     for p, t in zip(preds, targets):
         iou = box_iou(t["boxes"], p["boxes"]) * (t["labels"][:, None] == p["labels"][None]).float()
         assert bool((iou.max(1).values >= 0.5).all()), (iou.max(1).values, t["labels"])

@@ -267,17 +267,17 @@ def test_training_pipeline_follows_the_recipe() -> None:
     from odkit.engine.recipe import model_recipe
 
     rec = model_recipe("ssdlite320-mobilenetv3", 16)
-    assert rec["augment"] == "ssd" and rec["mosaic"] == 0.0 and rec["img"] == 320
-    t = train_transform(TrainConfig(model="ssd300-vgg16", img=300, augment="ssd"))
+    assert rec["augment"] == "ssd" and rec["mosaic"] == 0.0 and rec["img_size"] == 320
+    t = train_transform(TrainConfig(model="ssd300-vgg16", img_size=300, augment="ssd"))
     assert isinstance(t, SSDAugment) and t.resize == "stretch"
-    t = train_transform(TrainConfig(model="yolox-nano", img=320))
+    t = train_transform(TrainConfig(model="yolox-nano", img_size=320))
     assert isinstance(t, TrainAugment) and t.resize == "letterbox"
     with pytest.raises(ConfigError, match="multiple of 32"):
-        TrainConfig(model="yolox-nano", img=300)
+        TrainConfig(model="yolox-nano", img_size=300)
     with pytest.raises(ConfigError, match="augment"):
         TrainConfig(model="yolox-nano", augment="mosaic9")
     with pytest.raises(ConfigError, match="unknown SSD augmentation settings: degrees"):
-        train_transform(TrainConfig(model="ssd300-vgg16", img=300, augment="ssd", aug={"degrees": 0}))
+        train_transform(TrainConfig(model="ssd300-vgg16", img_size=300, augment="ssd", aug={"degrees": 0}))
 
 
 # ------------------------------------------------------------------------------------- models / export
@@ -308,8 +308,8 @@ def test_zoo_entries() -> None:
     s, lite = zoo.spec("ssd300-vgg16"), zoo.spec("ssdlite320-mobilenetv3")
     assert (s.img_size, s.resize, s.size_divisor) == (300, "stretch", 1)
     assert (lite.img_size, lite.resize, lite.size_divisor) == (320, "stretch", 32)
-    assert s.postprocess == {"conf_thr": 0.01, "iou_thr": 0.45, "max_det": 200, "pre_topk": 400}
-    assert lite.postprocess == {"conf_thr": 0.001, "iou_thr": 0.55, "max_det": 300, "pre_topk": 300}
+    assert s.postprocess == {"conf": 0.01, "iou": 0.45, "max_det": 200, "pre_topk": 400}
+    assert lite.postprocess == {"conf": 0.001, "iou": 0.55, "max_det": 300, "pre_topk": 300}
     # 90 object classes + background = torchvision's num_classes=91: its parameter count
     assert sum(p.numel() for p in zoo.build("ssd300-vgg16", num_classes=90).parameters()) == 35_641_826
 
@@ -353,7 +353,7 @@ def test_predict_maps_stretched_boxes_back(ssdlite: nn.Module) -> None:
     pred = Predictor(ssdlite, {"num_classes": 3, "img_size": 320})
     got = pred.predict(img, conf=0.3, max_det=50)[0]
     x = torch.from_numpy(stretch(img, np.zeros((0, 4), np.float32), None, 320)[0]).permute(2, 0, 1)[None].float() / 255
-    ref = ssdlite.predict(x, conf_thr=0.3, max_det=50)[0]
+    ref = ssdlite.predict(x, conf=0.3, max_det=50)[0]
     assert len(got["boxes"]) == len(ref["boxes"]) > 10
     ref["boxes"] = ref["boxes"] / torch.tensor([320 / 400, 320 / 150, 320 / 400, 320 / 150])
     share, max_box, _, _ = match(ref, got, box_tol=1e-3, score_tol=1e-5)

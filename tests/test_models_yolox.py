@@ -150,7 +150,7 @@ def test_predictions_map_back_to_original_coordinates():
     raw = _perfect_raw(model.head, in_hw, in_boxes, [lab for _, lab in gt], 3)
     model.head.forward = lambda feats: raw  # the network itself is not under test here
     images = torch.zeros(2, 3, *in_hw)
-    preds = model.predict(images, metas, conf_thr=0.5)
+    preds = model.predict(images, metas, conf=0.5)
     for pred, (boxes, labels) in zip(preds, gt):
         assert len(pred["boxes"]) == len(boxes)
         order = torch.argsort(pred["boxes"][:, 0])
@@ -160,7 +160,7 @@ def test_predictions_map_back_to_original_coordinates():
         assert pred["boxes"].dtype == torch.float32 and pred["labels"].dtype == torch.int64
         assert (pred["scores"] > 0.99).all()
     # without metas: input coordinates
-    preds_in = model.predict(images, None, conf_thr=0.5)
+    preds_in = model.predict(images, None, conf=0.5)
     for pred, boxes in zip(preds_in, in_boxes):
         order = torch.argsort(pred["boxes"][:, 0])
         assert (pred["boxes"][order] - boxes[torch.argsort(boxes[:, 0])]).abs().max() < 1e-3

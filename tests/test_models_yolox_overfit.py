@@ -84,7 +84,7 @@ def test_overfit_two_images_detects_every_object():
     final = sum(losses[-5:]) / 5
     assert final < 0.1 * losses[0], (losses[0], losses[-10:])
     _exact_bn_stats(model, images)
-    preds = model.predict(images, conf_thr=0.25)
+    preds = model.predict(images, conf=0.25)
     for i, (pred, tgt) in enumerate(zip(preds, targets)):
         assert len(pred["boxes"]) > 0, f"image {i}: no detections"
         iou = box_iou(tgt["boxes"], pred["boxes"])

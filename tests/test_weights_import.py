@@ -171,7 +171,7 @@ def test_yolox_parity_through_written_weights_and_predict(ref, tiny_state, tmp_p
     got = pred.predict(ref["image_rgb"].numpy(), conf=conf, iou=iou, max_det=1000, img_size=64)[0]
     _assert_same_detections(got, want)
     # model.predict input: a float RGB [0, 1] batch
-    got = pred.model.predict(x, conf_thr=conf, iou_thr=iou, max_det=1000)[0]
+    got = pred.model.predict(x, conf=conf, iou=iou, max_det=1000)[0]
     _assert_same_detections(got, _reference_detections(ref, conf, iou, clip=False))
 
 

@@ -22,7 +22,8 @@ from odkit.arguments import RULES, fit_input_size, parse_value
 
 PATH_KINDS = ("path", "weights", "resume")
 # spellings of other tools mapped to odkit's options (answer to `key=value` arguments)
-ALIASES = {"imgsz": "img", "lr0": "lr", "batch_size": "batch"}
+ALIASES = {"imgsz": "img", "img_size": "img", "conf_thr": "conf", "iou_thr": "iou", "lr0": "lr",
+           "batch_size": "batch"}
 
 
 class OdkitParser(argparse.ArgumentParser):

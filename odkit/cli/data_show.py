@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seed", type=arg_type("count0"), default=0, help="seed of the image choice and augmentation (default 0)"
     )
     p.add_argument("--augment", action="store_true", help="show training augmentations instead of raw images")
-    p.add_argument("--img", type=arg_type("size"), default=416, help="network input size for --augment (default 416)")
+    p.add_argument("--img", type=arg_type("size"), default=None,
+                   help="network input size for --augment (default: the default training model's)")
     p.set_defaults(func=handler)
 
 
@@ -45,6 +46,11 @@ def handler(args: argparse.Namespace) -> int:
             raise OdkitError(
                 f"--augment needs odkit.data.preview.augmented_grid, which this build does not have ({e})"
             ) from e
+        if args.img is None:
+            from odkit.engine.config import TrainConfig
+            from odkit.models.zoo import input_size
+
+            args.img = input_size({"name": TrainConfig.model})
         written = augmented_grid(aset, out, n=args.n, img_size=args.img, seed=args.seed)
     else:
         from odkit.data.preview import dataset_grid

@@ -9,7 +9,7 @@ from odkit.cli.args import arg_type, fit_img
 # Settings chosen for a short CPU run on the synthetic shapes (images ~320 px): see `odkit demo --help`.
 DEMO_TRAIN = {
     "model": "yolox-nano",
-    "img": 256,
+    "img_size": 256,
     "batch": 8,
     "epochs": 60,
     "optimizer": "adamw",
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training budget in minutes, validation included (default 8; the whole demo takes "
                         "under 9 minutes on 2 CPU cores)")
     p.add_argument("--images", type=arg_type("count"), default=400, help="synthetic images (default 400, 20%% for val)")
-    p.add_argument("--img", type=arg_type("size"), default=DEMO_TRAIN["img"], help="network input size (default 256; the synthetic images are about 320 px)")
+    p.add_argument("--img", type=arg_type("size"), default=DEMO_TRAIN["img_size"], help="network input size (default 256; the synthetic images are about 320 px)")
     p.add_argument("--device", default="cpu", help="device (default cpu)")
     p.add_argument("--seed", type=arg_type("count0"), default=0, help="seed of the data and of training")
     p.set_defaults(func=handler)
@@ -68,7 +68,7 @@ def handler(args: argparse.Namespace) -> int:
     data = synthesize(out / "data", n=args.images, seed=args.seed, size=320, val_fraction=0.2)
 
     print(f"[2/4] training yolox-nano for {args.minutes:g} min on {args.device}")
-    kw = dict(DEMO_TRAIN, img=args.img)
+    kw = dict(DEMO_TRAIN, img_size=args.img)
     result = train(data=str(data), time=args.minutes, device=args.device, seed=args.seed,
                    project=str(out), name="train", **kw)
 

@@ -65,6 +65,7 @@ def output_path(args: argparse.Namespace) -> Path:
     weights; refuses to replace an existing file without ``--force``."""
     from odkit.errors import ConfigError, OdkitError
     from odkit.export import FORMATS, default_name, resolve_weights
+    from odkit.models.zoo import input_size
     from odkit.weights.format import read_meta
 
     suffix = FORMATS.get(args.format, ".onnx")
@@ -74,10 +75,10 @@ def output_path(args: argparse.Namespace) -> Path:
         img = args.img
         if img is None:
             try:
-                img = read_meta(src).get("img_size")
-            except OdkitError:
-                img = None
-        name = default_name(src.stem, suffix, int(img or 416), args.nms, args.dynamic, args.half)
+                img = input_size(read_meta(src)["model_config"])
+            except OdkitError:  # export() names what is wrong with the weights
+                img = 0
+        name = default_name(src.stem, suffix, int(img), args.nms, args.dynamic, args.half)
         out = (out if out is not None else src.parent) / name
     if out.exists() and not args.force:
         raise ConfigError(f"{out} exists; pass --force to replace it (or choose another --out)")
@@ -86,26 +87,24 @@ def output_path(args: argparse.Namespace) -> Path:
 
 def fit_export_img(args: argparse.Namespace) -> int | None:
     """``--img`` rounded to the size divisor of the weights' model (read from the sidecar)."""
-    import json
-
     from odkit.engine.config import input_divisor
+    from odkit.errors import OdkitError
     from odkit.export import resolve_weights
-    from odkit.weights.format import sidecar_path
+    from odkit.weights.format import read_meta
 
     if args.img is None:
         return None
     try:
-        model = json.loads(sidecar_path(resolve_weights(args.weights)).read_text()).get("model")
-    except (OSError, ValueError):
+        model = read_meta(resolve_weights(args.weights))["model_config"]["name"]
+    except (OSError, ValueError, OdkitError):
         return args.img  # export() names what is wrong with the weights
     return fit_img(args.img, input_divisor(str(model)), str(model))
 
 
 def handler(args: argparse.Namespace) -> int:
-    import json
-
     from odkit.export import export
     from odkit.export.onnx import sidecar_path
+    from odkit.export.runtime import read_sidecar
 
     args.img = fit_export_img(args)
 
@@ -117,17 +116,18 @@ def handler(args: argparse.Namespace) -> int:
         nms=args.nms,
         half=args.half,
         out=output_path(args),
-        conf_thr=args.conf,
-        iou_thr=args.iou,
+        conf=args.conf,
+        iou=args.iou,
         max_det=args.max_det,
         opset=args.opset,
         pre_topk=args.pre_topk,
         force=args.force,
     )
-    info = json.loads(sidecar_path(path).read_text())
-    size = info.get("img_size")
-    size = "x".join(map(str, size)) if isinstance(size, list) else size
-    print(f"exported {path} ({info.get('format')}, {info.get('model')}, img {size}, "
+    info = read_sidecar(path)
+    cfg = info["model_config"]
+    size = cfg["img_size"]
+    size = "x".join(map(str, size)) if isinstance(size, list) else f"{size}x{size}"
+    print(f"exported {path} ({info.get('format')}, {cfg.get('name')}, img {size}, "
           f"{'NMS in the graph' if info.get('nms') else 'no NMS'}, {'fp16' if info.get('half') else 'fp32'})")
     print(f"sidecar  {sidecar_path(path)}")
     return 0

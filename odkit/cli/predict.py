@@ -79,7 +79,7 @@ def handler(args: argparse.Namespace) -> int:
     else:
         pred = load(args.weights, device=device, compile=args.compile)
         if args.img is not None:
-            args.img = fit_img(args.img, pred.model.size_divisor, pred.meta["model"])
+            args.img = fit_img(args.img, pred.model.size_divisor, pred.name)
     files = list_images(args.source)
     out = Path(args.out)
     (out / "labels").mkdir(parents=True, exist_ok=True)

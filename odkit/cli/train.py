@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import types
 import typing
 from typing import Any
 
 from odkit.cli.args import arg_type, mark_path
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 Train a detector, from scratch or from existing weights, on a dataset.
@@ -120,6 +123,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         action = p.add_argument(*flags, **kw)
         if meta.get("path"):
             mark_path(action, meta["path"])
+        for old in meta.get("old_flags") or ():  # an earlier spelling: works, with a warning, not in --help
+            p.add_argument(old, **{**kw, "help": argparse.SUPPRESS, "action": _old_flag(flags[0], kw.get("action"))})
+
+
+def _old_flag(new: str, base: Any) -> type[argparse.Action]:
+    """An action that stores like ``base`` (default: store) and warns that the flag is now ``new``."""
+    parent = base if isinstance(base, type) else argparse._StoreAction
+
+    class OldFlag(parent):  # type: ignore[misc, valid-type]
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                     option_string: str | None = None) -> None:
+            log.warning("%s is deprecated, use %s (the old flag goes in the next release)", option_string, new)
+            super().__call__(parser, namespace, values, option_string)
+
+    return OldFlag
 
 
 def _value_type(meta: Any, hint: Any) -> Any:

@@ -117,14 +117,14 @@ def handler(args: argparse.Namespace) -> int:
     device = runtime.select_device(args.device)
     runtime.set_threads()
     pred = load(args.weights, device=device, compile=args.compile)
-    img = pred.img_size if args.img is None else fit_img(args.img, pred.model.size_divisor, pred.meta["model"])
+    img = pred.img_size if args.img is None else fit_img(args.img, pred.model.size_divisor, pred.name)
     if list(aset.class_names) != list(pred.class_names):
         raise ConfigError(
             f"{args.weights} was trained on classes {pred.class_names} but {args.data} has {aset.class_names}"
         )
     with torch.no_grad():
         preds = predict_set(pred.model, aset, img, batch=args.batch, device=device, workers=args.workers,
-                            conf_thr=args.conf, iou_thr=args.iou, max_det=args.max_det, progress=True)
+                            conf=args.conf, iou=args.iou, max_det=args.max_det, progress=True)
     res = evaluate_predictions(aset, preds)
     print(res.summary)
     print()

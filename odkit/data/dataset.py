@@ -54,7 +54,7 @@ class DetectionDataset:
     def __init__(
         self,
         aset: AnnotationSet,
-        img_size: int = 416,
+        img_size: int,
         transforms: Any = None,
         cache_ram_gb: float = 0.0,
         seed: int = 0,

@@ -79,7 +79,8 @@ def augmented_grid(
     aset: AnnotationSet,
     out_png: str | Path,
     n: int = 16,
-    img_size: int = 416,
+    *,
+    img_size: int,
     seed: int = 0,
     cfg=None,
 ) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from odkit.arguments import RENAMED_TRAIN, renamed_keywords
 from odkit.engine.config import TrainConfig
 from odkit.engine.predictor import Predictor, build_from_meta
 from odkit.engine.trainer import TrainResult
@@ -40,8 +41,9 @@ def shown_logs() -> Iterator[None]:
 def train(data: str | Path | TrainConfig | None = None, callbacks: dict[str, Any] | None = None,
           **kwargs: Any) -> TrainResult:
     """Train a detector; keyword arguments are :class:`~odkit.engine.config.TrainConfig` fields
-    (the ``odkit train`` flags: ``model``, ``img``, ``epochs``, ``batch``, ``time`` minutes,
-    ``weights``, ``freeze``, ...).
+    (the ``odkit train`` flags: ``model``, ``img_size`` (``--img``), ``epochs``, ``batch``, ``time``
+    minutes, ``weights``, ``freeze``, ``conf`` / ``iou`` / ``max_det`` of validation, ...; ``img``,
+    ``conf_thr`` and ``iou_thr`` are deprecated names).
 
     Values not given come from the model's recipe adapted to the data set and budget
     (:func:`odkit.engine.recipe.resolve`; the effective recipe is logged and kept in
@@ -60,6 +62,7 @@ def train(data: str | Path | TrainConfig | None = None, callbacks: dict[str, Any
     else:
         if data is not None:
             kwargs["data"] = str(data)
+        kwargs = renamed_keywords(kwargs, "odkit.train", RENAMED_TRAIN)
         TrainConfig.check_names(kwargs)
         if not kwargs.get("data") and not kwargs.get("resume"):
             raise OdkitError("train: a dataset (data=...) is required unless resuming")
@@ -81,7 +84,8 @@ def load(path: str | Path, device: str | torch.device = "cpu", compile: bool = F
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise OdkitError(
-            f"{p}: weights do not fit model {meta['model']!r} with {meta['num_classes']} classes "
+            f"{p}: weights do not fit model {meta['model_config']['name']!r} with "
+            f"{meta['model_config']['num_classes']} classes "
             f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})"
         )
     return Predictor(model, meta, device, compile=compile)

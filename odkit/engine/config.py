@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from odkit.arguments import check_value
+from odkit.arguments import RENAMED_TRAIN, check_value, renamed_keywords
 from odkit.errors import ConfigError
 
 SCHEDULES = ("cos", "linear", "step")
@@ -22,7 +22,8 @@ WEIGHT_SOURCES = ("yolox", "torchvision")
 def _opt(default: Any = None, help: str = "", *, factory: Any = None, recipe: bool = False, **cli: Any) -> Any:
     """A dataclass field with its command-line description in ``metadata``.
 
-    ``cli`` may hold ``flags`` (option strings, default ``--field-name``), ``metavar``, ``choices``,
+    ``cli`` may hold ``flags`` (option strings, default ``--field-name``), ``old_flags`` (spellings of
+    earlier versions, accepted with a warning and not shown in the help), ``metavar``, ``choices``,
     ``nargs``/``const`` and ``cli=False`` (no flag)."""
     meta = {"help": help, "recipe": recipe, **cli}
     if factory is not None:
@@ -40,7 +41,7 @@ def input_divisor(model: str) -> int:
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs. Units: ``img`` pixels (square network input), ``time``
+    """Everything a training run needs. Units: ``img_size`` pixels (``--img``) (square network input), ``time``
     minutes of wall clock, ``lr`` per iteration at the full batch (``None``: 0.01 * batch / 64 for
     SGD, 0.002 * batch / 64 for AdamW), ``warmup_epochs`` epochs (fractions allowed).
 
@@ -52,8 +53,9 @@ class TrainConfig:
                          "(not needed with --resume)", path="path")
     model: str = _opt("yolox-nano", "model name from the zoo (see `odkit info`); with --weights of odkit "
                                     "weights, the weights' model")
-    img: int = _opt(416, "square network input size in pixels, multiple of the model's size divisor (32; "
-                         "SSD300: 1)", recipe=True, check="size")
+    img_size: int | None = _opt(None, "square network input size in pixels, multiple of the model's size "
+                                      "divisor (32; SSD300: 1); default: the model's", recipe=True, check="size",
+                                flags=["--img"], metavar="IMG")
     epochs: int = _opt(100, "number of epochs; with --time, the upper bound of the fitted plan", recipe=True,
                         check="count")
     batch: int = _opt(16, "images per batch per process", check="count")
@@ -138,8 +140,8 @@ class TrainConfig:
     cache: float | None = _opt(None, "keep resized training images in RAM, up to GB (default: up to 4 GB and a "
                                      "quarter of the free memory; 0 = off)", metavar="GB", check="nonneg")
     threads: int | None = _opt(None, "torch threads (default: cores / processes on this machine)", check="count")
-    conf_thr: float = _opt(0.001, "validation score threshold", check="unit")
-    iou_thr: float = _opt(0.65, "validation NMS IoU", check="unit")
+    conf: float = _opt(0.001, "validation score threshold", check="unit", old_flags=["--conf-thr"])
+    iou: float = _opt(0.65, "validation NMS IoU", check="unit", old_flags=["--iou-thr"])
     max_det: int = _opt(100, "validation detections per image", check="count")
     plots: bool = _opt(True, "write the PNG plots")
     strict_data: bool = _opt(False, "refuse to train on any data warning or undecodable image (default: "
@@ -158,9 +160,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.check_values()
+        if self.img_size is None:  # the model's own input size (its zoo entry)
+            from odkit.models.zoo import input_size
+
+            self.img_size = input_size({"name": self.model})
         div = input_divisor(self.model)
-        if self.img % div:
-            raise ConfigError(f"--img must be a positive multiple of {div}, got {self.img}")
+        if self.img_size % div:
+            raise ConfigError(f"--img must be a positive multiple of {div}, got {self.img_size}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"--optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
@@ -260,5 +266,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """From field values; the names of earlier odkit versions (``img``, ``conf_thr``, ``iou_thr`` in
+        an older run's args.yaml or checkpoint) are read as today's."""
+        d = renamed_keywords(d, "training options", RENAMED_TRAIN, warn=False)
         cls.check_names(d)
         return cls(**d)

@@ -304,14 +304,14 @@ def train_loader(aset: AnnotationSet, cfg: TrainConfig, no_aug: bool, workers: i
 
     auto = cfg.cache is None
     gb = auto_cache_gb(workers, dist.local_world_size) if auto else float(cfg.cache)
-    ds = DetectionDataset(aset, cfg.img, transforms=train_transform(cfg), cache_ram_gb=gb, seed=cfg.seed,
+    ds = DetectionDataset(aset, cfg.img_size, transforms=train_transform(cfg), cache_ram_gb=gb, seed=cfg.seed,
                           cache_auto=auto)
     if no_aug:
         ds.close_mosaic()
     per_rank = len(aset) // max(dist.world_size, 1)
     loader = build_loader(
         ds, cfg.batch, shuffle=True, workers=workers, seed=cfg.seed,
-        multiscale=MultiScale.around(cfg.img) if cfg.multiscale else None,
+        multiscale=MultiScale.around(cfg.img_size) if cfg.multiscale else None,
         drop_last=per_rank >= cfg.batch, distributed=dist.enabled, persistent_workers=workers > 0,
         channels_last=bool(getattr(cfg, "channels_last", False)),
     )

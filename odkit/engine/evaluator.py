@@ -30,8 +30,8 @@ def predict_set(
     batch: int = 16,
     device: torch.device | str = "cpu",
     workers: int = 0,
-    conf_thr: float = 0.001,
-    iou_thr: float = 0.65,
+    conf: float | None = 0.001,
+    iou: float | None = 0.65,
     max_det: int = 100,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = True,
@@ -80,7 +80,7 @@ def predict_set(
 
                     net = compile_or_eager(net, lambda m, x=images, mt=metas: m.predict(x, mt))
                     net.compile_checked = True
-                preds = net.predict(images, metas, conf_thr=conf_thr, iou_thr=iou_thr, max_det=max_det)
+                preds = net.predict(images, metas, conf=conf, iou=iou, max_det=max_det)
             for p in preds:
                 out.append({k: v.detach().float().cpu().numpy() if k != "labels" else v.cpu().numpy()
                             for k, v in p.items()})

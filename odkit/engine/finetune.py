@@ -82,9 +82,9 @@ def weights_model(path: str | Path, source: str | None) -> str | None:
     """The zoo model odkit weights at ``path`` were saved as (``None`` for foreign checkpoints)."""
     if source:
         return None
-    from odkit.weights.format import load_weights
+    from odkit.weights.format import read_meta
 
-    return str(load_weights(path)[1]["model"])
+    return str(read_meta(path)["model_config"]["name"])
 
 
 def read_source(path: str | Path, source: str | None, model: str) -> SourceWeights:
@@ -94,9 +94,10 @@ def read_source(path: str | Path, source: str | None, model: str) -> SourceWeigh
         from odkit.weights.format import load_weights
 
         state, meta = load_weights(path)
-        names = meta.get("class_names")
-        return SourceWeights(str(path), state, str(meta["model"]), int(meta["num_classes"]),
-                             list(names) if names else None, arch_overrides(meta.get("model_config")), "odkit")
+        cfg = meta["model_config"]
+        names = cfg.get("class_names")
+        return SourceWeights(str(path), state, str(cfg["name"]), int(cfg["num_classes"]),
+                             list(names) if names else None, arch_overrides(cfg), "odkit")
     from odkit.weights import import_weights, tables
 
     if tables.detector_table(source, model) is None:

@@ -92,19 +92,25 @@ class Predictor:
     ``benchmarks/latency.py``).
     """
 
-    def __init__(self, model: nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu",
+    def __init__(self, model: nn.Module, meta: dict[str, Any] | None = None, device: str | torch.device = "cpu",
                  compile: bool = False, fuse: bool = True, fuse_activations: bool = False):
         from odkit.models.fuse import prepare_inference_model
+        from odkit.models.zoo import input_size
+        from odkit.weights.format import canonical_meta
 
-        self.meta = meta
+        # the weights sidecar (training record); the architecture is ``config``: the model's, updated by
+        # the sidecar's ``model_config``
+        self.meta = canonical_meta(meta or {}, strict=False)
+        self.config: dict[str, Any] = {**(getattr(model, "config", None) or {}), **self.meta["model_config"]}
         self.device = torch.device(device)
         # the prepared inference copy (BatchNorm folded, channels_last, eval mode for good); the
         # given model is left as it is
         self.model = prepare_inference_model(model, channels_last=True, fuse=fuse, device=self.device,
                                              fuse_activations=fuse_activations and fuse and not compile)
         self.compile = bool(compile)
-        self.class_names: list[str] = list(meta.get("class_names") or [str(i) for i in range(meta["num_classes"])])
-        self.img_size = int(meta.get("img_size") or 416)
+        n = int(self.config.get("num_classes") or getattr(model, "num_classes", 0))
+        self.class_names: list[str] = list(self.config.get("class_names") or [str(i) for i in range(n)])
+        self.img_size = input_size(self.config)
         self._u8: np.ndarray | None = None  # reused letterbox buffer [B, S, S, 3] uint8
         self._x: torch.Tensor | None = None  # reused network input [B, 3, S, S] float, channels_last
         self._lock = threading.Lock()
@@ -159,7 +165,7 @@ class Predictor:
         mode = resize_mode(self.model)
         divisor = int(getattr(self.model, "size_divisor", 32))
         size = fit_input_size(self.img_size if img_size is None else img_size, divisor, "img_size",
-                              str(self.meta.get("model") or "the model"))
+                              self.name)
         batch = int(check_value("batch", batch, "count"))
         for name, value, kind in (("conf", conf, "unit"), ("iou", iou, "unit"), ("max_det", max_det, "count")):
             if value is not None:
@@ -178,26 +184,28 @@ class Predictor:
                     metas.append(meta)
                 # NHWC uint8 viewed as NCHW is channels_last: one conversion pass into the reused input
                 x.copy_(torch.from_numpy(u8).permute(0, 3, 1, 2)).div_(255.0)
-                preds = self._run(x, metas, conf_thr=conf, iou_thr=iou, max_det=max_det)
+                preds = self._run(x, metas, conf=conf, iou=iou, max_det=max_det)
                 results.extend({k: v.cpu() for k, v in p.items()} for p in preds)
         return results
 
     __call__ = predict
 
+    @property
+    def name(self) -> str:
+        """The model's zoo name (``"the model"`` when it has none)."""
+        return str(self.config.get("name") or "the model")
+
     def __repr__(self) -> str:
-        return (f"Predictor({self.meta.get('model')}, {len(self.class_names)} classes, img {self.img_size}, "
+        return (f"Predictor({self.name}, {len(self.class_names)} classes, img {self.img_size}, "
                 f"device {self.device})")
 
 
 def build_from_meta(meta: dict[str, Any]) -> nn.Module:
-    """The model architecture described by a weights sidecar (weights not loaded)."""
+    """The model architecture described by a weights sidecar (its ``model_config``; weights not loaded)."""
     from odkit.models import zoo
+    from odkit.weights.format import canonical_meta
 
-    if meta.get("model_config"):
-        cfg = dict(meta["model_config"])
-        cfg.setdefault("name", meta["model"])
-        return zoo.from_config(cfg)
-    return zoo.build(meta["model"], num_classes=int(meta["num_classes"]))
+    return zoo.from_config(canonical_meta(meta)["model_config"])
 
 
 def predictions_to_lists(preds: Sequence[dict[str, torch.Tensor]]) -> list[dict[str, list]]:

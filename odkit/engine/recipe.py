@@ -41,7 +41,7 @@ LARGE_MODEL_PARAMS = 10_000_000
 # Epochs a --time run may plan when the user gives no --epochs: the budget decides.
 TIMED_EPOCHS = 1000
 # Fields the summary always shows (besides everything not at its default).
-SHOWN = ("model", "data", "img", "batch", "epochs", "time", "optimizer", "lr", "weight_decay", "schedule",
+SHOWN = ("model", "data", "img_size", "batch", "epochs", "time", "optimizer", "lr", "weight_decay", "schedule",
          "warmup_epochs", "mosaic", "mixup", "no_aug_epochs", "weights", "pretrained_backbone", "freeze")
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from odkit.arguments import RENAMED_TRAIN, renamed_keywords
 from odkit.engine import distributed as dist_utils
 from odkit.engine import runtime
 from odkit.engine.budget import BudgetPlanner
@@ -87,7 +88,7 @@ class Trainer(TrainerSetup):
             self.request: dict[str, Any] | None = None
             self.resolved: Resolved | None = complete(cfg)
         else:
-            self.request = dict(cfg)
+            self.request = renamed_keywords(dict(cfg), "Trainer", RENAMED_TRAIN)
             TrainConfig.check_names(self.request)
             self.resolved = None
             cfg = TrainConfig.from_dict({k: v for k, v in self.request.items() if k in _WHERE_KEYS})
@@ -197,7 +198,7 @@ class Trainer(TrainerSetup):
             log.info(
                 "training %s on %s (%d train / %d val images, %d classes) at %d px, batch %d x %d process(es), "
                 "device %s, %d threads, %d loader workers%s -> %s",
-                cfg.model, cfg.data, len(self.train_set), len(self.val_set), self.num_classes, cfg.img,
+                cfg.model, cfg.data, len(self.train_set), len(self.val_set), self.num_classes, cfg.img_size,
                 cfg.batch, self.dist.world_size, self.device, self.threads, self.workers,
                 f", amp {self.amp_dtype}" if self.amp_dtype else "", self.run_dir,
             )
@@ -381,8 +382,8 @@ class Trainer(TrainerSetup):
         cfg = self.cfg
         model = self._eval_module()
         preds = predict_set(
-            model, self.val_set, img_size=cfg.img, batch=cfg.batch, device=self.device, workers=self.workers,
-            conf_thr=cfg.conf_thr, iou_thr=cfg.iou_thr, max_det=cfg.max_det, amp_dtype=self.amp_dtype,
+            model, self.val_set, img_size=cfg.img_size, batch=cfg.batch, device=self.device, workers=self.workers,
+            conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, amp_dtype=self.amp_dtype,
             channels_last=cfg.channels_last, distributed=self.dist.enabled,
         )
         metrics: dict[str, float] = {}
@@ -421,7 +422,7 @@ class Trainer(TrainerSetup):
     def _early_plots(self) -> None:
         from odkit.engine.data import train_transform
 
-        early_plots(self.train_set, self.run_dir / "plots", self.cfg.img, self.cfg.seed, train_transform(self.cfg))
+        early_plots(self.train_set, self.run_dir / "plots", self.cfg.img_size, self.cfg.seed, train_transform(self.cfg))
 
     def _finish(self) -> TrainResult:
         elapsed = self.elapsed_before + (time.time() - self.t_start)
@@ -456,8 +457,8 @@ class Trainer(TrainerSetup):
             model = self._eval_module()
             model.load_state_dict(sd)
             preds = predict_set(
-                model, self.val_set, img_size=cfg.img, batch=cfg.batch, device=self.device, workers=self.workers,
-                conf_thr=cfg.conf_thr, iou_thr=cfg.iou_thr, max_det=cfg.max_det, amp_dtype=self.amp_dtype,
+                model, self.val_set, img_size=cfg.img_size, batch=cfg.batch, device=self.device, workers=self.workers,
+                conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, amp_dtype=self.amp_dtype,
                 channels_last=cfg.channels_last, distributed=False,
             )
         final_outputs(self.run_dir, self.val_set, preds, cfg.plots)

@@ -68,9 +68,9 @@ class TrainerSetup:
         weights, source = self.request.get("weights"), self.request.get("weights_from")
         if weights:
             self.weights_model = weights_model(weights, source)
-        if self.request.get("img") is not None:  # the user's size, fitted to the model once
+        if self.request.get("img_size") is not None:  # the user's size, fitted to the model once
             model = str(self.request.get("model") or self.weights_model or TrainConfig.model)
-            self.request["img"] = fit_input_size(self.request["img"], input_divisor(model), "--img", model)
+            self.request["img_size"] = fit_input_size(self.request["img_size"], input_divisor(model), "--img", model)
         self.cfg = resolve(self.request, weights_model=self.weights_model).config
 
     def _resolve(self) -> None:
@@ -112,8 +112,8 @@ class TrainerSetup:
         if cfg.anchors and not resuming:
             from odkit.engine.anchors import training_anchors
 
-            overrides = {**overrides, "anchors": training_anchors(cfg.anchors, cfg.model, self.train_set, cfg.img)}
-        model = build(cfg.model, num_classes=self.num_classes, class_names=self.class_names, img_size=cfg.img,
+            overrides = {**overrides, "anchors": training_anchors(cfg.anchors, cfg.model, self.train_set, cfg.img_size)}
+        model = build(cfg.model, num_classes=self.num_classes, class_names=self.class_names, img_size=cfg.img_size,
                       **overrides)
         if src is not None:
             self.init_report = finetune.init_from_weights(model, src)
@@ -225,12 +225,9 @@ class TrainerSetup:
         set_rng_state(state["rng"], self.loader_generator)
 
     def _weights_meta(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        # the architecture (name, classes, class names, input size) is model_config's alone
         return {
-            "model": self.cfg.model,
-            "num_classes": self.num_classes,
-            "class_names": self.class_names,
             "class_ids": [int(c) for c in self.train_set.class_ids],
-            "img_size": self.cfg.img,
             "epoch": epoch,
             "metrics": metrics,
             "model_config": dict(getattr(unwrap(self.model), "config", {}) or {}),

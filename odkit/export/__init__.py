@@ -96,12 +96,13 @@ def export(
     nms: bool = False,
     half: bool = False,
     out: str | Path | None = None,
-    conf_thr: float | None = None,
-    iou_thr: float | None = None,
+    conf: float | None = None,
+    iou: float | None = None,
     max_det: int | None = None,
     opset: int = 17,
     pre_topk: int | None = None,
     force: bool = False,
+    **renamed: Any,
 ) -> Path:
     """Export trained ``weights`` to ``format`` (``"onnx"`` or ``"openvino"``); returns the written file.
 
@@ -109,14 +110,17 @@ def export(
     warning) defaults to the training size of the weights.
     ``out`` (a file, or a folder) defaults to a name beside the weights that differs per graph
     (:func:`default_name`, e.g. ``best-nms-416.onnx``); an existing file is replaced only with
-    ``force``. Prediction settings left ``None`` (``conf_thr``, ``iou_thr``, ``max_det``, ``pre_topk``)
+    ``force``. Prediction settings left ``None`` (``conf``, ``iou``, ``max_det``, ``pre_topk``; ``conf_thr`` /
+    ``iou_thr`` are deprecated names of ``conf`` / ``iou``)
     are the model's own (``model.postprocess_defaults``: its reference implementation's). Other
     arguments: see
     :func:`odkit.export.onnx.export_onnx`. Raises ``OdkitError`` for untrained weights, unknown
     models, bad sizes or a missing export extra.
     """
     from odkit.arguments import check_value, fit_input_size
+    from odkit.export.onnx import deprecated_settings
 
+    conf, iou = deprecated_settings(conf, iou, renamed, "export")
     if format not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if img_size is not None:
@@ -128,8 +132,8 @@ def export(
     meta = dict(predictor.meta)
     check_trained(meta, src)
     model = predictor.model
-    size = fit_input_size(img_size if img_size is not None else meta.get("img_size") or 416,
-                          int(getattr(model, "stride", 32)), "--img", str(meta.get("model")))
+    size = fit_input_size(img_size if img_size is not None else predictor.img_size,
+                          int(getattr(model, "stride", 32)), "--img", predictor.name)
     suffix = FORMATS[format]
     name = default_name(src.stem, suffix, size, nms, dynamic, half)
     out_path = Path(out) if out is not None else src.with_name(name)
@@ -139,22 +143,18 @@ def export(
         raise ConfigError(f"--out {out_path}: a {format} export must end in {suffix}")
     if out_path.exists() and not force:
         raise ConfigError(f"{out_path} exists; pass force=True (--force) to replace it")
-    extra = {
-        "class_names": meta.get("class_names") or (getattr(model, "config", {}) or {}).get("class_names"),
-        "class_ids": meta.get("class_ids"),
-        "source_weights": str(src),
-        "epoch": meta.get("epoch"),
-    }
+    # the record of where the graph comes from; the architecture is the sidecar's model_config
+    extra = {"class_ids": meta.get("class_ids"), "source_weights": str(src), "epoch": meta.get("epoch")}
     reason = getattr(model.head, "half_export", None)
     if half and reason:
-        raise ConfigError(f"--half: {meta.get('model')} cannot be exported in float16: {reason}")
+        raise ConfigError(f"--half: {predictor.name} cannot be exported in float16: {reason}")
     kw = dict(
         img_size=size,
         dynamic=dynamic,
         nms=nms,
         half=half,
-        conf_thr=conf_thr,
-        iou_thr=iou_thr,
+        conf=conf,
+        iou=iou,
         max_det=max_det,
         pre_topk=pre_topk,
         opset=opset,

@@ -5,8 +5,8 @@
 ``num_dets [B]`` (int64), the number of valid leading rows of each image. Rows past ``num_dets`` are
 padding ``(0, 0, 0, 0, 0, -1)``.
 
-Per image the result is exactly that of :func:`odkit.ops.multiclass_nms` (``score > conf_thr``, the
-best ``pre_topk`` (box, class) candidates, class-wise greedy NMS suppressing ``IoU > iou_thr``, the
+Per image the result is exactly that of :func:`odkit.ops.multiclass_nms` (``score > conf``, the
+best ``pre_topk`` (box, class) candidates, class-wise greedy NMS suppressing ``IoU > iou``, the
 best ``max_det``; equal scores ordered by lower ``n * C + c`` first), computed with the same float32
 IoU arithmetic, so the kept set is the same and only the upstream box/score rounding of a runtime can
 differ. (One corner is not pinned: when more than ``pre_topk`` candidates pass and the
@@ -35,20 +35,20 @@ class ExportNMS(nn.Module):
     """
 
     def __init__(
-        self, conf_thr: float = 0.001, iou_thr: float = 0.65, max_det: int = 100, pre_topk: int = 1000
+        self, conf: float = 0.001, iou: float = 0.65, max_det: int = 100, pre_topk: int = 1000
     ):
         super().__init__()
-        if not 0.0 <= float(conf_thr) < 1.0:
-            raise ConfigError(f"--conf must be in [0, 1), got {conf_thr}")
-        if not 0.0 <= float(iou_thr) <= 1.0:
-            raise ConfigError(f"--iou must be in [0, 1], got {iou_thr}")
+        if not 0.0 <= float(conf) < 1.0:
+            raise ConfigError(f"--conf must be in [0, 1), got {conf}")
+        if not 0.0 <= float(iou) <= 1.0:
+            raise ConfigError(f"--iou must be in [0, 1], got {iou}")
         if int(max_det) < 1:
             raise ConfigError(f"--max-det must be >= 1, got {max_det}")
         if int(pre_topk) < 1:
             raise ConfigError(f"pre_topk must be >= 1, got {pre_topk}")
-        self.conf_thr = float(conf_thr)
-        self.iou_thr = float(iou_thr)
-        self.iou_thr_f32 = iou_threshold_f32(self.iou_thr)
+        self.conf = float(conf)
+        self.iou = float(iou)
+        self.iou_f32 = iou_threshold_f32(self.iou)
         self.max_det = int(max_det)
         self.pre_topk = int(pre_topk)
 
@@ -58,7 +58,7 @@ class ExportNMS(nn.Module):
         n, c = int(scores.shape[1]), int(scores.shape[2])
         k = min(self.pre_topk, n * c)
         flat = scores.flatten(1)  # [B, N*C], index n * C + c
-        masked = torch.where(flat > self.conf_thr, flat, torch.full_like(flat, -1.0))
+        masked = torch.where(flat > self.conf, flat, torch.full_like(flat, -1.0))
         vals, idx = torch.topk(masked, k, dim=1, largest=True, sorted=True)
         # exact order: score descending, then flat index ascending (independent of TopK's tie rule)
         ahead = (vals[:, None, :] > vals[:, :, None]) | (
@@ -68,7 +68,7 @@ class ExportNMS(nn.Module):
         order = torch.argsort(rank, dim=1)
         vals = torch.gather(vals, 1, order)
         idx = torch.gather(idx, 1, order)
-        valid = vals > self.conf_thr
+        valid = vals > self.conf
         rows = torch.div(idx, c, rounding_mode="floor")
         labels = idx - rows * c
         if boxes.dim() == 4:  # one box per class [B, N, C, 4]: candidate n * C + c takes box (n, c)
@@ -76,7 +76,7 @@ class ExportNMS(nn.Module):
         else:
             cand = torch.gather(boxes, 1, rows.unsqueeze(2).expand(-1, -1, 4))  # [B, K, 4]
 
-        keep = sorted_nms_keep(cand, valid, self.iou_thr_f32, labels)  # class-wise greedy NMS
+        keep = sorted_nms_keep(cand, valid, self.iou_f32, labels)  # class-wise greedy NMS
 
         # the first max_det kept candidates, in order
         pos = torch.arange(k, device=boxes.device)

@@ -11,7 +11,11 @@ With ``half=True`` the network runs in float16 (weights and compute) while the g
 outputs stay float32: box decoding and NMS run in float32. On CPU onnxruntime float16 is often
 slower than float32 (few fp16 CPU kernels; casts are inserted): use it for GPU runtimes.
 
-A JSON sidecar ``<file>.json`` (e.g. ``best.onnx.json``) records what a predictor needs.
+A JSON sidecar ``<file>.json`` (e.g. ``best.onnx.json``) records what a predictor needs: the
+architecture once, in ``model_config`` (name, num_classes, class_names; ``img_size`` the exported
+size), the graph (input, outputs, dynamic batch, NMS, half, opset) and the prediction settings
+(``postprocess``, and the in-graph ones of an NMS graph). Sidecars of earlier odkit versions (the
+architecture also at the top level) are read by :func:`odkit.export.runtime.read_sidecar`.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from torch import nn
 
 from odkit.errors import ConfigError, OdkitError
 from odkit.export.nms import ExportNMS
+from odkit.weights.format import FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExportModule", "check_img_size", "export_onnx", "require", "sidecar_path", "write_sidecar"]
+__all__ = ["ExportModule", "check_img_size", "deprecated_settings", "export_onnx", "require", "sidecar_path", "write_sidecar"]
 
 INPUT_NAME = "images"
 MIN_OPSET, MAX_OPSET = 11, 20  # TopK with k input / Loop need 11; 20 is the newest the exporter writes
@@ -75,7 +80,7 @@ def check_img_size(img_size: Any, stride: int = 32) -> int:
     return s
 
 
-def prediction_settings(model: nn.Module, conf_thr: float | None, iou_thr: float | None, max_det: int | None,
+def prediction_settings(model: nn.Module, conf: float | None, iou: float | None, max_det: int | None,
                         pre_topk: int | None) -> tuple[float, float, int, int]:
     """The given settings, those left ``None`` taken from ``model.postprocess_defaults``."""
     from odkit.models.postprocess import POSTPROCESS_DEFAULTS
@@ -86,8 +91,23 @@ def prediction_settings(model: nn.Module, conf_thr: float | None, iou_thr: float
         topk = EXPORT_PRE_TOPK
         log.info("in-graph NMS: the model has no pre-NMS candidate limit; the graph keeps the %d best (box, class) "
                  "candidates per image (--pre-topk)", topk)
-    return (float(d["conf_thr"] if conf_thr is None else conf_thr), float(d["iou_thr"] if iou_thr is None else iou_thr),
+    return (float(d["conf"] if conf is None else conf), float(d["iou"] if iou is None else iou),
             int(d["max_det"] if max_det is None else max_det), topk)
+
+
+def deprecated_settings(conf: float | None, iou: float | None, renamed: dict[str, Any],
+                        where: str) -> tuple[float | None, float | None]:
+    """``conf`` / ``iou`` given under their deprecated names ``conf_thr`` / ``iou_thr`` (a
+    DeprecationWarning); any other unknown keyword is a ``TypeError``."""
+    from odkit.arguments import RENAMED_SETTINGS, renamed_keywords
+
+    unknown = sorted(set(renamed) - set(RENAMED_SETTINGS))
+    if unknown:
+        raise TypeError(f"{where}() got unexpected keyword arguments {', '.join(unknown)}")
+    if not renamed:
+        return conf, iou
+    kw = renamed_keywords({"conf": conf, "iou": iou, **renamed}, where)
+    return kw["conf"], kw["iou"]
 
 
 class ExportModule(nn.Module):
@@ -114,21 +134,23 @@ class ExportModule(nn.Module):
 def export_onnx(
     model: nn.Module,
     path: str | Path,
-    img_size: int = 416,
+    img_size: int | None = None,
     dynamic: bool = False,
     nms: bool = False,
     half: bool = False,
-    conf_thr: float | None = None,
-    iou_thr: float | None = None,
+    conf: float | None = None,
+    iou: float | None = None,
     max_det: int | None = None,
     pre_topk: int | None = None,
     opset: int = 17,
     meta: Mapping[str, Any] | None = None,
+    **renamed: Any,
 ) -> Path:
     """Export ``model`` (an odkit ``Detector``) to the ONNX file ``path`` and write its JSON sidecar.
 
-    ``img_size``: square input in pixels (multiple of the model stride). ``dynamic``: batch dimension
-    dynamic (else 1). ``nms``: include class-wise NMS with ``conf_thr``/``iou_thr``/``max_det``/``pre_topk``
+    ``img_size``: square input in pixels (multiple of the model stride; default: the model config's,
+    :func:`odkit.models.zoo.input_size`). ``dynamic``: batch dimension
+    dynamic (else 1). ``nms``: include class-wise NMS with ``conf``/``iou``/``max_det``/``pre_topk``
     fixed in the graph (settings left ``None``: the model's ``postprocess_defaults``, the values
     ``Detector.predict`` uses). ``half``: float16 network. ``meta``: extra fields for the sidecar (class
     names, source weights, ...). The model itself is not modified. Returns ``path``.
@@ -136,17 +158,20 @@ def export_onnx(
     This does not check that the weights are trained: :func:`odkit.export.export` does.
     """
     from odkit.models.fuse import prepare_inference_model
+    from odkit.models.zoo import input_size
 
+    conf, iou = deprecated_settings(conf, iou, renamed, "export_onnx")
     require("onnx")
     path = Path(path)
     if path.suffix != ".onnx":
         raise ConfigError(f"--out {path}: an ONNX file name must end in .onnx")
     stride = int(getattr(model, "stride", 32))
-    img_size = check_img_size(img_size, stride)
+    cfg = dict(getattr(model, "config", {}) or {})
+    img_size = check_img_size(input_size(cfg) if img_size is None else img_size, stride)
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
-    conf_thr, iou_thr, max_det, pre_topk = prediction_settings(model, conf_thr, iou_thr, max_det, pre_topk)
-    nms_mod = ExportNMS(conf_thr, iou_thr, max_det, pre_topk) if nms else None
+    conf, iou, max_det, pre_topk = prediction_settings(model, conf, iou, max_det, pre_topk)
+    nms_mod = ExportNMS(conf, iou, max_det, pre_topk) if nms else None
     # the prepared inference copy: BatchNorm folded into the convolutions, deploy-form blocks
     net = prepare_inference_model(model, channels_last=False, device="cpu")
     net = net.half() if half else net.float()
@@ -176,13 +201,12 @@ def export_onnx(
         onnx.checker.check_model(str(path))
     except Exception as e:  # noqa: BLE001 - report any checker failure as a user-facing error
         raise OdkitError(f"exported ONNX file {path} fails the ONNX checker: {e}") from e
-    cfg = dict(getattr(model, "config", {}) or {})
+    # the architecture once, in model_config (name, classes, class names; img_size: the exported size)
+    cfg = {**cfg, "num_classes": cfg.get("num_classes") or int(getattr(model, "num_classes", 0)),
+           "img_size": img_size}
     info: dict[str, Any] = {
         "format": "onnx",
-        "model": cfg.get("name"),
-        "num_classes": int(getattr(model, "num_classes", 0)) or cfg.get("num_classes"),
-        "class_names": cfg.get("class_names"),
-        "img_size": [img_size, img_size],
+        "format_version": FORMAT_VERSION,
         "input": {
             "name": INPUT_NAME,
             "shape": ["batch" if dynamic else 1, 3, img_size, img_size],
@@ -198,10 +222,10 @@ def export_onnx(
         "postprocess": dict(getattr(model, "postprocess_defaults", {}) or {}),
     }
     if nms:  # the settings fixed in the graph; without NMS the runtime applies "postprocess"
-        info.update({"conf_thr": conf_thr, "iou_thr": iou_thr, "max_det": max_det, "pre_topk": pre_topk})
+        info.update({"conf": conf, "iou": iou, "max_det": max_det, "pre_topk": pre_topk})
     info.update(dict(meta or {}))
     write_sidecar(path, info)
     log.debug(
-        "exported %s (%s, img %d, nms %s, %s)", path, info["model"], img_size, nms, "fp16" if half else "fp32"
+        "exported %s (%s, img %d, nms %s, %s)", path, cfg.get("name"), img_size, nms, "fp16" if half else "fp32"
     )
     return path

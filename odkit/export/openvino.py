@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from odkit.errors import ConfigError, OdkitError
-from odkit.export.onnx import export_onnx, require, sidecar_path, write_sidecar
+from odkit.export.onnx import deprecated_settings, export_onnx, require, sidecar_path, write_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +43,24 @@ def onnx_to_openvino(onnx_path: str | Path, xml_path: str | Path, half: bool = F
 def export_openvino(
     model: nn.Module,
     path: str | Path,
-    img_size: int = 416,
+    img_size: int | None = None,
     dynamic: bool = False,
     nms: bool = False,
     half: bool = False,
-    conf_thr: float | None = None,
-    iou_thr: float | None = None,
+    conf: float | None = None,
+    iou: float | None = None,
     max_det: int | None = None,
     pre_topk: int | None = None,
     opset: int = 17,
     meta: Mapping[str, Any] | None = None,
+    **renamed: Any,
 ) -> Path:
     """Export ``model`` to OpenVINO IR ``path`` (``.xml``; the weights go to the ``.bin`` beside it).
 
     Arguments as in :func:`odkit.export.onnx.export_onnx`; the sidecar is ``<path>.json`` with
     ``"format": "openvino"``. Returns ``path``.
     """
+    conf, iou = deprecated_settings(conf, iou, renamed, "export_openvino")
     require("openvino")
     path = Path(path)
     if path.suffix != ".xml":
@@ -72,8 +74,8 @@ def export_openvino(
             dynamic,
             nms,
             half=False,
-            conf_thr=conf_thr,
-            iou_thr=iou_thr,
+            conf=conf,
+            iou=iou,
             max_det=max_det,
             pre_topk=pre_topk,
             opset=opset,

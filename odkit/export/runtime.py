@@ -30,8 +30,28 @@ log = logging.getLogger(__name__)
 __all__ = ["ExportedPredictor", "OnnxRuntimeBackend", "OpenVINOBackend", "load_predictor", "read_sidecar"]
 
 
+def current_layout(info: dict[str, Any], where: str) -> dict[str, Any]:
+    """An export sidecar in the current layout: the architecture in ``model_config`` only, the
+    prediction settings spelled ``conf`` / ``iou``. Sidecars of earlier odkit versions (``model``,
+    ``num_classes``, ``class_names`` and the exported ``img_size`` at the top level; ``conf_thr`` /
+    ``iou_thr``) are read the same."""
+    from odkit.arguments import renamed_keywords
+    from odkit.weights.format import canonical_meta
+
+    out = renamed_keywords(canonical_meta(info, where, top_level_wins=True, strict=False), where, warn=False)
+    if out.get("postprocess"):
+        out["postprocess"] = renamed_keywords(dict(out["postprocess"]), where, warn=False)
+    for key in ("img_size", "num_classes"):
+        if out["model_config"].get(key) is None:
+            raise OdkitError(f"{where}: lacks model_config.{key}")
+    if "nms" not in out:
+        raise OdkitError(f"{where}: lacks 'nms'")
+    return out
+
+
 def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The JSON sidecar (``<file>.json``) of an exported model."""
+    """The JSON sidecar (``<file>.json``) of an exported model, in the current layout
+    (:func:`current_layout`)."""
     side = sidecar_path(path)
     if not side.is_file():
         raise OdkitError(
@@ -42,10 +62,7 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         info = json.loads(side.read_text())
     except json.JSONDecodeError as e:
         raise OdkitError(f"{side}: not valid JSON: {e}") from e
-    for key in ("img_size", "nms", "num_classes"):
-        if key not in info:
-            raise OdkitError(f"{side}: lacks {key!r}")
-    return info
+    return current_layout(info, str(side))
 
 
 class OnnxRuntimeBackend:
@@ -106,24 +123,28 @@ class ExportedPredictor:
     """
 
     def __init__(self, backend: Any, info: dict[str, Any], path: str | Path = ""):
+        from odkit.models.zoo import input_size
+
+        info = current_layout(info, str(path or "export sidecar"))
         self.backend = backend
         self.info = info
         self.meta = info
         self.path = str(path)
-        self.img_size = int(info["img_size"][0] if isinstance(info["img_size"], list) else info["img_size"])
+        self.config: dict[str, Any] = dict(info["model_config"])
+        self.img_size = input_size(self.config)
         self.nms = bool(info["nms"])
         self.dynamic = bool(info.get("dynamic_batch", False))
-        n = int(info["num_classes"])
-        self.class_names: list[str] = list(info.get("class_names") or [str(i) for i in range(n)])
+        n = int(self.config["num_classes"])
+        self.class_names: list[str] = list(self.config.get("class_names") or [str(i) for i in range(n)])
         self._warned = False
 
     def _check_thresholds(self, conf: float, iou: float, max_det: int) -> None:
         i = self.info
         problems = []
-        if conf < i["conf_thr"]:
-            problems.append(f"conf {conf} < exported {i['conf_thr']}")
-        if abs(iou - i["iou_thr"]) > 1e-12:
-            problems.append(f"iou {iou} != exported {i['iou_thr']}")
+        if conf < i["conf"]:
+            problems.append(f"conf {conf} < exported {i['conf']}")
+        if abs(iou - i["iou"]) > 1e-12:
+            problems.append(f"iou {iou} != exported {i['iou']}")
         if max_det > i["max_det"]:
             problems.append(f"max_det {max_det} > exported {i['max_det']}")
         if problems and not self._warned:
@@ -148,21 +169,24 @@ class ExportedPredictor:
         conf_thr: float | None = None,
         iou_thr: float | None = None,
     ) -> list[dict[str, torch.Tensor]]:
-        """Detections per image (in original image pixels). ``conf_thr``/``iou_thr`` are aliases of
-        ``conf``/``iou``; unset settings take the graph's own (with in-graph NMS) or the model's
+        """Detections per image (in original image pixels). ``conf_thr``/``iou_thr`` are deprecated
+        names of ``conf``/``iou``; unset settings take the graph's own (with in-graph NMS) or the model's
         prediction defaults recorded in the sidecar. ``img_size``, when given, must be the exported
         size."""
         from odkit.data.transforms import fit_to_input
         from odkit.models.postprocess import POSTPROCESS_DEFAULTS, postprocess, resize_mode, undo_letterbox
 
         if self.nms:
-            defaults = {k: self.info[k] for k in ("conf_thr", "iou_thr", "max_det")}
+            defaults = {k: self.info[k] for k in ("conf", "iou", "max_det")}
         else:
             defaults = {**POSTPROCESS_DEFAULTS, **(self.info.get("postprocess") or {})}
-        conf = conf if conf_thr is None else conf_thr
-        iou = iou if iou_thr is None else iou_thr
-        conf = float(defaults["conf_thr"] if conf is None else conf)
-        iou = float(defaults["iou_thr"] if iou is None else iou)
+        if conf_thr is not None or iou_thr is not None:
+            from odkit.export.onnx import deprecated_settings
+
+            conf, iou = deprecated_settings(conf, iou, {k: v for k, v in (("conf_thr", conf_thr), ("iou_thr", iou_thr))
+                                                        if v is not None}, "ExportedPredictor.predict")
+        conf = float(defaults["conf"] if conf is None else conf)
+        iou = float(defaults["iou"] if iou is None else iou)
         max_det = int(defaults["max_det"] if max_det is None else max_det)
         if img_size is not None and int(img_size) != self.img_size:
             raise ConfigError(
@@ -180,7 +204,7 @@ class ExportedPredictor:
             for k, (img, path) in enumerate(chunk):
                 out, _, meta = fit_to_input(
                     img, np.zeros((0, 4), np.float32), {"image_id": s + k, "path": path}, size,
-                    resize_mode(self.info.get("model_config") or {}),
+                    resize_mode(self.config),
                 )
                 arrs.append(out)
                 metas.append(meta)
@@ -196,7 +220,7 @@ class ExportedPredictor:
             dets, num = outs[0], outs[1]
             for b, meta in enumerate(metas):
                 d = torch.from_numpy(np.ascontiguousarray(dets[b, : int(num[b])], dtype=np.float32))
-                if conf > self.info["conf_thr"]:
+                if conf > self.info["conf"]:
                     d = d[d[:, 4] > conf]
                 d = d[:max_det]
                 results.append(
@@ -209,6 +233,11 @@ class ExportedPredictor:
         return results
 
     __call__ = predict
+
+    @property
+    def name(self) -> str:
+        """The model's zoo name (``"the model"`` when the sidecar has none)."""
+        return str(self.config.get("name") or "the model")
 
     def run(self, images: np.ndarray | torch.Tensor) -> list[np.ndarray]:
         """Raw graph outputs for already letterboxed ``images [B,3,H,W]`` float32 in [0, 1]."""

@@ -61,7 +61,10 @@ class Detector(nn.Module):
         if size_divisor is None:
             size_divisor = int(getattr(neck, "size_divisor", 0) or getattr(backbone, "size_divisor", 0) or 32)
         self.size_divisor = int(size_divisor)
-        self.postprocess_defaults: dict[str, Any] = {**POSTPROCESS_DEFAULTS, **dict(postprocess or {})}
+        from odkit.arguments import renamed_keywords
+
+        self.postprocess_defaults: dict[str, Any] = {
+            **POSTPROCESS_DEFAULTS, **renamed_keywords(dict(postprocess or {}), "Detector(postprocess=...)")}
 
     def set_input_format(self, pixel_mean: Sequence[float], pixel_std: Sequence[float], input_bgr: bool) -> None:
         """Set the in-model normalisation (values in the [0, 1] input scale) and channel order."""
@@ -128,24 +131,34 @@ class Detector(nn.Module):
         self,
         images: torch.Tensor,
         metas: Sequence[Mapping[str, Any]] | None = None,
-        conf_thr: float | None = None,
-        iou_thr: float | None = None,
+        conf: float | None = None,
+        iou: float | None = None,
         max_det: int | None = None,
         pre_topk: int | None = None,
         proposals: Sequence[torch.Tensor] | None = None,
+        *,
+        conf_thr: float | None = None,
+        iou_thr: float | None = None,
     ) -> list[dict[str, torch.Tensor]]:
         """Detections per image: ``{"boxes" [K,4] xyxy, "scores" [K], "labels" [K] int64}`` in original
         image coordinates when letterbox ``metas`` are given, else in input coordinates.
 
         Settings left ``None`` take the model's defaults (``postprocess_defaults``, the reference
-        implementation's values for zoo models): ``conf_thr`` score threshold, ``pre_topk`` candidates
-        per pyramid level, ``iou_thr`` class-wise NMS IoU, ``max_det`` detections per image. Runs in
+        implementation's values for zoo models): ``conf`` score threshold, ``pre_topk`` candidates
+        per pyramid level, ``iou`` class-wise NMS IoU, ``max_det`` detections per image
+        (``conf_thr`` / ``iou_thr``: deprecated names of ``conf`` / ``iou``). Runs in
         eval mode (the previous mode is restored). ``proposals`` (two-stage models only): per image
         ``[K, 4]`` xyxy boxes in input pixels that replace the RPN's (Fast R-CNN on given boxes)."""
+        from odkit.arguments import renamed_keywords
+
+        if conf_thr is not None or iou_thr is not None:
+            kw = renamed_keywords({"conf": conf, "iou": iou, "conf_thr": conf_thr, "iou_thr": iou_thr},
+                                  "Detector.predict")
+            conf, iou = kw["conf"], kw["iou"]
         self.check_images(images)
         d = self.postprocess_defaults
-        conf_thr = d["conf_thr"] if conf_thr is None else conf_thr
-        iou_thr = d["iou_thr"] if iou_thr is None else iou_thr
+        conf = d["conf"] if conf is None else conf
+        iou = d["iou"] if iou is None else iou
         max_det = d["max_det"] if max_det is None else max_det
         pre_topk = d["pre_topk"] if pre_topk is None else pre_topk
         was_training = self.training
@@ -154,8 +167,8 @@ class Detector(nn.Module):
         try:
             feats = self.features(images)
             extra = {} if proposals is None else {"proposals": proposals}  # two-stage heads: Fast R-CNN on given boxes
-            cands = self.head.predict_candidates(feats, tuple(images.shape[-2:]), float(conf_thr), int(pre_topk), **extra)
+            cands = self.head.predict_candidates(feats, tuple(images.shape[-2:]), float(conf), int(pre_topk), **extra)
         finally:
             if was_training:
                 self.train(True)
-        return postprocess_candidates(cands, metas, float(iou_thr), int(max_det))
+        return postprocess_candidates(cands, metas, float(iou), int(max_det))

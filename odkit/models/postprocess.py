@@ -12,7 +12,7 @@ from odkit.errors import ConfigError
 
 # Default prediction settings of a Detector (zoo models override them with their reference's values):
 # score threshold, candidates kept per pyramid level before NMS, NMS IoU, detections per image.
-POSTPROCESS_DEFAULTS: dict[str, Any] = {"conf_thr": 0.001, "pre_topk": 1000, "iou_thr": 0.65, "max_det": 300}
+POSTPROCESS_DEFAULTS: dict[str, Any] = {"conf": 0.001, "pre_topk": 1000, "iou": 0.65, "max_det": 300}
 
 
 def undo_letterbox(boxes: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
@@ -45,15 +45,15 @@ def postprocess(
     boxes: torch.Tensor,
     scores: torch.Tensor,
     metas: Sequence[Mapping[str, Any]] | None = None,
-    conf_thr: float = 0.001,
-    iou_thr: float = 0.65,
+    conf: float = 0.001,
+    iou: float = 0.65,
     max_det: int = 300,
     pre_topk: int = 1000,
 ) -> list[dict[str, torch.Tensor]]:
     """Decoded ``boxes [B, N, 4]`` (xyxy, input pixels) and ``scores [B, N, C]`` -> predictions.
 
-    Per image: keep (box, class) pairs with score > ``conf_thr``, the best ``pre_topk`` of them, class-wise
-    NMS at ``iou_thr`` and the best ``max_det`` (``odkit.ops.multiclass_nms``). Returns one dict
+    Per image: keep (box, class) pairs with score > ``conf``, the best ``pre_topk`` of them, class-wise
+    NMS at ``iou`` and the best ``max_det`` (``odkit.ops.multiclass_nms``). Returns one dict
     ``{"boxes" [K, 4] float32, "scores" [K], "labels" [K] int64}`` per image, in original image
     coordinates when ``metas`` is given (letterbox undone and clipped), else in input coordinates.
     """
@@ -63,7 +63,7 @@ def postprocess(
         raise ConfigError(f"postprocess: {len(metas)} metas for a batch of {boxes.shape[0]} images")
     results = []
     for i in range(boxes.shape[0]):
-        b, s, lab = multiclass_nms(boxes[i].float(), scores[i].float(), conf_thr, iou_thr, pre_topk, max_det)
+        b, s, lab = multiclass_nms(boxes[i].float(), scores[i].float(), conf, iou, pre_topk, max_det)
         if metas is not None:
             b = undo_letterbox(b, metas[i])
         results.append({"boxes": b.float(), "scores": s.float(), "labels": lab.long()})
@@ -73,11 +73,11 @@ def postprocess(
 def postprocess_candidates(
     candidates: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     metas: Sequence[Mapping[str, Any]] | None = None,
-    iou_thr: float = 0.65,
+    iou: float = 0.65,
     max_det: int = 300,
 ) -> list[dict[str, torch.Tensor]]:
     """Per-image candidates ``(boxes [K, 4] xyxy input px, scores [K], labels [K])`` (already
-    score-filtered and top-k'd by the head) -> class-wise NMS at ``iou_thr``, the best ``max_det``
+    score-filtered and top-k'd by the head) -> class-wise NMS at ``iou``, the best ``max_det``
     (``<= 0``: all), letterbox undone when ``metas`` is given. Same dict format as :func:`postprocess`."""
     from odkit.ops import batched_nms
 
@@ -85,7 +85,7 @@ def postprocess_candidates(
         raise ConfigError(f"postprocess: {len(metas)} metas for a batch of {len(candidates)} images")
     results = []
     for i, (b, s, lab) in enumerate(candidates):
-        keep = batched_nms(b.float(), s.float(), lab, iou_thr)
+        keep = batched_nms(b.float(), s.float(), lab, iou)
         if max_det > 0:
             keep = keep[:max_det]
         b, s, lab = b[keep].float(), s[keep].float(), lab[keep].long()

@@ -20,7 +20,7 @@ class ModelSpec:
     Attributes:
         builder: ``builder(num_classes, **overrides) -> Detector``.
         img_size: default square input size in pixels (training and inference).
-        postprocess: prediction defaults (``conf_thr``, ``pre_topk`` per level, ``iou_thr``,
+        postprocess: prediction defaults (``conf``, ``pre_topk`` per level, ``iou``,
             ``max_det``): the reference implementation's values.
         recipe: training defaults, as ``TrainConfig`` field values (optimizer, lr, schedule,
             warm-up, augmentation, no-augmentation tail, ...); ``odkit train`` flags override them.

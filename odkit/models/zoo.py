@@ -21,7 +21,7 @@ from odkit.models.spec import ModelSpec
 # Overrides every model accepts (handled here, not by the builders): in-model input format and
 # prediction defaults.
 INPUT_KEYS = ("pixel_mean", "pixel_std", "input_bgr")
-POSTPROCESS_KEYS = ("conf_thr", "iou_thr", "max_det", "pre_topk")
+POSTPROCESS_KEYS = ("conf", "iou", "max_det", "pre_topk")
 
 
 def _with(builder: Callable[..., Detector], **defaults: Any) -> Callable[..., Detector]:
@@ -80,10 +80,22 @@ def spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
+def input_size(config: Mapping[str, Any]) -> int:
+    """The default square input side in pixels of a model config (``model.config``, or a weights
+    sidecar's ``model_config``): its ``img_size`` (an int, or ``[h, w]``: the longer side), else the
+    zoo entry's. The one place the default input size is read."""
+    size = config.get("img_size")
+    if size is None:
+        if not config.get("name"):
+            raise ConfigError("the model config has neither an img_size nor a zoo model name: give the input size")
+        return int(spec(str(config["name"])).img_size)
+    return int(size) if isinstance(size, (int, float)) else max(int(v) for v in size)
+
+
 def recipe(name: str) -> dict[str, Any]:
-    """Training defaults of model ``name`` as ``TrainConfig`` field values (``img`` included)."""
+    """Training defaults of model ``name`` as ``TrainConfig`` field values (``img_size`` included)."""
     s = spec(name)
-    return {"img": s.img_size, **dict(s.recipe)}
+    return {"img_size": s.img_size, **dict(s.recipe)}
 
 
 def build(
@@ -99,10 +111,14 @@ def build(
     ``[h, w]``; default per model) are stored in ``model.config``. ``overrides`` go to the builder
     (e.g. ``depth``, ``width`` for YOLOX; ``assigner`` for dense heads), except the input format
     (``pixel_mean``, ``pixel_std`` in [0, 1] units, ``input_bgr``) and prediction defaults
-    (``conf_thr``, ``iou_thr``, ``max_det``, ``pre_topk``) and the resize mode (``resize``:
+    (``conf``, ``iou``, ``max_det``, ``pre_topk``; ``conf_thr`` / ``iou_thr`` are their deprecated
+    names) and the resize mode (``resize``:
     ``"letterbox"`` or ``"stretch"``), which every model accepts. All are stored.
     """
+    from odkit.arguments import renamed_keywords
+
     s = spec(name)
+    overrides = renamed_keywords(overrides, f"build({name!r})")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
     if class_names is not None:
@@ -144,7 +160,10 @@ def build(
 
 def from_config(config: Mapping[str, Any]) -> Detector:
     """Rebuild a model from its ``model.config`` dict (e.g. read from a JSON sidecar)."""
-    cfg = dict(config)
+    from odkit.arguments import renamed_keywords
+
+    # a config written by an earlier odkit version may spell the prediction settings conf_thr / iou_thr
+    cfg = renamed_keywords(dict(config), "model config", warn=False)
     if "name" not in cfg:
         raise ConfigError(f"model config has no 'name': {cfg}")
     return build(cfg.pop("name"), **cfg)

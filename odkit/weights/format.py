@@ -1,9 +1,12 @@
 """odkit's weights file format, read and written here only: ``<name>.safetensors`` plus a
 ``<name>.json`` sidecar.
 
-The sidecar (also embedded in the safetensors header as ``metadata["odkit"]``) holds the model
-name, number of classes, class names, image size, training arguments and metrics, which is all
-that is needed to rebuild the model. Nothing here unpickles anything: a pickle or ``.pt`` file is
+The sidecar (also embedded in the safetensors header as ``metadata["odkit"]``) holds each fact once:
+``model_config`` is the architecture (``name``, ``num_classes``, ``class_names``, ``img_size`` and the
+builder overrides; what :func:`odkit.models.zoo.from_config` rebuilds the model from), the top level
+is the record (``epoch``, ``metrics``, ``train_args``, ``recipe``, ``init``, ``class_ids``,
+``imported``). Format version 1 (odkit 0.1 before this layout) also kept ``model``, ``num_classes``,
+``class_names`` and ``img_size`` at the top level; :func:`canonical_meta` reads both. Nothing here unpickles anything: a pickle or ``.pt`` file is
 refused with a clear error. Files are written atomically (:func:`atomic_write_bytes`, also used for
 training checkpoints).
 """
@@ -14,6 +17,7 @@ import json
 import os
 import struct
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,35 @@ import torch
 
 from odkit.errors import OdkitError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# version-1 sidecars also held these at the top level: sidecar key -> model_config key
+LEGACY_TOP_LEVEL = {"model": "name", "num_classes": "num_classes", "class_names": "class_names",
+                    "img_size": "img_size"}
+
+
+def canonical_meta(meta: Mapping[str, Any], where: str = "weights metadata", top_level_wins: bool = False,
+                   strict: bool = True) -> dict[str, Any]:
+    """``meta`` in the current layout: the architecture in ``model_config`` only.
+
+    A version-1 sidecar's top-level ``model`` / ``num_classes`` / ``class_names`` / ``img_size`` fill
+    the ``model_config`` keys it lacks (``top_level_wins``: replace them; an export sidecar's
+    top-level ``img_size`` was the exported size) and are dropped from the top level. ``strict``:
+    ``OdkitError`` naming ``where`` unless the config names the model and its number of classes.
+    """
+    out = dict(meta)
+    cfg = dict(out.get("model_config") or {})
+    for top, key in LEGACY_TOP_LEVEL.items():
+        if top not in out:
+            continue
+        value = out.pop(top)
+        if value is not None and (top_level_wins or cfg.get(key) is None):
+            cfg[key] = value
+    if strict:
+        for key in ("name", "num_classes"):
+            if cfg.get(key) is None:
+                raise OdkitError(f"{where} lacks model_config.{key} (the model it belongs to)")
+    out["model_config"] = cfg
+    return out
 
 
 def atomic_write_bytes(path: str | Path, write: Any) -> None:
@@ -75,18 +107,16 @@ def _jsonable(x: Any) -> Any:
 def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Write ``state_dict`` to ``path`` (.safetensors) and ``meta`` to the JSON sidecar, atomically.
 
-    ``meta`` must contain ``model`` (zoo name) and ``num_classes``; ``class_names``, ``img_size``,
-    ``train_args`` and ``metrics`` are recommended. Returns the safetensors path.
+    ``meta`` must contain ``model_config`` (``model.config``: ``name``, ``num_classes``, ``class_names``,
+    ``img_size``, overrides); ``epoch``, ``train_args`` and ``metrics`` are recommended. Returns the
+    safetensors path.
     """
     from safetensors.torch import save
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise OdkitError(f"weights file {path} must end in .safetensors")
-    for key in ("model", "num_classes"):
-        if key not in meta:
-            raise OdkitError(f"weights metadata for {path} lacks {key!r}")
-    meta = _jsonable({"format_version": FORMAT_VERSION, **meta})
+    meta = _jsonable({**canonical_meta(meta, f"weights metadata for {path}"), "format_version": FORMAT_VERSION})
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     blob = save(tensors, metadata={"odkit": json.dumps(meta)})
     atomic_write_bytes(path, lambda f: f.write(blob))
@@ -125,7 +155,8 @@ def _check_file(path: Path) -> None:
 
 
 def _meta(path: Path, embedded: str | None) -> dict[str, Any]:
-    """The sidecar of ``path`` if present, else its ``embedded`` metadata; must name model and classes."""
+    """The sidecar of ``path`` if present, else its ``embedded`` metadata, in the current layout
+    (:func:`canonical_meta`); must name model and classes."""
     side = sidecar_path(path)
     if side.is_file():
         try:
@@ -139,10 +170,7 @@ def _meta(path: Path, embedded: str | None) -> dict[str, Any]:
             f"{path} has no JSON sidecar ({side.name}) and no embedded odkit metadata; "
             f"cannot tell which model it belongs to"
         )
-    for key in ("model", "num_classes"):
-        if key not in meta:
-            raise OdkitError(f"weights metadata of {path} lacks {key!r}")
-    return meta
+    return canonical_meta(meta, f"weights metadata of {path}")
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

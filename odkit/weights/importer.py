@@ -149,17 +149,13 @@ def _source_info(src: Any, source: str) -> dict[str, Any]:
     return info
 
 
-def _write(report: ImportReport, out: str | Path, model_name: str, img_size: Any, src: Any, source: str,
-           class_names: Any, epochs: int | None = None) -> Path:
+def _write(report: ImportReport, out: str | Path, src: Any, source: str, epochs: int | None = None) -> Path:
+    """Write the imported weights; the sidecar's architecture is the built model's ``config``
+    (name, classes, class names, the zoo's input size, input format)."""
     from odkit.weights.format import save_weights
 
-    config = dict(getattr(report.model, "config", {}) or {})
     meta = {
-        "model": model_name,
-        "num_classes": report.num_classes,
-        "class_names": list(class_names) if class_names is not None else None,
-        "img_size": img_size,
-        "model_config": config,
+        "model_config": dict(report.model.config),
         "imported": {**_source_info(src, source), "scope": report.scope, "mapped": len(report.mapped),
                      "kept": [k for k in report.kept if not k.endswith("num_batches_tracked")]},
     }
@@ -201,7 +197,7 @@ def import_weights(
     """
     from odkit.models import zoo
 
-    spec = zoo.spec(model)
+    zoo.spec(model)  # an unknown name is a ConfigError before the checkpoint is read
     table = tables.detector_table(source, model)
     sd, info = read_checkpoint(src)
     if table is None:
@@ -229,7 +225,7 @@ def import_weights(
             epochs = info.get(table.epochs_key) if table.epochs_key else None
             if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
                 epochs = None
-            report.out = _write(report, out, model, spec.img_size, src, source, class_names, epochs)
+            report.out = _write(report, out, src, source, epochs)
         else:
             log.error("import incomplete (%d missing, %d shape-mismatched): %s not written",
                       len(report.missing), len(report.mismatched), out)
@@ -310,7 +306,6 @@ def _import_backbone_only(sd: StateDict, src: Any, source: str, model: str, num_
                           out: str | Path | None, class_names: list[str] | None) -> ImportReport:
     from odkit.models import zoo
 
-    spec = zoo.spec(model)
     if num_classes is None:
         raise ConfigError(
             f"{source} has no whole-detector mapping for {model!r} (detector tables: "
@@ -329,7 +324,7 @@ def _import_backbone_only(sd: StateDict, src: Any, source: str, model: str, num_
     report.num_classes = int(num_classes)
     if out is not None:
         if report.ok:
-            report.out = _write(report, out, model, spec.img_size, src, source, class_names)
+            report.out = _write(report, out, src, source)
         else:
             log.error("import incomplete: %s not written", out)
     return report

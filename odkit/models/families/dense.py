@@ -91,10 +91,10 @@ def build_dense(
 
 # Prediction settings of the references: torchvision's RetinaNet and FCOS, MMDetection's ATSS and GFL.
 POSTPROCESS = {
-    "retinanet": {"conf_thr": 0.05, "pre_topk": 1000, "iou_thr": 0.5, "max_det": 300},
-    "fcos": {"conf_thr": 0.2, "pre_topk": 1000, "iou_thr": 0.6, "max_det": 100},
-    "atss": {"conf_thr": 0.05, "pre_topk": 1000, "iou_thr": 0.6, "max_det": 100},
-    "gfl": {"conf_thr": 0.05, "pre_topk": 1000, "iou_thr": 0.6, "max_det": 100},
+    "retinanet": {"conf": 0.05, "pre_topk": 1000, "iou": 0.5, "max_det": 300},
+    "fcos": {"conf": 0.2, "pre_topk": 1000, "iou": 0.6, "max_det": 100},
+    "atss": {"conf": 0.05, "pre_topk": 1000, "iou": 0.6, "max_det": 100},
+    "gfl": {"conf": 0.05, "pre_topk": 1000, "iou": 0.6, "max_det": 100},
 }
 
 # The reference "1x" recipe (SGD 0.01 per 16 images, warm-up, x0.1 at 8/12 and 11/12 of training,

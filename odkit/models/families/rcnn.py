@@ -81,7 +81,7 @@ def build_rcnn(
 
 
 # torchvision's prediction settings: box score > 0.05, NMS 0.5, 100 detections, no candidate cap.
-POSTPROCESS = {"conf_thr": 0.05, "iou_thr": 0.5, "max_det": 100, "pre_topk": 0}
+POSTPROCESS = {"conf": 0.05, "iou": 0.5, "max_det": 100, "pre_topk": 0}
 
 # torchvision's reference recipe (SGD 0.02 for 16 images, warm-up, x0.1 at 16/26 and 22/26 of the run).
 RECIPE_R50 = {

@@ -147,8 +147,8 @@ def build_ssd(num_classes: int = 80, arch: str = "vgg16", background_slot: bool 
 
 # torchvision's prediction settings: SSD(score_thresh, nms_thresh, detections_per_img, topk_candidates)
 POSTPROCESS = {
-    "vgg16": {"conf_thr": 0.01, "iou_thr": 0.45, "max_det": 200, "pre_topk": 400},
-    "mobilenetv3": {"conf_thr": 0.001, "iou_thr": 0.55, "max_det": 300, "pre_topk": 300},
+    "vgg16": {"conf": 0.01, "iou": 0.45, "max_det": 200, "pre_topk": 400},
+    "mobilenetv3": {"conf": 0.001, "iou": 0.55, "max_det": 300, "pre_topk": 300},
 }
 # SSD's own augmentation and a plain resize, no Mosaic; AdamW + cosine for from-scratch training on a
 # CPU (the small-data rule of odkit.engine.recipe picks the rate).

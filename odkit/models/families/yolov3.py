@@ -29,7 +29,7 @@ PIXEL_STD = (1.0, 1.0, 1.0)
 
 # MMDetection's YOLOv3 test settings (score 0.05 on obj * cls, NMS IoU 0.45, 100 per image, 1000 per
 # level before NMS).
-POSTPROCESS = {"conf_thr": 0.05, "iou_thr": 0.45, "max_det": 100, "pre_topk": 1000}
+POSTPROCESS = {"conf": 0.05, "iou": 0.45, "max_det": 100, "pre_topk": 1000}
 
 # MMDetection's yolov3_d53 recipe (SGD lr 0.001 at batch 64, momentum 0.9, decay 5e-4, linear warm-up
 # of 2000 iterations at batch 64 (about one COCO epoch), x0.1 at epochs 218 and 246 of 273, gradient

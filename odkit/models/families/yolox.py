@@ -13,7 +13,7 @@ from odkit.models.necks import PAFPN
 
 # YOLOX's prediction settings (its demo: score 0.25, NMS IoU 0.45); evaluation passes its own
 # (score 0.001, NMS 0.65, as YOLOX's evaluator).
-POSTPROCESS = {"conf_thr": 0.25, "iou_thr": 0.45, "max_det": 300, "pre_topk": 1000}
+POSTPROCESS = {"conf": 0.25, "iou": 0.45, "max_det": 300, "pre_topk": 1000}
 
 # The YOLOX recipe: SGD (lr 0.01 per 64 images), cosine with warm-up, Mosaic, the last 15 epochs without
 # strong augmentation and with the L1 loss ("no_aug" phase).

@@ -5,8 +5,8 @@ The contract with :class:`~odkit.models.detector.Detector`:
 - ``loss(feats, targets, input_hw) -> dict`` (``loss`` is the total);
 - ``predict_raw(feats, input_hw) -> (boxes [B, N, 4], scores [B, N, C])``: every prior decoded, no
   data-dependent control flow (what ONNX export runs);
-- ``predict_candidates(feats, input_hw, conf_thr, pre_topk)``: per image, per level, keep
-  ``(prior, class)`` pairs with score ``> conf_thr``, the best ``pre_topk`` of them, decode only those;
+- ``predict_candidates(feats, input_hw, conf, pre_topk)``: per image, per level, keep
+  ``(prior, class)`` pairs with score ``> conf``, the best ``pre_topk`` of them, decode only those;
   the Detector then runs one class-wise NMS over the levels.
 
 A subclass declares ``output_channels`` (channels per prior of each output map, e.g. ``(C, 4)`` for
@@ -229,7 +229,7 @@ class DenseHead(nn.Module):
         return boxes, scores
 
     def predict_candidates(
-        self, feats: Sequence[Tensor], input_hw: tuple[int, int], conf_thr: float, pre_topk: int
+        self, feats: Sequence[Tensor], input_hw: tuple[int, int], conf: float, pre_topk: int
     ) -> list[tuple[Tensor, Tensor, Tensor]]:
         """Per image ``(boxes [K, 4], scores [K], labels [K])``: filter, then decode, level by level."""
         outs = self(feats)
@@ -242,7 +242,7 @@ class DenseHead(nn.Module):
             boxes, scores, labels = [], [], []
             for (flat, pri), sc in zip(levels, level_scores):
                 s = sc[b].reshape(-1)
-                idx = (s > conf_thr).nonzero().squeeze(1)
+                idx = (s > conf).nonzero().squeeze(1)
                 vals = s[idx]
                 k = min(pre_topk, vals.numel()) if pre_topk > 0 else vals.numel()
                 vals, order = vals.topk(k)

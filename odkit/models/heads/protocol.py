@@ -12,7 +12,7 @@ Coordinates are network-input pixels, boxes xyxy; ``feats`` are the neck's maps,
   (or per class ``[B, N, C, 4]``) and scores ``[B, N, C]``; no data-dependent control flow (what
   ONNX export runs). Decoding runs in float32 whatever the network's dtype, so a float16 network
   (``odkit export --half``) gives float32 boxes from its raw outputs.
-- ``predict_candidates(feats, input_hw, conf_thr, pre_topk, **extra)``: per image
+- ``predict_candidates(feats, input_hw, conf, pre_topk, **extra)``: per image
   ``(boxes [K, 4], scores [K], labels [K])`` before the Detector's class-wise NMS.
 - ``enter_phase(phase)``: training-phase hook (``"no_aug"``: the epochs without strong
   augmentation; YOLOX switches its L1 loss on).
@@ -42,7 +42,7 @@ class DetectorHead(Protocol):
 
     def predict_raw(self, feats: Sequence[Tensor], input_hw: tuple[int, int]) -> tuple[Tensor, Tensor]: ...
 
-    def predict_candidates(self, feats: Sequence[Tensor], input_hw: tuple[int, int], conf_thr: float,
+    def predict_candidates(self, feats: Sequence[Tensor], input_hw: tuple[int, int], conf: float,
                            pre_topk: int, **extra: Any) -> list[tuple[Tensor, Tensor, Tensor]]: ...
 
     def enter_phase(self, phase: str) -> None: ...

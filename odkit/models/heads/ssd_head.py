@@ -149,9 +149,9 @@ class SSDHead(nn.Module):
         logits, deltas = self.flatten(outs)
         return self._decode(deltas, self.anchors(outs, input_hw), input_hw), self.class_probs(logits)
 
-    def predict_candidates(self, feats: Sequence[Tensor], input_hw: tuple[int, int], conf_thr: float,
+    def predict_candidates(self, feats: Sequence[Tensor], input_hw: tuple[int, int], conf: float,
                            pre_topk: int) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """Per image and class (torchvision's SSD rule): priors with score ``> conf_thr``, the best
+        """Per image and class (torchvision's SSD rule): priors with score ``> conf``, the best
         ``pre_topk`` of them over all levels; ``(boxes [K, 4], scores [K], labels [K])``."""
         boxes, scores = self.predict_raw(feats, input_hw)
         first = 1 if self.background_slot else 0
@@ -159,8 +159,8 @@ class SSDHead(nn.Module):
         for b in range(boxes.shape[0]):
             s = scores[b, :, first:]  # [A, C']
             k = min(int(pre_topk), s.shape[0]) if pre_topk > 0 else s.shape[0]
-            vals, idx = s.masked_fill(s <= conf_thr, -1.0).topk(k, dim=0)  # [k, C'] per class
-            keep = vals > conf_thr
+            vals, idx = s.masked_fill(s <= conf, -1.0).topk(k, dim=0)  # [k, C'] per class
+            keep = vals > conf
             cls = keep.nonzero(as_tuple=True)[1]
             results.append((boxes[b][idx[keep]], vals[keep], cls + first))
         return results

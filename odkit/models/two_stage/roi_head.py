@@ -6,7 +6,7 @@ class ``c``; with ``background_slot=True`` (torchvision's COCO layout) it has ``
 is the background and class 0 is never predicted (labels equal torchvision's). Deltas are per column (``DeltaXYWHCoder`` with weights (10, 10, 5, 5), i.e. stds
 (0.1, 0.1, 0.2, 0.2), ``dw, dh`` clamped at ``log(1000 / 16)``). Prediction (torchvision's
 ``RoIHeads.postprocess_detections`` up to NMS): softmax, per-class boxes clipped to the input,
-background dropped, candidates with score ``> conf_thr`` whose sides are ``>= min_size`` px.
+background dropped, candidates with score ``> conf`` whose sides are ``>= min_size`` px.
 
 Fast R-CNN on given boxes: :meth:`~odkit.models.two_stage.TwoStageHead.predict_candidates` and
 ``Detector.predict(images, proposals=[boxes, ...])`` run this head on user-supplied proposals

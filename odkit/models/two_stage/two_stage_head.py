@@ -9,7 +9,7 @@ unchanged for two-stage detectors.
   ``P`` of proposals (the RPN's test ``post_nms_top_n``, fewer when the input has fewer anchors);
   rows of invalid proposals and boxes under ``min_size`` score 0. No data-dependent shapes: this is
   what ONNX export runs, with a dynamic batch.
-- ``predict_candidates`` -> per image the ``(box, class)`` pairs with score ``> conf_thr`` (at most
+- ``predict_candidates`` -> per image the ``(box, class)`` pairs with score ``> conf`` (at most
   ``pre_topk`` of them, best first; ``<= 0``: all) for the Detector's class-wise NMS; with
   ``proposals`` (per image ``[K, 4]`` xyxy input px) the RPN is skipped: Fast R-CNN on given boxes.
 """
@@ -69,7 +69,7 @@ class TwoStageHead(nn.Module):
         return self.roi_heads.predict_batched(feats, proposals, valid, input_hw)
 
     def predict_candidates(
-        self, feats: Sequence[Tensor], input_hw: tuple[int, int], conf_thr: float, pre_topk: int,
+        self, feats: Sequence[Tensor], input_hw: tuple[int, int], conf: float, pre_topk: int,
         proposals: Sequence[Tensor] | None = None,
     ) -> list[tuple[Tensor, Tensor, Tensor]]:
         """Per image ``(boxes [K, 4], scores [K], labels [K])`` before class-wise NMS."""
@@ -89,7 +89,7 @@ class TwoStageHead(nn.Module):
         for p in per_image:
             bx, sc = boxes[start:start + len(p)], scores[start:start + len(p)]
             start += len(p)
-            ok = (sc > conf_thr) & self.roi_heads.big_enough(bx)
+            ok = (sc > conf) & self.roi_heads.big_enough(bx)
             idx = ok.reshape(-1).nonzero().squeeze(1)
             vals = sc.reshape(-1)[idx]
             if 0 < pre_topk < vals.numel():
