@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from odkit.cli.main import main
 from odkit.data import AnnotationSet
@@ -129,7 +130,7 @@ def test_holdout_is_deterministic_stratified_and_seeded():
 def _cfg(data: Path, **kw):
     from odkit.engine.config import TrainConfig
 
-    return TrainConfig(data=str(data), img=64, epochs=1, batch=2, workers=0, device="cpu", **kw)
+    return TrainConfig(data=str(data), img_size=64, epochs=1, batch=2, workers=0, device="cpu", **kw)
 
 
 def test_training_without_val_split_holds_out_and_writes_it(tmp_path, caplog):
@@ -167,8 +168,10 @@ def test_export_names_distinct_graphs_and_refuses_to_replace(tmp_path):
 
     w = tmp_path / "weights" / "best.safetensors"
     w.parent.mkdir()
-    w.write_bytes(b"x")
-    w.with_suffix(".json").write_text(json.dumps({"img_size": 416}))
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(w))
+    w.with_suffix(".json").write_text(json.dumps({"model": "yolox-nano", "num_classes": 3, "img_size": 416}))
 
     def ns(**kw):
         base = dict(weights=str(w), format="onnx", img=None, nms=False, dynamic=False, half=False, out=None,

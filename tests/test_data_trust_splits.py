@@ -88,7 +88,7 @@ def test_unknown_yaml_key_is_an_error_naming_the_closest(tmp_path):
 def _cfg(data: Path, **kw):
     from odkit.engine.config import TrainConfig
 
-    return TrainConfig(data=str(data), img=64, epochs=1, batch=2, workers=0, device="cpu", **kw)
+    return TrainConfig(data=str(data), img_size=64, epochs=1, batch=2, workers=0, device="cpu", **kw)
 
 
 def test_training_uses_the_test_split_when_there_is_no_val(tmp_path, caplog):

@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def output_path(args: argparse.Namespace) -> Path:
     """Where the export goes: ``--out`` (a file, or a folder for the default name) or beside the
     weights; refuses to replace an existing file without ``--force``."""
-    from odkit.errors import ConfigError, OdkitError
+    from odkit.errors import ConfigError
     from odkit.export import FORMATS, default_name, resolve_weights
     from odkit.models.zoo import input_size
     from odkit.weights.format import read_meta
@@ -73,11 +73,8 @@ def output_path(args: argparse.Namespace) -> Path:
     if out is None or out.is_dir():
         src = resolve_weights(args.weights)
         img = args.img
-        if img is None:
-            try:
-                img = input_size(read_meta(src)["model_config"])
-            except OdkitError:  # export() names what is wrong with the weights
-                img = 0
+        if img is None:  # an unreadable weights file: read_meta's error names it
+            img = input_size(read_meta(src)["model_config"])
         name = default_name(src.stem, suffix, int(img), args.nms, args.dynamic, args.half)
         out = (out if out is not None else src.parent) / name
     if out.exists() and not args.force:
