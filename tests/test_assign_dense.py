@@ -418,6 +418,12 @@ def test_fcos_hand_scene_smallest_area_and_centerness():
     expected = torch.tensor([math.sqrt(0.75), 0.5, math.sqrt(0.2), math.sqrt(1 / 12), 1 / 3, 1 / 3])
     assert torch.allclose(res.quality[0, [27, 41, 69, 70, 73, 74]], expected, atol=1e-6)
     check_consistent(res, one(SCENE_F, [0, 1, 2]))
+    # torchvision's ranges exclude both ends: D's level-0 point 27 (max dist exactly 16, the bound
+    # between the levels) is then on neither level and stays negative; the rest is unchanged
+    for cs in (True, False):
+        res = FCOSAssigner(RANGES, center_sampling=cs, inclusive_ranges=False).assign(priors, one(SCENE_F, [0, 1, 2]))
+        assert fg(res) == {41: 2, 69: 1, 70: 1, 73: 0, 74: 0}
+        assert res.gt_inds[0, 27] == NEGATIVE and res.quality[0, 27] == 0
 
 
 def test_fcos_center_sampling_region_and_equal_areas():

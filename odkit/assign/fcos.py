@@ -14,7 +14,9 @@ for a prior and a valid gt (padding and crowd gts take no part), with the regres
      clipped to the gt box: ``max(cx - R, x1) < x < min(cx + R, x2)`` and the same in ``y``.
 
 2. Scale test: ``lo <= max(l, t, r, b) <= hi`` with ``(lo, hi) = regress_ranges[level]`` (both ends
-   inclusive, as in FCOS and MMDetection).
+   inclusive, as in FCOS and MMDetection); with ``inclusive_ranges=False`` both ends are excluded,
+   ``lo < max(l, t, r, b) < hi`` (torchvision's ``FCOS``: a point whose largest distance is exactly
+   64, 128, 256 or 512 px is then on no level, e.g. a P4 point at the centre column of a 230 px box).
 3. A prior passing both tests for several gts goes to the gt of smallest area
    ``(x2 - x1) * (y2 - y1)``; equal areas: the lowest gt index. Priors passing for none are negative.
 4. :func:`~odkit.assign.base.ignore_crowd`: negative points strictly inside a crowd box (negative
@@ -55,6 +57,8 @@ class FCOSAssigner:
             (``priors.levels`` indexes it).
         center_sampling: restrict positives to the centre region of each gt.
         center_radius: half-side of the centre region in strides of the prior's level.
+        inclusive_ranges: both ends of each regress range belong to it (FCOS, MMDetection); ``False``:
+            neither does (torchvision).
         max_elements: images are processed in chunks so that no ``[b, G, A]`` intermediate has more
             elements than this.
     """
@@ -67,6 +71,7 @@ class FCOSAssigner:
         regress_ranges: Sequence[Sequence[float]] = DEFAULT_REGRESS_RANGES,
         center_sampling: bool = True,
         center_radius: float = 1.5,
+        inclusive_ranges: bool = True,
         max_elements: int = 1 << 24,
     ) -> None:
         ranges = [tuple(float(v) for v in r) for r in regress_ranges]
@@ -77,6 +82,7 @@ class FCOSAssigner:
         self.regress_ranges: list[tuple[float, ...]] = ranges
         self.center_sampling = bool(center_sampling)
         self.center_radius = float(center_radius)
+        self.inclusive_ranges = bool(inclusive_ranges)
         self.max_elements = int(max_elements)
 
     @torch.no_grad()
@@ -146,7 +152,8 @@ class FCOSAssigner:
         else:
             inside = dist.min(dim=-1).values > 0
         max_dist = dist.max(dim=-1).values  # [b, G, A]
-        in_range = (max_dist >= ranges[:, 0].view(1, 1, a)) & (max_dist <= ranges[:, 1].view(1, 1, a))
+        lo, hi = ranges[:, 0].view(1, 1, a), ranges[:, 1].view(1, 1, a)
+        in_range = (max_dist >= lo) & (max_dist <= hi) if self.inclusive_ranges else (max_dist > lo) & (max_dist < hi)
         ok = inside & in_range & gt_valid[..., None]
         area = (x2 - x1) * (y2 - y1)  # [b, G, 1]
         area = torch.where(ok, area, torch.full((), INF, device=area.device))
