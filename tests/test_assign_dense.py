@@ -681,3 +681,17 @@ def test_all_assigners_follow_the_protocol():
         assert isinstance(assigner, Assigner)
     assert SimOTAAssigner().needs_predictions
     assert not FCOSAssigner().needs_predictions and not ATSSAssigner().needs_predictions
+
+
+def test_fcos_center_region_edge_rounds_as_torchvision():
+    # gt [83.2, 104, 332.8, 353.6] (0.2 / 0.25 / 0.8 / 0.85 of 416 px) in float32: its centre x is
+    # 208.00002 rather than 208, so the stride-32 point x = 256 (radius 1.5 * 32 = 48) lies
+    # |256 - 208.00002| = 47.99998 < 48 inside the centre region, as torchvision computes it; the
+    # clipped-region form min(cx + 48, x2) - 256 rounds to 0 in float32 and would drop it.
+    box = torch.tensor([0.2, 0.25, 0.8, 0.85]) * 416
+    cx = float((box[0] + box[2]) * 0.5)
+    assert 0 < 256 - cx < 48 and float((box[0] + box[2]) * 0.5 + 48) - 256 == 0.0
+    priors = make_priors([(13, 13)], [32], offset=0.0)  # points (32 gx, 32 gy), prior 13 gy + gx
+    res = FCOSAssigner(((-1, float("inf")),)).assign(priors, one([box.tolist()]))
+    # x in (160.00002, 256.00002): 192, 224, 256 (x = 160 is 48.00002 away); y in (180.8, 276.8): 192, 224, 256
+    assert set(fg(res)) == {13 * gy + gx for gy in (6, 7, 8) for gx in (6, 7, 8)}

@@ -9,9 +9,12 @@ for a prior and a valid gt (padding and crowd gts take no part), with the regres
 
    * ``center_sampling=False``: ``min(l, t, r, b) > 0`` (point strictly inside the gt box);
    * ``center_sampling=True``: the point lies strictly inside the centre region, the square of
-     half-side ``center_radius * s`` (``s`` the level's nominal stride, ``priors.level_strides()``:
+     half-side ``R = center_radius * s`` (``s`` the level's nominal stride, ``priors.level_strides()``:
      8, 16, ..., 128 whatever the input size, as torchvision and the paper) around the gt centre ``((x1 + x2) / 2, (y1 + y2) / 2)``
-     clipped to the gt box: ``max(cx - R, x1) < x < min(cx + R, x2)`` and the same in ``y``.
+     clipped to the gt box: ``max(|x - cx|, |y - cy|) < R`` and ``min(l, t, r, b) > 0``. This is
+     torchvision's arithmetic; MMDetection's ``max(cx - R, x1) < x < min(cx + R, x2)`` is the same
+     rule but rounds differently when a point is at the region's edge (e.g. ``|x - cx| = R`` up to
+     the float32 rounding of the gt coordinates).
 
 2. Scale test: ``lo <= max(l, t, r, b) <= hi`` with ``(lo, hi) = regress_ranges[level]`` (both ends
    inclusive, as in FCOS and MMDetection); with ``inclusive_ranges=False`` both ends are excluded,
@@ -140,17 +143,11 @@ class FCOSAssigner:
         py = points[:, 1].view(1, 1, a)
         x1, y1, x2, y2 = (gt_boxes[..., i, None] for i in range(4))  # [b, G, 1]
         dist = torch.stack((px - x1, py - y1, x2 - px, y2 - py), dim=-1)  # [b, G, A, 4] = l, t, r, b
-        if self.center_sampling:
+        inside = dist.min(dim=-1).values > 0
+        if self.center_sampling:  # torchvision's arithmetic: |x - cx| < R (not cx - R < x), same bits at the edge
             rad = self.center_radius * strides.view(1, 1, a)
             cx, cy = (x1 + x2) * 0.5, (y1 + y2) * 0.5
-            inside = (
-                (px - torch.maximum(cx - rad, x1) > 0)
-                & (py - torch.maximum(cy - rad, y1) > 0)
-                & (torch.minimum(cx + rad, x2) - px > 0)
-                & (torch.minimum(cy + rad, y2) - py > 0)
-            )
-        else:
-            inside = dist.min(dim=-1).values > 0
+            inside &= torch.maximum((px - cx).abs(), (py - cy).abs()) < rad
         max_dist = dist.max(dim=-1).values  # [b, G, A]
         lo, hi = ranges[:, 0].view(1, 1, a), ranges[:, 1].view(1, 1, a)
         in_range = (max_dist >= lo) & (max_dist <= hi) if self.inclusive_ranges else (max_dist > lo) & (max_dist < hi)
