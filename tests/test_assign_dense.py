@@ -418,6 +418,12 @@ def test_fcos_hand_scene_smallest_area_and_centerness():
     expected = torch.tensor([math.sqrt(0.75), 0.5, math.sqrt(0.2), math.sqrt(1 / 12), 1 / 3, 1 / 3])
     assert torch.allclose(res.quality[0, [27, 41, 69, 70, 73, 74]], expected, atol=1e-6)
     check_consistent(res, one(SCENE_F, [0, 1, 2]))
+    # torchvision's ranges exclude both ends: D's level-0 point 27 (max dist exactly 16, the bound
+    # between the levels) is then on neither level and stays negative; the rest is unchanged
+    for cs in (True, False):
+        res = FCOSAssigner(RANGES, center_sampling=cs, inclusive_ranges=False).assign(priors, one(SCENE_F, [0, 1, 2]))
+        assert fg(res) == {41: 2, 69: 1, 70: 1, 73: 0, 74: 0}
+        assert res.gt_inds[0, 27] == NEGATIVE and res.quality[0, 27] == 0
 
 
 def test_fcos_center_sampling_region_and_equal_areas():
@@ -675,3 +681,17 @@ def test_all_assigners_follow_the_protocol():
         assert isinstance(assigner, Assigner)
     assert SimOTAAssigner().needs_predictions
     assert not FCOSAssigner().needs_predictions and not ATSSAssigner().needs_predictions
+
+
+def test_fcos_center_region_edge_rounds_as_torchvision():
+    # gt [83.2, 104, 332.8, 353.6] (0.2 / 0.25 / 0.8 / 0.85 of 416 px) in float32: its centre x is
+    # 208.00002 rather than 208, so the stride-32 point x = 256 (radius 1.5 * 32 = 48) lies
+    # |256 - 208.00002| = 47.99998 < 48 inside the centre region, as torchvision computes it; the
+    # clipped-region form min(cx + 48, x2) - 256 rounds to 0 in float32 and would drop it.
+    box = torch.tensor([0.2, 0.25, 0.8, 0.85]) * 416
+    cx = float((box[0] + box[2]) * 0.5)
+    assert 0 < 256 - cx < 48 and float((box[0] + box[2]) * 0.5 + 48) - 256 == 0.0
+    priors = make_priors([(13, 13)], [32], offset=0.0)  # points (32 gx, 32 gy), prior 13 gy + gx
+    res = FCOSAssigner(((-1, float("inf")),)).assign(priors, one([box.tolist()]))
+    # x in (160.00002, 256.00002): 192, 224, 256 (x = 160 is 48.00002 away); y in (180.8, 276.8): 192, 224, 256
+    assert set(fg(res)) == {13 * gy + gx for gy in (6, 7, 8) for gx in (6, 7, 8)}

@@ -9,12 +9,17 @@ for a prior and a valid gt (padding and crowd gts take no part), with the regres
 
    * ``center_sampling=False``: ``min(l, t, r, b) > 0`` (point strictly inside the gt box);
    * ``center_sampling=True``: the point lies strictly inside the centre region, the square of
-     half-side ``center_radius * s`` (``s`` the level's nominal stride, ``priors.level_strides()``:
+     half-side ``R = center_radius * s`` (``s`` the level's nominal stride, ``priors.level_strides()``:
      8, 16, ..., 128 whatever the input size, as torchvision and the paper) around the gt centre ``((x1 + x2) / 2, (y1 + y2) / 2)``
-     clipped to the gt box: ``max(cx - R, x1) < x < min(cx + R, x2)`` and the same in ``y``.
+     clipped to the gt box: ``max(|x - cx|, |y - cy|) < R`` and ``min(l, t, r, b) > 0``. This is
+     torchvision's arithmetic; MMDetection's ``max(cx - R, x1) < x < min(cx + R, x2)`` is the same
+     rule but rounds differently when a point is at the region's edge (e.g. ``|x - cx| = R`` up to
+     the float32 rounding of the gt coordinates).
 
 2. Scale test: ``lo <= max(l, t, r, b) <= hi`` with ``(lo, hi) = regress_ranges[level]`` (both ends
-   inclusive, as in FCOS and MMDetection).
+   inclusive, as in FCOS and MMDetection); with ``inclusive_ranges=False`` both ends are excluded,
+   ``lo < max(l, t, r, b) < hi`` (torchvision's ``FCOS``: a point whose largest distance is exactly
+   64, 128, 256 or 512 px is then on no level, e.g. a P4 point at the centre column of a 230 px box).
 3. A prior passing both tests for several gts goes to the gt of smallest area
    ``(x2 - x1) * (y2 - y1)``; equal areas: the lowest gt index. Priors passing for none are negative.
 4. :func:`~odkit.assign.base.ignore_crowd`: negative points strictly inside a crowd box (negative
@@ -55,6 +60,8 @@ class FCOSAssigner:
             (``priors.levels`` indexes it).
         center_sampling: restrict positives to the centre region of each gt.
         center_radius: half-side of the centre region in strides of the prior's level.
+        inclusive_ranges: both ends of each regress range belong to it (FCOS, MMDetection); ``False``:
+            neither does (torchvision).
         max_elements: images are processed in chunks so that no ``[b, G, A]`` intermediate has more
             elements than this.
     """
@@ -67,6 +74,7 @@ class FCOSAssigner:
         regress_ranges: Sequence[Sequence[float]] = DEFAULT_REGRESS_RANGES,
         center_sampling: bool = True,
         center_radius: float = 1.5,
+        inclusive_ranges: bool = True,
         max_elements: int = 1 << 24,
     ) -> None:
         ranges = [tuple(float(v) for v in r) for r in regress_ranges]
@@ -77,6 +85,7 @@ class FCOSAssigner:
         self.regress_ranges: list[tuple[float, ...]] = ranges
         self.center_sampling = bool(center_sampling)
         self.center_radius = float(center_radius)
+        self.inclusive_ranges = bool(inclusive_ranges)
         self.max_elements = int(max_elements)
 
     @torch.no_grad()
@@ -134,19 +143,14 @@ class FCOSAssigner:
         py = points[:, 1].view(1, 1, a)
         x1, y1, x2, y2 = (gt_boxes[..., i, None] for i in range(4))  # [b, G, 1]
         dist = torch.stack((px - x1, py - y1, x2 - px, y2 - py), dim=-1)  # [b, G, A, 4] = l, t, r, b
-        if self.center_sampling:
+        inside = dist.min(dim=-1).values > 0
+        if self.center_sampling:  # torchvision's arithmetic: |x - cx| < R (not cx - R < x), same bits at the edge
             rad = self.center_radius * strides.view(1, 1, a)
             cx, cy = (x1 + x2) * 0.5, (y1 + y2) * 0.5
-            inside = (
-                (px - torch.maximum(cx - rad, x1) > 0)
-                & (py - torch.maximum(cy - rad, y1) > 0)
-                & (torch.minimum(cx + rad, x2) - px > 0)
-                & (torch.minimum(cy + rad, y2) - py > 0)
-            )
-        else:
-            inside = dist.min(dim=-1).values > 0
+            inside &= torch.maximum((px - cx).abs(), (py - cy).abs()) < rad
         max_dist = dist.max(dim=-1).values  # [b, G, A]
-        in_range = (max_dist >= ranges[:, 0].view(1, 1, a)) & (max_dist <= ranges[:, 1].view(1, 1, a))
+        lo, hi = ranges[:, 0].view(1, 1, a), ranges[:, 1].view(1, 1, a)
+        in_range = (max_dist >= lo) & (max_dist <= hi) if self.inclusive_ranges else (max_dist > lo) & (max_dist < hi)
         ok = inside & in_range & gt_valid[..., None]
         area = (x2 - x1) * (y2 - y1)  # [b, G, 1]
         area = torch.where(ok, area, torch.full((), INF, device=area.device))

@@ -303,12 +303,14 @@ class DefaultBoxes:
         if len(level_sizes) != self.num_levels:
             raise ConfigError(f"DefaultBoxes: {len(level_sizes)} feature maps for {self.num_levels} levels")
         h_in, w_in = float(input_hw[0]), float(input_hw[1])
-        size = np.array([w_in, h_in])
+        f32 = np.float32  # torchvision's float32 operations, in its order: the same bits (ties break alike)
+        size = np.array([w_in, h_in], dtype=f32)
         out = []
         for k, (fh, fw) in enumerate(level_sizes):  # numpy: a constant when traced for export
             fx, fy = (w_in / self.steps[k], h_in / self.steps[k]) if self.steps else (float(fw), float(fh))
-            xx, yy = np.meshgrid((np.arange(fw) + 0.5) / fx, (np.arange(fh) + 0.5) / fy)
+            xx, yy = np.meshgrid((np.arange(fw, dtype=f32) + f32(0.5)) / f32(fx),
+                                 (np.arange(fh, dtype=f32) + f32(0.5)) / f32(fy))
             ctr = np.stack([xx.reshape(-1), yy.reshape(-1)], 1)[:, None, :]  # [HW, 1, 2]
-            wh = self.wh[k][None]  # [1, A_k, 2]
-            out.append(np.concatenate([(ctr - 0.5 * wh) * size, (ctr + 0.5 * wh) * size], -1).reshape(-1, 4))
-        return torch.from_numpy(np.concatenate(out).astype(np.float32)).to(device)
+            wh = self.wh[k].astype(f32)[None]  # [1, A_k, 2]
+            out.append(np.concatenate([(ctr - f32(0.5) * wh) * size, (ctr + f32(0.5) * wh) * size], -1).reshape(-1, 4))
+        return torch.from_numpy(np.concatenate(out)).to(device)

@@ -69,9 +69,13 @@ def build_dense(
         if family == "retinanet":
             defaults.update(norm=None, stride_from_input=True,
                             prior_generator=retinanet_anchors(neck.strides, torchvision_sizes=True))
-        elif family == "fcos":
+        elif family == "fcos":  # torchvision's FCOS: anchor-sized points, regress ranges without their ends
+            from odkit.assign import FCOSAssigner
+            from odkit.assign.registry import fcos_ranges
+
             defaults.update(norm="gn", stride_from_input=True,
-                            prior_generator=AnchorGenerator([[8.0 * 2**i] for i in range(5)], (1.0,), neck.strides))
+                            prior_generator=AnchorGenerator([[8.0 * 2**i] for i in range(5)], (1.0,), neck.strides),
+                            assigner=FCOSAssigner(fcos_ranges(len(neck.strides)), inclusive_ranges=False))
     elif size == "lite":
         backbone, neck = _lite(backbone or "shufflenetv2", **(backbone_args or {}))
         defaults = {"feat_channels": 96, "stacked_convs": 2, "norm": "gn", "depthwise": True}
