@@ -281,7 +281,9 @@ class LossNorm:
         """Normalised sum of per-element losses ``values [N, ...]`` belonging to images ``b_idx [N]``."""
         if self.mode == "batch":
             return values.sum() / self.num_pos
-        per = values.new_zeros(self.batch).index_add(0, b_idx, values.reshape(values.shape[0], -1).sum(1))
+        flat = values.reshape(values.shape[0], -1)
+        # one plain sum per image (as torchvision sums each image's loss), not a running index_add
+        per = torch.stack([flat[b_idx == i].sum() for i in range(self.batch)])
         return (per / self.per_image.to(per.dtype)).sum() / self.batch
 
 
