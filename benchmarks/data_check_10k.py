@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -65,7 +66,8 @@ def hashed_files(out: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="/tmp/odkit_check_10k")
+    ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "odkit_check_10k"),
+                    help="folder of the generated data set (default: odkit_check_10k in the temp folder)")
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3, help="timed runs (the median is reported)")
     ap.add_argument("--json", help="write the figures here")

@@ -38,14 +38,6 @@ def ssd_match(anchors: Tensor, gt: GTBatch, pos_iou_thr: float = 0.5) -> AssignR
 
 
 def _as_priors(anchors: Tensor) -> Priors:
-    a = int(anchors.shape[0])
-    dev = anchors.device
-    return Priors(points=(anchors[:, :2] + anchors[:, 2:]) * 0.5, strides=torch.ones(a, device=dev),
-                  levels=torch.zeros(a, dtype=torch.long, device=dev), num_per_level=[a],
-                  grid=torch.zeros(a, 2, device=dev), anchors=anchors)
-
-
-def _as_priors(anchors: Tensor) -> Priors:
     """``Priors`` of plain boxes ``[A, 4]`` (one level, stride 1), for :func:`ignore_crowd`."""
     a = int(anchors.shape[0])
     dev = anchors.device
