@@ -220,7 +220,8 @@ def run_odkit(model: nn.Module, imgs: np.ndarray, tgts: list[dict[str, torch.Ten
               ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Loss terms and the gradients of the total loss (by parameter name) of an odkit detector."""
     model.zero_grad(set_to_none=True)
-    images = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0
+    # contiguous like torchvision's batched tensor: a channels-last-strided input takes other conv kernels
+    images = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0).contiguous()
     torch.manual_seed(seed)
     losses = model(images, [dict(t) for t in tgts])
     losses["loss"].backward()

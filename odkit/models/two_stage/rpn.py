@@ -156,7 +156,7 @@ class RPN(DenseHead):
         """Fixed-size proposals from flat objectness ``[B, N]`` and deltas ``[B, N, 4]``."""
         h, w = input_hw
         start = 0
-        boxes, probs, keeps = [], [], []
+        boxes, probs, keeps, oks = [], [], [], []
         for n in priors.num_per_level:
             top, idx = obj[:, start:start + n].topk(min(pre_nms_top_n, n), dim=1)  # sorted, descending
             idx = idx + start
@@ -168,12 +168,17 @@ class RPN(DenseHead):
             ok = ((bx[..., 2] - bx[..., 0]) >= self.min_size) & ((bx[..., 3] - bx[..., 1]) >= self.min_size)
             ok = ok & (prob >= self.score_thr)
             keeps.append(sorted_nms_keep(bx, ok, self.nms_thr))
+            oks.append(ok)
             boxes.append(bx)
             probs.append(prob)
             start += n
         bx, prob, keep = torch.cat(boxes, 1), torch.cat(probs, 1), torch.cat(keeps, 1)
-        ranked = torch.where(keep, prob, torch.full_like(prob, -1.0))
-        vals, order = ranked.topk(min(post_nms_top_n, ranked.shape[1]), dim=1)
+        k = min(post_nms_top_n, prob.shape[1])
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+            ranked = torch.where(keep, prob, torch.full_like(prob, -1.0))
+            vals, order = ranked.topk(k, dim=1)
+        else:
+            vals, order = rank_kept(prob, keep, torch.cat(oks, 1), k)
         valid = vals >= 0
         out = bx.gather(1, order[..., None].expand(-1, -1, 4)) * valid[..., None].to(bx.dtype)  # padding: zeros
         return out, vals.clamp(min=0), valid
@@ -194,6 +199,27 @@ class RPN(DenseHead):
         else:
             loss_box = deltas.sum() * 0.0
         return {"loss": loss_cls + loss_box, "loss_rpn_cls": loss_cls, "loss_rpn_box": loss_box}
+
+
+def rank_kept(prob: Tensor, keep: Tensor, ok: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Per image, the ``k`` best kept candidates ``(scores, indices)`` ``[B, k]`` (score -1 past the
+    kept count) in the order torchvision's ``batched_nms`` returns them, exact ties included: with
+    more than 1000 candidates in NMS (4000 coordinates on the CPU, 100,000 on a GPU) it sorts the
+    kept scores, in candidate order, with the default (unstable) sort; otherwise its NMS kernel's
+    stable descending sort orders them. Tie order decides which proposals a seeded sampler draws."""
+    vals = prob.new_full((prob.shape[0], k), -1.0)
+    order = torch.zeros((prob.shape[0], k), dtype=torch.long, device=prob.device)
+    limit = 4000 if prob.device.type == "cpu" else 100_000
+    for b in range(prob.shape[0]):
+        kept = keep[b].nonzero().squeeze(1)
+        if 4 * int(ok[b].sum()) > limit:
+            rank = prob[b, kept].sort(descending=True)[1]
+        else:
+            rank = prob[b, kept].sort(descending=True, stable=True)[1]
+        n = min(k, int(rank.numel()))
+        order[b, :n] = kept[rank[:n]]
+        vals[b, :n] = prob[b, order[b, :n]]
+    return vals, order
 
 
 def agnostic(gt: GTBatch) -> GTBatch:
