@@ -182,7 +182,7 @@ def torchvision_model(case: Case, sd: dict[str, torch.Tensor], size: int) -> nn.
 
 def odkit_model(case: Case, sd: dict[str, torch.Tensor], batch: int = 1) -> tuple[nn.Module, dict[str, str]]:
     """odkit's ``case.name`` built as ``import_weights(sd, source="torchvision")`` builds it (the table's
-    build overrides, 91 class slots) plus ``case.odkit_args`` and ``case.batch_args[batch]``, with
+    build overrides: 91 class slots, 90 object classes plus the background for softmax heads) plus ``case.odkit_args`` and ``case.batch_args[batch]``, with
     ``sd`` mapped in by the torchvision import table; and the torchvision -> odkit names of the head
     parameters."""
     from odkit.models import zoo
@@ -193,7 +193,8 @@ def odkit_model(case: Case, sd: dict[str, torch.Tensor], batch: int = 1) -> tupl
     kw = dict(table.build_overrides)
     for k, v in {**case.odkit_args, **case.batch_args.get(batch, {})}.items():
         kw[k] = {**kw.get(k, {}), **v} if isinstance(v, dict) else v
-    model = zoo.build(case.name, num_classes=int(sd[table.num_classes_key].shape[0]) // table.num_classes_divisor, **kw)
+    slots = int(sd[table.num_classes_key].shape[0]) // table.num_classes_divisor
+    model = zoo.build(case.name, num_classes=slots - int(bool(kw.get("background_slot"))), **kw)
     tensors, parts = map_state_dict(sd, model.state_dict(), table)
     if parts["missing"] or parts["unexpected"] or parts["mismatched"]:
         raise SystemExit(f"import of {case.tv_name} into {case.name} failed: "

@@ -37,7 +37,7 @@ def weights(tmp_path_factory):
 def test_new_sidecar_stores_architecture_once(weights):
     path, cfg = weights
     side = json.loads(path.with_suffix(".json").read_text())
-    assert side["format_version"] == 2 and not ARCH_TOP & set(side)
+    assert side["format_version"] == 3 and not ARCH_TOP & set(side)
     assert side["model_config"]["name"] == "yolox-nano" and side["model_config"]["class_names"] == NAMES
     assert side["model_config"]["img_size"] == 96 and side["model_config"]["num_classes"] == 2
 
@@ -102,3 +102,23 @@ def test_export_sidecar_once_and_version1_reads_the_same(weights, tmp_path):
     got = load_predictor(onnx_path)
     assert got.img_size == new.img_size == 64 and got.class_names == NAMES and got.name == "yolox-nano"
     _same(got.predict(_image()), new.predict(_image()))
+
+
+def test_background_slot_sidecars_before_version3_count_object_classes(tmp_path):
+    """Versions 1 and 2 counted a background-slot model's classes with the slot (torchvision's 91);
+    they read as object classes (90), once, and a model written now is read back unchanged."""
+    cfg = {"name": "ssdlite320-mobilenetv3", "num_classes": 91, "background_slot": True}
+    for old in ({"format_version": 2, "model_config": cfg}, {"model": "ssdlite320-mobilenetv3", "num_classes": 91,
+                                                          "model_config": {"background_slot": True}}):
+        meta = canonical_meta(old)
+        assert meta["model_config"]["num_classes"] == 90 and meta["format_version"] == 3
+        assert canonical_meta(meta)["model_config"]["num_classes"] == 90  # reading again changes nothing
+    # a meta built in memory is current: never shifted
+    assert canonical_meta({"model_config": {**cfg, "num_classes": 90}})["model_config"]["num_classes"] == 90
+    model = build("ssdlite320-mobilenetv3", num_classes=3, background_slot=True, class_names=["bg", "a", "b", "c"])
+    path = save_weights(tmp_path / "w.safetensors", model.state_dict(), {"model_config": model.config})
+    loaded = odkit.load(path)
+    assert loaded.model.num_classes == 3 and loaded.model.num_labels == 4
+    assert loaded.class_names == ["bg", "a", "b", "c"]
+    with pytest.raises(OdkitError, match="4 labels"):
+        build("ssdlite320-mobilenetv3", num_classes=3, background_slot=True, class_names=["a", "b", "c"])

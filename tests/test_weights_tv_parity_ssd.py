@@ -42,7 +42,8 @@ def test_detections_equal_torchvision(name: str, tv_name: str, size: int, params
     torch.save(ssd_synthetic_weights(doc["state_dict"], seed=0), tmp_path / "tv.pth")
     report = import_weights(tmp_path / "tv.pth", source="torchvision", model=name, out=tmp_path / "w.safetensors")
     assert report.ok and not report.missing and not report.unexpected and not report.mismatched
-    assert report.num_classes == 91
+    assert report.num_classes == 90  # object classes; the background logit is torchvision's 91st slot
+    assert report.model.num_labels == 91 and report.model.config["background_slot"] is True
     assert sum(p.numel() for p in report.model.parameters()) == params
     fx = load_file(str(FIX / f"{tv_name}_dets.safetensors"))
     got = odkit.load(tmp_path / "w.safetensors").predict(fx["image"].numpy(), img_size=size)[0]
@@ -68,3 +69,31 @@ def test_imported_ssd_keeps_torchvision_input_format_in_its_config(tmp_path: Pat
     cfg = model.config
     assert cfg["background_slot"] is True and cfg["pixel_mean"] == [0.5, 0.5, 0.5] and cfg["resize"] == "stretch"
     assert torch.allclose(model.pixel_std.view(-1), torch.full((3,), 0.5))
+
+
+@pytest.mark.parametrize("classes", [3, 90])
+def test_finetuning_imported_ssd_numbers_labels_from_zero(classes: int, tmp_path: Path) -> None:
+    """Fine-tuning torchvision SSDLite weights on a data set: the run's model counts the data's object
+    classes and numbers them from 0 (the background-slot numbering is the source's, not the data's);
+    the class layers are re-initialised for other classes and loaded as they are for 90 (the layout,
+    background logit first, is the same)."""
+    from tv_parity_ssd import ssd_synthetic_weights
+
+    from odkit.engine import finetune
+    from odkit.models import zoo
+
+    doc = json.loads((FIX / "ssdlite320_mobilenet_v3_large_keys.json").read_text())
+    torch.save(ssd_synthetic_weights(doc["state_dict"], seed=0), tmp_path / "tv.pth")
+    src = finetune.read_source(tmp_path / "tv.pth", "torchvision", "ssdlite320-mobilenetv3")
+    assert src.num_classes == 90 and "background_slot" not in src.overrides
+    names = [f"c{i}" for i in range(classes)]
+    model = zoo.build("ssdlite320-mobilenetv3", num_classes=classes, class_names=names, **src.overrides)
+    assert model.num_labels == classes
+    report = finetune.init_from_weights(model, src)
+    cls_key = "head.cls_logits.0.1.weight"
+    assert (cls_key in report.reinitialised) == (classes != 90)
+    if classes == 90:
+        assert torch.equal(model.state_dict()[cls_key], src.state[cls_key])
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 120.0, 200.0]]), "labels": torch.tensor([0])}] * 2
+    loss = model.train()(torch.rand(2, 3, 320, 320), targets)  # batch 2: the 1x1 maps' BatchNorm
+    assert torch.isfinite(loss["loss"])

@@ -125,11 +125,14 @@ class GTBatch:
         num_classes: int,
         device: torch.device | str | None = None,
         batch_size: int | None = None,
+        label_offset: int = 0,
     ) -> GTBatch:
         """Pad a list of ``{"boxes" [N,4] xyxy px, "labels" [N], optional "iscrowd" [N]}`` targets.
 
-        Raises ``DataError`` when the number of targets differs from ``batch_size``, when boxes and
-        labels disagree in count, or when a label is outside ``0..num_classes-1``.
+        ``label_offset``: the labels number object class ``c`` as ``c + label_offset`` (1 for a
+        head with ``background_slot``); the batch holds ``c``. Raises ``DataError`` when the number
+        of targets differs from ``batch_size``, when boxes and labels disagree in count, or when a
+        label is outside ``label_offset..label_offset + num_classes - 1``.
         """
         if batch_size is not None and len(targets) != batch_size:
             raise DataError(f"loss: {len(targets)} targets for a batch of {batch_size} images")
@@ -147,11 +150,13 @@ class GTBatch:
             lab = torch.as_tensor(t["labels"], device=device).long().reshape(-1)
             if lab.numel() != n:
                 raise DataError(f"loss: image {i} of the batch has {n} boxes but {lab.numel()} labels")
-            if int(lab.min()) < 0 or int(lab.max()) >= num_classes:
+            if int(lab.min()) < label_offset or int(lab.max()) >= num_classes + label_offset:
                 raise DataError(
-                    f"loss: image {i} of the batch has labels outside 0..{num_classes - 1} "
-                    f"(min {int(lab.min())}, max {int(lab.max())})"
+                    f"loss: image {i} of the batch has labels outside {label_offset}.."
+                    f"{num_classes + label_offset - 1} (min {int(lab.min())}, max {int(lab.max())})"
+                    + (" (label 0 is the background slot)" if label_offset else "")
                 )
+            lab = lab - label_offset
             is_crowd = torch.zeros(n, dtype=torch.bool, device=device)
             if t.get("iscrowd") is not None:
                 is_crowd = torch.as_tensor(t["iscrowd"], device=device).reshape(-1).bool()

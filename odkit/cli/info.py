@@ -31,12 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="input size: one value (square) or H W; default: the model's img_size",
     )
     p.add_argument("--num-classes", type=arg_type("count"), default=80, help="number of object classes (default 80)")
-    p.add_argument(
-        "--background-slot",
-        action="store_true",
-        help="softmax-head models (SSD, R-CNN): --num-classes counts the class slots including the "
-        "background, as torchvision's num_classes does (its COCO models: 91)",
-    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument(
         "--bench-batch",
@@ -143,7 +137,7 @@ def handler(args: argparse.Namespace) -> int:
             raise ConfigError(f"--img takes one value or two (H W), got {args.img}")
         sides = [fit_img(v, input_divisor(args.model), args.model) for v in args.img]
         img = sides[0] if len(sides) == 1 else (sides[0], sides[1])
-    info = model_info(args.model, img, args.num_classes, args.background_slot)
+    info = model_info(args.model, img, args.num_classes)
     if args.json:
         print(json.dumps(info))
     else:
@@ -151,13 +145,9 @@ def handler(args: argparse.Namespace) -> int:
         print(
             f"{info['model']}: {info['params_M']:.3f} M parameters ({info['params']:,}), "
             f"{info['gflops']:.2f} GFLOPs at {h}x{w}, {info['num_classes']} classes"
-            + (" (class slots, background included)" if info["background_slot"] else "")
+            + (f" plus a background logit (torchvision's num_classes={info['num_classes'] + 1})"
+               if info["background_logit"] else "")
         )
-        if "params_background_slot" in info:
-            print(
-                f"  with --background-slot (torchvision's class count: {info['num_classes']} slots, the "
-                f"background included): {info['params_background_slot']:,} parameters"
-            )
     if args.bench_batch > 0:
         bench = bench_train_step(
             args.model, tuple(info["img_size"]), args.num_classes, args.bench_batch, args.bench_steps

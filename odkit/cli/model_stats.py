@@ -6,46 +6,36 @@ from typing import Any
 
 
 def has_background_logit(model: Any) -> bool:
-    """Whether ``model`` scores classes with an extra background logit (softmax heads: SSD, R-CNN) that
-    its ``background_slot`` option can fold into the class count, as torchvision counts ``num_classes``."""
-    from odkit.models.heads.base import DenseHead
-
-    return any(getattr(m, "background_slot", None) is False and not isinstance(m, DenseHead) for m in model.modules())
+    """Whether ``model`` scores classes with a softmax over its classes plus a background logit (SSD,
+    R-CNN), which torchvision counts in its ``num_classes`` (odkit's ``num_classes`` never does)."""
+    return any(getattr(m, "num_logits", None) == getattr(m, "num_classes", -1) + 1 for m in model.modules())
 
 
-def model_info(
-    model_name: str, img: int | tuple[int, int] | None = None, num_classes: int = 80, background_slot: bool = False
-) -> dict:
-    """Parameters and GFLOPs (2 x MACs, one image) of ``model_name`` at input size ``img``.
-
-    ``num_classes`` counts object classes; with ``background_slot`` (softmax heads only) it counts the
-    class slots including the background, as torchvision's ``num_classes`` does. For softmax-head models
-    built without it, ``params_background_slot`` gives the count in that layout too."""
+def model_info(model_name: str, img: int | tuple[int, int] | None = None, num_classes: int = 80) -> dict:
+    """Parameters and GFLOPs (2 x MACs, one image) of ``model_name`` at input size ``img`` for
+    ``num_classes`` object classes; ``background_logit``: whether its classifier adds a background
+    logit (torchvision's ``num_classes`` for the same network is then one more)."""
 
     from odkit.errors import ConfigError
     from odkit.models import build
 
-    extra = {"background_slot": True} if background_slot else {}
-    model = build(model_name, num_classes=num_classes, **extra).eval()
+    model = build(model_name, num_classes=num_classes).eval()
     if img is None:
         img = model.config["img_size"]
     h, w = (img, img) if isinstance(img, int) else (int(img[0]), int(img[1]))
     if h <= 0 or w <= 0 or h % model.stride or w % model.stride:
         raise ConfigError(f"--img {h}x{w}: each side must be a positive multiple of {model.stride}")
     params = sum(p.numel() for p in model.parameters())
-    flops = count_flops(model, h, w, lambda: build(model_name, num_classes=num_classes, **extra).eval())
+    flops = count_flops(model, h, w, lambda: build(model_name, num_classes=num_classes).eval())
     out = {
         "model": model_name,
         "num_classes": num_classes,
-        "background_slot": background_slot,
+        "background_logit": has_background_logit(model),
         "img_size": [h, w],
         "params": params,
         "params_M": params / 1e6,
         "gflops": flops / 1e9,
     }
-    if not background_slot and has_background_logit(model) and num_classes >= 2:
-        slots = build(model_name, num_classes=num_classes, background_slot=True)
-        out["params_background_slot"] = sum(p.numel() for p in slots.parameters())
     return out
 
 

@@ -26,7 +26,9 @@ from odkit.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # model.config keys that describe the data set rather than the architecture
-_DATA_KEYS = ("name", "num_classes", "class_names", "img_size")
+# what a model config says about the data, not the network: a model built for other data drops them
+# (``background_slot`` is a label numbering: the run's data numbers its classes from 0)
+_DATA_KEYS = ("name", "num_classes", "class_names", "img_size", "background_slot")
 
 
 @dataclass

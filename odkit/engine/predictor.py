@@ -95,7 +95,7 @@ class Predictor:
     def __init__(self, model: nn.Module, meta: dict[str, Any] | None = None, device: str | torch.device = "cpu",
                  compile: bool = False, fuse: bool = True, fuse_activations: bool = False):
         from odkit.models.fuse import prepare_inference_model
-        from odkit.models.zoo import input_size
+        from odkit.models.zoo import input_size, label_names
         from odkit.weights.format import canonical_meta
 
         # the weights sidecar (training record); the architecture is ``config``: the model's, updated by
@@ -108,8 +108,7 @@ class Predictor:
         self.model = prepare_inference_model(model, channels_last=True, fuse=fuse, device=self.device,
                                              fuse_activations=fuse_activations and fuse and not compile)
         self.compile = bool(compile)
-        n = int(self.config.get("num_classes") or getattr(model, "num_classes", 0))
-        self.class_names: list[str] = list(self.config.get("class_names") or [str(i) for i in range(n)])
+        self.class_names: list[str] = label_names(self.config)
         self.img_size = input_size(self.config)
         self._u8: np.ndarray | None = None  # reused letterbox buffer [B, S, S, 3] uint8
         self._x: torch.Tensor | None = None  # reused network input [B, 3, S, S] float, channels_last

@@ -123,7 +123,7 @@ class ExportedPredictor:
     """
 
     def __init__(self, backend: Any, info: dict[str, Any], path: str | Path = ""):
-        from odkit.models.zoo import input_size
+        from odkit.models.zoo import input_size, label_names
 
         info = current_layout(info, str(path or "export sidecar"))
         self.backend = backend
@@ -134,8 +134,7 @@ class ExportedPredictor:
         self.img_size = input_size(self.config)
         self.nms = bool(info["nms"])
         self.dynamic = bool(info.get("dynamic_batch", False))
-        n = int(self.config["num_classes"])
-        self.class_names: list[str] = list(self.config.get("class_names") or [str(i) for i in range(n)])
+        self.class_names: list[str] = label_names(self.config)
         self._warned = False
 
     def _check_thresholds(self, conf: float, iou: float, max_det: int) -> None:

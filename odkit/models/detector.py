@@ -84,7 +84,16 @@ class Detector(nn.Module):
 
     @property
     def num_classes(self) -> int:
+        """Object classes (a softmax head's background logit not counted)."""
         return self.head.num_classes
+
+    @property
+    def num_labels(self) -> int:
+        """Labels the model predicts into: ``num_classes``, plus 1 with ``background_slot`` (label 0
+        the background, never predicted; torchvision's COCO numbering)."""
+        from odkit.models.heads.protocol import num_labels
+
+        return num_labels(self.head)
 
     def check_images(self, images: torch.Tensor) -> None:
         """Raise ``ConfigError`` unless ``images`` is ``[B, 3, H, W]`` float with H, W multiples of

@@ -92,6 +92,17 @@ def input_size(config: Mapping[str, Any]) -> int:
     return int(size) if isinstance(size, (int, float)) else max(int(v) for v in size)
 
 
+def label_names(config: Mapping[str, Any]) -> list[str]:
+    """The names of a model config's labels: its ``class_names``, else ``"0"``, ``"1"``, ... for its
+    ``num_classes`` object classes plus, with ``background_slot``, label 0 the background (labels
+    index these names; see :mod:`odkit.models.heads.protocol`). The one place the label count is read."""
+    names = config.get("class_names")
+    if names:
+        return [str(n) for n in names]
+    n = int(config["num_classes"]) + int(bool(config.get("background_slot")))
+    return [str(i) for i in range(n)]
+
+
 def recipe(name: str) -> dict[str, Any]:
     """Training defaults of model ``name`` as ``TrainConfig`` field values (``img_size`` included)."""
     s = spec(name)
@@ -107,7 +118,8 @@ def build(
 ) -> Detector:
     """Build the named model with ``num_classes`` classes.
 
-    ``class_names`` (optional, length ``num_classes``) and ``img_size`` (training/inference size, int or
+    ``num_classes`` counts object classes. ``class_names`` (optional; one per label: ``num_classes``
+    names, one more with the ``background_slot`` override, whose label 0 is the background) and ``img_size`` (training/inference size, int or
     ``[h, w]``; default per model) are stored in ``model.config``. ``overrides`` go to the builder
     (e.g. ``depth``, ``width`` for YOLOX; ``assigner`` for dense heads), except the input format
     (``pixel_mean``, ``pixel_std`` in [0, 1] units, ``input_bgr``) and prediction defaults
@@ -123,8 +135,11 @@ def build(
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
     if class_names is not None:
         class_names = [str(c) for c in class_names]
-        if len(class_names) != num_classes:
-            raise ConfigError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
+        labels = num_classes + int(bool(overrides.get("background_slot")))
+        if len(class_names) != labels:
+            slot = " plus the background slot" if labels > num_classes else ""
+            raise ConfigError(f"class_names has {len(class_names)} names but the model has {labels} labels "
+                              f"({num_classes} classes{slot})")
     if img_size is None:
         img_size = s.img_size
     if not isinstance(img_size, int):

@@ -25,7 +25,7 @@ import torch
 
 from odkit.errors import OdkitError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # version-1 sidecars also held these at the top level: sidecar key -> model_config key
 LEGACY_TOP_LEVEL = {"model": "name", "num_classes": "num_classes", "class_names": "class_names",
                     "img_size": "img_size"}
@@ -37,22 +37,31 @@ def canonical_meta(meta: Mapping[str, Any], where: str = "weights metadata", top
 
     A version-1 sidecar's top-level ``model`` / ``num_classes`` / ``class_names`` / ``img_size`` fill
     the ``model_config`` keys it lacks (``top_level_wins``: replace them; an export sidecar's
-    top-level ``img_size`` was the exported size) and are dropped from the top level. ``strict``:
+    top-level ``img_size`` was the exported size) and are dropped from the top level. Before version
+    3, ``num_classes`` of a ``background_slot`` model counted the background slot too; it counts
+    object classes now (one less). ``strict``:
     ``OdkitError`` naming ``where`` unless the config names the model and its number of classes.
     """
     out = dict(meta)
     cfg = dict(out.get("model_config") or {})
+    # a file's layout version (version 1 had no number but top-level model facts); a meta built in
+    # memory (no number, no legacy keys) is current
+    version = int(out.get("format_version") or (1 if any(k in out for k in LEGACY_TOP_LEVEL) else FORMAT_VERSION))
     for top, key in LEGACY_TOP_LEVEL.items():
         if top not in out:
             continue
         value = out.pop(top)
         if value is not None and (top_level_wins or cfg.get(key) is None):
             cfg[key] = value
+    if version < 3 and cfg.get("background_slot") and cfg.get("num_classes"):
+        cfg["num_classes"] = int(cfg["num_classes"]) - 1
     if strict:
         for key in ("name", "num_classes"):
             if cfg.get(key) is None:
                 raise OdkitError(f"{where} lacks model_config.{key} (the model it belongs to)")
     out["model_config"] = cfg
+    if "format_version" in out or version < FORMAT_VERSION:
+        out["format_version"] = FORMAT_VERSION  # migrated: reading it again changes nothing
     return out
 
 

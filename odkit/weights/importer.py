@@ -203,7 +203,9 @@ def import_weights(
     if table is None:
         return _import_backbone_only(sd, src, source, model, num_classes, out, class_names)
     key = table.num_classes_key
-    ckpt_classes = (int(sd[key].shape[0]) // table.num_classes_divisor
+    overrides = dict(table.build_overrides)
+    # a softmax classifier's background logit is not a class (``background_slot`` tables)
+    ckpt_classes = (int(sd[key].shape[0]) // table.num_classes_divisor - int(bool(overrides.get("background_slot")))
                     if key is not None and key in sd and sd[key].dim() else None)
     if num_classes is None:
         if ckpt_classes is None:
@@ -213,8 +215,10 @@ def import_weights(
     n = int(num_classes)
     if class_names is None and table.class_names is not None and ckpt_classes == n == len(table.class_names):
         class_names = list(table.class_names)
-    detector = zoo.build(model, num_classes=n, class_names=class_names, **dict(table.build_overrides))
     reinit = ckpt_classes is not None and ckpt_classes != n
+    if reinit:  # other classes: the source's label numbering does not apply
+        overrides.pop("background_slot", None)
+    detector = zoo.build(model, num_classes=n, class_names=class_names, **overrides)
     if reinit:
         log.info("checkpoint has %d classes, model %d: class layers keep their initialisation", ckpt_classes, n)
     tensors, parts = map_state_dict(sd, detector.state_dict(), table, reinit_classes=reinit)

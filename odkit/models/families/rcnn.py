@@ -67,8 +67,8 @@ def build_rcnn(
 ) -> Detector:
     """A two-stage detector: ``backbone`` ``"r50"`` or ``"mobilenetv3"`` (with FPN), ``roi_head``
     ``"fc"`` (Faster R-CNN's two-fc head) or ``"double"`` (Double-Head R-CNN); ``aligned``:
-    RoIAlign's half-pixel correction; ``background_slot``: ``num_classes`` counts the background as
-    class slot 0 (torchvision's COCO layout, 91 slots: class 0 is never predicted)."""
+    RoIAlign's half-pixel correction; ``background_slot``: labels number the classifier's columns,
+    label 0 the background (torchvision's COCO labels; ``num_classes`` still counts object classes)."""
     if backbone not in TRUNKS:
         raise ConfigError(f"unknown two-stage backbone {backbone!r}; expected one of {', '.join(TRUNKS)}")
     if roi_head not in ROI_HEADS:

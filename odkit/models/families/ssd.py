@@ -125,8 +125,8 @@ class SSDLiteMobileNetV3(nn.Module):
 def build_ssd(num_classes: int = 80, arch: str = "vgg16", background_slot: bool = False,
               neg_pos_ratio: float = 3.0, box_beta: float = 1.0) -> Detector:
     """``arch`` ``"vgg16"`` (SSD300) or ``"mobilenetv3"`` (SSDLite320) with ``num_classes`` object
-    classes plus a background logit (``background_slot``: class 0 is the background, torchvision's COCO
-    layout). ``neg_pos_ratio``: hard negative mining ratio; ``box_beta``: smooth L1 beta."""
+    classes plus a background logit (``background_slot``: labels number the logits, label 0 the
+    background, as torchvision's COCO labels). ``neg_pos_ratio``: hard negative mining ratio; ``box_beta``: smooth L1 beta."""
     from odkit.errors import ConfigError
 
     if arch == "vgg16":

@@ -3,13 +3,16 @@ trainer, validation, prediction, export) may call on a head. Nothing outside a h
 
 Coordinates are network-input pixels, boxes xyxy; ``feats`` are the neck's maps, finest first.
 
-- ``num_classes``: class slots scored (``scores [..., C]``); ``background_slot`` says whether slot 0
-  is a background logit that is never predicted (imported torchvision SSD / R-CNN weights keep
-  torchvision's 91 COCO slots so labels equal torchvision's), else every slot is an object class.
+- ``num_classes``: object classes ``C``, always (a softmax head's background logit is not counted).
+  ``background_slot`` is the label numbering: ``False`` (odkit's own): object class ``c`` is label
+  ``c``; ``True`` (imported torchvision SSD / R-CNN weights, so labels equal torchvision's COCO
+  labels): class ``c`` is label ``c + 1`` and label 0 is the background, never predicted. Labels
+  index ``class_names``; the label count is :func:`num_labels` (``C + background_slot``), the width
+  of ``scores`` (``[..., L]``).
 - ``loss(feats, targets, input_hw) -> dict``: ``loss`` is the total, the other keys its terms
   (``num_fg`` and other diagnostics may ride along).
 - ``predict_raw(feats, input_hw) -> (boxes, scores)``: every candidate decoded, boxes ``[B, N, 4]``
-  (or per class ``[B, N, C, 4]``) and scores ``[B, N, C]``; no data-dependent control flow (what
+  (or per class ``[B, N, L, 4]``) and scores ``[B, N, L]`` (column = label); no data-dependent control flow (what
   ONNX export runs). Decoding runs in float32 whatever the network's dtype, so a float16 network
   (``odkit export --half``) gives float32 boxes from its raw outputs.
 - ``predict_candidates(feats, input_hw, conf, pre_topk, **extra)``: per image
@@ -46,6 +49,12 @@ class DetectorHead(Protocol):
                            pre_topk: int, **extra: Any) -> list[tuple[Tensor, Tensor, Tensor]]: ...
 
     def enter_phase(self, phase: str) -> None: ...
+
+
+def num_labels(head: Any) -> int:
+    """Labels a head predicts into, ``num_classes + background_slot`` (label 0 the background when
+    ``background_slot``): the width of its scores and the length of the model's ``class_names``."""
+    return int(head.num_classes) + int(bool(head.background_slot))
 
 
 def check_head(head: Any) -> None:

@@ -7,9 +7,10 @@ location-major (prior ``(y * W + x) * A_k + a``), levels concatenated, as torchv
 ``SSDScoringHead``. Boxes decode with :class:`odkit.ops.DeltaXYWHCoder` with the SSD variances
 (0.1, 0.1, 0.2, 0.2), i.e. torchvision's ``BoxCoder(weights=(10, 10, 5, 5))``.
 
-Class layout: ``num_classes`` object classes and a separate background logit (``L = C + 1``, class
-``c`` is logit ``c + 1``); or, with ``background_slot=True``, torchvision's COCO layout where class 0
-*is* the background (``L = C``, class 0 never predicted; imported torchvision weights).
+Class layout: ``num_classes`` object classes ``C`` and a background logit, ``L = C + 1`` logits,
+background first (class ``c`` is logit ``c + 1``). ``background_slot`` is only the label numbering
+(the protocol's): ``True`` (imported torchvision weights) numbers class ``c`` as label ``c + 1``, so
+labels equal torchvision's and label 0, the background, is never predicted.
 """
 
 from __future__ import annotations
@@ -51,13 +52,13 @@ class SSDHead(nn.Module):
     """SSD / SSDLite head; see the module docstring.
 
     Args:
-        num_classes: object classes ``C`` (with ``background_slot``: class slots including background 0).
+        num_classes: object classes ``C`` (the background logit comes on top).
         in_channels: channels of each feature level.
         priors: the default boxes (one entry per level).
         lite: SSDLite prediction blocks (3x3 depthwise conv + norm + ReLU6, then a 1x1 conv; normal
             init std 0.03) instead of one 3x3 conv (Xavier init).
         norm: ``num_features -> module`` norm factory of the lite blocks.
-        background_slot: class 0 is the background logit (torchvision's COCO weights).
+        background_slot: labels number the logits, label 0 the background (torchvision's COCO labels).
         pos_iou_thr: matching IoU (:func:`odkit.assign.ssd.ssd_match`).
         neg_pos_ratio: negatives per positive kept by hard negative mining.
         box_beta: smooth L1 beta on the encoded offsets (0: L1).
@@ -80,11 +81,9 @@ class SSDHead(nn.Module):
         super().__init__()
         if len(in_channels) != priors.num_levels:
             raise ConfigError(f"SSDHead: {len(in_channels)} feature levels but {priors.num_levels} prior levels")
-        if background_slot and num_classes < 2:
-            raise ConfigError("SSDHead: background_slot needs at least 2 class slots")
         self.num_classes = int(num_classes)
         self.background_slot = bool(background_slot)
-        self.num_logits = self.num_classes + (0 if background_slot else 1)
+        self.num_logits = self.num_classes + 1
         self.priors = priors
         self.pos_iou_thr, self.neg_pos_ratio, self.box_beta = float(pos_iou_thr), float(neg_pos_ratio), float(box_beta)
         self.coder = DeltaXYWHCoder(stds=SSD_VARIANCES)
@@ -134,7 +133,8 @@ class SSDHead(nn.Module):
         return self._cache[key]
 
     def class_probs(self, logits: Tensor) -> Tensor:
-        """``[..., C]`` class probabilities (softmax without the background; a background slot scores 0)."""
+        """``[..., L]`` label probabilities (softmax without the background; with ``background_slot``,
+        label 0, the background, scores 0)."""
         p = torch.softmax(logits.float(), dim=-1)[..., 1:]
         if self.background_slot:
             p = torch.cat([torch.zeros_like(p[..., :1]), p], -1)
@@ -144,7 +144,7 @@ class SSDHead(nn.Module):
         return self.coder.decode(anchors, deltas, max_shape=(int(input_hw[0]), int(input_hw[1])))
 
     def predict_raw(self, feats: Sequence[Tensor], input_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """Boxes ``[B, A, 4]`` (xyxy input pixels, clipped to the input) and scores ``[B, A, C]``."""
+        """Boxes ``[B, A, 4]`` (xyxy input pixels, clipped to the input) and scores ``[B, A, L]``."""
         outs = self(feats)
         logits, deltas = self.flatten(outs)
         return self._decode(deltas, self.anchors(outs, input_hw), input_hw), self.class_probs(logits)
@@ -177,12 +177,12 @@ class SSDHead(nn.Module):
         outs = self(feats)
         logits, deltas = (t.float() for t in self.flatten(outs))
         anchors = self.anchors(outs, input_hw)
-        gt = GTBatch.from_targets(targets, self.num_classes, logits.device, batch_size=logits.shape[0])
+        gt = GTBatch.from_targets(targets, self.num_classes, logits.device, batch_size=logits.shape[0],
+                                  label_offset=int(self.background_slot))
         assign = ssd_match(anchors, gt, self.pos_iou_thr)
         b_idx, a_idx, num_pos = positives(assign)
         pos = assign.gt_inds >= 0
-        offset = 0 if self.background_slot else 1
-        cls_targets = torch.where(pos, assign.labels + offset, torch.zeros_like(assign.labels))
+        cls_targets = torch.where(pos, assign.labels + 1, torch.zeros_like(assign.labels))  # class c: logit c + 1
         box_targets = self.coder.encode(anchors[a_idx], gt.matched_boxes(assign)[b_idx, a_idx])
         negative = (assign.gt_inds == NEGATIVE) & (assign.gt_inds != IGNORE)
         terms = ssd_loss(logits, deltas, cls_targets, box_targets, pos, negative, num_pos, self.neg_pos_ratio,

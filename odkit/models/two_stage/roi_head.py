@@ -2,8 +2,8 @@
 sampling -> multi-level RoIAlign -> box head -> class scores and per-class box deltas.
 
 Class layout: the classifier has ``C + 1`` columns, column 0 background and column ``c + 1``
-class ``c``; with ``background_slot=True`` (torchvision's COCO layout) it has ``C`` columns, column 0
-is the background and class 0 is never predicted (labels equal torchvision's). Deltas are per column (``DeltaXYWHCoder`` with weights (10, 10, 5, 5), i.e. stds
+class ``c``. ``background_slot=True`` (imported torchvision weights) only numbers the labels as
+torchvision does: class ``c`` is label ``c + 1``, label 0 the background, never predicted. Deltas are per column (``DeltaXYWHCoder`` with weights (10, 10, 5, 5), i.e. stds
 (0.1, 0.1, 0.2, 0.2), ``dw, dh`` clamped at ``log(1000 / 16)``). Prediction (torchvision's
 ``RoIHeads.postprocess_detections`` up to NMS): softmax, per-class boxes clipped to the input,
 background dropped, candidates with score ``> conf`` whose sides are ``>= min_size`` px.
@@ -48,7 +48,7 @@ class RoIHead(nn.Module):
         num_samples, pos_fraction: RoIs sampled per image for the loss, foreground share.
         min_size: smallest box side kept at prediction (px).
         canonical_scale, canonical_level: the FPN level rule ``k = floor(k0 + log2(sqrt(wh) / 224))``.
-        background_slot: class 0 is the background column (see the module docstring).
+        background_slot: labels number the columns, label 0 the background (see the module docstring).
     """
 
     def __init__(
@@ -73,9 +73,7 @@ class RoIHead(nn.Module):
         super().__init__()
         self.num_classes = int(num_classes)
         self.background_slot = bool(background_slot)
-        if self.background_slot and self.num_classes < 2:
-            raise ConfigError("RoIHead: background_slot needs at least 2 class slots")
-        self.num_logits = self.num_classes + (0 if self.background_slot else 1)
+        self.num_logits = self.num_classes + 1
         self.strides = [int(s) for s in strides]
         self.feature_indices = list(feature_indices) if feature_indices is not None else list(range(len(strides)))
         if len(self.feature_indices) != len(self.strides):
@@ -135,8 +133,8 @@ class RoIHead(nn.Module):
     # ------------------------------------------------------------------ contract
 
     def decode(self, out: dict[str, Tensor], proposals: Tensor, input_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """Per-class boxes ``[K, C, 4]`` (xyxy input px, clipped) and scores ``[K, C]`` of
-        ``proposals`` ``[K, 4]``."""
+        """Per-label boxes ``[K, L, 4]`` (xyxy input px, clipped) and scores ``[K, L]`` of
+        ``proposals`` ``[K, 4]`` (``L`` = num_labels; with ``background_slot`` label 0 scores 0)."""
         h, w = input_hw
         first = 0 if self.background_slot else 1
         bx = self.coder.decode(proposals[:, None, :].float(), out["deltas"][:, first:].float())
@@ -177,8 +175,7 @@ class RoIHead(nn.Module):
         b_idx, p_idx = (pos | neg).nonzero(as_tuple=True)
         boxes = props[b_idx, p_idx]
         fg = pos[b_idx, p_idx]
-        shift = 0 if self.background_slot else 1
-        labels = torch.where(fg, assign.labels[b_idx, p_idx] + shift, torch.zeros_like(p_idx))
+        labels = torch.where(fg, assign.labels[b_idx, p_idx] + 1, torch.zeros_like(p_idx))  # class c: column c + 1
         matched = gt.boxes[b_idx, gt_inds[b_idx, p_idx].clamp(min=0)] if gt.max_gts else boxes
         targets = self.coder.encode(boxes, matched)
         rois = torch.cat((b_idx[:, None].to(boxes.dtype), boxes), 1)

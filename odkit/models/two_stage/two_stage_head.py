@@ -58,7 +58,8 @@ class TwoStageHead(nn.Module):
     def loss(self, feats: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]],
              input_hw: tuple[int, int]) -> dict[str, Tensor]:
         """Loss dict; ``loss`` is the sum of the RPN's and the RoI head's terms."""
-        gt = GTBatch.from_targets(targets, self.num_classes, feats[0].device, batch_size=feats[0].shape[0])
+        gt = GTBatch.from_targets(targets, self.num_classes, feats[0].device, batch_size=feats[0].shape[0],
+                                  label_offset=int(self.background_slot))
         proposals, _, valid, losses = self.rpn.propose(feats, input_hw, gt)
         losses = {**losses, **self.roi_heads.loss(feats, proposals, valid, gt)}
         return {"loss": sum(losses.values()), **losses}
@@ -85,7 +86,7 @@ class TwoStageHead(nn.Module):
         rois = torch.cat([torch.cat((torch.full_like(p[:, :1], i), p), 1) for i, p in enumerate(per_image)])
         boxes, scores = self.roi_heads.predict_rois(feats, rois, input_hw)
         results, start = [], 0
-        c = self.num_classes
+        c = scores.shape[1]  # labels (num_labels columns)
         for p in per_image:
             bx, sc = boxes[start:start + len(p)], scores[start:start + len(p)]
             start += len(p)

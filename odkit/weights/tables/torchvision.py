@@ -52,6 +52,10 @@ BACKBONES: dict[str, Table] = {
 # FPN use torchvision's names in odkit, the heads are renamed.
 _TRUNK = ((r"^backbone\.body\.", "backbone."), (r"^backbone\.fpn\.", "neck."))
 
+# RetinaNet / FCOS: sigmoid heads with 91 class channels; torchvision's COCO labels are 1..90, so
+# channel 0 is never a positive in training but is scored like any other. odkit keeps all 91 as
+# classes (``num_classes`` 91, labels equal torchvision's, channel 0 included in the outputs), so
+# the detections are torchvision's to the last box; no background slot (nothing is a softmax).
 DETECTORS: dict[str, Table] = {
     "retinanet-r50-fpn": Table(
         rules=(
@@ -86,8 +90,8 @@ DETECTORS: dict[str, Table] = {
     ),
 }
 
-# SSD300 / SSDLite320: softmax heads whose class 0 is the background logit, imported with
-# ``background_slot`` (91 class slots, class 0 never predicted, labels equal torchvision's). The input
+# SSD300 / SSDLite320: softmax heads over 91 slots whose slot 0 is the background logit: 90 object
+# classes, imported with ``background_slot`` (labels numbered as torchvision's, label 0 never predicted). The input
 # format is torchvision's (SSD300: 0-255 minus the mean; SSDLite: [-1, 1]), stored in the config.
 _SSD_HEAD = ((r"^head\.classification_head\.module_list\.", "head.cls_logits."),
              (r"^head\.regression_head\.module_list\.", "head.bbox_reg."))
@@ -125,8 +129,8 @@ DETECTORS["ssdlite320-mobilenetv3"] = Table(
     note="torchvision ssdlite320_mobilenet_v3_large (COCO, 91 class slots with background 0)",
 )
 
-# Faster R-CNN: torchvision's softmax box classifier has 91 columns, column 0 the background; imported
-# with ``background_slot`` (91 class slots, class 0 never predicted, labels equal torchvision's) and
+# Faster R-CNN: torchvision's softmax box classifier has 91 columns, column 0 the background: 90 object
+# classes, imported with ``background_slot`` (labels numbered as torchvision's, 0 never predicted) and
 # torchvision's RoIAlign (``aligned=False``). The MobileNetV3 member also gets torchvision's proposal
 # counts and proposal score threshold (odkit's defaults for it are CPU-sized).
 _RCNN_HEADS = ((r"^rpn\.", "head.rpn."), (r"^roi_heads\.", "head.roi_heads."))
