@@ -33,9 +33,8 @@ Printed per model, size and batch: each loss term of both and their relative dif
 head-gradient distance ``|g_odkit - g_tv| / |g_tv|`` over all head parameters (``head.*``; RPN and
 RoI head for Faster R-CNN) of the gradient of the total loss. The last column (``head-only``) gives
 the same differences with odkit's head fed torchvision's trunk output (its transform, backbone and
-FPN) instead of odkit's own: the trunks agree to float32 rounding (~1e-6), which can still reorder
-near-tied proposals or flip a ReLU whose input rounds to 0; ``head-only`` is the head and loss code
-alone. Results go to
+FPN) instead of odkit's own: ``head-only`` is the head and loss code alone (the trunks give the same
+bits when odkit's input is a contiguous batch, as torchvision's). Results go to
 ``benchmarks/results/tv_loss_parity.json``.
 
 ``--write-fixture`` runs the tiny configuration of ``tests/test_weights_tv_loss_parity.py`` (batch 2;
