@@ -77,6 +77,37 @@ def place_image(src: Path, dst: Path, copy_images: bool) -> Problem | None:
     return None
 
 
+def placed_images(aset: AnnotationSet, img_dir: Path, names: list[str] | None, copy_images: bool,
+                  problems: list[Problem], desc: str = "writing annotations") -> Iterator[tuple[int, str]]:
+    """The writers' loop over images: for image ``i`` of ``aset``, place the file at ``img_dir/name``
+    (copied, or symlinked when ``copy_images`` is False; ``names`` default to :func:`output_names`),
+    add a missing source to ``problems``, and yield ``(i, name)`` for its annotation to be written."""
+    names = names or output_names(aset)
+    for i in progress(range(len(aset)), len(aset), desc):
+        p = place_image(aset.path(i), img_dir / names[i], copy_images)
+        if p:
+            problems.append(p)
+        yield i, names[i]
+
+
+def box_label(aset: AnnotationSet, row: int) -> str:
+    """Class name of annotation row ``row`` (the raw name when its class is unknown)."""
+    lab = int(aset.labels[row])
+    return aset.class_names[lab] if lab >= 0 else aset.raw_names.get(row, "")
+
+
+def flags_dropped(aset: AnnotationSet, where: str | Path, layout: str, field_word: str = "flag",
+                  flags: tuple[str, ...] = ("difficult", "iscrowd")) -> list[Problem]:
+    """Warnings for the ``flags`` set in ``aset`` that ``layout`` cannot store (written as ordinary boxes)."""
+    out = []
+    for what in flags:
+        flag = getattr(aset, what)
+        if flag.any():
+            out.append(Problem(f"{what}_dropped", str(where), f"{layout} has no {what} {field_word}: "
+                               f"{int(flag.sum())} {what} boxes written as ordinary boxes", severity="warning"))
+    return out
+
+
 def apply_names(aset: AnnotationSet, names: list[str]) -> AnnotationSet:
     """Re-index labels onto the class list ``names`` (by name); unknown names become label -1.
 

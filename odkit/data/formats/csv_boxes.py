@@ -24,10 +24,11 @@ import numpy as np
 
 from odkit.data.formats._common import (
     Entry,
+    box_label,
     build_set,
     fill_sizes,
-    output_names,
-    place_image,
+    flags_dropped,
+    placed_images,
     probe_sizes,
     rel,
 )
@@ -240,34 +241,19 @@ def write_csv_boxes(
     out = Path(out)
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
-    names = names or output_names(aset)
     problems: list[Problem] = []
     path = out / (f"{split}_labels.csv" if split else "labels.csv")
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax"])
-        for i in range(len(aset)):
-            p = place_image(aset.path(i), img_dir / names[i], copy_images)
-            if p:
-                problems.append(p)
+        for i, name in placed_images(aset, img_dir, names, copy_images, problems, "writing CSV"):
             iw, ih = fill_sizes(aset, i)
             s, e = int(aset.offsets[i]), int(aset.offsets[i + 1])
             if s == e:
-                w.writerow([names[i], iw, ih, "", "", "", "", ""])
+                w.writerow([name, iw, ih, "", "", "", "", ""])
             for r in range(s, e):
-                lab = int(aset.labels[r])
-                cls = aset.class_names[lab] if lab >= 0 else aset.raw_names.get(r, "")
-                w.writerow([names[i], iw, ih, cls, *(_fmt(float(v)) for v in aset.boxes[r])])
-    for flag, what in ((aset.difficult, "difficult"), (aset.iscrowd, "iscrowd")):
-        if flag.any():
-            problems.append(
-                Problem(
-                    f"{what}_dropped",
-                    str(path),
-                    f"CSV has no {what} column: {int(flag.sum())} {what} boxes written as ordinary boxes",
-                    severity="warning",
-                )
-            )
+                w.writerow([name, iw, ih, box_label(aset, r), *(_fmt(float(v)) for v in aset.boxes[r])])
+    problems += flags_dropped(aset, path, "CSV", "column")
     return problems
 
 

@@ -17,7 +17,15 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from odkit.data.formats._common import Entry, build_set, fill_sizes, output_names, place_image, rel
+from odkit.data.formats._common import (
+    Entry,
+    box_label,
+    build_set,
+    fill_sizes,
+    flags_dropped,
+    placed_images,
+    rel,
+)
 from odkit.data.structures import AnnotationSet, Problem
 from odkit.errors import DataError
 
@@ -146,7 +154,6 @@ def write_cvat(
     xml_path = _xml_file(out)
     base = xml_path.parent
     (base / "images").mkdir(parents=True, exist_ok=True)
-    names = names or output_names(aset)
     problems: list[Problem] = []
     if xml_path.exists():
         r = _parse(xml_path)
@@ -161,24 +168,20 @@ def write_cvat(
         if labels_el is not None and n not in have:
             ET.SubElement(ET.SubElement(labels_el, "label"), "name").text = n
     next_id = 1 + max((int(im.get("id", -1)) for im in r.iter("image")), default=-1)
-    for i in range(len(aset)):
-        p = place_image(aset.path(i), base / "images" / names[i], copy_images)
-        if p:
-            problems.append(p)
+    for i, name in placed_images(aset, base / "images", names, copy_images, problems, "writing CVAT"):
         w, h = fill_sizes(aset, i)
-        attrs = {"id": str(next_id + i), "name": f"images/{names[i]}", "width": str(w), "height": str(h)}
+        attrs = {"id": str(next_id + i), "name": f"images/{name}", "width": str(w), "height": str(h)}
         if split:
             attrs["subset"] = split
         im = ET.SubElement(r, "image", attrs)
         s, e = int(aset.offsets[i]), int(aset.offsets[i + 1])
         for row in range(s, e):
-            lab = int(aset.labels[row])
             b = [float(v) for v in aset.boxes[row]]
             ET.SubElement(
                 im,
                 "box",
                 {
-                    "label": aset.class_names[lab] if lab >= 0 else aset.raw_names.get(row, ""),
+                    "label": box_label(aset, row),
                     "occluded": "0",
                     "source": "manual",
                     "xtl": _fmt(b[0]),
@@ -190,16 +193,7 @@ def write_cvat(
             )
     ET.indent(r)
     ET.ElementTree(r).write(xml_path, encoding="utf-8", xml_declaration=True)
-    for flag, what in ((aset.difficult, "difficult"), (aset.iscrowd, "iscrowd")):
-        if flag.any():
-            problems.append(
-                Problem(
-                    f"{what}_dropped",
-                    str(xml_path),
-                    f"CVAT boxes have no {what} flag: {int(flag.sum())} {what} boxes written as ordinary boxes",
-                    severity="warning",
-                )
-            )
+    problems += flags_dropped(aset, xml_path, "CVAT boxes")
     return problems
 
 

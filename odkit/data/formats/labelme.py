@@ -18,11 +18,12 @@ from typing import Any
 
 from odkit.data.formats._common import (
     Entry,
+    box_label,
     build_set,
     find_image,
+    flags_dropped,
     not_annotated,
-    output_names,
-    place_image,
+    placed_images,
     progress,
     rel,
 )
@@ -155,20 +156,15 @@ def write_labelme(
     """
     d = Path(out) / split if split else Path(out)
     d.mkdir(parents=True, exist_ok=True)
-    names = names or output_names(aset)
     problems: list[Problem] = []
-    for i in progress(range(len(aset)), len(aset), "writing LabelMe"):
-        p = place_image(aset.path(i), d / names[i], copy_images)
-        if p:
-            problems.append(p)
+    for i, name in placed_images(aset, d, names, copy_images, problems, "writing LabelMe"):
         s, e = int(aset.offsets[i]), int(aset.offsets[i + 1])
         shapes = []
         for r in range(s, e):
-            lab = int(aset.labels[r])
             x1, y1, x2, y2 = (float(v) for v in aset.boxes[r])
             shapes.append(
                 {
-                    "label": aset.class_names[lab] if lab >= 0 else aset.raw_names.get(r, ""),
+                    "label": box_label(aset, r),
                     "points": [[x1, y1], [x2, y2]],
                     "group_id": None,
                     "shape_type": "rectangle",
@@ -179,20 +175,11 @@ def write_labelme(
             "version": "5.0.1",
             "flags": {},
             "shapes": shapes,
-            "imagePath": names[i],
+            "imagePath": name,
             "imageData": None,
             "imageHeight": int(aset.heights[i]),
             "imageWidth": int(aset.widths[i]),
         }
-        (d / f"{Path(names[i]).stem}.json").write_text(json.dumps(doc, indent=1))
-    for flag, what in ((aset.difficult, "difficult"), (aset.iscrowd, "iscrowd")):
-        if flag.any():
-            problems.append(
-                Problem(
-                    f"{what}_dropped",
-                    str(out),
-                    f"LabelMe has no {what} flag: {int(flag.sum())} {what} boxes written as ordinary boxes",
-                    severity="warning",
-                )
-            )
+        (d / f"{Path(name).stem}.json").write_text(json.dumps(doc, indent=1))
+    problems += flags_dropped(aset, out, "LabelMe")
     return problems

@@ -27,8 +27,7 @@ from odkit.data.formats._common import (
     Entry,
     build_set,
     not_annotated,
-    output_names,
-    place_image,
+    placed_images,
     probe_sizes,
     progress,
     rel,
@@ -354,15 +353,11 @@ def write_paired(
     ann_dir = out / "annotations" / split if split else out / "annotations"
     img_dir.mkdir(parents=True, exist_ok=True)
     ann_dir.mkdir(parents=True, exist_ok=True)
-    names = names or output_names(aset)
     problems: list[Problem] = []
-    for i in progress(range(len(aset)), len(aset), "writing annotations"):
-        p = place_image(aset.path(i), img_dir / names[i], copy_images)
-        if p:
-            problems.append(p)
+    for i, name in placed_images(aset, img_dir, names, copy_images, problems):
         write_voc_xml(
-            ann_dir / f"{Path(names[i]).stem}.xml",
-            names[i],
+            ann_dir / f"{Path(name).stem}.xml",
+            name,
             img_dir.name,
             int(aset.widths[i]),
             int(aset.heights[i]),

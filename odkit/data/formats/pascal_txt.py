@@ -29,8 +29,7 @@ from odkit.data.formats._common import (
     Entry,
     build_set,
     not_annotated,
-    output_names,
-    place_image,
+    placed_images,
     progress,
     rel,
 )
@@ -208,15 +207,11 @@ def write_pascal_txt(
     img_dir = out / "Images" / split if split else out / "Images"
     ann_dir = out / "Annotation" / split if split else out / "Annotation"
     ann_dir.mkdir(parents=True, exist_ok=True)
-    names = names or output_names(aset)
     problems: list[Problem] = []
-    for i in progress(range(len(aset)), len(aset), "writing PASCAL text"):
-        p = place_image(aset.path(i), img_dir / names[i], copy_images)
-        if p:
-            problems.append(p)
-        text = pascal_text((img_dir / names[i]).relative_to(out).as_posix(), int(aset.widths[i]),
+    for i, name in placed_images(aset, img_dir, names, copy_images, problems, "writing PASCAL text"):
+        text = pascal_text((img_dir / name).relative_to(out).as_posix(), int(aset.widths[i]),
                            int(aset.heights[i]), image_objects(aset, i))
-        (ann_dir / f"{Path(names[i]).stem}.txt").write_text(text)
+        (ann_dir / f"{Path(name).stem}.txt").write_text(text)
     if aset.difficult.any():
         problems.append(Problem("difficult_dropped", str(out), f"PASCAL 1.x text has no difficult flag: "
                                 f"{int(aset.difficult.sum())} difficult boxes written as ordinary boxes",

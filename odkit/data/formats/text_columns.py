@@ -39,10 +39,11 @@ from pathlib import Path
 
 from odkit.data.formats._common import (
     Entry,
+    box_label,
     build_set,
+    flags_dropped,
     not_annotated,
-    output_names,
-    place_image,
+    placed_images,
     probe_sizes,
     progress,
     rel,
@@ -339,27 +340,19 @@ def write_text_columns(
     d = out / split if split else out
     img_dir = d / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
-    names = names or output_names(aset)
     delim = spec.delimiter or ","
     problems: list[Problem] = []
     lines: list[str] = []
-    for i in progress(range(len(aset)), len(aset), "writing text boxes"):
-        p = place_image(aset.path(i), img_dir / names[i], copy_images)
-        if p:
-            problems.append(p)
-        fname = f"images/{names[i]}"
+    for i, name in placed_images(aset, img_dir, names, copy_images, problems, "writing text boxes"):
+        fname = f"images/{name}"
         s, e = int(aset.offsets[i]), int(aset.offsets[i + 1])
         if s == e:
             lines.append(fname)
         for r in range(s, e):
-            lab = int(aset.labels[r])
-            label = aset.class_names[lab] if lab >= 0 else aset.raw_names.get(r, "")
+            label = box_label(aset, r)
             vals = from_xyxy([float(v) for v in aset.boxes[r]], spec)
             row = {"file": fname, "label": label, "_": "", **{k: _fmt(v) for k, v in vals.items()}}
             lines.append(delim.join(row[f] for f in spec.fields))
     (d / "annotations.txt").write_text("".join(line + "\n" for line in [header_line(spec), *lines]))
-    for flag, what in ((aset.difficult, "difficult"), (aset.iscrowd, "iscrowd")):
-        if flag.any():
-            problems.append(Problem(f"{what}_dropped", str(d), f"text boxes have no {what} flag: "
-                                    f"{int(flag.sum())} {what} boxes written as ordinary boxes", severity="warning"))
+    problems += flags_dropped(aset, d, "text boxes")
     return problems

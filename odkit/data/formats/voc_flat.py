@@ -19,8 +19,7 @@ from odkit.data.formats._common import (
     build_set,
     find_image,
     not_annotated,
-    output_names,
-    place_image,
+    placed_images,
     progress,
     rel,
 )
@@ -85,12 +84,8 @@ def write_voc_flat(
     """
     d = Path(out) / split if split else Path(out)
     d.mkdir(parents=True, exist_ok=True)
-    names = names or output_names(aset)
     problems: list[Problem] = []
-    for i in progress(range(len(aset)), len(aset), "writing VOC xml"):
-        p = place_image(aset.path(i), d / names[i], copy_images)
-        if p:
-            problems.append(p)
+    for i, name in placed_images(aset, d, names, copy_images, problems, "writing VOC xml"):
         w, h = int(aset.widths[i]), int(aset.heights[i])
-        write_voc_xml(d / f"{Path(names[i]).stem}.xml", names[i], d.name, w, h, image_objects(aset, i))
+        write_voc_xml(d / f"{Path(name).stem}.xml", name, d.name, w, h, image_objects(aset, i))
     return problems

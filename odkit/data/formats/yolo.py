@@ -25,7 +25,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from odkit.data.formats._common import output_names, place_image, progress
+from odkit.data.formats._common import (
+    flags_dropped,
+    placed_images,
+    progress,
+)
 from odkit.data.formats.walk import walk_files
 from odkit.data.probe import IMAGE_EXTS, probe_image
 from odkit.data.structures import AnnotationSet, Problem
@@ -428,15 +432,11 @@ def write_yolo(
     out = Path(out)
     split = split or "train"
     problems: list[Problem] = []
-    names = names or output_names(aset)
     img_dir, lbl_dir = out / "images" / split, out / "labels" / split
     img_dir.mkdir(parents=True, exist_ok=True)
     lbl_dir.mkdir(parents=True, exist_ok=True)
-    for i in progress(range(len(aset)), len(aset), "writing YOLO"):
+    for i, name in placed_images(aset, img_dir, names, copy_images, problems, "writing YOLO"):
         rec = aset[i]
-        p = place_image(rec.path, img_dir / names[i], copy_images)
-        if p:
-            problems.append(p)
         w, h = rec.width, rec.height
         if (w <= 0 or h <= 0) and len(rec.boxes):
             w, h = probe_image(rec.path).display_size
@@ -472,17 +472,8 @@ def write_yolo(
             x1, y1, x2, y2 = (float(v) for v in rec.boxes[k])
             vals = ((x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h)
             lines.append(" ".join([cls, *(_fmt(v) for v in vals)]))
-        (lbl_dir / f"{Path(names[i]).stem}.txt").write_text("".join(line + "\n" for line in lines))
-    for flag, what in ((aset.difficult, "difficult"), (aset.iscrowd, "iscrowd")):
-        if flag.any():
-            problems.append(
-                Problem(
-                    f"{what}_dropped",
-                    str(out),
-                    f"YOLO has no {what} flag: {int(flag.sum())} {what} boxes written as ordinary boxes",
-                    severity="warning",
-                )
-            )
+        (lbl_dir / f"{Path(name).stem}.txt").write_text("".join(line + "\n" for line in lines))
+    problems += flags_dropped(aset, out, "YOLO")
     yp = out / "data.yaml"
     cfg = load_yaml(yp) if yp.exists() else {}
     cfg["path"] = str(out.resolve())
