@@ -21,11 +21,16 @@ def train(*args: Any, **kwargs: Any) -> Any:
     return _train(*args, **kwargs)
 
 
-def load(path: Any, **kwargs: Any) -> Any:
-    """Load a trained detector from ``.safetensors`` (+ JSON sidecar); see :func:`odkit.engine.api.load`."""
-    from odkit.engine.api import load as _load
+def load(path: Any, backend: str | None = None, **kwargs: Any) -> Any:
+    """Load a trained detector from ``.safetensors`` (+ JSON sidecar) or a run directory for prediction.
 
-    return _load(path, **kwargs)
+    ``backend``: ``"auto"`` (default, or ``$ODKIT_BACKEND``: the exported graph in onnxruntime when the
+    export extra is installed, else PyTorch), ``"torch"``, ``"onnxruntime"`` or ``"openvino"``; see
+    :func:`odkit.export.backends.load` (and :func:`odkit.engine.api.load` for ``device``, ``compile``).
+    """
+    from odkit.export.backends import load as _load
+
+    return _load(path, backend=backend, **kwargs)
 
 
 def evaluate(*args: Any, **kwargs: Any) -> Any:

@@ -189,6 +189,30 @@ class Predictor:
 
     __call__ = predict
 
+    backend = "torch"
+
+    def input_side(self, img_size: int | None = None) -> int:
+        """The square network input side for ``img_size`` (default: the training size), fitted to the
+        model's size divisor."""
+        return fit_input_size(self.img_size if img_size is None else img_size,
+                              int(getattr(self.model, "size_divisor", 32)), "img_size", self.name)
+
+    def fit(self, image: np.ndarray, size: int, index: int = 0, path: str = "") -> tuple[np.ndarray, dict[str, Any]]:
+        """``(uint8 [S, S, 3] network input, meta)`` of an RGB image, resized as the model was trained
+        (thread-safe: what a prefetching loop runs beside the network)."""
+        return fit_image(image, size, resize_mode_of(self.config, self.model), index, path)
+
+    @torch.no_grad()
+    def predict_prepared(self, inputs: np.ndarray, metas: list[dict[str, Any]], conf: float | None = None,
+                         iou: float | None = None, max_det: int | None = None) -> list[dict[str, torch.Tensor]]:
+        """Detections of fitted inputs ``uint8 [B, S, S, 3]`` (from :meth:`fit`) with their metas."""
+        with self._lock:
+            x = torch.empty((len(inputs), 3, *inputs.shape[1:3]), device=self.device).contiguous(
+                memory_format=torch.channels_last)
+            x.copy_(torch.from_numpy(np.ascontiguousarray(inputs)).permute(0, 3, 1, 2)).div_(255.0)
+            preds = self._run(x, metas, conf=conf, iou=iou, max_det=max_det)
+        return [{k: v.cpu() for k, v in p.items()} for p in preds]
+
     @property
     def name(self) -> str:
         """The model's zoo name (``"the model"`` when it has none)."""
@@ -197,6 +221,21 @@ class Predictor:
     def __repr__(self) -> str:
         return (f"Predictor({self.name}, {len(self.class_names)} classes, img {self.img_size}, "
                 f"device {self.device})")
+
+
+def resize_mode_of(config: dict[str, Any], model: Any = None) -> str:
+    """The resize mode (``letterbox`` / ``stretch``) of a model config."""
+    from odkit.models.postprocess import resize_mode
+
+    return resize_mode(model if model is not None else config)
+
+
+def fit_image(image: np.ndarray, size: int, mode: str, index: int = 0, path: str = "") -> tuple[np.ndarray, dict[str, Any]]:
+    """``(uint8 [S, S, 3], meta)``: an RGB image fitted to a ``size`` network input by ``mode``."""
+    from odkit.data.transforms import fit_to_input
+
+    out, _, meta = fit_to_input(image, np.zeros((0, 4), np.float32), {"image_id": index, "path": path}, size, mode)
+    return out, meta
 
 
 def build_from_meta(meta: dict[str, Any]) -> nn.Module:

@@ -172,8 +172,7 @@ class ExportedPredictor:
         names of ``conf``/``iou``; unset settings take the graph's own (with in-graph NMS) or the model's
         prediction defaults recorded in the sidecar. ``img_size``, when given, must be the exported
         size."""
-        from odkit.data.transforms import fit_to_input
-        from odkit.models.postprocess import POSTPROCESS_DEFAULTS, postprocess, resize_mode, undo_letterbox
+        from odkit.models.postprocess import POSTPROCESS_DEFAULTS
 
         if self.nms:
             defaults = {k: self.info[k] for k in ("conf", "iou", "max_det")}
@@ -194,30 +193,66 @@ class ExportedPredictor:
         if self.nms:
             self._check_thresholds(conf, iou, max_det)
         items = _inputs(images)
-        step = max(int(batch), 1) if self.dynamic else 1
-        size = self.img_size
         results: list[dict[str, torch.Tensor]] = []
+        step = max(int(batch), 1)
         for s in range(0, len(items), step):
-            chunk = items[s : s + step]
-            arrs, metas = [], []
-            for k, (img, path) in enumerate(chunk):
-                out, _, meta = fit_to_input(
-                    img, np.zeros((0, 4), np.float32), {"image_id": s + k, "path": path}, size,
-                    resize_mode(self.config),
-                )
-                arrs.append(out)
-                metas.append(meta)
+            fitted = [self.fit(img, self.img_size, s + k, path) for k, (img, path) in enumerate(items[s : s + step])]
+            results += self._predict_fitted(np.stack([f[0] for f in fitted]), [f[1] for f in fitted], conf, iou,
+                                            max_det, defaults)
+        return results
+
+    def input_side(self, img_size: int | None = None) -> int:
+        """The network input side: the exported one (another ``img_size`` is a ``ConfigError``)."""
+        if img_size is not None and int(img_size) != self.img_size:
+            raise ConfigError(
+                f"{self.path}: exported for img size {self.img_size}, got img_size={img_size} (re-export with --img)"
+            )
+        return self.img_size
+
+    def fit(self, image: np.ndarray, size: int, index: int = 0, path: str = "") -> tuple[np.ndarray, dict[str, Any]]:
+        """``(uint8 [S, S, 3] network input, meta)`` of an RGB image, as the PyTorch ``Predictor.fit``."""
+        from odkit.engine.predictor import fit_image
+        from odkit.models.postprocess import resize_mode
+
+        return fit_image(image, size, resize_mode(self.config), index, path)
+
+    def predict_prepared(self, inputs: np.ndarray, metas: list[dict[str, Any]], conf: float | None = None,
+                         iou: float | None = None, max_det: int | None = None) -> list[dict[str, torch.Tensor]]:
+        """Detections of fitted inputs ``uint8 [B, S, S, 3]`` (from :meth:`fit`) with their metas."""
+        from odkit.models.postprocess import POSTPROCESS_DEFAULTS
+
+        if self.nms:
+            defaults = {k: self.info[k] for k in ("conf", "iou", "max_det")}
+        else:
+            defaults = {**POSTPROCESS_DEFAULTS, **(self.info.get("postprocess") or {})}
+        conf = float(defaults["conf"] if conf is None else conf)
+        iou = float(defaults["iou"] if iou is None else iou)
+        max_det = int(defaults["max_det"] if max_det is None else max_det)
+        if self.nms:
+            self._check_thresholds(conf, iou, max_det)
+        return self._predict_fitted(inputs, metas, conf, iou, max_det, defaults)
+
+    def _predict_fitted(self, inputs: np.ndarray, metas: list[dict[str, Any]], conf: float, iou: float,
+                        max_det: int, defaults: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+        from odkit.models.postprocess import postprocess, undo_letterbox
+
+        step = len(inputs) if self.dynamic else 1
+        results: list[dict[str, torch.Tensor]] = []
+        for s in range(0, len(inputs), max(step, 1)):
+            part = metas[s : s + step]
             # uint8 NHWC -> contiguous float32 NCHW in [0, 1], one pass in numpy (single-threaded: torch's
             # thread pool would wake beside the runtime's own threads and both would wait on each other)
-            x = np.empty((len(arrs), 3, *arrs[0].shape[:2]), np.float32)
-            np.divide(np.stack(arrs).transpose(0, 3, 1, 2), np.float32(255.0), out=x, dtype=np.float32)
+            x = np.empty((len(part), 3, *inputs.shape[1:3]), np.float32)
+            np.divide(inputs[s : s + step].transpose(0, 3, 1, 2), np.float32(255.0), out=x, dtype=np.float32)
             outs = self.backend.run(x)
             if not self.nms:
                 boxes, scores = torch.from_numpy(outs[0]), torch.from_numpy(outs[1])
-                results.extend(postprocess(boxes, scores, metas, conf, iou, max_det))
+                pre_topk = int(defaults.get("pre_topk") or 0) or 1000
+                results.extend(postprocess(boxes, scores, part, conf, iou, max_det, pre_topk=pre_topk))
                 continue
+            metas_b = part
             dets, num = outs[0], outs[1]
-            for b, meta in enumerate(metas):
+            for b, meta in enumerate(metas_b):
                 d = torch.from_numpy(np.ascontiguousarray(dets[b, : int(num[b])], dtype=np.float32))
                 if conf > self.info["conf"]:
                     d = d[d[:, 4] > conf]
