@@ -12,8 +12,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "predict",
         help="detect objects in images with trained weights",
         description=(
-            "Run a trained model on an image, a directory of images or a .txt list of image paths (one per "
-            "line, relative to the list's folder). An image that cannot be decoded is skipped: the others "
+            "Run a trained model on an image, a directory of images, a .txt list of image paths (one per "
+            "line, relative to the list's folder), a video file, a camera index (0, 1, ...) or a stream URL. "
+            "Video: <stem>.jsonl with one record per predicted frame (frame, time_s, boxes xyxy pixels, "
+            "scores, labels, names) and with --save <stem>.mp4 annotated at the source's frame rate divided "
+            "by --vid-stride; an unreadable video or a stream that stops is an error (exit 1; what was "
+            "written stays valid). An image that cannot be decoded is skipped: the others "
             "are predicted, the failures are listed at the end and the exit status is 1. A truncated image "
             "that still decodes is used as decoded, with a warning. Writes to --out: "
             "predictions.json (COCO results: image_id = position of the image in the sorted list, "
@@ -24,13 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     path_arg(p, "--weights", kind="weights", required=True, help="weights .safetensors (with its .json sidecar), a run directory, or an exported .onnx / .xml")
-    path_arg(p, "--source", required=True, help="an image file, a directory of images or a .txt list of images")
+    p.add_argument("--source", required=True,
+                   help="an image file, a directory of images, a .txt list of images, a video file, a camera index or a URL")
     p.add_argument("--conf", type=arg_type("unit"), default=None,
                    help="score threshold (default: the model's, e.g. 0.25 for YOLOX, 0.05 for RetinaNet)")
     p.add_argument("--iou", type=arg_type("unit"), default=None, help="NMS IoU threshold (default: the model's)")
     p.add_argument("--max-det", type=arg_type("count"), default=None, help="detections kept per image (default: the model's)")
     p.add_argument("--img", type=arg_type("size"), default=None, help="network input size (default: the training size)")
     p.add_argument("--batch", type=arg_type("count"), default=8, help="images per forward pass")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "openvino"), default=None,
+                   help="auto (default, or $ODKIT_BACKEND): the exported graph in onnxruntime when the export extra "
+                   "is installed (built once, cached beside the weights), else PyTorch")
+    p.add_argument("--workers", type=arg_type("count0"), default=2,
+                   help="threads decoding and resizing images beside the network (default 2; 0: none)")
+    p.add_argument("--vid-stride", type=arg_type("count"), default=1, help="video: predict every N-th frame")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--compile", action="store_true",
                    help="run the network through torch.compile (needs a C compiler; falls back to eager)")
@@ -60,15 +71,10 @@ def _decode(f: object, failures: list[tuple[str, str]]) -> object:
 
 
 def handler(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
-    from tqdm import tqdm
-
-    from odkit.data.imageio import write_image
     from odkit.engine import runtime
-    from odkit.engine.api import load
-    from odkit.engine.predictor import list_images
+    from odkit.engine.stream import is_video_source
 
     device = runtime.select_device(args.device)
     runtime.set_threads()
@@ -77,48 +83,15 @@ def handler(args: argparse.Namespace) -> int:
 
         pred = load_predictor(args.weights)
     else:
-        pred = load(args.weights, device=device, compile=args.compile)
+        from odkit.export.backends import load
+
+        pred = load(args.weights, backend=args.backend, device=device, compile=args.compile)
         if args.img is not None:
             args.img = fit_img(args.img, pred.model.size_divisor, pred.name)
-    files = list_images(args.source)
     out = Path(args.out)
-    (out / "labels").mkdir(parents=True, exist_ok=True)
-    results = []
-    failures: list[tuple[str, str]] = []
-    n_boxes = n_done = 0
-    step = args.batch
-    for s in tqdm(range(0, len(files), step), desc="predict", unit="batch", disable=len(files) <= step):
-        decoded = [(s + k, f, _decode(f, failures)) for k, f in enumerate(files[s : s + step])]
-        decoded = [d for d in decoded if d[2] is not None]
-        if not decoded:
-            continue
-        preds = pred.predict([d[2] for d in decoded], conf=args.conf, iou=args.iou, max_det=args.max_det,
-                             img_size=args.img, batch=step)
-        for (idx, f, img), p in zip(decoded, preds):
-            n_done += 1
-            boxes, scores, labels = p["boxes"].numpy(), p["scores"].numpy(), p["labels"].numpy()
-            n_boxes += len(boxes)
-            lines = [f"{int(c)} {float(sc):.5f} " + " ".join(f"{v:.2f}" for v in b)
-                     for b, sc, c in zip(boxes.tolist(), scores, labels)]
-            (out / "labels" / f"{f.stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
-            for b, sc, c in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
-                results.append({"image_id": idx, "file_name": str(f), "category_id": int(c),
-                                "bbox": [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
-                                "score": round(float(sc), 5)})
-            if args.save:
-                from odkit.viz.draw import draw_boxes
+    out.mkdir(parents=True, exist_ok=True)
+    from odkit.cli.predict_run import predict_images, predict_video
 
-                write_image(out / f.name, draw_boxes(img, boxes, labels, pred.class_names, scores=scores))
-    with open(out / "predictions.json", "w") as fh:
-        json.dump(results, fh)
-    with open(out / "categories.json", "w") as fh:
-        json.dump([{"id": i, "name": n} for i, n in enumerate(pred.class_names)], fh)
-    print(f"{n_done} image(s), {n_boxes} detection(s) -> {out}/ (predictions.json, labels/*.txt"
-          + (", annotated images)" if args.save else ")"))
-    if failures:
-        (out / "failures.txt").write_text("".join(f"{f}\t{why}\n" for f, why in failures))
-        print(f"{len(failures)} image(s) could not be read (listed in {out}/failures.txt):")
-        for f, why in failures:
-            print(f"  {f}: {why}")
-        return 1
-    return 0
+    if is_video_source(args.source) and not Path(args.source).is_dir():
+        return predict_video(pred, args, out)
+    return predict_images(pred, args, out, _decode)

@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true",
                    help="run the network through torch.compile (needs a C compiler; falls back to eager)")
     p.add_argument("--workers", type=arg_type("count0"), default=0, help="loader worker processes (default 0)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "openvino"), default=None,
+                   help="auto (default, or $ODKIT_BACKEND): the exported graph in onnxruntime when the export extra "
+                   "is installed (built once, cached beside the weights), else PyTorch")
     p.add_argument("--save-json", metavar="OUT", help="write the COCO results json here")
     p.add_argument("--plots", metavar="DIR", help="write pr_curve.png and confusion_matrix.png here")
     p.set_defaults(func=handler)
@@ -109,14 +112,14 @@ def handler(args: argparse.Namespace) -> int:
     import torch
 
     from odkit.engine import runtime
-    from odkit.engine.api import load
     from odkit.engine.evaluator import curve_plots, evaluate_predictions, predict_set, write_coco_results
     from odkit.errors import ConfigError
+    from odkit.export.backends import load
 
     aset = eval_set(args)  # data errors before the model is loaded
     device = runtime.select_device(args.device)
     runtime.set_threads()
-    pred = load(args.weights, device=device, compile=args.compile)
+    pred = load(args.weights, backend=args.backend, device=device, compile=args.compile)
     img = pred.img_size if args.img is None else fit_img(args.img, pred.model.size_divisor, pred.name)
     if list(aset.class_names) != list(pred.class_names):
         raise ConfigError(
@@ -124,7 +127,8 @@ def handler(args: argparse.Namespace) -> int:
         )
     with torch.no_grad():
         preds = predict_set(pred.model, aset, img, batch=args.batch, device=device, workers=args.workers,
-                            conf=args.conf, iou=args.iou, max_det=args.max_det, progress=True)
+                            conf=args.conf, iou=args.iou, max_det=args.max_det, progress=True,
+                            runner=getattr(pred, "predict_letterboxed", None))
     res = evaluate_predictions(aset, preds)
     print(res.summary)
     print()

@@ -38,6 +38,7 @@ def predict_set(
     distributed: bool = False,
     progress: bool = False,
     compile: bool = False,
+    runner: Any = None,
 ) -> list[dict[str, np.ndarray]]:
     """Predictions for every image of ``aset`` in order: ``{"boxes" [K,4] float32 xyxy original
     pixels, "scores" [K], "labels" [K] int64}`` (numpy).
@@ -45,6 +46,9 @@ def predict_set(
     ``model`` is run as its prepared inference copy (:func:`odkit.models.fuse.prepare_inference_model`:
     BatchNorm folded, eval mode; ``compile``: through ``torch.compile``); ``model`` itself is not
     modified.
+
+    ``runner(images [B, 3, S, S] float in [0, 1], metas, conf=, iou=, max_det=) -> predictions``
+    replaces the model's forward (e.g. an exported graph: ``GraphPredictor.predict_letterboxed``).
 
     With ``distributed``, rank ``r`` predicts images ``r, r + world, ...`` and the full list is
     all-gathered (every rank receives it).
@@ -62,7 +66,7 @@ def predict_set(
         indices = indices[dist.get_rank() :: dist.get_world_size()]
     part = aset.select_images(indices) if len(indices) != len(aset) else aset
     net = model
-    if not getattr(model, "prepared_for_inference", False):
+    if runner is None and not getattr(model, "prepared_for_inference", False):
         from odkit.models.fuse import prepare_inference_model
 
         net = prepare_inference_model(model, channels_last=channels_last, device=device, compile=compile)
@@ -71,6 +75,11 @@ def predict_set(
         loader = val_loader(part, img_size, batch, workers, resize_mode(model))
         for b in tqdm(loader, desc="val", leave=False, disable=not progress, unit="batch"):
             images, _, metas = unpack(b)
+            if runner is not None:
+                preds = runner(images, metas, conf=conf, iou=iou, max_det=max_det)
+                out += [{k: v.detach().float().cpu().numpy() if k != "labels" else v.cpu().numpy()
+                         for k, v in p.items()} for p in preds]
+                continue
             images = images.to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
