@@ -1,6 +1,7 @@
 """CPU latency of one image, bare model and end to end, for every runtime, as ratios to the bare
 onnxruntime graph: PyTorch eager (the prepared inference model: BatchNorm folded, channels_last),
-PyTorch compiled (``torch.compile``), onnxruntime and OpenVINO exports.
+PyTorch compiled (``torch.compile``), onnxruntime and OpenVINO exports, and ``e2e auto``: what
+``odkit.load(weights).predict`` runs by default (the cached exported graph in onnxruntime).
 
 "bare" columns time the network alone on an already letterboxed float input (PyTorch:
 ``forward_export`` of the prepared model; exports: the graph run). "e2e" columns time the whole
@@ -49,7 +50,7 @@ from odkit.models.fuse import compile_or_eager, prepare_inference_model
 
 CONF, IOU, MAX_DET = 0.25, 0.45, 100
 RUNTIMES = ["eager", "compiled", "onnxruntime", "openvino"]
-COLUMNS = ([f"bare {r}" for r in RUNTIMES] + [f"e2e {r}" for r in RUNTIMES]
+COLUMNS = ([f"bare {r}" for r in RUNTIMES] + [f"e2e {r}" for r in RUNTIMES] + ["e2e auto"]
            + ["bare eager SiLU fused", "bare eager unprepared", "e2e unprepared"])
 REFERENCE = "bare onnxruntime"
 
@@ -145,7 +146,12 @@ def group_main(args: argparse.Namespace) -> int:
     """One runtime's columns for one model and size, in this process alone; JSON on stdout."""
     torch.set_num_threads(args.threads)
     img = load_image(args.image)
-    if args.group in ("eager", "compiled"):
+    if args.group == "auto":  # what a user gets: odkit.load(weights) with the default backend
+        import odkit
+
+        pred = odkit.load(args.path, backend="auto", threads=args.threads)
+        runners = {"e2e auto": lambda im, p=pred: p.predict([im], conf=CONF, iou=IOU, max_det=MAX_DET, batch=1)}
+    elif args.group in ("eager", "compiled"):
         torch.manual_seed(0)  # the parent's model: same seed, same random weights
         model = zoo.build(args.model, num_classes=args.num_classes, img_size=args.size).eval()
         runners = torch_runners(model, args.model, args.size, args.group == "compiled")
@@ -183,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile columns")
     ap.add_argument("--json", help="also write the results here")
     # one runtime's timing process (internal)
-    ap.add_argument("--group", choices=["eager", "compiled", "onnxruntime", "openvino"], help=argparse.SUPPRESS)
+    ap.add_argument("--group", choices=["eager", "compiled", "onnxruntime", "openvino", "auto"],
+                    help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
@@ -192,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.group:
         return group_main(args)
 
+    import odkit
     from odkit.export.onnx import export_onnx
     from odkit.export.openvino import onnx_to_openvino
+    from odkit.weights.format import save_weights
 
     img = load_image(args.image)
     print(
@@ -211,8 +220,11 @@ def main(argv: list[str] | None = None) -> int:
                                         iou=IOU, max_det=MAX_DET)
                 xml = onnx_to_openvino(onnx_path, Path(tmp) / f"{name}_{size}.xml")
                 Path(str(xml) + ".json").write_text(Path(str(onnx_path) + ".json").read_text())
+                weights = save_weights(Path(tmp) / f"{name}_{size}.safetensors", model.state_dict(),
+                                       {"model_config": model.config, "epoch": 1})
+                odkit.load(weights, backend="auto", threads=args.threads)  # the cached graph, built once
                 groups: list[tuple[str, Path | None]] = [("eager", None), ("onnxruntime", onnx_path),
-                                                         ("openvino", xml)]
+                                                         ("openvino", xml), ("auto", weights)]
                 per_round: dict[str, list[float]] = {}
                 for r in range(args.rounds):
                     todo = groups + ([("compiled", None)] if r == 0 and not args.no_compile else [])
