@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from odkit.arguments import RULES, fit_input_size, parse_value
 
-PATH_KINDS = ("path", "weights", "resume")
+PATH_KINDS = ("path", "weights", "resume", "source")
 # spellings of other tools mapped to odkit's options (answer to `key=value` arguments)
 ALIASES = {"imgsz": "img", "img_size": "img", "conf_thr": "conf", "iou_thr": "iou", "lr0": "lr",
            "batch_size": "batch"}
@@ -53,7 +53,8 @@ def arg_type(kind: str) -> Callable[[str], int | float]:
 
 def mark_path(action: argparse.Action, kind: str = "path") -> argparse.Action:
     """Mark ``action`` as a path that must exist (``kind``: ``path``; ``weights``: a weights file or run
-    directory, with a note for model names; ``resume``: a path or the constant ``last``)."""
+    directory, with a note for model names; ``resume``: a path or the constant ``last``; ``source``: a path,
+    a camera index or a stream URL)."""
     if kind not in PATH_KINDS:
         raise KeyError(f"unknown path kind {kind!r}")
     action.odkit_path = kind  # type: ignore[attr-defined]
@@ -86,6 +87,8 @@ def option_name(action: argparse.Action) -> str:
 def _missing(value: str, kind: str) -> str | None:
     """Why path ``value`` is unusable, or None when it exists (or is ``last`` for ``resume``)."""
     if kind == "resume" and value == "last":
+        return None
+    if kind == "source" and (value.isdigit() or "://" in value):  # a camera index or a stream URL
         return None
     if Path(value).exists():
         return None

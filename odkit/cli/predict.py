@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     path_arg(p, "--weights", kind="weights", required=True, help="weights .safetensors (with its .json sidecar), a run directory, or an exported .onnx / .xml")
-    p.add_argument("--source", required=True,
-                   help="an image file, a directory of images, a .txt list of images, a video file, a camera index or a URL")
+    path_arg(p, "--source", kind="source", required=True,
+             help="an image file, a directory of images, a .txt list of images, a video file, a camera index or a URL")
     p.add_argument("--conf", type=arg_type("unit"), default=None,
                    help="score threshold (default: the model's, e.g. 0.25 for YOLOX, 0.05 for RetinaNet)")
     p.add_argument("--iou", type=arg_type("unit"), default=None, help="NMS IoU threshold (default: the model's)")
