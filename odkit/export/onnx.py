@@ -175,6 +175,8 @@ def export_onnx(
     # the prepared inference copy: BatchNorm folded into the convolutions, deploy-form blocks
     net = prepare_inference_model(model, channels_last=False, device="cpu")
     net = net.half() if half else net.float()
+    if half and getattr(net.head, "float32_in_half", False):
+        net.head.float()  # the head asks to stay float32 (e.g. two-stage proposal selection)
     wrapper = ExportModule(net, nms_mod, half).eval()
     batch = 2 if dynamic else 1
     dummy = torch.rand(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))

@@ -20,7 +20,9 @@ Coordinates are network-input pixels, boxes xyxy; ``feats`` are the neck's maps,
 - ``enter_phase(phase)``: training-phase hook (``"no_aug"``: the epochs without strong
   augmentation; YOLOX switches its L1 loss on).
 - ``half_export``: ``None`` when the head exports in float16, else the reason it cannot (export
-  then refuses with that reason instead of writing a graph that differs from float32).
+  then refuses with that reason instead of writing a graph that differs from float32). A head with
+  ``float32_in_half = True`` (optional; two-stage) stays float32 behind a float16 trunk in such an
+  export and casts its input features itself.
 """
 
 from __future__ import annotations

@@ -145,6 +145,10 @@ class RoIHead(nn.Module):
             probs = torch.cat((torch.zeros_like(probs[:, :1]), probs[:, 1:]), 1)
         return bx, probs
 
+    def box_predictor_dtype(self) -> torch.dtype:
+        """The dtype of the head's parameters (what its input features are cast to)."""
+        return next(self.parameters()).dtype
+
     def big_enough(self, boxes: Tensor) -> Tensor:
         """Whether both sides of xyxy ``boxes`` are ``>= min_size``."""
         return ((boxes[..., 2] - boxes[..., 0]) >= self.min_size) & ((boxes[..., 3] - boxes[..., 1]) >= self.min_size)
