@@ -22,7 +22,8 @@ pytest.importorskip("onnx")
 
 from tests.test_export_matrix import _images, _reproduced, _size, _weights  # noqa: E402
 
-TINY = ["yolox-nano", "retinanet-lite", "ssdlite320-mobilenetv3", "fasterrcnn-mobilenetv3-fpn"]
+TINY = ["yolox-nano", "retinanet-lite", "ssdlite320-mobilenetv3",
+        pytest.param("fasterrcnn-mobilenetv3-fpn", marks=pytest.mark.slow)]
 
 
 @pytest.fixture(autouse=True)
