@@ -78,8 +78,9 @@ def import_darknet(src: str | Path, model: str, cfg: str | Path | None = None, n
     dw = read_darknet(src)
     n_values = len(dw.values)
     one = model_units(_build(model, 1, overrides), order)
-    two = model_units(_build(model, 2, overrides), order)
-    a, b = units_size(one) - (units_size(two) - units_size(one)), units_size(two) - units_size(one)
+    # the prediction convolutions (no BatchNorm, k (5 + C) filters) grow by k (c_in k_h k_w + 1) a class
+    b = sum(u.shape[0] // 6 * (u.size // u.shape[0]) for u in one if u.bn is None)
+    a = units_size(one) - b
     n_backbone = layout.BACKBONE_UNITS[model]
     backbone_size = units_size(one[:n_backbone])
     if n_values == backbone_size:
