@@ -56,13 +56,34 @@ def iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+def rmse(p, gt) -> float:
+    a = [(p[0] + p[2]) / 2, (p[1] + p[3]) / 2, p[2] - p[0], p[3] - p[1]]
+    t = [(gt[0] + gt[2]) / 2, (gt[1] + gt[3]) / 2, gt[2] - gt[0], gt[3] - gt[1]]
+    return math.sqrt(sum((u - w) ** 2 for u, w in zip(a, t)))
+
+
+class Layout:
+    """darknet's [detection] output vector of one image."""
+
+    def __init__(self, v: list[float]) -> None:
+        self.v = v
+
+    def cls(self, cell: int, c: int) -> float:
+        return self.v[cell * C + c]
+
+    def conf(self, cell: int, j: int) -> float:
+        return self.v[S * S * C + cell * NB + j]
+
+    def crd(self, cell: int, j: int) -> list[float]:
+        start = S * S * (C + NB) + (cell * NB + j) * 4
+        return self.v[start : start + 4]
+
+
 def reference_loss(out: torch.Tensor, gts: list[list[tuple]]) -> float:
     total = 0.0
     for b, boxes in enumerate(gts):
-        v = out[b].tolist()
-        cls = lambda cell, c: v[cell * C + c]  # noqa: E731
-        conf = lambda cell, j: v[S * S * C + cell * NB + j]  # noqa: E731
-        crd = lambda cell, j: v[S * S * (C + NB) + (cell * NB + j) * 4 : S * S * (C + NB) + (cell * NB + j) * 4 + 4]  # noqa: E731
+        lay = Layout(out[b].tolist())
+        cls, conf, crd = lay.cls, lay.conf, lay.crd
         owner: dict[int, int] = {}
         for g, (x1, y1, x2, y2, _) in enumerate(boxes):
             cell = int((y1 + y2) / 2 // STRIDE) * S + int((x1 + x2) / 2 // STRIDE)
@@ -80,11 +101,8 @@ def reference_loss(out: torch.Tensor, gts: list[list[tuple]]) -> float:
             if max(ious) > 0:
                 j = max(range(NB), key=lambda k: (ious[k], -k))
             else:
-                def rmse(p):
-                    a = [(p[0] + p[2]) / 2, (p[1] + p[3]) / 2, p[2] - p[0], p[3] - p[1]]
-                    t = [(gt[0] + gt[2]) / 2, (gt[1] + gt[3]) / 2, gt[2] - gt[0], gt[3] - gt[1]]
-                    return math.sqrt(sum((u - w) ** 2 for u, w in zip(a, t)))
-                j = min(range(NB), key=lambda k: (rmse(preds[k]), k))
+                errs = [rmse(p, gt) for p in preds]
+                j = min(range(NB), key=lambda k: (errs[k], k))
             responsible[cell] = j
             x, y, sw, sh = crd(cell, j)
             tx, ty = (gt[0] + gt[2]) / 2 / STRIDE - col, (gt[1] + gt[3]) / 2 / STRIDE - row
