@@ -18,6 +18,7 @@ from odkit.models import zoo
 from odkit.models.backbones.yolov1_net import YOLOv1Net
 from odkit.models.families.yolov1 import PAPER_HEAD_CONVS
 from odkit.models.heads.yolov1_head import YOLOv1Head
+from tests._export import export_and_compare
 
 S, NB, C, STRIDE = 4, 2, 3, 32
 SIZE = S * STRIDE
@@ -161,3 +162,20 @@ def test_decoding_and_other_sizes_refused() -> None:
 
     with pytest.raises(ConfigError, match="14x14"):
         model.forward_export(torch.rand(1, 3, 416, 416))
+
+
+def _spread(model: torch.nn.Module) -> torch.nn.Module:
+    torch.nn.init.normal_(model.head.fc2.weight, std=0.02)  # boxes and scores that vary across the image
+    torch.nn.init.constant_(model.head.fc2.bias, 0.3)
+    return model
+
+
+def test_yolov1_lite_exports_to_onnx_and_openvino(tmp_path) -> None:
+    torch.manual_seed(0)
+    export_and_compare(_spread(zoo.build("yolov1-lite", num_classes=3)), tmp_path, 448)
+
+
+@pytest.mark.slow
+def test_yolov1_exports_to_onnx_and_openvino(tmp_path) -> None:
+    torch.manual_seed(0)
+    export_and_compare(_spread(zoo.build("yolov1", num_classes=20)), tmp_path, 448)

@@ -18,6 +18,7 @@ import torch
 from odkit.models import zoo
 from odkit.models.heads.yolov2_head import YOLOv2Head
 from odkit.nn.reorg import darknet_reorg
+from tests._export import export_and_compare
 
 ANCHORS = ((0.6, 0.7), (1.9, 2.1), (3.3, 5.5), (7.9, 3.5), (9.8, 9.2))
 C = 3
@@ -150,3 +151,19 @@ def test_yolov2_builds_and_predicts() -> None:
         boxes, scores = model.forward_export(torch.rand(1, 3, 128, 160))
     assert boxes.shape == (1, 4 * 5 * 5, 4) and scores.shape == (1, 100, 3)
     assert torch.all(scores.sum(-1) <= 1 + 1e-6)  # objectness x softmax
+
+
+def _spread(model: torch.nn.Module) -> torch.nn.Module:
+    torch.nn.init.normal_(model.head.pred.weight, std=0.05)  # outputs that vary across the image
+    return model
+
+
+def test_yolov2_tiny_exports_to_onnx_and_openvino(tmp_path) -> None:
+    torch.manual_seed(0)
+    export_and_compare(_spread(zoo.build("yolov2-tiny", num_classes=3)), tmp_path, 128)
+
+
+@pytest.mark.slow
+def test_yolov2_exports_to_onnx_and_openvino(tmp_path) -> None:
+    torch.manual_seed(0)
+    export_and_compare(_spread(zoo.build("yolov2", num_classes=3)), tmp_path, 128)
