@@ -167,3 +167,28 @@ def test_yolov2_tiny_exports_to_onnx_and_openvino(tmp_path) -> None:
 def test_yolov2_exports_to_onnx_and_openvino(tmp_path) -> None:
     torch.manual_seed(0)
     export_and_compare(_spread(zoo.build("yolov2", num_classes=3)), tmp_path, 128)
+
+
+def test_anchors_auto_in_grid_cells_and_multiscale_range(tmp_path) -> None:
+    from odkit.data.formats import load_dataset
+    from odkit.data.synth import synthesize
+    from odkit.engine.anchors import training_anchors
+    from odkit.engine.config import TrainConfig
+    from odkit.engine.data import multiscale_of
+    from odkit.errors import ConfigError
+    from odkit.models.families.yolov3 import fit_anchors
+
+    synthesize(tmp_path / "synth", n=12, seed=0, size=96)
+    aset = load_dataset(str(tmp_path / "synth" / "data.yaml"), split="train")
+    wh = []
+    for i in range(len(aset)):  # boxes scaled as the letterbox to 64 px scales them
+        s = 64 / max(int(aset.widths[i]), int(aset.heights[i]))
+        wh += [[(x2 - x1) * s, (y2 - y1) * s] for x1, y1, x2, y2 in aset.boxes[aset.offsets[i] : aset.offsets[i + 1]]]
+    got = training_anchors("auto", "yolov2-tiny", aset, 64)
+    np.testing.assert_allclose(np.array(got) * 32, np.array(fit_anchors(np.array(wh), 5)), atol=0.01)
+    model = zoo.build("yolov2-tiny", num_classes=3, anchors=got)
+    assert model.head.anchors == got and model.config["anchors"] == got
+    cfg = TrainConfig(model="yolov2", multiscale_range=[320, 608])
+    assert cfg.multiscale and multiscale_of(cfg).sizes.tolist() == list(range(320, 609, 32))
+    with pytest.raises(ConfigError, match="multiscale-range"):
+        TrainConfig(model="yolov2", multiscale_range=[320, 600])
