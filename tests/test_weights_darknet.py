@@ -283,3 +283,34 @@ def test_bad_files(tmp_path: Path) -> None:
         import_darknet(src, "yolov2-tiny", cfg=tmp_path / "wrong.cfg")
     with pytest.raises(ConfigError, match="no darknet layout"):
         import_darknet(src, "yolox-nano")
+
+
+@pytest.mark.parametrize(("name", "make_cfg"), [("yolov2-tiny", yolov2_tiny_cfg), ("yolov2", yolov2_cfg),
+                                                ("yolov3-tiny", yolov3_tiny_cfg)])
+def test_written_cfg_is_darknets(name, make_cfg) -> None:
+    from odkit.weights.darknet_cfg import darknet_cfg
+
+    model = zoo.build(name, num_classes=3)
+    keys = ("type", "filters", "size", "stride", "batch_normalize", "layers", "classes")
+    mine = [{k: v.replace(" ", "") for k, v in s.items() if k in keys} for s in parse(darknet_cfg(model))[1:]]
+    ref = [{k: v.replace(" ", "") for k, v in s.items() if k in keys} for s in parse(make_cfg(3))[1:]]
+    assert mine == ref
+    assert count_params(darknet_cfg(model)) == sum(p.numel() for p in model.parameters())
+
+
+def test_cli_import_export_round_trip(tmp_path: Path, capsys) -> None:
+    from odkit.cli.main import main
+
+    src = tmp_path / "a.weights"
+    write_random_weights(src, yolov2_tiny_cfg(3), seen=4242)
+    (tmp_path / "a.cfg").write_text(yolov2_tiny_cfg(3))
+    assert main(["weights", "import", str(src), "--from", "darknet", "--model", "yolov2-tiny", "--cfg",
+                 str(tmp_path / "a.cfg"), "--out", str(tmp_path / "a.safetensors")]) == 0
+    assert "mapped 9, missing 0" in capsys.readouterr().out
+    assert main(["export", "--weights", str(tmp_path / "a.safetensors"), "--format", "darknet", "--out",
+                 str(tmp_path / "b.weights")]) == 0
+    back = import_darknet(tmp_path / "b.weights", "yolov2-tiny", cfg=tmp_path / "b.cfg")
+    first = import_darknet(src, "yolov2-tiny")
+    x = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(odkit_raw(back.model.eval(), x)[0], odkit_raw(first.model.eval(), x)[0])
+    assert read_darknet(tmp_path / "b.weights").seen == 4242
