@@ -7,13 +7,15 @@ import pytest
 import torch
 
 
-def export_and_compare(model, tmp_path, img: int) -> dict[str, float]:
+def export_and_compare(model, tmp_path, img: int, check: bool = True) -> dict[str, float]:
     """Export ``model`` at ``img`` px (dynamic batch), run a batch of 2 through onnxruntime and OpenVINO (f32)
-    and assert raw boxes within 0.01 px and scores within 1e-4 of ``forward_export``; returns the largest
-    differences."""
-    pytest.importorskip("onnxruntime")
-    ov = pytest.importorskip("openvino")
+    and (``check``) assert raw boxes within 0.01 px and scores within 1e-4 of ``forward_export``; returns
+    the largest differences."""
+    if check:
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("openvino")
     import onnxruntime as ort
+    import openvino as ov
 
     from odkit.export.onnx import export_onnx
     from odkit.export.openvino import onnx_to_openvino
@@ -24,14 +26,14 @@ def export_and_compare(model, tmp_path, img: int) -> dict[str, float]:
     path = export_onnx(model, tmp_path / "m.onnx", img_size=img, dynamic=True)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got_boxes, got_scores = sess.run(None, {"images": x.numpy()})
-    np.testing.assert_allclose(got_boxes, boxes.numpy(), atol=1e-2, rtol=0)
-    np.testing.assert_allclose(got_scores, scores.numpy(), atol=1e-4, rtol=0)
     xml = onnx_to_openvino(path, tmp_path / "m.xml")
     compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     res = compiled({"images": x.numpy()})
     ov_boxes, ov_scores = (np.asarray(res[o]) for o in compiled.outputs)
-    np.testing.assert_allclose(ov_boxes, boxes.numpy(), atol=1e-2, rtol=0)
-    np.testing.assert_allclose(ov_scores, scores.numpy(), atol=1e-4, rtol=0)
+    if check:
+        for got_b, got_s in ((got_boxes, got_scores), (ov_boxes, ov_scores)):
+            np.testing.assert_allclose(got_b, boxes.numpy(), atol=1e-2, rtol=0)
+            np.testing.assert_allclose(got_s, scores.numpy(), atol=1e-4, rtol=0)
     b, s = boxes.numpy(), scores.numpy()
     return {"onnx_box": float(np.abs(got_boxes - b).max()), "onnx_score": float(np.abs(got_scores - s).max()),
             "openvino_box": float(np.abs(ov_boxes - b).max()), "openvino_score": float(np.abs(ov_scores - s).max())}
