@@ -314,3 +314,21 @@ def test_cli_import_export_round_trip(tmp_path: Path, capsys) -> None:
     x = torch.rand(1, 3, 64, 64)
     torch.testing.assert_close(odkit_raw(back.model.eval(), x)[0], odkit_raw(first.model.eval(), x)[0])
     assert read_darknet(tmp_path / "b.weights").seen == 4242
+
+
+def test_training_sources(tmp_path: Path) -> None:
+    from odkit.engine import finetune
+
+    cfg = yolov2_tiny_cfg(80)
+    full, part = tmp_path / "full.weights", tmp_path / "yolov2-tiny.conv.13"
+    write_random_weights(full, cfg)
+    write_random_weights(part, cfg, convs=7)
+    src = finetune.read_source(full, "darknet", "yolov2-tiny")  # --weights full.weights --from darknet
+    assert src.num_classes == 80 and src.source == "darknet"
+    want = import_darknet(full, "yolov2-tiny").model.state_dict()
+    for path in (part, full):  # --pretrained-backbone FILE --from darknet: its leading convolutions
+        model = zoo.build("yolov2-tiny", num_classes=3)
+        report = finetune.load_pretrained_backbone(model, path, "darknet")
+        assert len(report.kept) == 7 * 5 and all(k.startswith("backbone.") for k in report.kept)
+        got = model.state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in report.kept)

@@ -130,7 +130,8 @@ def _import_backbone(src: Any, dw: Any, model: str, units: list[Unit], num_class
                      overrides: dict[str, Any], out: str | Path | None, class_names: list[str] | None) -> ImportReport:
     if num_classes is None:
         raise ConfigError(f"{src} holds only the backbone of {model} ({len(units)} convolutions); a backbone "
-                          f"import needs num_classes (--num-classes) for the freshly initialised head")
+                          f"import needs num_classes (--num-classes) for the freshly initialised head (in "
+                          f"training: --pretrained-backbone {src} --from darknet)")
     detector = _build(model, int(num_classes), overrides, class_names)
     tensors = values_to_state(units, dw.values, str(src))
     _load_into(detector, tensors)
@@ -140,6 +141,22 @@ def _import_backbone(src: Any, dw: Any, model: str, units: list[Unit], num_class
     if out is not None:
         report.out = _write(report, out, src, "darknet", None)
     return report
+
+
+def load_darknet_backbone(model: nn.Module, path: str | Path) -> list[str]:
+    """Load the backbone convolutions of a darknet file (a backbone prefix such as ``darknet53.conv.74``,
+    or any longer file of the model: its leading convolutions) into ``model``, a zoo detector with a
+    darknet layout; returns the loaded state-dict keys."""
+    name = str(getattr(model, "config", {}).get("name", ""))
+    units = model_units(model, _order(name))[: layout.BACKBONE_UNITS[name]]
+    dw = read_darknet(path)
+    need = units_size(units)
+    if len(dw.values) < need:
+        raise DataError(f"{path}: {len(dw.values)} values after the header, fewer than the {need} of the "
+                        f"{len(units)} backbone convolutions of {name}")
+    tensors = values_to_state(units, dw.values[:need], str(path))
+    _load_into(model, tensors)
+    return sorted(tensors)
 
 
 def export_darknet(model: nn.Module, path: str | Path, seen: int | None = None) -> Path:
