@@ -188,7 +188,8 @@ def odkit_raw(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 CASES = [("yolov2-tiny", yolov2_tiny_cfg, {}, -np.inf),
          pytest.param("yolov2", yolov2_cfg, {}, -np.inf, marks=pytest.mark.slow),
          ("yolov3-tiny", yolov3_tiny_cfg, {}, 0.0),
-         ("yolov3-tiny", yolov3_tiny_cfg, {"backbone_args": {"pool_pad": "edge"}}, -np.inf)]
+         pytest.param("yolov3-tiny", yolov3_tiny_cfg, {"backbone_args": {"pool_pad": "edge"}}, -np.inf,
+                      marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize(("name", "make_cfg", "kw", "pad"), CASES, ids=["v2-tiny", "v2", "v3-tiny", "v3-tiny-edge"])
