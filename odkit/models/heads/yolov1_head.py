@@ -92,8 +92,8 @@ class YOLOv1Head(DenseHead):
         x = self.convs(feats[-1])
         s, nb, c = self.grid, self.boxes, self.num_classes
         if tuple(x.shape[-2:]) != (s, s):
-            raise ConfigError(f"YOLOv1Head: the fully connected head takes a {s}x{s} map (the model's input "
-                              f"size); got {x.shape[-2]}x{x.shape[-1]}")
+            raise ConfigError(f"YOLOv1Head: the fully connected head takes a {s}x{s} map, the model's input size "
+                              f"{s * self.strides[0]} px only; got a {x.shape[-2]}x{x.shape[-1]} map")
         out = self.fc2(self.drop(self.act(self.fc1(x.flatten(1)))))
         n = out.shape[0]
         cls = out[:, : s * s * c].reshape(n, s, s, 1, c).expand(n, s, s, nb, c)
