@@ -23,6 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # this checkout's odkit, not an installed one
 DEFAULT_MODELS = "yolox-nano,retinanet-lite,fcos-lite,atss-lite,gfl-lite,yolov3-tiny,fasterrcnn-mobilenetv3-fpn"
 
 

@@ -51,6 +51,8 @@ def _one_thread():
 
 
 def _size(model) -> int:
+    if hasattr(model.head, "grid"):  # YOLOv1: the fully connected head fixes the input size
+        return model.head.grid * model.head.strides[0]
     if model.size_divisor == 1:
         return 300
     return 320 if model.config.get("background_slot") else 160  # imported R-CNN weights: 320 px
@@ -64,6 +66,10 @@ def _spread(model: torch.nn.Module) -> None:
     predictors = [m for n, m in layers if getattr(m, "out_channels", getattr(m, "out_features", 0)) <= 60
                   and "bbox" not in n and "reg" not in n]  # scores only: wild boxes would all be clipped
     with torch.no_grad():
+        fc2 = getattr(model.head, "fc2", None)
+        if fc2 is not None:  # YOLOv1: every output in one linear layer; linear scores and boxes in (0, 1)
+            fc2.weight.normal_(0, 0.02, generator=g)
+            fc2.bias.copy_(torch.rand(fc2.bias.shape, generator=g) * 0.6 + 0.2)
         for m in predictors:  # class / box / objectness outputs (towers have more channels)
             m.weight.add_(torch.randn(m.weight.shape, generator=g) * float(m.weight.std()) * 2)
             if m.bias is not None:  # scores around 0.1-0.9 instead of the prior 0.01

@@ -15,6 +15,7 @@ from odkit.models.backbones.darknet import Darknet53, DarknetTiny
 from odkit.models.families.yolov3 import fit_anchors, model_anchors
 from odkit.models.heads.yolov3_head import YOLOv3Head
 from odkit.ops.priors import YOLOV3_ANCHORS, parse_anchors
+from tests._export import export_and_compare
 
 
 @pytest.fixture(autouse=True)
@@ -172,39 +173,15 @@ def test_yolov3_tiny_loss_falls_on_synthetic_images():
     assert losses[-1] < 0.4 * losses[0], losses
 
 
-def _export_and_compare(model, tmp_path, img: int):
-    pytest.importorskip("onnxruntime")
-    ov = pytest.importorskip("openvino")
-    import onnxruntime as ort
-
-    from odkit.export.onnx import export_onnx
-    from odkit.export.openvino import onnx_to_openvino
-
-    x = torch.rand(2, 3, img, img, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        boxes, scores = model.eval().forward_export(x)
-    path = export_onnx(model, tmp_path / "m.onnx", img_size=img, dynamic=True)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got_boxes, got_scores = sess.run(None, {"images": x.numpy()})
-    np.testing.assert_allclose(got_boxes, boxes.numpy(), atol=1e-2, rtol=0)
-    np.testing.assert_allclose(got_scores, scores.numpy(), atol=1e-4, rtol=0)
-    xml = onnx_to_openvino(path, tmp_path / "m.xml")
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    res = compiled({"images": x.numpy()})
-    ov_boxes, ov_scores = (np.asarray(res[o]) for o in compiled.outputs)
-    np.testing.assert_allclose(ov_boxes, boxes.numpy(), atol=1e-2, rtol=0)
-    np.testing.assert_allclose(ov_scores, scores.numpy(), atol=1e-4, rtol=0)
-
-
 def test_yolov3_tiny_exports_to_onnx_and_openvino(tmp_path):
     torch.manual_seed(0)
-    _export_and_compare(zoo.build("yolov3-tiny", num_classes=3), tmp_path, 128)
+    export_and_compare(zoo.build("yolov3-tiny", num_classes=3), tmp_path, 128)
 
 
 @pytest.mark.slow
 def test_yolov3_exports_to_onnx_and_openvino(tmp_path):
     torch.manual_seed(0)
-    _export_and_compare(zoo.build("yolov3", num_classes=3), tmp_path, 128)
+    export_and_compare(zoo.build("yolov3", num_classes=3), tmp_path, 128)
 
 
 def _synth_set(tmp_path):

@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         p, "--weights", kind="weights", required=True, help="trained weights (.safetensors with sidecar) or a run directory"
     )
     p.add_argument(
-        "--format", choices=["onnx", "openvino"], default="onnx", help="output format (default onnx)"
+        "--format", choices=["onnx", "openvino", "darknet"], default="onnx",
+        help="output format (default onnx); darknet: a darknet .weights file and its .cfg (yolov2, yolov2-tiny, "
+             "yolov3, yolov3-tiny)"
     )
     p.add_argument(
         "--img",
@@ -103,6 +105,12 @@ def handler(args: argparse.Namespace) -> int:
     from odkit.export.onnx import sidecar_path
     from odkit.export.runtime import read_sidecar
 
+    if args.format == "darknet":
+        from odkit.export.darknet import export_darknet_files
+
+        weights, cfg = export_darknet_files(args.weights, args.out, args.force)
+        print(f"exported {weights} (darknet weights) and {cfg}")
+        return 0
     args.img = fit_export_img(args)
 
     path = export(

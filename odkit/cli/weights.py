@@ -10,7 +10,7 @@ from odkit.cli.args import arg_type, path_arg
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "weights",
-        help="import pretrained weights (official YOLOX, torchvision) as odkit weights",
+        help="import pretrained weights (official YOLOX, torchvision, darknet) as odkit weights",
         description="Work with pretrained weights from other code bases.",
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION")
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Map the keys of a checkpoint onto an odkit model with the source's mapping table and write "
             "odkit weights that odkit.load, predict, val, export and train --weights use. SRC is a .pth / "
-            ".pt / .tar file, read only with torch.load(weights_only=True) (a pickle that needs anything "
+            ".pt / .tar file (a darknet .weights file for --from darknet), read only with torch.load(weights_only=True) (a pickle that needs anything "
             "else is refused and nothing in it runs), or a .safetensors file. --from yolox: official "
             "YOLOX release checkpoints into yolox-nano/tiny/s/m/l/x; the model keeps the official input "
             "format (BGR, 0-255, no normalisation). --from torchvision: ImageNet classification state "
@@ -31,8 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     path_arg(imp, "src", metavar="SRC", help="checkpoint: .pth, .pt, .tar or .safetensors")
-    imp.add_argument("--from", dest="source", required=True, choices=["yolox", "torchvision"],
-                     help="where the checkpoint comes from (selects the key-mapping table)")
+    imp.add_argument("--from", dest="source", required=True, choices=["yolox", "torchvision", "darknet"],
+                     help="where the checkpoint comes from (selects the key-mapping table); darknet: a darknet "
+                          ".weights file (yolov2, yolov2-tiny, yolov3, yolov3-tiny, or their backbones' "
+                          "darknet19_448.conv.23 / darknet53.conv.74 style prefixes)")
+    path_arg(imp, "--cfg", default=None, metavar="X.cfg",
+             help="--from darknet: the darknet cfg of the weights (its convolutions are checked against the "
+                  "model; its classes and anchors are used)")
     imp.add_argument("--model", required=True, help="odkit model name, e.g. yolox-s")
     imp.add_argument("--num-classes", type=arg_type("count"), default=None,
                      help="classes of the model (default: the checkpoint's; another count keeps the "
@@ -56,7 +61,14 @@ def import_handler(args: argparse.Namespace) -> int:
 
     if args.out is not None and not str(args.out).endswith(".safetensors"):
         raise ConfigError(f"--out {args.out}: odkit weights files end in .safetensors")
-    report = import_weights(args.src, args.source, args.model, num_classes=args.num_classes, out=args.out)
+    if args.source == "darknet":
+        from odkit.weights.darknet_import import import_darknet
+
+        report = import_darknet(args.src, args.model, cfg=args.cfg, num_classes=args.num_classes, out=args.out)
+    else:
+        if args.cfg is not None:
+            raise ConfigError("--cfg applies to --from darknet only")
+        report = import_weights(args.src, args.source, args.model, num_classes=args.num_classes, out=args.out)
     scope = "backbone only; neck and head keep their initialisation" if report.scope == "backbone" else "detector"
     print(f"{args.src} (--from {args.source}) -> {args.model}, {report.num_classes} classes ({scope})")
     for line in report.lines(show_mapped=args.show_mapped):

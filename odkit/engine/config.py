@@ -16,7 +16,7 @@ from odkit.errors import ConfigError
 
 SCHEDULES = ("cos", "linear", "step")
 OPTIMIZERS = ("sgd", "adamw")
-WEIGHT_SOURCES = ("yolox", "torchvision")
+WEIGHT_SOURCES = ("yolox", "torchvision", "darknet")
 
 
 def _opt(default: Any = None, help: str = "", *, factory: Any = None, recipe: bool = False, **cli: Any) -> Any:
@@ -81,10 +81,12 @@ class TrainConfig:
               "when the class count differs, the rest is kept", metavar="W", path="weights")
     weights_from: str | None = _opt(
         None, "format of --weights / --pretrained-backbone when it is not odkit's: yolox (official YOLOX "
-              "checkpoint) or torchvision (state dict); pickles are read with weights_only=True",
+              "checkpoint), torchvision (state dict) or darknet (.weights of yolov2/yolov2-tiny/yolov3/"
+              "yolov3-tiny, or a backbone prefix such as darknet53.conv.74); pickles are read with "
+              "weights_only=True",
         flags=["--from"], choices=list(WEIGHT_SOURCES))
     pretrained_backbone: str | None = _opt(
-        None, "load backbone-only weights (odkit .safetensors, or --from torchvision) before training",
+        None, "load backbone-only weights (odkit .safetensors, or --from torchvision / darknet) before training",
         metavar="FILE", path="path")
     freeze: str | None = _opt(
         None, "parameters not to train: 'backbone' (all of it), 'backbone:N' (stem + first N stages), "
@@ -137,6 +139,9 @@ class TrainConfig:
     mosaic: float = _opt(1.0, "mosaic probability", recipe=True, check="unit")
     mixup: float = _opt(0.0, "mixup probability", recipe=True, check="unit")
     multiscale: bool = _opt(False, "multi-scale training: input size +/- 3 x 32 px every 10 batches")
+    multiscale_range: list[int] | None = _opt(
+        None, "multi-scale training between these two input sizes in pixels, in steps of 32, every 10 batches "
+              "(YOLOv2's: 320 608); implies --multiscale", metavar="PX", check="size", recipe=True)
     cache: float | None = _opt(None, "keep resized training images in RAM, up to GB (default: up to 4 GB and a "
                                      "quarter of the free memory; 0 = off)", metavar="GB", check="nonneg")
     threads: int | None = _opt(None, "torch threads (default: cores / processes on this machine)", check="count")
@@ -171,6 +176,12 @@ class TrainConfig:
             raise ConfigError(f"--optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.multiscale_range is not None:
+            lo_hi = [int(v) for v in self.multiscale_range]
+            if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1] or any(v % 32 for v in lo_hi):
+                raise ConfigError(f"--multiscale-range must be two sizes MIN MAX, multiples of 32 with MIN <= MAX, "
+                                  f"got {self.multiscale_range}")
+            self.multiscale_range, self.multiscale = lo_hi, True
         self.lr_steps = [float(s) for s in self.lr_steps]
         if self.lr_steps != sorted(self.lr_steps):
             raise ConfigError(f"--lr-steps must be increasing fractions of the run in (0, 1), got {self.lr_steps}")

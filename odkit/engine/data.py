@@ -300,7 +300,7 @@ def auto_cache_gb(workers: int, processes: int = 1) -> float:
 def train_loader(aset: AnnotationSet, cfg: TrainConfig, no_aug: bool, workers: int, dist: DistInfo) -> Any:
     """Shuffled training loader with the model's training pipeline (mosaic/affine off when ``no_aug``)."""
     from odkit.data.dataset import DetectionDataset
-    from odkit.data.loader import MultiScale, build_loader
+    from odkit.data.loader import build_loader
 
     auto = cfg.cache is None
     gb = auto_cache_gb(workers, dist.local_world_size) if auto else float(cfg.cache)
@@ -311,11 +311,22 @@ def train_loader(aset: AnnotationSet, cfg: TrainConfig, no_aug: bool, workers: i
     per_rank = len(aset) // max(dist.world_size, 1)
     loader = build_loader(
         ds, cfg.batch, shuffle=True, workers=workers, seed=cfg.seed,
-        multiscale=MultiScale.around(cfg.img_size) if cfg.multiscale else None,
+        multiscale=multiscale_of(cfg),
         drop_last=per_rank >= cfg.batch, distributed=dist.enabled, persistent_workers=workers > 0,
         channels_last=bool(getattr(cfg, "channels_last", False)),
     )
     return loader
+
+
+def multiscale_of(cfg: TrainConfig) -> Any:
+    """The run's :class:`~odkit.data.loader.MultiScale` (``--multiscale-range``, else ``--img`` +/- 96 px),
+    or ``None`` without ``--multiscale``."""
+    from odkit.data.loader import MultiScale
+
+    if not cfg.multiscale:
+        return None
+    rng = getattr(cfg, "multiscale_range", None)
+    return MultiScale(int(rng[0]), int(rng[1])) if rng else MultiScale.around(cfg.img_size)
 
 
 def close_mosaic(loader: Any) -> None:

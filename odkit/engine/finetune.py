@@ -102,6 +102,15 @@ def read_source(path: str | Path, source: str | None, model: str) -> SourceWeigh
                              list(names) if names else None, arch_overrides(cfg), "odkit")
     from odkit.weights import import_weights, tables
 
+    if source == "darknet":
+        from odkit.weights.darknet_import import import_darknet
+
+        report = import_darknet(path, model)
+        cfg = dict(getattr(report.model, "config", {}) or {})
+        names = cfg.get("class_names")
+        log.info("imported %s (darknet): %s", path, report.lines()[0])
+        return SourceWeights(str(path), dict(report.state_dict), model, int(report.num_classes or 0),
+                             list(names) if names else None, arch_overrides(cfg), source)
     if tables.detector_table(source, model) is None:
         raise ConfigError(
             f"--from {source} has no whole-detector mapping for {model!r}; for backbone-only weights "
@@ -186,6 +195,11 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path, source: str | N
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
         raise ConfigError("--pretrained-backbone: the model has no backbone module")
+    if source == "darknet":
+        from odkit.weights.darknet_import import load_darknet_backbone
+
+        kept = load_darknet_backbone(model, path)
+        return InitReport(str(path), "backbone (darknet)", kept, [], [], "neck and head keep their initialisation")
     if source:
         from odkit.weights import load_backbone, tables
 

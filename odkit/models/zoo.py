@@ -15,7 +15,7 @@ from typing import Any
 
 from odkit.errors import ConfigError
 from odkit.models.detector import Detector
-from odkit.models.families import dense, rcnn, ssd, yolov3, yolox
+from odkit.models.families import dense, rcnn, ssd, yolov1, yolov2, yolov3, yolox
 from odkit.models.spec import ModelSpec
 
 # Overrides every model accepts (handled here, not by the builders): in-model input format and
@@ -52,6 +52,8 @@ MODELS: dict[str, ModelSpec] = {
 }
 MODELS.update(dense.models())
 MODELS.update(yolov3.models())
+MODELS.update(yolov2.models())
+MODELS.update(yolov1.models())
 MODELS.update(rcnn.models())
 MODELS.update(ssd.models())
 
@@ -61,6 +63,7 @@ REFERENCES = {
     "retinanet-r50-fpn": "torchvision", "fcos-r50-fpn": "torchvision",
     "atss-r50-fpn": "MMDetection", "gfl-r50-fpn": "MMDetection",
     "yolov3": "darknet, MMDetection", "yolov3-tiny": "darknet",
+    "yolov2": "darknet yolov2.cfg", "yolov2-tiny": "darknet yolov2-tiny.cfg", "yolov1": "Redmon et al. 2016",
     "ssd300-vgg16": "torchvision", "ssdlite320-mobilenetv3": "torchvision",
     "fasterrcnn-r50-fpn": "torchvision", "fasterrcnn-mobilenetv3-fpn": "torchvision",
     "doublehead-r50-fpn": "Wu et al. 2020, MMDetection",

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from odkit.errors import ConfigError
 from odkit.models.backbones.staged import StagedBackbone, check_out_indices
 from odkit.nn import BN_EPS, BN_MOMENTUM, ConvBNAct
 from odkit.nn.conv import default_bn
@@ -93,15 +94,19 @@ class Darknet53(_DarknetTrunk):
 
 
 class DarknetTiny(_DarknetTrunk):
-    """The YOLOv3-tiny trunk. Stages: ``stem`` (conv 16, stride 1), ``stage1..stage4`` (max-pool 2/2 then
+    """The YOLOv3-tiny (and YOLOv2-tiny) trunk. Stages: ``stem`` (conv 16, stride 1), ``stage1..stage4`` (max-pool 2/2 then
     conv 32, 64, 128, 256: strides 2..16), ``stage5`` (max-pool 2/2, conv 512, zero-pad + max-pool 2/1,
     conv 1024: stride 32). ``forward`` returns the stages in ``out_indices`` (0-based over
     ``stage1..stage5``, negative from the end; default ``(3, 4)``: 256 channels at stride 16 and 1024
     at stride 32, YOLOv3-tiny's; ``(2, 3, 4)`` adds stage3, 128 channels at stride 8). ``frozen_stages``,
-    ``norm_eval``, ``norm``, ``norm_eps``, ``norm_momentum`` as :class:`Darknet53`."""
+    ``norm_eval``, ``norm``, ``norm_eps``, ``norm_momentum`` as :class:`Darknet53`. ``pool_pad``: how the
+    stride-1 max-pool pads its right column and bottom row: ``"zero"`` (YOLOv3-tiny's zero padding, as
+    PyTorch darknet readers do) or ``"edge"`` (darknet's own max-pool, whose outside values are
+    ``-FLT_MAX``: the same as repeating the edge; YOLOv2-tiny)."""
 
     def __init__(self, out_indices: Sequence[int] = (3, 4), frozen_stages: int = -1, norm_eval: bool = False,
-                 norm: NormSpec = "bn", norm_eps: float | None = None, norm_momentum: float | None = None) -> None:
+                 norm: NormSpec = "bn", norm_eps: float | None = None, norm_momentum: float | None = None,
+                 pool_pad: str = "zero") -> None:
         super().__init__()
         self.out_indices = check_out_indices(out_indices, 5, "DarknetTiny", "stage1..stage5")
         norm_fn = _norm_fn(norm, norm_eps, norm_momentum, "DarknetTiny")
@@ -112,7 +117,10 @@ class DarknetTiny(_DarknetTrunk):
         for i, c in enumerate(chans):
             self.add_module(f"stage{i + 1}", nn.Sequential(nn.MaxPool2d(2, 2), _conv(cin, c, 3, norm=norm_fn)))
             cin = c
-        self.stage5 = nn.Sequential(nn.MaxPool2d(2, 2), _conv(256, 512, 3, norm=norm_fn), nn.ZeroPad2d((0, 1, 0, 1)),
+        if pool_pad not in ("zero", "edge"):
+            raise ConfigError(f"DarknetTiny: pool_pad must be 'zero' or 'edge', got {pool_pad!r}")
+        pad = nn.ZeroPad2d((0, 1, 0, 1)) if pool_pad == "zero" else nn.ReplicationPad2d((0, 1, 0, 1))
+        self.stage5 = nn.Sequential(nn.MaxPool2d(2, 2), _conv(256, 512, 3, norm=norm_fn), pad,
                                     nn.MaxPool2d(2, 1), _conv(512, 1024, 3, norm=norm_fn))
         all_chans = (*chans, 1024)
         self.out_channels = [all_chans[i] for i in self.out_indices]

@@ -88,8 +88,8 @@ def model_anchors(value: str, model: str, wh: np.ndarray | None = None) -> list[
     ``NUM_ANCHORS[model]`` anchors to the box sizes ``wh`` (pixels at the training input size), anything
     else is parsed as ``w,h, w,h, ...`` (e.g. the line printed by ``odkit anchors``)."""
     if model not in NUM_ANCHORS:
-        raise ConfigError(f"--anchors applies to models with settable anchors ({', '.join(NUM_ANCHORS)}), "
-                          f"not {model!r}")
+        raise ConfigError(f"--anchors applies to models with settable anchors ({', '.join(NUM_ANCHORS)}, "
+                          f"yolov2, yolov2-tiny), not {model!r}")
     levels = 3 if model == "yolov3" else 2
     if str(value).strip().lower() == "auto":
         if wh is None:
