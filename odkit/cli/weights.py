@@ -10,7 +10,7 @@ from odkit.cli.args import arg_type, path_arg
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "weights",
-        help="import pretrained weights (official YOLOX, torchvision) as odkit weights",
+        help="import pretrained weights (official YOLOX, torchvision, effdet) as odkit weights",
         description="Work with pretrained weights from other code bases.",
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION")
@@ -25,13 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:
             "YOLOX release checkpoints into yolox-nano/tiny/s/m/l/x; the model keeps the official input "
             "format (BGR, 0-255, no normalisation). --from torchvision: ImageNet classification state "
             "dicts into the model's backbone (neck and head freshly initialised; --num-classes needed), "
-            "or detection state dicts for models with a detector table. Prints mapped / missing / "
+            "or detection state dicts for models with a detector table. --from effdet: effdet's tf_efficientdet_d0..d2 "
+            "state dicts into efficientdet-d0..d2, or timm EfficientNet ImageNet state dicts into the "
+            "backbone (--num-classes needed). Prints mapped / missing / "
             "unexpected / shape-mismatched counts and names; exits 1 (and writes nothing) when a "
             "required key is missing or a shape does not fit."
         ),
     )
     path_arg(imp, "src", metavar="SRC", help="checkpoint: .pth, .pt, .tar or .safetensors")
-    imp.add_argument("--from", dest="source", required=True, choices=["yolox", "torchvision"],
+    imp.add_argument("--from", dest="source", required=True, choices=["yolox", "torchvision", "effdet"],
                      help="where the checkpoint comes from (selects the key-mapping table)")
     imp.add_argument("--model", required=True, help="odkit model name, e.g. yolox-s")
     imp.add_argument("--num-classes", type=arg_type("count"), default=None,

@@ -15,7 +15,7 @@ from typing import Any
 
 from odkit.errors import ConfigError
 from odkit.models.detector import Detector
-from odkit.models.families import dense, rcnn, ssd, yolov3, yolox
+from odkit.models.families import dense, efficientdet, rcnn, ssd, yolov3, yolox
 from odkit.models.spec import ModelSpec
 
 # Overrides every model accepts (handled here, not by the builders): in-model input format and
@@ -54,6 +54,7 @@ MODELS.update(dense.models())
 MODELS.update(yolov3.models())
 MODELS.update(rcnn.models())
 MODELS.update(ssd.models())
+MODELS.update(efficientdet.models())
 
 # The implementation each model follows (its architecture, prediction defaults and recipe).
 REFERENCES = {
@@ -64,6 +65,7 @@ REFERENCES = {
     "ssd300-vgg16": "torchvision", "ssdlite320-mobilenetv3": "torchvision",
     "fasterrcnn-r50-fpn": "torchvision", "fasterrcnn-mobilenetv3-fpn": "torchvision",
     "doublehead-r50-fpn": "Wu et al. 2020, MMDetection",
+    **{f"efficientdet-{c}": "effdet (tf_efficientdet)" for c in ("d0", "d1", "d2")},
 }
 MODELS = {name: replace(s, reference=REFERENCES.get(name, s.reference)) for name, s in MODELS.items()}
 

@@ -90,9 +90,9 @@ class Table:
 
 
 def _modules() -> dict[str, Any]:
-    from odkit.weights.tables import torchvision, yolox
+    from odkit.weights.tables import effdet, torchvision, yolox
 
-    return {"yolox": yolox, "torchvision": torchvision}
+    return {"yolox": yolox, "torchvision": torchvision, "effdet": effdet}
 
 
 def sources() -> list[str]:
