@@ -17,8 +17,8 @@ batch: parameter counts, the share of effdet's detections odkit reproduces (same
 0.05 px, score within 1e-3) and the largest differences over matched pairs; unmatched detections are
 listed with their nearest odkit partner.
 
-``--write-fixture PATH`` writes a tiny configuration's weights layout, picture and effdet detections
-for ``tests/test_weights_effdet_parity.py`` (runs without effdet).
+``--write-fixture PATH`` writes a tiny configuration's key layout, BatchNorm statistics, two pictures
+and effdet's detections for ``tests/test_weights_effdet_parity.py`` (runs without effdet).
 """
 
 from __future__ import annotations
@@ -190,16 +190,19 @@ TINY_CLASSES = 4
 
 
 def write_fixture(path: Path, seed: int) -> int:
-    from effdet import create_model
+    from effdet import DetBenchPredict, EfficientDet, get_efficientdet_config
     from safetensors.torch import save_file
 
-    bench = create_model("tf_efficientdet_d0", bench_task="predict", num_classes=TINY_CLASSES, pretrained=False,
-                         pretrained_backbone=False, image_size=(TINY_SIZE, TINY_SIZE), **TINY).eval()
+    config = get_efficientdet_config("tf_efficientdet_d0")
+    config.update({**TINY, "num_classes": TINY_CLASSES, "image_size": (TINY_SIZE, TINY_SIZE)})
+    bench = DetBenchPredict(EfficientDet(config, pretrained_backbone=False)).eval()
     shapes = {k: list(v.shape) for k, v in bench.model.state_dict().items()}
     bench.model.load_state_dict(synthetic_weights(shapes, seed))
+    calibrate(bench.model, TINY_SIZE, seed)
     images = [picture(TINY_SIZE, seed + i) for i in range(2)]
     refs = effdet_predict(bench, images)
-    fixture: dict[str, torch.Tensor] = {}
+    fixture: dict[str, torch.Tensor] = {
+        f"bn.{k}": v for k, v in bench.model.state_dict().items() if k.endswith(("running_mean", "running_var"))}
     for i, (im, ref) in enumerate(zip(images, refs)):
         fixture[f"image{i}"] = torch.from_numpy(im)
         for k in ("boxes", "scores", "labels"):
