@@ -5,7 +5,7 @@ offset head at stride 4, decoded by max-pool peaks instead of NMS.
 (ResNet-18 C5, ``CTResNetNeck`` 256 / 128 / 64 with 4x4 transposed convs, 64-channel head branches,
 512 input, top 100 peaks). ``centernet-lite`` is a CPU-sized member: ShuffleNetV2 x1.0, a depthwise
 neck (128 / 96 / 64) with nearest upsampling and lateral skips from the stride-16 and stride-8 maps,
-416 input.
+384 input.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _entry(size: str) -> ModelSpec:
         return build_centernet(num_classes, size, **kw)
 
     builder.__name__ = f"build_centernet_{size}"
-    return ModelSpec(builder, 512 if size == "r18" else 416, POSTPROCESS,
+    return ModelSpec(builder, 512 if size == "r18" else 384, POSTPROCESS,
                      RECIPE_R18 if size == "r18" else RECIPE_LITE, "centernet")
 
 

@@ -4,7 +4,7 @@ D0..D2 follow effdet's ``tf_efficientdet_d0..d2`` (TensorFlow "same" padding, bi
 BatchNorm, BatchNorm eps 1e-3), so effdet's weights import with equal outputs; ``padding="symmetric",
 redundant_bias=False`` with ``backbone_args={"norm_eps": 1e-5}`` is the layout of its
 ``efficientdet_d0/d1``. ``efficientdet-lite`` is a CPU-sized member (B0, a 48-channel BiFPN of 2
-cells, 2 head repeats, 384 input).
+cells, 2 head repeats, 256 input).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ COMPOUND = {
     "d0": ("b0", 64, 3, 3, 512, 0.2),
     "d1": ("b1", 88, 4, 3, 640, 0.2),
     "d2": ("b2", 112, 5, 3, 768, 0.2),
-    "lite": ("b0", 48, 2, 2, 384, 0.1),
+    "lite": ("b0", 48, 2, 2, 256, 0.1),
 }
 
 
