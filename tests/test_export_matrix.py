@@ -53,6 +53,8 @@ def _one_thread():
 def _size(model) -> int:
     if model.size_divisor == 1:
         return 300
+    if model.size_divisor > 32:  # EfficientDet: sides multiples of 128
+        return 2 * model.size_divisor
     return 320 if model.config.get("background_slot") else 160  # imported R-CNN weights: 320 px
 
 
