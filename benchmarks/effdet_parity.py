@@ -8,7 +8,7 @@ Runs in a separate environment that has effdet and timm (never odkit dependencie
 For each model: effdet's ``tf_efficientdet_dN`` (90 classes, ``image_size`` = the picture size) gets
 deterministic synthetic weights (``tests/_tv_weights.py`` on its key layout; class-logit biases
 ~ N(-2, 1) and class predictor x3 so scores spread, fusion weights ~ U(0.5, 1.5), BatchNorm statistics
-of one pass over other pictures), its state dict is saved as a ``.pth`` and
+of one pass over the pictures), its state dict is saved as a ``.pth`` and
 imported with ``odkit weights import --from effdet``. Both predict the same photo-like pictures with
 their own pre- and post-processing: effdet's ``DetBenchPredict`` on the ImageNet-normalised batch
 (top 5000 logits over all levels, boxes clipped, batched NMS 0.5, 100 per image; its class ``c + 1``
@@ -59,17 +59,18 @@ def synthetic_weights(shapes: dict[str, list[int]], seed: int) -> dict[str, torc
     return sd
 
 
-def calibrate(model: torch.nn.Module, size: int, seed: int) -> None:
-    """Set every BatchNorm's running statistics to those of a batch of 4 other pictures (cumulative
-    average of one training-mode pass), so synthetic features keep unit scale through the network and
-    the outputs vary over locations as a trained network's do."""
+def calibrate(model: torch.nn.Module, images: list[np.ndarray]) -> None:
+    """Set every BatchNorm's running statistics to those of ``images`` (the compared pictures and two
+    others; cumulative average of one training-mode pass), so synthetic features keep unit scale
+    through the network and the outputs vary over locations as a trained network's do (without it,
+    logits saturate on some pictures and the top scores tie at 1.0)."""
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()
             m.momentum = None
     model.train()
     with torch.no_grad():
-        model(normalize([picture(size, seed + 50 + i) for i in range(4)]))
+        model(normalize(images))
     model.eval()
 
 
@@ -129,10 +130,10 @@ def run(key: str, size: int, batch: int, seed: int, workdir: Path) -> dict:
     bench = effdet_model(ref_name, size)
     shapes = {k: list(v.shape) for k, v in bench.model.state_dict().items()}
     bench.model.load_state_dict(synthetic_weights(shapes, seed))
-    calibrate(bench.model, size, seed)
+    images = [picture(size, seed + i) for i in range(batch)]
+    calibrate(bench.model, images + [picture(size, seed + 50 + i) for i in range(2)])
     pth = workdir / f"{ref_name}_{seed}.pth"
     torch.save(bench.model.state_dict(), pth)
-    images = [picture(size, seed + i) for i in range(batch)]
     refs = effdet_predict(bench, images)
     out = workdir / f"{name}_{seed}.safetensors"
     report = import_weights(pth, source="effdet", model=name, out=out)
@@ -198,8 +199,8 @@ def write_fixture(path: Path, seed: int) -> int:
     bench = DetBenchPredict(EfficientDet(config, pretrained_backbone=False)).eval()
     shapes = {k: list(v.shape) for k, v in bench.model.state_dict().items()}
     bench.model.load_state_dict(synthetic_weights(shapes, seed))
-    calibrate(bench.model, TINY_SIZE, seed)
     images = [picture(TINY_SIZE, seed + i) for i in range(2)]
+    calibrate(bench.model, images + [picture(TINY_SIZE, seed + 50 + i) for i in range(2)])
     refs = effdet_predict(bench, images)
     fixture: dict[str, torch.Tensor] = {
         f"bn.{k}": v for k, v in bench.model.state_dict().items() if k.endswith(("running_mean", "running_var"))}
