@@ -126,7 +126,9 @@ def run(key: str, size: int, batch: int, seed: int, workdir: Path) -> dict:
     import odkit
     from odkit.weights import import_weights
 
-    ref_name, name = f"tf_efficientdet_{key}", f"efficientdet-{key}"
+    # "d0": effdet's tf_efficientdet_d0; "pt-d0": its efficientdet_d0 (PyTorch padding, no redundant biases)
+    ref_name = f"efficientdet_{key[3:]}" if key.startswith("pt-") else f"tf_efficientdet_{key}"
+    name = f"efficientdet-{key.removeprefix('pt-')}"
     bench = effdet_model(ref_name, size)
     shapes = {k: list(v.shape) for k, v in bench.model.state_dict().items()}
     bench.model.load_state_dict(synthetic_weights(shapes, seed))
@@ -156,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="512,640", help="square picture and network input sizes (multiples of 128)")
     ap.add_argument("--batches", default="1,2", help="batch sizes")
-    ap.add_argument("--models", default="d0,d1", help="compound levels (d0, d1, d2)")
+    ap.add_argument("--models", default="d0,d1", help="compound levels: d0, d1, d2 (tf_efficientdet_dN), "
+                                                        "pt-d0, pt-d1 (efficientdet_dN)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights and pictures")
     ap.add_argument("--write-fixture", default=None, help="write the tiny CI fixture here (.safetensors)")
     args = ap.parse_args(argv)
@@ -168,14 +171,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"torch {torch.__version__}, effdet {effdet_version}, timm {timm.__version__}, "
           f"synthetic weights seed {args.seed}")
-    print(f"{'model':<16} {'size':>5} {'batch':>5} {'params effdet':>13} {'params odkit':>12} {'ref dets':>8} "
+    print(f"{'effdet model':<20} {'size':>5} {'batch':>5} {'params effdet':>13} {'params odkit':>12} {'ref dets':>8} "
           f"{'odkit dets':>10} {'matched':>8} {'max |box| px':>12} {'max |score|':>11}")
     with tempfile.TemporaryDirectory() as tmp:
         for key in [m.strip() for m in args.models.split(",") if m.strip()]:
             for size in [int(s) for s in args.sizes.split(",")]:
                 for batch in [int(b) for b in args.batches.split(",")]:
                     r = run(key, size, batch, args.seed, Path(tmp))
-                    print(f"{r['model']:<16} {size:>5d} {batch:>5d} {r['ref_params']:>13d} {r['odkit_params']:>12d} "
+                    print(f"{r['reference']:<20} {size:>5d} {batch:>5d} {r['ref_params']:>13d} {r['odkit_params']:>12d} "
                           f"{r['ref_dets']:>8d} {r['odkit_dets']:>10d} {100 * r['matched']:>7.2f}% "
                           f"{r['max_box_px']:>12.2e} {r['max_score']:>11.2e}", flush=True)
                     for line in r["unmatched"]:

@@ -206,7 +206,7 @@ def import_weights(
     if table is None:
         return _import_backbone_only(sd, src, source, model, num_classes, out, class_names)
     key = table.num_classes_key
-    overrides = dict(table.build_overrides)
+    overrides = table.overrides_for(list(sd))
     # a softmax classifier's background logit is not a class (``background_slot`` tables)
     ckpt_classes = (int(sd[key].shape[0]) // table.num_classes_divisor - int(bool(overrides.get("background_slot")))
                     if key is not None and key in sd and sd[key].dim() else None)

@@ -5,8 +5,8 @@ slots, effdet's class ``c`` is COCO category id ``c + 1``). odkit's EfficientDet
 below the top level: ``backbone.*`` (timm's EfficientNet), ``fpn.*`` -> ``neck.*``, ``class_net.*`` /
 ``box_net.*`` -> ``head.class_net.*`` / ``head.box_net.*``. effdet's ``efficientdet_d0/d1`` (PyTorch
 padding, no biases before BatchNorm) import into the same names built with ``padding="symmetric"``,
-``redundant_bias=False`` (see :data:`SYMMETRIC`). The models take RGB normalised with the ImageNet
-mean / std, odkit's default input format.
+``redundant_bias=False`` (see :data:`SYMMETRIC`; the checkpoint's keys tell the two apart). The
+models take RGB normalised with the ImageNet mean / std, odkit's default input format.
 
 ``BACKBONES``: the EfficientNet part of an effdet checkpoint, or timm's ImageNet
 ``tf_efficientnet_bN`` / ``efficientnet_bN`` state dicts (the classifier and the 1x1 head conv are
@@ -26,23 +26,23 @@ RULES = (
 )
 
 
-def _detector(note: str) -> Table:
+# build overrides for effdet's efficientdet_d0 / d1 (PyTorch padding, no conv bias before BatchNorm,
+# timm's efficientnet_bN BatchNorm eps 1e-5), whose checkpoints have no BiFPN conv biases
+SYMMETRIC = {"padding": "symmetric", "redundant_bias": False, "backbone_args": {"norm_eps": 1e-5}}
+
+
+def _detector(d: str) -> Table:
     return Table(
         rules=RULES,
         class_layers=(r"^head\.class_net\.predict\.",),
         num_classes_key="class_net.predict.conv_pw.bias",
         num_classes_divisor=9,
-        note=note,
+        overrides_without=((r"^fpn\.cell\.0\.fnode\.0\.after_combine\.conv\.conv_pw\.bias$", SYMMETRIC),),
+        note=f"effdet tf_efficientdet_{d} / efficientdet_{d} (90 COCO class slots)",
     )
 
 
-DETECTORS: dict[str, Table] = {
-    f"efficientdet-{d}": _detector(f"effdet tf_efficientdet_{d} (TensorFlow padding, 90 COCO class slots)")
-    for d in ("d0", "d1", "d2")
-}
-
-# build overrides for effdet's efficientdet_d0 / d1 (PyTorch padding, no conv bias before BatchNorm)
-SYMMETRIC = {"padding": "symmetric", "redundant_bias": False, "backbone_args": {"norm_eps": 1e-5}}
+DETECTORS: dict[str, Table] = {f"efficientdet-{d}": _detector(d) for d in ("d0", "d1", "d2")}
 
 BACKBONES: dict[str, Table] = {
     "EfficientNet": Table(
