@@ -55,6 +55,8 @@ def _size(model) -> int:
         return model.head.grid * model.head.strides[0]
     if model.size_divisor == 1:
         return 300
+    if model.size_divisor > 32:  # EfficientDet: sides multiples of 128
+        return 2 * model.size_divisor
     return 320 if model.config.get("background_slot") else 160  # imported R-CNN weights: 320 px
 
 

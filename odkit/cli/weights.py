@@ -10,7 +10,7 @@ from odkit.cli.args import arg_type, path_arg
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "weights",
-        help="import pretrained weights (official YOLOX, torchvision, darknet) as odkit weights",
+        help="import pretrained weights (official YOLOX, torchvision, darknet, effdet) as odkit weights",
         description="Work with pretrained weights from other code bases.",
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION")
@@ -25,16 +25,19 @@ def register(sub: argparse._SubParsersAction) -> None:
             "YOLOX release checkpoints into yolox-nano/tiny/s/m/l/x; the model keeps the official input "
             "format (BGR, 0-255, no normalisation). --from torchvision: ImageNet classification state "
             "dicts into the model's backbone (neck and head freshly initialised; --num-classes needed), "
-            "or detection state dicts for models with a detector table. Prints mapped / missing / "
+            "or detection state dicts for models with a detector table. --from effdet: effdet's tf_efficientdet_d0..d2 "
+            "state dicts into efficientdet-d0..d2, or timm EfficientNet ImageNet state dicts into the "
+            "backbone (--num-classes needed). Prints mapped / missing / "
             "unexpected / shape-mismatched counts and names; exits 1 (and writes nothing) when a "
             "required key is missing or a shape does not fit."
         ),
     )
     path_arg(imp, "src", metavar="SRC", help="checkpoint: .pth, .pt, .tar or .safetensors")
-    imp.add_argument("--from", dest="source", required=True, choices=["yolox", "torchvision", "darknet"],
+    imp.add_argument("--from", dest="source", required=True, choices=["yolox", "torchvision", "darknet", "effdet"],
                      help="where the checkpoint comes from (selects the key-mapping table); darknet: a darknet "
                           ".weights file (yolov2, yolov2-tiny, yolov3, yolov3-tiny, or their backbones' "
-                          "darknet19_448.conv.23 / darknet53.conv.74 style prefixes)")
+                          "darknet19_448.conv.23 / darknet53.conv.74 style prefixes); effdet: an effdet EfficientDet "
+                          "or timm EfficientNet state dict")
     path_arg(imp, "--cfg", default=None, metavar="X.cfg",
              help="--from darknet: the darknet cfg of the weights (its convolutions are checked against the "
                   "model; its classes and anchors are used)")

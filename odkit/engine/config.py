@@ -16,7 +16,7 @@ from odkit.errors import ConfigError
 
 SCHEDULES = ("cos", "linear", "step")
 OPTIMIZERS = ("sgd", "adamw")
-WEIGHT_SOURCES = ("yolox", "torchvision", "darknet")
+WEIGHT_SOURCES = ("yolox", "torchvision", "darknet", "effdet")
 
 
 def _opt(default: Any = None, help: str = "", *, factory: Any = None, recipe: bool = False, **cli: Any) -> Any:
@@ -81,12 +81,13 @@ class TrainConfig:
               "when the class count differs, the rest is kept", metavar="W", path="weights")
     weights_from: str | None = _opt(
         None, "format of --weights / --pretrained-backbone when it is not odkit's: yolox (official YOLOX "
-              "checkpoint), torchvision (state dict) or darknet (.weights of yolov2/yolov2-tiny/yolov3/"
-              "yolov3-tiny, or a backbone prefix such as darknet53.conv.74); pickles are read with "
-              "weights_only=True",
+              "checkpoint), torchvision (state dict), darknet (.weights of yolov2/yolov2-tiny/yolov3/"
+              "yolov3-tiny, or a backbone prefix such as darknet53.conv.74) or effdet (effdet EfficientDet or "
+              "timm EfficientNet state dict); pickles are read with weights_only=True",
         flags=["--from"], choices=list(WEIGHT_SOURCES))
     pretrained_backbone: str | None = _opt(
-        None, "load backbone-only weights (odkit .safetensors, or --from torchvision / darknet) before training",
+        None, "load backbone-only weights (odkit .safetensors, or --from torchvision / darknet / effdet) before "
+              "training",
         metavar="FILE", path="path")
     freeze: str | None = _opt(
         None, "parameters not to train: 'backbone' (all of it), 'backbone:N' (stem + first N stages), "

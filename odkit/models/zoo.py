@@ -15,7 +15,7 @@ from typing import Any
 
 from odkit.errors import ConfigError
 from odkit.models.detector import Detector
-from odkit.models.families import dense, rcnn, ssd, yolov1, yolov2, yolov3, yolox
+from odkit.models.families import centernet, dense, efficientdet, rcnn, ssd, yolov1, yolov2, yolov3, yolox
 from odkit.models.spec import ModelSpec
 
 # Overrides every model accepts (handled here, not by the builders): in-model input format and
@@ -56,6 +56,8 @@ MODELS.update(yolov2.models())
 MODELS.update(yolov1.models())
 MODELS.update(rcnn.models())
 MODELS.update(ssd.models())
+MODELS.update(efficientdet.models())
+MODELS.update(centernet.models())
 
 # The implementation each model follows (its architecture, prediction defaults and recipe).
 REFERENCES = {
@@ -67,6 +69,8 @@ REFERENCES = {
     "ssd300-vgg16": "torchvision", "ssdlite320-mobilenetv3": "torchvision",
     "fasterrcnn-r50-fpn": "torchvision", "fasterrcnn-mobilenetv3-fpn": "torchvision",
     "doublehead-r50-fpn": "Wu et al. 2020, MMDetection",
+    **{f"efficientdet-{c}": "effdet (tf_efficientdet)" for c in ("d0", "d1", "d2")},
+    "centernet-r18": "MMDetection (CenterNet ResNet-18, no DCN)",
 }
 MODELS = {name: replace(s, reference=REFERENCES.get(name, s.reference)) for name, s in MODELS.items()}
 

@@ -182,13 +182,14 @@ def import_weights(
     out: str | Path | None = None,
     class_names: list[str] | None = None,
 ) -> ImportReport:
-    """Import a ``source`` checkpoint (``"yolox"`` or ``"torchvision"``) into odkit model ``model``.
+    """Import a ``source`` checkpoint (``"yolox"``, ``"torchvision"`` or ``"effdet"``) into odkit model ``model``.
 
     ``src`` is a ``.pth`` / ``.pt`` / ``.tar`` (read with ``torch.load(weights_only=True)`` only), a
     ``.safetensors`` file or an in-memory state dict. ``num_classes`` defaults to the checkpoint's;
     another value keeps the class-prediction layers at their initialisation. When the source has no
-    whole-detector table for ``model`` but one for its backbone (ImageNet classification weights), only
-    the backbone is loaded and ``num_classes`` is required. The model is built with the source's input
+    whole-detector table for ``model`` but one for its backbone (ImageNet classification weights), or
+    none of the checkpoint's keys is a detector key of the table, only the backbone is loaded and
+    ``num_classes`` is required. The model is built with the source's input
     format (e.g. BGR 0-255 for official YOLOX), stored in its config. With ``out`` (``.safetensors``)
     the weights and their JSON sidecar are written when the import is complete (``report.ok``); they
     load with :func:`odkit.load` and every ``--weights`` option. The sidecar records the source
@@ -200,10 +201,12 @@ def import_weights(
     zoo.spec(model)  # an unknown name is a ConfigError before the checkpoint is read
     table = tables.detector_table(source, model)
     sd, info = read_checkpoint(src)
+    if table is not None and tables.backbone_tables(source) and not any(table.target(k) for k in sd):
+        table = None  # none of its keys is a detector key: a backbone checkpoint (e.g. timm ImageNet weights)
     if table is None:
         return _import_backbone_only(sd, src, source, model, num_classes, out, class_names)
     key = table.num_classes_key
-    overrides = dict(table.build_overrides)
+    overrides = table.overrides_for(list(sd))
     # a softmax classifier's background logit is not a class (``background_slot`` tables)
     ckpt_classes = (int(sd[key].shape[0]) // table.num_classes_divisor - int(bool(overrides.get("background_slot")))
                     if key is not None and key in sd and sd[key].dim() else None)

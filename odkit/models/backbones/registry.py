@@ -20,6 +20,7 @@ from odkit.errors import ConfigError
 from odkit.models.backbones.csp_darknet import SIZES, CSPDarknet
 from odkit.models.backbones.darknet import Darknet53, DarknetTiny
 from odkit.models.backbones.darknet19 import Darknet19
+from odkit.models.backbones.efficientnet import EfficientNet
 from odkit.models.backbones.mobilenet_v1 import MobileNetV1
 from odkit.models.backbones.mobilenet_v2 import MobileNetV2
 from odkit.models.backbones.mobilenet_v3 import MobileNetV3
@@ -44,6 +45,7 @@ BACKBONES: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     # YOLOv3-tiny's trunk; stage3 (128 channels) is the stride-8 map YOLOv3-tiny itself does not use
     "darknet-tiny": (DarknetTiny, {"out_indices": (2, 3, 4)}),
     "darknet19": (Darknet19, {"out_indices": (2, 3, 4)}),  # YOLOv2's trunk
+    **{f"efficientnet-{v}": (EfficientNet, {"variant": v}) for v in ("b0", "b1", "b2")},
 }
 
 # backbone arguments that were renamed: old -> new

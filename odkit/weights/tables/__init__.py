@@ -46,6 +46,9 @@ class Table:
         epochs_key: top-level checkpoint entry holding the number of completed training epochs
             (recorded as ``epoch`` in the written sidecar).
         note: one line shown in reports (what the checkpoints are).
+        overrides_without: ``(regex, overrides)`` pairs: when no checkpoint key matches ``regex``, the
+            model is built with ``overrides`` too (a layout variant the keys reveal, e.g. effdet's
+            ``efficientdet_d0`` without biases before BatchNorm).
     """
 
     rules: Sequence[tuple[str, str]]
@@ -58,6 +61,7 @@ class Table:
     class_names: Sequence[str] | None = None
     epochs_key: str | None = None
     note: str = ""
+    overrides_without: Sequence[tuple[str, Mapping[str, Any]]] = ()
 
     @cached_property
     def _compiled(self) -> tuple[list[tuple[re.Pattern[str], str]], list[re.Pattern[str]],
@@ -84,15 +88,23 @@ class Table:
         """Whether odkit ``key`` may keep its initial value."""
         return any(p.search(key) for p in self._compiled[2])
 
+    def overrides_for(self, keys: Sequence[str]) -> dict[str, Any]:
+        """``build_overrides`` plus those of the :attr:`overrides_without` entries no key of ``keys`` matches."""
+        out = dict(self.build_overrides)
+        for pattern, extra in self.overrides_without:
+            if not any(re.search(pattern, k) for k in keys):
+                out.update(extra)
+        return out
+
     def is_class_layer(self, key: str) -> bool:
         """Whether odkit ``key`` belongs to a class-specific layer."""
         return any(p.search(key) for p in self._compiled[3])
 
 
 def _modules() -> dict[str, Any]:
-    from odkit.weights.tables import torchvision, yolox
+    from odkit.weights.tables import effdet, torchvision, yolox
 
-    return {"yolox": yolox, "torchvision": torchvision}
+    return {"yolox": yolox, "torchvision": torchvision, "effdet": effdet}
 
 
 def sources() -> list[str]:
