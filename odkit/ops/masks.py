@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from odkit.ops.rle import RLE, from_coco, merge
+from odkit.ops.rle import RLE, RLEArray, from_coco, merge
 
-__all__ = ["polygons_to_rles", "polygon_to_rle", "boxes_to_rles", "segmentation_to_rle", "polygon_area"]
+__all__ = ["polygons_to_rles", "polygons_to_array", "segmentations_to_array", "polygon_to_rle", "boxes_to_rles", "segmentation_to_rle", "polygon_area"]
 
 _SCALE = 5.0
 
@@ -34,11 +34,20 @@ def polygons_to_rles(polygons: Sequence[Sequence[float] | np.ndarray], h: int, w
     A polygon with fewer than 3 points gives the pixels pycocotools gives it (a line covers
     nothing, one point nothing); an odd trailing coordinate is ignored.
     """
-    h, w = int(h), int(w)
+    arr = polygons_to_array(polygons, h, w)
+    return [arr[i] for i in range(len(arr))]
+
+
+def polygons_to_array(
+    polygons: Sequence[Sequence[float] | np.ndarray], h: int | np.ndarray, w: int | np.ndarray
+) -> RLEArray:
+    """:func:`polygons_to_rles` for many polygons at once; ``h`` / ``w`` one size or one per polygon."""
     polys = [np.asarray(p, dtype=np.float64).reshape(-1) for p in polygons]
     n = len(polys)
+    hs = np.broadcast_to(np.asarray(h, dtype=np.int64), (n,)).copy()
+    ws = np.broadcast_to(np.asarray(w, dtype=np.int64), (n,)).copy()
     if n == 0:
-        return []
+        return RLEArray(np.zeros(0, dtype=np.uint32), np.zeros(1, dtype=np.int64), np.zeros((0, 2)))
     k = np.array([len(p) // 2 for p in polys], dtype=np.int64)
     xy = np.concatenate([p[: 2 * kk] for p, kk in zip(polys, k)]).reshape(-1, 2)
     if not np.isfinite(xy).all():
@@ -47,18 +56,16 @@ def polygons_to_rles(polygons: Sequence[Sequence[float] | np.ndarray], h: int, w
     vx = _trunc_int(_SCALE * xy[:, 0] + 0.5)
     vy = _trunc_int(_SCALE * xy[:, 1] + 0.5)
     poly_of_v = np.repeat(np.arange(n), k)
-    vstart = np.concatenate([[0], np.cumsum(k)])[:-1]
+    vstart = np.cumsum(k) - k
     nxt = np.arange(len(vx)) + 1
-    last = np.cumsum(k) - 1
-    nxt[last[k > 0]] = vstart[k > 0]
+    nxt[(np.cumsum(k) - 1)[k > 0]] = vstart[k > 0]
     xs, ys, xe, ye = vx, vy, vx[nxt], vy[nxt]
     dx, dy = np.abs(xe - xs), np.abs(ys - ye)
     xmaj = dx >= dy
     flip = (xmaj & (xs > xe)) | (~xmaj & (ys > ye))
     xs, xe = np.where(flip, xe, xs), np.where(flip, xs, xe)
     ys, ye = np.where(flip, ye, ys), np.where(flip, ys, ye)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.where(xmaj, (ye - ys) / np.where(dx > 0, dx, 1), (xe - xs) / np.where(dy > 0, dy, 1))
+    s = np.where(xmaj, (ye - ys) / np.maximum(dx, 1), (xe - xs) / np.maximum(dy, 1))
     # Points along each segment (max(dx, dy) + 1 of them).
     npts = np.maximum(dx, dy) + 1
     seg = np.repeat(np.arange(len(vx)), npts)
@@ -68,34 +75,46 @@ def polygons_to_rles(polygons: Sequence[Sequence[float] | np.ndarray], h: int, w
     lin = _trunc_int(np.where(xmaj, ys, xs)[seg] + s[seg] * t + 0.5)
     u = np.where(xmaj[seg], t + xs[seg], lin)
     v = np.where(xmaj[seg], lin, t + ys[seg])
-    poly_of_pt = poly_of_v[seg]
+    pp = poly_of_v[seg]
     # Crossings of pixel columns, down-sampled to the pixel grid.
-    same_poly = poly_of_pt[1:] == poly_of_pt[:-1]
-    j = np.flatnonzero(same_poly & (u[1:] != u[:-1])) + 1
+    j = np.flatnonzero((pp[1:] == pp[:-1]) & (u[1:] != u[:-1])) + 1
+    pp = pp[j]
     xd = np.where(u[j] < u[j - 1], u[j], u[j] - 1).astype(np.float64)
     xd = (xd + 0.5) / _SCALE - 0.5
-    ok = (np.floor(xd) == xd) & (xd >= 0) & (xd <= w - 1)
-    j, xd = j[ok], xd[ok]
+    ok = (np.floor(xd) == xd) & (xd >= 0) & (xd <= ws[pp] - 1)
+    j, xd, pp = j[ok], xd[ok], pp[ok]
     yd = np.minimum(v[j], v[j - 1]).astype(np.float64)
     yd = (yd + 0.5) / _SCALE - 0.5
-    yd = np.ceil(np.clip(yd, 0, h))
-    pos = xd.astype(np.int64) * h + yd.astype(np.int64)
-    pp = poly_of_pt[j]
-    return _toggles_many(pos, pp, n, h, w)
+    yd = np.ceil(np.clip(yd, 0, hs[pp]))
+    pos = xd.astype(np.int64) * hs[pp] + yd.astype(np.int64)
+    return _toggles(pos, pp, hs, ws)
 
 
-def _toggles_to_rle(pos: np.ndarray, h: int, w: int) -> RLE:
-    """RLE whose value flips at each position (coincident flips cancel in pairs), ending at ``h * w``."""
-    uniq, cnt = np.unique(pos, return_counts=True)
-    flips = uniq[(cnt % 2 == 1) & (uniq < h * w)]
-    return RLE((h, w), np.diff(np.concatenate([[0], flips, [h * w]])))
+def _toggles(pos: np.ndarray, owner: np.ndarray, hs: np.ndarray, ws: np.ndarray) -> RLEArray:
+    """RLEs whose value flips at each position (coincident flips cancel in pairs), ending at ``h * w``.
 
-
-def _toggles_many(pos: np.ndarray, owner: np.ndarray, n: int, h: int, w: int) -> list[RLE]:
+    The same runs as pycocotools' sorted boundary differences with empty runs folded in.
+    """
+    n = len(hs)
+    hw = hs * ws
     order = np.lexsort((pos, owner))
     pos, owner = pos[order], owner[order]
-    bounds = np.searchsorted(owner, np.arange(n + 1))
-    return [_toggles_to_rle(pos[bounds[i] : bounds[i + 1]], h, w) for i in range(n)]
+    new = np.concatenate([[True], (pos[1:] != pos[:-1]) | (owner[1:] != owner[:-1])])[: len(pos)]
+    first = np.flatnonzero(new)
+    mult = np.diff(np.concatenate([first, [len(pos)]]))
+    upos, uown = pos[first], owner[first]
+    keep = (mult % 2 == 1) & (upos < hw[uown])
+    upos, uown = upos[keep], uown[keep]
+    # Per polygon the boundaries 0, flips..., h * w; counts are their differences.
+    nflip = np.bincount(uown, minlength=n)
+    allpos = np.concatenate([np.zeros(n, dtype=np.int64), upos, hw])
+    allown = np.concatenate([np.arange(n), uown, np.arange(n)])
+    kind = np.concatenate([np.zeros(n), np.ones(len(upos)), np.full(n, 2)])
+    o = np.lexsort((kind, allpos, allown))
+    bpos, bown = allpos[o], allown[o]
+    counts = np.diff(bpos)[bown[1:] == bown[:-1]]
+    offsets = np.concatenate([[0], np.cumsum(nflip + 1)])
+    return RLEArray(counts, offsets, np.stack([hs, ws], 1))
 
 
 def polygon_to_rle(polygon: Sequence[float] | np.ndarray, h: int, w: int) -> RLE:
@@ -137,3 +156,34 @@ def polygon_area(polygon: Sequence[float] | np.ndarray) -> float:
         return 0.0
     x, y = xy[:, 0], xy[:, 1]
     return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
+
+
+def segmentations_to_array(segms: Sequence[Any], hs: np.ndarray, ws: np.ndarray) -> RLEArray:
+    """:func:`segmentation_to_rle` of many segmentations (image sizes ``hs`` / ``ws`` per item).
+
+    Single polygons of all items are rasterised in one call; only items with several polygons or
+    RLE objects are handled one by one. Raises ValueError naming the item index on bad input.
+    """
+    n = len(segms)
+    hs = np.broadcast_to(np.asarray(hs, dtype=np.int64), (n,))
+    ws = np.broadcast_to(np.asarray(ws, dtype=np.int64), (n,))
+    single = [
+        i for i, sg in enumerate(segms)
+        if isinstance(sg, (list, tuple)) and len(sg) == 1 and isinstance(sg[0], (list, tuple, np.ndarray))
+    ]
+    single_set = set(single)
+    others = [i for i in range(n) if i not in single_set]
+    parts: list[RLEArray] = []
+    if single:
+        parts.append(polygons_to_array([segms[i][0] for i in single], hs[single], ws[single]))
+    rest = []
+    for i in others:
+        try:
+            rest.append(segmentation_to_rle(segms[i], int(hs[i]), int(ws[i])))
+        except ValueError as e:
+            raise ValueError(f"segmentation {i}: {e}") from None
+    parts.append(RLEArray.from_rles(rest))
+    both = RLEArray.concat(parts)
+    where = np.empty(n, dtype=np.int64)
+    where[np.array(single + others, dtype=np.int64)] = np.arange(n)
+    return both.take(where)

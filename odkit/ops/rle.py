@@ -22,6 +22,7 @@ import numpy as np
 
 __all__ = [
     "RLE",
+    "RLEArray",
     "encode",
     "decode",
     "area",
@@ -37,7 +38,6 @@ __all__ = [
     "bboxes",
     "intersections",
     "pair_iou",
-    "areas",
 ]
 
 _U32 = np.int64(0xFFFFFFFF)
@@ -203,33 +203,99 @@ def merge(rles: Sequence[RLE], intersect: bool = False) -> RLE:
     return RLE(size, counts)
 
 
-# ----------------------------------------------------------------------------------- IoU
-def intersections(
-    a_counts: np.ndarray,
-    a_offsets: np.ndarray,
-    b_counts: np.ndarray,
-    b_offsets: np.ndarray,
-    pa: np.ndarray,
-    pb: np.ndarray,
-    chunk: int = 4_000_000,
-) -> np.ndarray:
-    """Pixel counts of ``A[pa[k]] & B[pb[k]]`` for pairs k, from flat RLE counts (int64 [K]).
+# ----------------------------------------------------------------------------------- batches
+@dataclass(eq=False)
+class RLEArray:
+    """Many RLEs in flat arrays: ``counts`` (uint32, all masks one after the other), ``offsets``
+    [N+1] (mask ``i`` is ``counts[offsets[i]:offsets[i+1]]``) and ``sizes`` [N, 2] ``(h, w)``.
 
-    Each run of ones of the A mask looks up how many pixels of B lie before its two ends (B's runs
-    of ones placed one after the other on one axis, one slot per B mask); work is bounded by
-    ``chunk`` lookups at a time.
+    Boxes, areas and the runs of ones are computed once, when first asked for.
+    """
+
+    counts: np.ndarray
+    offsets: np.ndarray
+    sizes: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.counts = np.asarray(self.counts, dtype=np.uint32).reshape(-1)
+        self.offsets = np.asarray(self.offsets, dtype=np.int64).reshape(-1)
+        self.sizes = np.asarray(self.sizes, dtype=np.int64).reshape(-1, 2)
+        if len(self.sizes) != len(self.offsets) - 1 or self.offsets[-1] != len(self.counts):
+            raise ValueError("RLEArray: offsets, sizes and counts do not agree")
+        self._cache: dict[str, Any] = {}
+
+    @classmethod
+    def from_rles(cls, rles: Sequence[RLE]) -> RLEArray:
+        rles = list(rles)
+        counts = [r.counts for r in rles]
+        off = np.concatenate([[0], np.cumsum([len(c) for c in counts], dtype=np.int64)])
+        flat = np.concatenate(counts) if counts else np.zeros(0, dtype=np.uint32)
+        return cls(flat, off, np.array([r.size for r in rles], dtype=np.int64).reshape(-1, 2))
+
+    @classmethod
+    def concat(cls, parts: Sequence[RLEArray]) -> RLEArray:
+        parts = list(parts)
+        if not parts:
+            return cls.from_rles([])
+        counts = np.concatenate([p.counts for p in parts])
+        shift = np.cumsum([0] + [len(p.counts) for p in parts[:-1]])
+        off = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, shift)])
+        return cls(counts, off, np.concatenate([p.sizes for p in parts]))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> RLE:
+        return RLE(tuple(self.sizes[i]), self.counts[self.offsets[i] : self.offsets[i + 1]].copy())
+
+    def take(self, idx: np.ndarray) -> RLEArray:
+        """The masks at ``idx`` (in that order)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        lens = np.diff(self.offsets)[idx]
+        first = np.repeat(np.cumsum(lens) - lens, lens)
+        rows = np.repeat(self.offsets[idx], lens) + (np.arange(int(lens.sum())) - first)
+        return RLEArray(self.counts[rows], np.concatenate([[0], np.cumsum(lens)]), self.sizes[idx])
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """``[N, 4]`` float64 xywh boxes (:func:`to_bbox`)."""
+        if "boxes" not in self._cache:
+            self._cache["boxes"] = bboxes(self.counts, self.offsets, self.sizes)
+        return self._cache["boxes"]
+
+    @property
+    def areas(self) -> np.ndarray:
+        """``[N]`` int64 mask areas."""
+        if "areas" not in self._cache:
+            self._cache["areas"] = _areas(self.counts, self.offsets)
+        return self._cache["areas"]
+
+    def ones_runs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Start and end pixel of every run of ones, and their offsets per mask."""
+        if "runs" not in self._cache:
+            self._cache["runs"] = _ones_runs(self.counts, self.offsets)
+        return self._cache["runs"]
+
+
+def intersections(
+    a: RLEArray, b: RLEArray, pa: np.ndarray, pb: np.ndarray, chunk: int = 4_000_000
+) -> np.ndarray:
+    """Pixel counts of ``a[pa[k]] & b[pb[k]]`` for pairs k (int64 [K]).
+
+    Each run of ones of the ``a`` mask looks up how many pixels of the ``b`` mask lie before its two
+    ends (all runs of ones of ``b`` placed one after the other on one axis, one slot per mask); at
+    most ``chunk`` lookups at a time.
     """
     pa = np.asarray(pa, dtype=np.int64)
     pb = np.asarray(pb, dtype=np.int64)
     out = np.zeros(len(pa), dtype=np.int64)
     if len(pa) == 0:
         return out
-    a_s, a_e, a_off = _ones_runs(a_counts, a_offsets)
-    b_s, b_e, b_off = _ones_runs(b_counts, b_offsets)
+    a_s, a_e, a_off = a.ones_runs()
+    b_s, b_e, b_off = b.ones_runs()
     span = int(max(a_e.max(initial=0), b_e.max(initial=0))) + 1
-    nb = len(b_off) - 1
-    shift = np.repeat(np.arange(nb, dtype=np.int64) * span, np.diff(b_off))
-    gs = b_s + shift  # sorted: runs are increasing inside a mask, masks one after the other
+    shift = np.repeat(np.arange(len(b), dtype=np.int64) * span, np.diff(b_off))
+    gs = b_s + shift  # sorted: runs increase inside a mask, masks one after the other
     glen = b_e - b_s
     before = np.concatenate([[0], np.cumsum(glen)])[:-1]
 
@@ -258,7 +324,6 @@ def intersections(
 
 
 def _ones_runs(counts: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Start / end pixel of every run of ones of flat RLEs and their offsets per mask."""
     offsets = np.asarray(offsets, dtype=np.int64)
     c = np.asarray(counts, dtype=np.int64)
     n = len(offsets) - 1
@@ -270,16 +335,8 @@ def _ones_runs(counts: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.
     odd = (j % 2) == 1
     e = ends[odd]
     s = ends[np.flatnonzero(odd) - 1]
-    per = np.bincount(np.repeat(np.arange(n), lens)[odd], minlength=n) if n else np.zeros(0, dtype=np.int64)
+    per = np.bincount(np.repeat(np.arange(n), lens)[odd], minlength=n)
     return s, e, np.concatenate([[0], np.cumsum(per)]).astype(np.int64)
-
-
-def _flat(rles: Sequence[RLE]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    counts = [r.counts for r in rles]
-    off = np.concatenate([[0], np.cumsum([len(c) for c in counts])]).astype(np.int64)
-    flat = np.concatenate(counts) if counts else np.zeros(0, dtype=np.uint32)
-    sizes = np.array([r.size for r in rles], dtype=np.int64).reshape(-1, 2)
-    return flat, off, sizes
 
 
 def iou(dt: Sequence[RLE], gt: Sequence[RLE], iscrowd: Sequence[bool] | np.ndarray) -> np.ndarray:
@@ -289,51 +346,34 @@ def iou(dt: Sequence[RLE], gt: Sequence[RLE], iscrowd: Sequence[bool] | np.ndarr
     ``to_bbox`` boxes do not overlap or nothing intersects; -1 where the boxes overlap but the sizes
     differ (never a match).
     """
-    dt, gt = list(dt), list(gt)
+    d, g = RLEArray.from_rles(dt), RLEArray.from_rles(gt)
     crowd = np.asarray(iscrowd, dtype=bool).reshape(-1)
-    if len(crowd) != len(gt):
-        raise ValueError(f"iscrowd has {len(crowd)} entries for {len(gt)} ground truths")
-    dc, do, dsz = _flat(dt)
-    gc, go, gsz = _flat(gt)
-    return pair_iou(dc, do, dsz, gc, go, gsz, crowd, np.repeat(np.arange(len(dt)), len(gt)),
-                    np.tile(np.arange(len(gt)), len(dt))).reshape(len(dt), len(gt))
+    if len(crowd) != len(g):
+        raise ValueError(f"iscrowd has {len(crowd)} entries for {len(g)} ground truths")
+    pd = np.repeat(np.arange(len(d)), len(g))
+    pg = np.tile(np.arange(len(g)), len(d))
+    return pair_iou(d, g, crowd, pd, pg).reshape(len(d), len(g))
 
 
-def pair_iou(
-    d_counts: np.ndarray,
-    d_offsets: np.ndarray,
-    d_sizes: np.ndarray,
-    g_counts: np.ndarray,
-    g_offsets: np.ndarray,
-    g_sizes: np.ndarray,
-    g_crowd: np.ndarray,
-    pd: np.ndarray,
-    pg: np.ndarray,
-    d_box: np.ndarray | None = None,
-    g_box: np.ndarray | None = None,
-) -> np.ndarray:
-    """IoU of detection ``pd[k]`` and ground truth ``pg[k]`` (flat RLEs), rule of :func:`iou` ([K])."""
+def pair_iou(dt: RLEArray, gt: RLEArray, g_crowd: np.ndarray, pd: np.ndarray, pg: np.ndarray) -> np.ndarray:
+    """IoU of masks ``dt[pd[k]]`` and ``gt[pg[k]]`` ([K] float64), the rule of :func:`iou`."""
     pd = np.asarray(pd, dtype=np.int64)
     pg = np.asarray(pg, dtype=np.int64)
     out = np.zeros(len(pd), dtype=np.float64)
     if len(pd) == 0:
         return out
-    if d_box is None:
-        d_box = bboxes(d_counts, d_offsets, d_sizes)
-    if g_box is None:
-        g_box = bboxes(g_counts, g_offsets, g_sizes)
-    db, gb = d_box[pd], g_box[pg]
+    db, gb = dt.boxes[pd], gt.boxes[pg]
     bw = np.minimum(db[:, 2] + db[:, 0], gb[:, 2] + gb[:, 0]) - np.maximum(db[:, 0], gb[:, 0])
     bh = np.minimum(db[:, 3] + db[:, 1], gb[:, 3] + gb[:, 1]) - np.maximum(db[:, 1], gb[:, 1])
     live = (bw > 0) & (bh > 0)
-    same = (np.asarray(d_sizes)[pd] == np.asarray(g_sizes)[pg]).all(1)
+    same = (dt.sizes[pd] == gt.sizes[pg]).all(1)
     out[live & ~same] = -1.0
     k = np.flatnonzero(live & same)
     if len(k) == 0:
         return out
-    inter = intersections(d_counts, d_offsets, g_counts, g_offsets, pd[k], pg[k])
-    d_area = _areas(d_counts, d_offsets)[pd[k]]
-    g_area = _areas(g_counts, g_offsets)[pg[k]]
+    inter = intersections(dt, gt, pd[k], pg[k])
+    d_area = dt.areas[pd[k]]
+    g_area = gt.areas[pg[k]]
     union = np.where(np.asarray(g_crowd, dtype=bool)[pg[k]], d_area, d_area + g_area - inter)
     union = np.where(inter == 0, 1, union)
     out[k] = inter.astype(np.float64) / union.astype(np.float64)
@@ -341,7 +381,6 @@ def pair_iou(
 
 
 def _areas(counts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Area of each flat RLE (int64 [N])."""
     offsets = np.asarray(offsets, dtype=np.int64)
     c = np.asarray(counts, dtype=np.int64)
     lens = np.diff(offsets)
@@ -349,12 +388,6 @@ def _areas(counts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     odd_c = np.where(j % 2 == 1, c, 0)
     cs = np.concatenate([[0], np.cumsum(odd_c)])
     return (cs[offsets[1:]] - cs[offsets[:-1]]) & _U32
-
-
-def areas(rles: Sequence[RLE]) -> np.ndarray:
-    """Areas of many RLEs (int64 [N])."""
-    c, o, _ = _flat(list(rles))
-    return _areas(c, o)
 
 
 # ------------------------------------------------------------------------- counts strings
