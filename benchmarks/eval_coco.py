@@ -1,10 +1,15 @@
-"""COCO bbox evaluation speed: odkit against pycocotools (and faster-coco-eval if installed).
+"""COCO bbox / segm evaluation speed: odkit against pycocotools (and faster-coco-eval if installed).
 
 A synthetic COCO-sized set (default 5,000 images, 80 categories, about 7 ground truths and 100
 detections per image, some crowd boxes) is evaluated by each implementation in the same run; the
 12 summary stats must be identical. Prints a table with times and speed-ups against pycocotools.
 
-    python benchmarks/eval_coco.py [--images 5000] [--seed 0] [--skip-pycocotools]
+``--iou-type segm``: every box becomes an ellipse polygon inscribed in it (16 vertices; crowd
+regions as uncompressed RLE), every detection the compressed RLE of its ellipse (with its box, as
+detectors write segm results). odkit's time then includes reading the ground-truth json and
+rasterising its polygons (pycocotools' evaluate() rasterises them too, its json loading excluded).
+
+    python benchmarks/eval_coco.py [--images 5000] [--seed 0] [--skip-pycocotools] [--iou-type segm]
 """
 
 from __future__ import annotations
@@ -111,7 +116,39 @@ def to_coco(aset: AnnotationSet, preds: list[dict]) -> tuple[dict, list[dict]]:
     return {"images": images, "annotations": anns, "categories": cats}, res
 
 
-def run_pycocotools(gt: dict, res: list[dict], module: str = "pycocotools") -> tuple[np.ndarray, float]:
+def _ellipses(xywh: np.ndarray, k: int = 16) -> np.ndarray:
+    """``[N, 2k]`` flat polygons of the ellipses inscribed in ``xywh`` boxes."""
+    a = np.linspace(0, 2 * np.pi, k, endpoint=False)
+    cx, cy = xywh[:, 0] + xywh[:, 2] / 2, xywh[:, 1] + xywh[:, 3] / 2
+    x = cx[:, None] + xywh[:, 2:3] / 2 * np.cos(a)[None]
+    y = cy[:, None] + xywh[:, 3:4] / 2 * np.sin(a)[None]
+    return np.round(np.stack([x, y], 2).reshape(len(xywh), 2 * k), 2)
+
+
+def add_masks(gt: dict, res: list[dict]) -> None:
+    """Ellipse polygons for the ground truth (crowds as uncompressed RLE), compressed RLE results."""
+    from odkit.ops.masks import polygons_to_array
+    from odkit.ops.rle import counts_to_strings
+
+    H, W = 480, 640
+    anns = gt["annotations"]
+    polys = _ellipses(np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4))
+    gm = polygons_to_array(list(polys), H, W)
+    for k, a in enumerate(anns):
+        if a["iscrowd"]:
+            a["segmentation"] = {"size": [H, W], "counts": gm[k].counts.tolist()}
+        else:
+            a["segmentation"] = [polys[k].tolist()]
+        a["area"] = float(gm.areas[k])
+    dpolys = _ellipses(np.array([r["bbox"] for r in res], dtype=np.float64).reshape(-1, 4))
+    dm = polygons_to_array(list(dpolys), H, W)
+    for r, c in zip(res, counts_to_strings(dm.counts, dm.offsets)):
+        r["segmentation"] = {"size": [H, W], "counts": c.decode()}
+
+
+def run_pycocotools(
+    gt: dict, res: list[dict], module: str = "pycocotools", iou_type: str = "bbox"
+) -> tuple[np.ndarray, float]:
     """Stats and seconds of evaluate+accumulate+summarize (loading excluded)."""
     if module == "pycocotools":
         from pycocotools.coco import COCO
@@ -125,7 +162,7 @@ def run_pycocotools(gt: dict, res: list[dict], module: str = "pycocotools") -> t
         coco.createIndex()
         dt = coco.loadRes(res)
         t0 = time.perf_counter()
-        ev = COCOeval(coco, dt, "bbox")
+        ev = COCOeval(coco, dt, iou_type)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -140,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3, help="odkit runs (best time is reported)")
     ap.add_argument("--skip-pycocotools", action="store_true")
+    ap.add_argument("--iou-type", choices=["bbox", "segm"], default="bbox")
     args = ap.parse_args(argv)
+    if args.iou_type == "segm":
+        return main_segm(args)
 
     aset, preds = make_data(args.images, args.classes, args.seed)
     n_dt = sum(len(p["scores"]) for p in preds)
@@ -187,6 +227,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<42} {t:>9.2f} {speed:>24} {same:>16}")
     print("\nstats: " + ", ".join(f"{k}={v:.4f}" for k, v in zip(STAT_NAMES, ours.stats)))
     if ref_stats is not None and not ok:
+        print("MISMATCH between odkit and pycocotools", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main_segm(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    aset, preds = make_data(args.images, args.classes, args.seed)
+    gt_json, res = to_coco(aset, preds)
+    add_masks(gt_json, res)
+    print(f"data (segm): {len(aset)} images, {args.classes} categories, {len(gt_json['annotations'])} gt, "
+          f"{len(res)} detections")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        gt_path = Path(tmp) / "instances.json"
+        gt_path.write_text(json.dumps(gt_json))
+        times = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            ours = evaluate_coco(gt_path, res, iou_type="segm")
+            times.append(time.perf_counter() - t0)
+    rows.append(("odkit (gt json + COCO results list)", min(times), ours.stats))
+    ref_stats = None
+    if not args.skip_pycocotools:
+        ref_stats, t_ref = run_pycocotools(gt_json, res, iou_type="segm")
+        rows.append(("pycocotools", t_ref, ref_stats))
+    base = next((t for name, t, _ in rows if name == "pycocotools"), None)
+    print(f"\n{'implementation':<42} {'time (s)':>9} {'speed-up vs pycocotools':>24} {'max |stat diff|':>16}")
+    ok = True
+    for name, t, st in rows:
+        speed = f"{base / t:.2f}x" if base else "-"
+        diff = "-" if ref_stats is None else f"{np.abs(st - ref_stats).max():.1e}"
+        ok &= ref_stats is None or bool(np.abs(st - ref_stats).max() <= 1e-12)
+        print(f"{name:<42} {t:>9.2f} {speed:>24} {diff:>16}")
+    print("\nstats: " + ", ".join(f"{k}={v:.4f}" for k, v in zip(STAT_NAMES, ours.stats)))
+    if not ok:
         print("MISMATCH between odkit and pycocotools", file=sys.stderr)
         return 1
     return 0

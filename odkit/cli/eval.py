@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--metric", choices=["coco", "voc07", "voc12"], default="coco", help="metric (default coco)"
     )
     p.add_argument(
+        "--iou-type",
+        choices=["bbox", "segm"],
+        default="bbox",
+        help="COCO metric on boxes or on masks (segm: results carry 'segmentation', the gt segmentations)",
+    )
+    p.add_argument(
         "--iou", type=arg_type("unit"), default=0.5, help="IoU threshold for VOC metrics and plots (default 0.5)"
     )
     p.add_argument(
@@ -68,6 +74,7 @@ def handler(args: argparse.Namespace) -> int:
         split=args.split,
         plots=args.plots,
         conf=args.conf,
+        iou_type=args.iou_type,
     )
     print(result.summary)
     print()

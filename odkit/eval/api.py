@@ -25,6 +25,7 @@ def evaluate(
     split: str | None = None,
     plots: str | None = None,
     conf: float = 0.25,
+    iou_type: str = "bbox",
 ) -> CocoResult | VocResult:
     """Evaluate detections ``dt`` against ground truth ``gt``.
 
@@ -32,20 +33,26 @@ def evaluate(
     ``split`` are passed to ``load_dataset``). ``dt``: prediction dicts (xyxy pixels, contiguous
     labels), a COCO results list or a COCO results json path. ``metric``: ``"coco"`` (pycocotools
     bbox metrics), ``"voc07"`` (11-point AP at IoU ``iou``) or ``"voc12"`` (all-point AP);
-    ``plus_one`` selects the legacy VOC +1 pixel box convention. ``plots``: a directory that receives
+    ``plus_one`` selects the legacy VOC +1 pixel box convention. ``iou_type="segm"`` evaluates masks
+    (COCO metric only: pycocotools' ``iouType="segm"``). ``plots``: a directory that receives
     ``pr_curves.png`` and ``confusion_matrix.png`` / ``.npy`` (matched at IoU ``iou``, score >= ``conf``).
     """
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if not 0.0 < float(iou) <= 1.0:
         raise ConfigError(f"iou must be in (0, 1], got {iou}")
-    g = load_ground_truth(gt, format=format, split=split)
-    d = load_detections(dt, g)
+    if iou_type not in ("bbox", "segm"):
+        raise ConfigError(f"iou_type must be bbox or segm, got {iou_type!r}")
+    segm = iou_type == "segm"
+    if segm and metric != "coco":
+        raise ConfigError(f"iou_type segm is evaluated with the coco metric only, not {metric}")
+    g = load_ground_truth(gt, format=format, split=split, masks=segm)
+    d = load_detections(dt, g, masks=segm)
     result: CocoResult | VocResult
     if metric == "coco":
         if plus_one:
             raise ConfigError("plus_one applies to VOC metrics only (COCO boxes have no +1)")
-        result = evaluate_coco(g, d)
+        result = evaluate_coco(g, d, iou_type=iou_type)
     else:
         result = evaluate_voc(
             g, d, iou_threshold=iou, use_07_metric=metric == "voc07", legacy_plus_one=plus_one

@@ -1,4 +1,8 @@
-"""COCO bounding-box evaluation, identical to pycocotools' ``COCOeval(iouType="bbox")``.
+"""COCO evaluation, identical to pycocotools' ``COCOeval`` for ``iouType="bbox"`` and ``"segm"``.
+
+Segm evaluation differs only in the IoU (mask IoU of ``odkit.ops.rle``, computed for every
+detection / ground-truth pair of an (image, category) group before matching) and the detection
+area used by the area ranges; matching and accumulation are shared.
 
 Everything pycocotools does is reproduced, vectorised with numpy:
 
@@ -26,12 +30,15 @@ pycocotools (``CocoResult.cat_ids``). Categories are processed in chunks so memo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from odkit.eval.inputs import Detections, GroundTruth, load_detections, load_ground_truth
+from odkit.ops.rle import RLEArray
+from odkit.ops.rle import pair_iou as mask_pair_iou
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +90,7 @@ class CocoResult:
     recall_thresholds: np.ndarray = field(default_factory=lambda: RECALL_THRESHOLDS.copy())
     area_labels: list[str] = field(default_factory=lambda: list(AREA_LABELS))
     max_dets: tuple[int, ...] = MAX_DETS
+    iou_type: str = "bbox"
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -96,7 +104,7 @@ class CocoResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Every figure at full precision (json-serialisable)."""
-        d: dict[str, Any] = {"metric": "coco", **self.metrics}
+        d: dict[str, Any] = {"metric": "coco", "iou_type": self.iou_type, **self.metrics}
         d["per_class"] = {
             name: {"category_id": cid, **self.per_class[name]}
             for name, cid in zip(self.class_names, self.cat_ids)
@@ -134,10 +142,20 @@ def _bbox_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
         return np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
 
 
+def _box_pair_iou(
+    d_xywh: np.ndarray, g_xywh: np.ndarray, g_crowd: np.ndarray
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The ``pair_iou`` of :func:`_match_groups` for boxes."""
+
+    def iou(d: np.ndarray, gidx: np.ndarray) -> np.ndarray:
+        return _bbox_iou(d_xywh[d][:, None, :], g_xywh[gidx], g_crowd[gidx])
+
+    return iou
+
+
 # ----------------------------------------------------------------------------------- matching
 def _match_groups(
-    d_xywh: np.ndarray,
-    g_xywh: np.ndarray,
+    pair_iou: Callable[[np.ndarray, np.ndarray], np.ndarray],
     g_crowd: np.ndarray,
     g_ignore: np.ndarray,
     d_start: np.ndarray,
@@ -151,8 +169,10 @@ def _match_groups(
     """Greedy COCO matching for groups that hold both detections and ground truths.
 
     Detections of a group are rows ``d_start:d_start+d_count`` (score order), its ground truths
-    rows ``g_start:g_start+g_count`` (input order). ``g_ignore`` [G, A] per area range. Writes
-    ``matched`` / ``matched_ig`` [N, A, T] (detection matched; matched to an ignored gt).
+    rows ``g_start:g_start+g_count`` (input order). ``g_ignore`` [G, A] per area range.
+    ``pair_iou(d [n], gidx [n, gb])`` gives the IoU of detection rows with ground-truth rows
+    (``gidx`` is 0 in padding columns, whose values are not used). Writes ``matched`` /
+    ``matched_ig`` [N, A, T] (detection matched; matched to an ignored gt).
     """
     A = g_ignore.shape[1]
     T = len(thr)
@@ -168,7 +188,6 @@ def _match_groups(
         cols = np.arange(gb)
         valid = cols[None, :] < gc[:, None]  # [n, gb]
         gidx = np.where(valid, gs[:, None] + cols[None, :], 0)
-        gbox = g_xywh[gidx]  # [n, gb, 4]
         gcrowd = g_crowd[gidx] & valid
         gig = np.moveaxis(g_ignore[gidx], -1, 0)  # [A, n, gb]
         gig_n = ~gig & valid[None]
@@ -179,7 +198,7 @@ def _match_groups(
         for r in range(int(dc[0])):
             nr = int(active[r])
             d = ds[:nr] + r
-            iou = _bbox_iou(d_xywh[d][:, None, :], gbox[:nr], gcrowd[:nr])  # [nr, gb]
+            iou = pair_iou(d, gidx[:nr])  # [nr, gb]
             ok = iou[None] >= thr[:, None, None]  # [T, nr, gb]
             cand = ok[None] & avail[:, :, :nr]  # [A, T, nr, gb]
             cn = cand & gig_n[:, None, :nr]
@@ -315,7 +334,47 @@ def _group_bounds(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return keys[start], start, count
 
 
-def _evaluate(gt: GroundTruth, dt: Detections, show_progress: bool = False) -> CocoResult:
+def _mask_iou_table(
+    dm: RLEArray,
+    gm: RLEArray,
+    g_crowd: np.ndarray,
+    n: int,
+    dst: np.ndarray,
+    dcnt: np.ndarray,
+    gst: np.ndarray,
+    gcnt: np.ndarray,
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Mask IoU of every (detection, ground truth) pair of the groups, as a ``pair_iou`` lookup.
+
+    ``dm`` / ``gm`` hold the masks of the chunk's detection / ground-truth rows. The IoUs of
+    detection row ``d`` are ``table[row_start[d] : row_start[d] + gcnt]`` (the group's gts in order).
+    """
+    rep = np.repeat(np.arange(len(dst)), dcnt)
+    det = np.repeat(dst, dcnt) + (np.arange(len(rep)) - np.repeat(np.cumsum(dcnt) - dcnt, dcnt))
+    per = gcnt[rep]
+    row_start = np.zeros(n, dtype=np.int64)
+    row_start[det] = np.cumsum(per) - per
+    g_first = np.zeros(n, dtype=np.int64)
+    g_first[det] = gst[rep]
+    total = int(per.sum())
+    table = np.empty(total, dtype=np.float64)
+    step = 2_000_000
+    for r0 in range(0, len(det), max(1, step // max(int(gcnt.max(initial=1)), 1))):
+        r1 = min(len(det), r0 + max(1, step // max(int(gcnt.max(initial=1)), 1)))
+        pr = per[r0:r1]
+        pd = np.repeat(det[r0:r1], pr)
+        pg = np.repeat(g_first[det[r0:r1]], pr) + (np.arange(len(pd)) - np.repeat(np.cumsum(pr) - pr, pr))
+        lo = int(row_start[det[r0]])
+        table[lo : lo + len(pd)] = mask_pair_iou(dm, gm, g_crowd, pd, pg)
+
+    def lookup(d: np.ndarray, gidx: np.ndarray) -> np.ndarray:
+        col = np.maximum(gidx - g_first[d][:, None], 0)
+        return table[np.minimum(row_start[d][:, None] + col, max(total - 1, 0))]
+
+    return lookup
+
+
+def _evaluate(gt: GroundTruth, dt: Detections, show_progress: bool = False, iou_type: str = "bbox") -> CocoResult:
     T, R, A, M = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(AREA_RANGES), len(MAX_DETS)
     max_det = MAX_DETS[-1]
     n_img = gt.num_images
@@ -353,7 +412,14 @@ def _evaluate(gt: GroundTruth, dt: Detections, show_progress: bool = False) -> C
     dk, di = dk_all[d_order], di_all[d_order]
     d_xywh = dt.xywh[d_order]
     d_score = dt.scores[d_order]
-    d_area = d_xywh[:, 2] * d_xywh[:, 3]
+    segm = iou_type == "segm"
+    if segm:
+        assert gt.masks is not None and dt.masks is not None and dt.area is not None
+        g_masks = gt.masks.take(g_order)
+        d_masks = dt.masks.take(d_order)
+        d_area = dt.area[d_order]
+    else:
+        d_area = d_xywh[:, 2] * d_xywh[:, 3]
     d_out = (d_area[:, None] < lo) | (d_area[:, None] > hi)  # [N, A]
 
     precision = -np.ones((T, R, K, A, M))
@@ -390,9 +456,21 @@ def _evaluate(gt: GroundTruth, dt: Detections, show_progress: bool = False) -> C
         gu, gst, gcnt = _group_bounds(gkeys)
         both, d_sel, g_sel = np.intersect1d(du, gu, assume_unique=True, return_indices=True)
         if len(both):
+            if segm:
+                pair_iou = _mask_iou_table(
+                    d_masks.take(np.arange(ds_, de_)),
+                    g_masks.take(np.arange(gs_, ge_)),
+                    g_crowd[gs_:ge_],
+                    n,
+                    dst[d_sel],
+                    dcnt[d_sel],
+                    gst[g_sel],
+                    gcnt[g_sel],
+                )
+            else:
+                pair_iou = _box_pair_iou(d_xywh[ds_:de_], g_xywh[gs_:ge_], g_crowd[gs_:ge_])
             _match_groups(
-                d_xywh[ds_:de_],
-                g_xywh[gs_:ge_],
+                pair_iou,
                 g_crowd[gs_:ge_],
                 g_ignore[gs_:ge_],
                 dst[d_sel],
@@ -447,7 +525,11 @@ def _evaluate(gt: GroundTruth, dt: Detections, show_progress: bool = False) -> C
         class_names=names,
         per_class=per_class,
         summary=summary,
+        iou_type=iou_type,
     )
+
+
+IOU_TYPES = ("bbox", "segm")
 
 
 def evaluate_coco(
@@ -457,15 +539,27 @@ def evaluate_coco(
     format: str | None = None,
     split: str | None = None,
     show_progress: bool = False,
+    iou_type: str = "bbox",
 ) -> CocoResult:
-    """COCO bbox evaluation of ``predictions`` against ``gt``, identical to pycocotools.
+    """COCO bbox or segm evaluation of ``predictions`` against ``gt``, identical to pycocotools.
 
     ``gt``: an :class:`~odkit.data.AnnotationSet` or a dataset path (``format`` / ``split`` go to
     ``load_dataset``). ``predictions``: list of prediction dicts (xyxy pixels in original image
     coordinates, contiguous labels; one per gt image in order, or each with ``"image_id"``), a COCO
     results list or a COCO results json path (xywh, original ids). Every image of ``gt`` is
     evaluated, including images without ground truth. Raises ``DataError`` on malformed input.
+
+    ``iou_type="segm"``: mask IoU (``iouType="segm"``); the ground truth needs segmentations (a
+    COCO json, or a set with masks), the predictions masks (results ``segmentation``, prediction
+    dicts ``"masks"``; see :func:`~odkit.eval.inputs.load_detections`). Ground-truth areas are the
+    ``area`` field (the mask area where absent); a result's area is its box's ``w * h`` when the
+    results carry boxes, else its mask area, as pycocotools' ``loadRes``.
     """
-    g = load_ground_truth(gt, format=format, split=split)
-    d = load_detections(predictions, g)
-    return _evaluate(g, d, show_progress=show_progress)
+    if iou_type not in IOU_TYPES:
+        from odkit.errors import ConfigError
+
+        raise ConfigError(f"iou_type must be one of {', '.join(IOU_TYPES)}, got {iou_type!r}")
+    segm = iou_type == "segm"
+    g = load_ground_truth(gt, format=format, split=split, masks=segm)
+    d = load_detections(predictions, g, masks=segm)
+    return _evaluate(g, d, show_progress=show_progress, iou_type=iou_type)

@@ -24,6 +24,8 @@ import numpy as np
 
 from odkit.data.structures import AnnotationSet
 from odkit.errors import ConfigError, DataError
+from odkit.ops.masks import segmentations_to_array
+from odkit.ops.rle import RLEArray, strings_to_counts
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,8 @@ class GroundTruth:
     ``image_ids`` [I] original image ids (set order); ``class_ids`` original category id per
     contiguous label; ``img`` [G] image position (0..I-1); ``labels`` [G] contiguous class;
     ``xywh`` / ``xyxy`` [G,4] float64 pixels; ``area`` [G] float64 (COCO ``area`` field, or the
-    box area w*h where the source has none); ``iscrowd`` / ``difficult`` [G] bool.
+    box area w*h where the source has none); ``iscrowd`` / ``difficult`` [G] bool. ``masks``: the
+    ground-truth masks (segm evaluation), one per row, and ``image_hw`` [I, 2] the image sizes.
     """
 
     image_ids: np.ndarray
@@ -51,6 +54,8 @@ class GroundTruth:
     iscrowd: np.ndarray
     difficult: np.ndarray
     ann_ids: np.ndarray | None = None
+    masks: RLEArray | None = None
+    image_hw: np.ndarray | None = None
 
     @property
     def num_images(self) -> int:
@@ -66,7 +71,9 @@ class Detections:
     """Detections, one row per box, in input order (the order breaks score ties, as in pycocotools).
 
     ``img`` [N] image position in the ground truth set; ``labels`` [N] contiguous class;
-    ``xywh`` / ``xyxy`` [N,4] float64 pixels; ``scores`` [N] float64.
+    ``xywh`` / ``xyxy`` [N,4] float64 pixels; ``scores`` [N] float64. For segm evaluation ``masks``
+    (one per row) and ``area`` [N], the area pycocotools' ``loadRes`` gives a result: the box's
+    ``w * h`` when the results carry boxes, else the mask area.
     """
 
     img: np.ndarray
@@ -74,6 +81,8 @@ class Detections:
     xywh: np.ndarray
     xyxy: np.ndarray
     scores: np.ndarray
+    masks: RLEArray | None = None
+    area: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -129,22 +138,34 @@ def _annotation_set_to_gt(aset: AnnotationSet, source: str) -> GroundTruth:
     )
 
 
-def _exact_coco_values(path: Path, gt: GroundTruth) -> None:
+def _coco_json_rows(path: Path, gt: GroundTruth) -> tuple[list[dict], dict[int, dict]] | None:
+    """The json annotation objects of ``gt``'s rows (by annotation id) and the images by id."""
+    if gt.ann_ids is None or len(np.unique(gt.ann_ids)) != len(gt.ann_ids):
+        return None
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+        by_id = {int(a["id"]): a for a in data.get("annotations") or []}
+        rows = [by_id[int(i)] for i in gt.ann_ids.tolist()]
+        images = {int(im["id"]): im for im in data.get("images") or []}
+    except (KeyError, TypeError, ValueError, AttributeError, OSError) as e:
+        log.debug("%s: annotations not read back by id (%s)", path, e)
+        return None
+    return rows, images
+
+
+def _exact_coco_values(path: Path, gt: GroundTruth, rows: list[dict]) -> None:
     """Replace the float32 boxes / areas of a COCO json ground truth by the file's float64 values.
 
     An AnnotationSet stores float32 boxes; pycocotools uses the json numbers as they are, so for
     results identical to it the original values are read back by annotation id (in place).
     """
-    if gt.ann_ids is None or len(gt.ann_ids) == 0 or len(np.unique(gt.ann_ids)) != len(gt.ann_ids):
+    if len(rows) == 0:
         return
     try:
-        with open(path, "rb") as f:
-            anns = json.load(f).get("annotations") or []
-        by_id = {int(a["id"]): a for a in anns}
-        rows = [by_id[int(i)] for i in gt.ann_ids.tolist()]
         xywh = np.array([a["bbox"] for a in rows], dtype=np.float64)
         area = np.array([a.get("area", np.nan) for a in rows], dtype=np.float64)
-    except (KeyError, TypeError, ValueError, AttributeError, OSError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         log.debug("%s: keeping float32 boxes (%s)", path, e)
         return
     if xywh.shape != gt.xywh.shape or not np.allclose(xywh, gt.xywh, rtol=1e-5, atol=1e-2):
@@ -155,14 +176,49 @@ def _exact_coco_values(path: Path, gt: GroundTruth) -> None:
     gt.area = np.where(np.isnan(area), xywh[:, 2] * xywh[:, 3], area)
 
 
+def _masks_from_segmentations(segms: list[Any], gt: GroundTruth, source: str, area_missing: np.ndarray) -> None:
+    """Ground-truth masks (in place) from COCO segmentations on their images' sizes (``annToRLE``).
+
+    Rows without a COCO ``area`` (``area_missing``) get the mask area for the area ranges.
+    """
+    ann_ids = gt.ann_ids if gt.ann_ids is not None else np.arange(len(segms))
+    missing = [int(ann_ids[k]) for k, sg in enumerate(segms) if sg is None or (isinstance(sg, list) and not sg)]
+    if missing:
+        raise DataError(
+            f"{source}: segm evaluation needs a segmentation on every annotation; "
+            f"annotation id(s) {missing[:20]} have none"
+        )
+    assert gt.image_hw is not None
+    hw = gt.image_hw[gt.img]
+    try:
+        gt.masks = segmentations_to_array(segms, hw[:, 0], hw[:, 1])
+    except ValueError as e:
+        k = str(e).split(":")[0].removeprefix("segmentation ")
+        ann = int(ann_ids[int(k)]) if k.isdigit() else "?"
+        raise DataError(f"{source}: annotation id {ann}: {e}") from None
+    gt.area = np.where(area_missing, gt.masks.areas.astype(np.float64), gt.area)
+
+
 def load_ground_truth(
-    gt: AnnotationSet | GroundTruth | str | Path, format: str | None = None, split: str | None = None
+    gt: AnnotationSet | GroundTruth | str | Path,
+    format: str | None = None,
+    split: str | None = None,
+    masks: bool = False,
 ) -> GroundTruth:
-    """Ground truth from an AnnotationSet or a dataset path (COCO json, VOC root, YOLO data.yaml)."""
+    """Ground truth from an AnnotationSet or a dataset path (COCO json, VOC root, YOLO data.yaml).
+
+    ``masks``: also the ground-truth masks (segm evaluation), from the COCO json's segmentations
+    (as pycocotools reads them) or from the set's ``segmentations``; a DataError when there are none.
+    """
     if isinstance(gt, GroundTruth):
+        if masks and gt.masks is None:
+            raise DataError("ground truth: segm evaluation needs ground-truth masks, and this one has none")
         return gt
     if isinstance(gt, AnnotationSet):
-        return _annotation_set_to_gt(gt, "ground truth")
+        g = _annotation_set_to_gt(gt, "ground truth")
+        if masks:
+            _masks_from_set(gt, g, "ground truth")
+        return g
     if isinstance(gt, (str, Path)):
         path = Path(gt)
         if not path.exists():
@@ -173,10 +229,41 @@ def load_ground_truth(
             raise ConfigError(f"{path}: dataset loading is not available in this build ({e})") from None
         aset = load_dataset(path, format=format, split=split)
         g = _annotation_set_to_gt(aset, str(path))
-        if aset.source == "coco" and path.is_file():
-            _exact_coco_values(path, g)
+        read = _coco_json_rows(path, g) if aset.source == "coco" and path.is_file() else None
+        if read is not None:
+            _exact_coco_values(path, g, read[0])
+        if masks:
+            if read is not None:
+                rows, images = read
+                g.image_hw = _image_sizes(g, images, str(path))
+                area_missing = np.array([r.get("area") is None for r in rows], dtype=bool)
+                _masks_from_segmentations([r.get("segmentation") for r in rows], g, str(path), area_missing)
+            else:
+                _masks_from_set(aset, g, str(path))
         return g
     raise ConfigError(f"ground truth must be an AnnotationSet or a path, got {type(gt).__name__}")
+
+
+def _image_sizes(g: GroundTruth, images: dict[int, dict], source: str) -> np.ndarray:
+    """``[I, 2]`` (height, width) of the json's images, in ``g``'s image order."""
+    try:
+        return np.array(
+            [[int(images[int(i)]["height"]), int(images[int(i)]["width"])] for i in g.image_ids.tolist()],
+            dtype=np.int64,
+        ).reshape(-1, 2)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{source}: segm evaluation needs the height and width of every image ({e})") from None
+
+
+def _masks_from_set(aset: AnnotationSet, g: GroundTruth, source: str) -> None:
+    segms = getattr(aset, "segmentations", None)
+    if segms is None:
+        raise DataError(f"{source}: segm evaluation needs masks, and this data set has none")
+    keep = np.asarray(aset.labels) >= 0
+    g.image_hw = np.stack([np.asarray(aset.heights), np.asarray(aset.widths)], 1).astype(np.int64)
+    area_missing = np.isnan(np.asarray(aset.areas, dtype=np.float64))[keep]
+    rows = [sg for sg, k in zip(segms, keep) if k]
+    _masks_from_segmentations(rows, g, source, area_missing)
 
 
 def _xyxy_to_xywh(xyxy: np.ndarray) -> np.ndarray:
@@ -262,28 +349,76 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _from_coco_results(results: Any, gt: GroundTruth, source: str) -> Detections:
+def _from_coco_results(results: Any, gt: GroundTruth, source: str, masks: bool = False) -> Detections:
     if isinstance(results, dict) and "annotations" in results:
         results = results["annotations"]
     if not isinstance(results, list):
         raise DataError(f"{source}: a COCO results file must hold a list of detections")
     n = len(results)
     if n == 0:
-        return _empty_detections()
-    fast = _coco_results_fast(results)
+        d = _empty_detections()
+        if masks:
+            d.masks, d.area = RLEArray.from_rles([]), np.zeros(0)
+        return d
+    # pycocotools' loadRes: results with boxes keep them (and their area); mask-only results get
+    # the box and the area of their masks.
+    with_bbox = not masks or (isinstance(results[0], dict) and results[0].get("bbox", []) != [])
+    fast = _coco_results_fast(results, with_bbox)
     if fast is not None:
         image_id, cat_id, xywh, scores = fast
     else:
-        image_id, cat_id, xywh, scores = _coco_results_checked(results, source)
-    return _map_coco_ids(image_id, cat_id, xywh, scores, gt, source)
+        image_id, cat_id, xywh, scores = _coco_results_checked(results, source, with_bbox)
+    d = _map_coco_ids(image_id, cat_id, xywh, scores, gt, source)
+    if masks:
+        d.masks = _result_masks(results, gt, d.img, source)
+        if with_bbox:
+            d.area = xywh[:, 2] * xywh[:, 3]
+        else:
+            d.xywh = d.masks.boxes.copy()
+            d.xyxy = _xywh_to_xyxy(d.xywh)
+            d.area = d.masks.areas.astype(np.float64)
+    return d
 
 
-def _coco_results_fast(results: list[Any]) -> tuple[np.ndarray, ...] | None:
+def _result_masks(results: list[Any], gt: GroundTruth, img: np.ndarray, source: str) -> RLEArray:
+    """The masks of COCO results: RLE objects (compressed counts strings read in one pass) or polygons."""
+    segs = [r.get("segmentation") if isinstance(r, dict) else None for r in results]
+    try:
+        if all(isinstance(sg, dict) and isinstance(sg.get("counts"), (str, bytes)) for sg in segs):
+            counts, offsets = strings_to_counts([sg["counts"] for sg in segs])
+            sizes = np.array([sg["size"] for sg in segs], dtype=np.int64).reshape(-1, 2)
+            out = RLEArray(counts, offsets, sizes)
+        else:
+            bad = [k for k, sg in enumerate(segs) if sg is None]
+            if bad:
+                raise DataError(f"{source}: detection {bad[0]} has no segmentation (segm evaluation)")
+            hw = gt.image_hw[img] if gt.image_hw is not None else np.zeros((len(segs), 2), dtype=np.int64)
+            out = segmentations_to_array(segs, hw[:, 0], hw[:, 1])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{source}: detection segmentation cannot be read ({e})") from None
+    _warn_sizes(out, gt, img, source)
+    return out
+
+
+def _warn_sizes(m: RLEArray, gt: GroundTruth, img: np.ndarray, source: str) -> None:
+    if gt.image_hw is None or len(img) == 0:
+        return
+    off = (m.sizes != gt.image_hw[img]).any(1)
+    if off.any():
+        k = int(np.flatnonzero(off)[0])
+        log.warning(
+            "%s: %d detection mask(s) differ in size from their image (first: detection %d, %s vs %s); "
+            "they match nothing",
+            source, int(off.sum()), k, m.sizes[k].tolist(), gt.image_hw[img[k]].tolist(),
+        )
+
+
+def _coco_results_fast(results: list[Any], with_bbox: bool = True) -> tuple[np.ndarray, ...] | None:
     """Vectorised parse of a well-formed results list; None when anything looks wrong."""
     try:
         image_id = np.array([r["image_id"] for r in results])
         cat_id = np.array([r["category_id"] for r in results])
-        xywh = np.array([r["bbox"] for r in results])
+        xywh = np.array([r["bbox"] for r in results]) if with_bbox else np.zeros((len(results), 4))
         scores = np.array([r["score"] for r in results])
     except (KeyError, TypeError, ValueError, IndexError):
         return None
@@ -305,7 +440,7 @@ def _coco_results_fast(results: list[Any]) -> tuple[np.ndarray, ...] | None:
     return image_id.astype(np.int64), cat_id.astype(np.int64), xywh, scores
 
 
-def _coco_results_checked(results: list[Any], source: str) -> tuple[np.ndarray, ...]:
+def _coco_results_checked(results: list[Any], source: str, with_bbox: bool = True) -> tuple[np.ndarray, ...]:
     """Detection-by-detection parse that names the first malformed entry."""
     n = len(results)
     image_id = np.empty(n, dtype=np.int64)
@@ -315,10 +450,11 @@ def _coco_results_checked(results: list[Any], source: str) -> tuple[np.ndarray, 
     for k, r in enumerate(results):
         if not isinstance(r, dict):
             raise DataError(f"{source}: detection {k} is not an object")
-        missing = [key for key in ("image_id", "category_id", "bbox", "score") if key not in r]
+        keys = ("image_id", "category_id", "bbox", "score") if with_bbox else ("image_id", "category_id", "score")
+        missing = [key for key in keys if key not in r]
         if missing:
             raise DataError(f"{source}: detection {k} misses key(s) {missing}")
-        b, s = r["bbox"], r["score"]
+        b, s = r.get("bbox", [0.0, 0.0, 0.0, 0.0]), r["score"]
         if not isinstance(b, (list, tuple)) or len(b) != 4 or not all(_is_number(v) for v in b):
             raise DataError(f"{source}: detection {k}: bbox must be 4 numbers [x, y, w, h], got {b!r}")
         if not all(math.isfinite(v) for v in b):
@@ -370,9 +506,16 @@ def _map_coco_ids(
     )
 
 
-def load_detections(dt: Any, gt: GroundTruth) -> Detections:
-    """Detections from prediction dicts, a COCO results list, or a COCO results json path."""
+def load_detections(dt: Any, gt: GroundTruth, masks: bool = False) -> Detections:
+    """Detections from prediction dicts, a COCO results list, or a COCO results json path.
+
+    ``masks`` (segm evaluation): results must carry a ``segmentation`` (RLE, compressed or not, or
+    polygons), prediction dicts ``"masks"`` ([K, H, W] arrays in original image pixels, nonzero, or
+    above 0.5 when floating, is inside; or RLE objects).
+    """
     if isinstance(dt, Detections):
+        if masks and dt.masks is None:
+            raise DataError("detections: segm evaluation needs masks, and these detections have none")
         return dt
     if isinstance(dt, (str, Path)):
         path = Path(dt)
@@ -385,12 +528,41 @@ def load_detections(dt: Any, gt: GroundTruth) -> Detections:
             raise DataError(f"{path}: not valid json ({e})") from None
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: cannot be read ({e})") from None
-        return _from_coco_results(data, gt, str(path))
+        return _from_coco_results(data, gt, str(path), masks)
     if isinstance(dt, (list, tuple)):
         dt = list(dt)
-        if dt and isinstance(dt[0], dict) and "bbox" in dt[0]:
-            return _from_coco_results(dt, gt, "detections")
-        return _from_prediction_dicts(dt, gt)
+        if dt and isinstance(dt[0], dict) and ("bbox" in dt[0] or "segmentation" in dt[0]):
+            return _from_coco_results(dt, gt, "detections", masks)
+        d = _from_prediction_dicts(dt, gt)
+        if masks:
+            _prediction_masks(dt, gt, d)
+        return d
     raise ConfigError(
         f"detections must be a list of prediction dicts, a COCO results list or a json path, got {type(dt).__name__}"
     )
+
+
+def _prediction_masks(preds: list[Any], gt: GroundTruth, d: Detections) -> None:
+    """``masks`` of prediction dicts into ``d`` (in place); the area is the box's, as for results with boxes."""
+    from odkit.ops.rle import RLE, encode, from_coco
+
+    rles: list[RLE] = []
+    for k, p in enumerate(preds):
+        if "masks" not in p:
+            raise DataError(f"predictions[{k}]: segm evaluation needs 'masks'")
+        m = p["masks"]
+        n = len(_to_numpy(p["scores"], "scores").reshape(-1))
+        if isinstance(m, (list, tuple)) and (not m or isinstance(m[0], (dict, RLE))):
+            items = [x if isinstance(x, RLE) else from_coco(x) for x in m]
+        else:
+            arr = _to_numpy(m, f"predictions[{k}]['masks']")
+            if arr.ndim != 3:
+                raise DataError(f"predictions[{k}]['masks']: expected [K, H, W], got shape {list(arr.shape)}")
+            arr = arr > 0.5 if np.issubdtype(arr.dtype, np.floating) else arr != 0
+            items = encode(arr) if len(arr) else []
+        if len(items) != n:
+            raise DataError(f"predictions[{k}]: {len(items)} masks for {n} detections")
+        rles.extend(items)
+    d.masks = RLEArray.from_rles(rles)
+    d.area = d.xywh[:, 2] * d.xywh[:, 3]
+    _warn_sizes(d.masks, gt, d.img, "predictions")
