@@ -82,7 +82,8 @@ def _batches(img: np.ndarray, grid: list[tuple[int, int, int, int]], batch: int)
 
 def predict_slices(base: Any, img: np.ndarray, cfg: SliceConfig, conf: float | None = None, iou: float | None = None,
                    max_det: int | None = None, img_size: int | None = None, batch: int = 8) -> list[Dets]:
-    """Per-slice detections of ``img`` (uint8 ``[H, W, 3]`` RGB) shifted to image pixels, one dict per
+    """Per-slice detections of ``img`` (uint8 ``[H, W, 3]`` RGB) shifted to image pixels (float64
+    boxes), one dict per
     slice in grid order, then one for the whole image when ``cfg.full_image`` and there are several
     slices. ``max_det`` applies per slice."""
     grid = slice_grid(img.shape[0], img.shape[1], int(cfg.size), float(cfg.overlap))
@@ -90,10 +91,11 @@ def predict_slices(base: Any, img: np.ndarray, cfg: SliceConfig, conf: float | N
     for crops, cells in _batches(img, grid, max(int(batch), 1)):
         preds = base.predict(crops, conf=conf, iou=iou, max_det=max_det, img_size=img_size, batch=batch)
         for (x0, y0, _, _), p in zip(cells, preds):
-            shift = torch.tensor([x0, y0, x0, y0], dtype=p["boxes"].dtype)
-            out.append({**p, "boxes": p["boxes"] + shift})
+            shift = torch.tensor([x0, y0, x0, y0], dtype=torch.float64)
+            out.append({**p, "boxes": p["boxes"].double() + shift})  # float64: no rounding of the shift
     if cfg.full_image and len(grid) > 1:
-        out.extend(base.predict([img], conf=conf, iou=iou, max_det=max_det, img_size=img_size, batch=1))
+        full = base.predict([img], conf=conf, iou=iou, max_det=max_det, img_size=img_size, batch=1)
+        out.extend({**p, "boxes": p["boxes"].double()} for p in full)
     return out
 
 

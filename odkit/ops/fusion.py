@@ -167,13 +167,11 @@ def _sources(boxes_list: Sequence[Any], scores_list: Sequence[Any], labels_list:
     return groups, w
 
 
-def _prefilter(groups: list[tuple[np.ndarray, ...]], w: np.ndarray, skip: float,
-               score_scale: np.ndarray | None = None) -> dict[int, np.ndarray]:
+def _prefilter(groups: list[tuple[np.ndarray, ...]], w: np.ndarray, skip: float) -> dict[int, np.ndarray]:
     """Per label, rows ``[score * weight, weight, source, x1, y1, x2, y2]`` of the boxes with
     score ``>= skip`` and positive area (corners put in order), by decreasing score."""
     rows: dict[int, list[np.ndarray]] = {}
     for t, (b, s, lab) in enumerate(groups):
-        s = s * score_scale[t] if score_scale is not None else s
         b = np.concatenate([np.minimum(b[:, :2], b[:, 2:]), np.maximum(b[:, :2], b[:, 2:])], 1)
         ok = (s >= skip) & (_area(b) != 0)
         for c in np.unique(lab[ok]):
@@ -250,15 +248,15 @@ def non_maximum_weighted(boxes_list: Sequence[Any], scores_list: Sequence[Any], 
                          skip_box_thr: float = 0.0) -> Detections:
     """Non-maximum weighted fusion (Zhou et al., CAD; ensemble-boxes' ``non_maximum_weighted``).
 
-    Scores are scaled by ``weight / sum(weights)`` and then by ``weight`` again (as ensemble-boxes
-    does; ``skip_box_thr`` applies to the first scaling). Per label, by decreasing score, a box joins
+    Scores are scaled by ``weight / max(weights)`` (boxes of score ``< skip_box_thr`` before the
+    scaling are left out). Per label, by decreasing score, a box joins
     the first-formed cluster whose best (first) box it overlaps most with IoU ``> iou_thr``. A cluster
     keeps its best box's score; its box is the mean of its boxes weighted by
     ``score * IoU(box, best box)``.
     """
     groups, w = _sources(boxes_list, scores_list, labels_list, weights, "non_maximum_weighted")
     fused = []
-    for c, rows in _prefilter(groups, w, skip_box_thr, score_scale=w / w.sum()).items():
+    for c, rows in _prefilter(groups, w / w.max(), skip_box_thr).items():
         members: list[list[np.ndarray]] = []
         best = np.zeros((0, 4))
         for r in rows:
