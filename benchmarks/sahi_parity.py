@@ -66,9 +66,9 @@ def sahi_model(pred):
         def perform_inference(self, image):
             self._original_predictions = pred.predict([image])
 
-        def _create_object_prediction_list_from_original_predictions(self, shift_amount_list=[[0, 0]],
+        def _create_object_prediction_list_from_original_predictions(self, shift_amount_list=None,
                                                                      full_shape_list=None):
-            shifts = fix_shift_amount_list(shift_amount_list)
+            shifts = fix_shift_amount_list(shift_amount_list or [[0, 0]])
             shapes = fix_full_shape_list(full_shape_list)
             per_image = []
             for i, p in enumerate(self._original_predictions):
@@ -172,11 +172,12 @@ def main() -> int:
                 ok, db, ds = compare((d["boxes"], d["scores"], d["labels"]), ref)
                 rows.setdefault((merge, match, full), []).append((ok and db <= 0.01 and ds <= 1e-5, db, ds, len(ref[1])))
                 if k == 0 and a.write_fixture:
-                    parts = predict_slices(pred, img, cfg)
+                    if full:  # the slices' detections, then the whole image's
+                        fixture["parts"] = [{kk: v.tolist() for kk, v in p.items()} for p in predict_slices(pred, img, cfg)]
                     fixture["cases"].append({
                         "merge": merge, "match": match, "full_image": full,
-                        "parts": [{kk: v.tolist() for kk, v in p.items()} for p in parts],
-                        "expected": {"boxes": ref[0].tolist(), "scores": ref[1].tolist(), "labels": ref[2].tolist()}})
+                        "expected": {"boxes": np.round(ref[0], 4).tolist(), "scores": np.round(ref[1], 7).tolist(),
+                                     "labels": ref[2].tolist()}})
     print(f"\n{'merge':<11} {'match':<5} {'full image':<10} {'images':>6} {'equal':>5} {'max |box| px':>13} "
           f"{'max |score|':>12} {'boxes':>6}")
     for (merge, match, full), r in rows.items():
