@@ -95,19 +95,22 @@ def _per_label(lab: np.ndarray) -> list[np.ndarray]:
 
 def match_nms(boxes: Any, scores: Any, labels: Any, match: str = "iou", threshold: float = 0.5) -> Tensor:
     """Class-aware greedy NMS where a box is suppressed by a kept box of its label whose match
-    (``"iou"`` or ``"ios"``) with it is ``>= threshold`` (SAHI's NMS). Returns kept indices by
-    decreasing score (ties: increasing x1, y1, x2, y2)."""
+    (``"iou"`` or ``"ios"``) with it is ``>= threshold`` (SAHI's NMS; the match is rounded to float32
+    as SAHI's). Returns kept indices by decreasing score (ties: increasing x1, y1, x2, y2). Memory is
+    linear in the number of boxes (one row of matches at a time)."""
     b, s, lab = _inputs(boxes, scores, labels, "match_nms")
     metric = _check_metric(match, "match_nms")
     keep: list[int] = []
     for idx in _per_label(lab):
         sub = b[idx]
-        mat = _match_rows(sub, sub, metric).astype(np.float32)
-        gone = np.zeros(len(idx), bool)
-        for i in _score_order(sub, s[idx]):
-            if not gone[i]:
+        order = _score_order(sub, s[idx])
+        alive = np.ones(len(idx), bool)
+        for k, i in enumerate(order):
+            if alive[i]:
                 keep.append(int(idx[i]))
-                gone |= mat[i] >= threshold
+                rest = order[k + 1:]
+                rest = rest[alive[rest]]
+                alive[rest[_match_rows(sub[i][None], sub[rest], metric)[0].astype(np.float32) >= threshold]] = False
     keep.sort(key=lambda i: -s[i])
     return torch.tensor(keep, dtype=torch.int64)
 
@@ -127,7 +130,6 @@ def greedy_nmm(boxes: Any, scores: Any, labels: Any, match: str = "ios", thresho
     ob, os_, ol = [], [], []
     for idx in _per_label(lab):
         sub, ss = b[idx], s[idx]
-        mat = _match_rows(sub, sub, metric).astype(np.float32)
         order = _score_order(sub, ss)
         taken = np.zeros(len(idx), bool)
         for k, i in enumerate(order):
@@ -135,7 +137,7 @@ def greedy_nmm(boxes: Any, scores: Any, labels: Any, match: str = "ios", thresho
                 continue
             rest = order[k + 1:]
             rest = rest[~taken[rest]]
-            merge = rest[mat[i, rest] >= threshold]
+            merge = rest[_match_rows(sub[i][None], sub[rest], metric)[0].astype(np.float32) >= threshold]
             taken[merge] = True
             box, score = sub[i].copy(), float(ss[i])
             for j in merge:
