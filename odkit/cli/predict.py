@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "and with --save, <image name> annotated with boxes, class names and scores."
         ),
     )
-    path_arg(p, "--weights", kind="weights", required=True, help="weights .safetensors (with its .json sidecar), a run directory, or an exported .onnx / .xml")
+    path_arg(p, "--weights", kind="weights", required=True, nargs="+",
+             help="weights .safetensors (with its .json sidecar), a run directory, or an exported .onnx / .xml; "
+             "several: an ensemble, detections fused (--merge, default wbf)")
     path_arg(p, "--source", required=True, help="an image file, a directory of images or a .txt list of images")
     p.add_argument("--conf", type=arg_type("unit"), default=None,
                    help="score threshold (default: the model's, e.g. 0.25 for YOLOX, 0.05 for RetinaNet)")
@@ -36,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run the network through torch.compile (needs a C compiler; falls back to eager)")
     p.add_argument("--save", action="store_true", help="also write annotated images")
     p.add_argument("--out", default="runs/predict", help="output directory (default runs/predict)")
+    from odkit.cli.predict_opts import add_inference_args
+
+    add_inference_args(p)
     p.set_defaults(func=handler)
 
 
@@ -65,6 +70,7 @@ def handler(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from odkit.cli.predict_opts import wrap_predictor
     from odkit.data.imageio import write_image
     from odkit.engine import runtime
     from odkit.engine.api import load
@@ -72,14 +78,17 @@ def handler(args: argparse.Namespace) -> int:
 
     device = runtime.select_device(args.device)
     runtime.set_threads()
-    if Path(args.weights).suffix in (".onnx", ".xml"):  # exported model: onnxruntime / OpenVINO
-        from odkit.export.runtime import load_predictor
+    members = []
+    for w in args.weights:
+        if Path(w).suffix in (".onnx", ".xml"):  # exported model: onnxruntime / OpenVINO
+            from odkit.export.runtime import load_predictor
 
-        pred = load_predictor(args.weights)
-    else:
-        pred = load(args.weights, device=device, compile=args.compile)
-        if args.img is not None:
-            args.img = fit_img(args.img, pred.model.size_divisor, pred.name)
+            members.append(load_predictor(w))
+        else:
+            members.append(load(w, device=device, compile=args.compile))
+            if args.img is not None:
+                args.img = fit_img(args.img, members[-1].model.size_divisor, members[-1].name)
+    pred = wrap_predictor(members, args)
     files = list_images(args.source)
     out = Path(args.out)
     (out / "labels").mkdir(parents=True, exist_ok=True)
