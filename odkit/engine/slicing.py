@@ -17,40 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from odkit.data.tiles import tile_grid as slice_grid
 from odkit.engine.merging import Dets, _images, check_merge, concat_dets, merge_detections
 from odkit.errors import ConfigError
 
-
-def slice_grid(height: int, width: int, size: int | tuple[int, int], overlap: float = 0.2) -> list[tuple[int, int, int, int]]:
-    """Slices ``(x0, y0, x1, y1)`` covering an image of ``height`` x ``width`` pixels, row by row.
-
-    ``size``: slice side (or ``(height, width)``); ``overlap``: fraction of the side shared by
-    neighbours (the step is ``side - int(overlap * side)``). The last slice of a row or column is moved
-    back inside the image (so it overlaps more); an image smaller than a slice gives one slice of the
-    image's size. Same grid as SAHI's ``get_slice_bboxes``.
-    """
-    sh, sw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if sh < 1 or sw < 1:
-        raise ConfigError(f"slice size must be >= 1 pixel, got {size}")
-    if not 0.0 <= overlap < 1.0:
-        raise ConfigError(f"slice overlap must be in [0, 1), got {overlap}")
-    if height < 1 or width < 1:
-        raise ConfigError(f"slice_grid: empty image {height} x {width}")
-    oy, ox = int(overlap * sh), int(overlap * sw)
-    out = []
-    y0 = y1 = 0
-    while y1 < height:
-        y1 = y0 + sh
-        x0 = x1 = 0
-        while x1 < width:
-            x1 = x0 + sw
-            if y1 > height or x1 > width:
-                x1, y1 = min(width, x1), min(height, y1)
-                x0, y0 = max(0, x1 - sw), max(0, y1 - sh)
-            out.append((x0, y0, x1, y1))
-            x0 = x1 - ox
-        y0 = y1 - oy
-    return out
+__all__ = ["SliceConfig", "SlicedPredictor", "predict_slices", "slice_grid"]
 
 
 @dataclass
