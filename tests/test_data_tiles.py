@@ -73,3 +73,13 @@ def test_cli_writes_any_layout_read_back(one_image, tmp_path, fmt, capsys):
     i = [str(f).endswith("a_x40_y0.png") for f in back.files].index(True)
     got = sorted(map(tuple, back[i].boxes.round(3).tolist()))
     assert got == [(0.0, 30.0, 30.0, 60.0), (10.0, 10.0, 30.0, 20.0)]  # C clipped, B whole
+
+
+def test_training_option_slices_train_set(one_image):
+    from odkit.engine.data import sliced_train
+
+    notes: list[str] = []
+    tiles = sliced_train(one_image, 60, 0.0, notes, report=False)
+    assert len(tiles) == 4 and tiles.num_annotations == 7 and tiles.splits == {}
+    assert "2 kept whole, 5 kept clipped" in notes[0]
+    assert all(tiles.path(i).is_file() for i in range(len(tiles)))

@@ -137,6 +137,11 @@ class TrainConfig:
     mosaic: float = _opt(1.0, "mosaic probability", recipe=True, check="unit")
     mixup: float = _opt(0.0, "mixup probability", recipe=True, check="unit")
     multiscale: bool = _opt(False, "multi-scale training: input size +/- 3 x 32 px every 10 batches")
+    slice: int | None = _opt(None, "train on tiles: the train images cut into squares of PX pixels overlapping by "
+                                   "--slice-overlap (cut boxes kept when >= 25 %% visible; `odkit data slice`), "
+                                   "written to a temporary folder; validation stays on whole images",
+                             metavar="PX", check="size")
+    slice_overlap: float = _opt(0.2, "fraction of a tile shared with its neighbours with --slice", check="unit")
     cache: float | None = _opt(None, "keep resized training images in RAM, up to GB (default: up to 4 GB and a "
                                      "quarter of the free memory; 0 = off)", metavar="GB", check="nonneg")
     threads: int | None = _opt(None, "torch threads (default: cores / processes on this machine)", check="count")
