@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="and both its clipped sides are at least this many pixels (default 1)")
     p.add_argument("--empty-fraction", type=arg_type("unit"), default=1.0,
                    help="fraction of the tiles without boxes to keep, drawn at random (default 1: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the empty-tile draw (default 0)")
+    p.add_argument("--seed", type=arg_type("count0"), default=0, help="seed of the empty-tile draw (default 0)")
     p.set_defaults(func=handler)
 
 
