@@ -83,6 +83,12 @@ def test_greedy_nmm_ios_iou_and_regrowth():
     assert b.tolist() == [[0, 10, 10, 30]] and s.tolist() == pytest.approx([0.9])
 
 
+def test_zero_threshold_matches_disjoint_boxes():
+    b, s, _ = fusion.greedy_nmm(B, S, L, match="iou", threshold=0.0)
+    assert b.tolist() == [[0, 0, 60, 60]] and s.tolist() == pytest.approx([0.9])
+    assert fusion.match_nms(B, S, L, "ios", 0.0).tolist() == [0]
+
+
 def test_match_nms_threshold_is_inclusive():
     boxes = [[0, 0, 10, 10], [5, 0, 10, 10]]  # IoU exactly 0.5
     assert fusion.match_nms(boxes, [0.9, 0.8], [0, 0], "iou", 0.5).tolist() == [0]

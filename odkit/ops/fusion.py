@@ -13,7 +13,7 @@ All methods are class-aware: only boxes of one label are compared.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,24 +93,42 @@ def _per_label(lab: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(lab == c) for c in np.unique(lab)]
 
 
+def _greedy_groups(sub: np.ndarray, ss: np.ndarray, metric: str, threshold: float) -> Iterator[tuple[int, np.ndarray]]:
+    """The greedy pass of SAHI's NMS and greedy NMM over the boxes of one label: by decreasing score
+    (ties: increasing x1, y1, x2, y2), each box not yet taken yields ``(box, the untaken later boxes
+    whose match with it is >= threshold, in that order)`` and takes them. The match is computed in
+    float64 and rounded to float32 as SAHI's matrix is. With a positive threshold a match needs an
+    intersection, so only boxes overlapping in x are looked at (boxes sorted by x1): time about
+    linear in the number of boxes for small boxes, memory linear."""
+    order = _score_order(sub, ss)
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    done = np.zeros(len(sub), bool)
+    by_x = np.argsort(sub[:, 0], kind="stable")
+    xs = sub[by_x, 0]
+    max_w = max(float((sub[:, 2] - sub[:, 0]).max(initial=0.0)), 0.0)
+    for i in order:
+        if done[i]:
+            continue
+        done[i] = True
+        if threshold > 0:
+            c = by_x[np.searchsorted(xs, sub[i, 0] - max_w, "left"): np.searchsorted(xs, sub[i, 2], "right")]
+        else:
+            c = order
+        c = c[~done[c]]
+        c = c[np.argsort(rank[c], kind="stable")]
+        m = c[_match_rows(sub[i][None], sub[c], metric)[0].astype(np.float32) >= threshold]
+        done[m] = True
+        yield int(i), m
+
+
 def match_nms(boxes: Any, scores: Any, labels: Any, match: str = "iou", threshold: float = 0.5) -> Tensor:
     """Class-aware greedy NMS where a box is suppressed by a kept box of its label whose match
-    (``"iou"`` or ``"ios"``) with it is ``>= threshold`` (SAHI's NMS; the match is rounded to float32
-    as SAHI's). Returns kept indices by decreasing score (ties: increasing x1, y1, x2, y2). Memory is
-    linear in the number of boxes (one row of matches at a time)."""
+    (``"iou"`` or ``"ios"``) with it is ``>= threshold`` (SAHI's NMS). Returns kept indices by
+    decreasing score (ties: increasing x1, y1, x2, y2)."""
     b, s, lab = _inputs(boxes, scores, labels, "match_nms")
     metric = _check_metric(match, "match_nms")
-    keep: list[int] = []
-    for idx in _per_label(lab):
-        sub = b[idx]
-        order = _score_order(sub, s[idx])
-        alive = np.ones(len(idx), bool)
-        for k, i in enumerate(order):
-            if alive[i]:
-                keep.append(int(idx[i]))
-                rest = order[k + 1:]
-                rest = rest[alive[rest]]
-                alive[rest[_match_rows(sub[i][None], sub[rest], metric)[0].astype(np.float32) >= threshold]] = False
+    keep = [int(idx[i]) for idx in _per_label(lab) for i, _ in _greedy_groups(b[idx], s[idx], metric, threshold)]
     keep.sort(key=lambda i: -s[i])
     return torch.tensor(keep, dtype=torch.int64)
 
@@ -130,15 +148,7 @@ def greedy_nmm(boxes: Any, scores: Any, labels: Any, match: str = "ios", thresho
     ob, os_, ol = [], [], []
     for idx in _per_label(lab):
         sub, ss = b[idx], s[idx]
-        order = _score_order(sub, ss)
-        taken = np.zeros(len(idx), bool)
-        for k, i in enumerate(order):
-            if taken[i]:
-                continue
-            rest = order[k + 1:]
-            rest = rest[~taken[rest]]
-            merge = rest[_match_rows(sub[i][None], sub[rest], metric)[0].astype(np.float32) >= threshold]
-            taken[merge] = True
+        for i, merge in _greedy_groups(sub, ss, metric, threshold):
             box, score = sub[i].copy(), float(ss[i])
             for j in merge:
                 if _match_rows(box[None], sub[j][None], metric)[0, 0] >= threshold:
