@@ -31,7 +31,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "sahi_parity.json"
-SIZES = [(1000, 760), (1500, 1100), (700, 1900)]  # (width, height)
+SIZES = [(1000, 760), (1500, 1100), (700, 1900), (2000, 2000)]  # (width, height); the last one has > 2000 boxes per class (SAHI's sparse path)
 CONFIGS = [("greedy-nmm", "ios"), ("greedy-nmm", "iou"), ("nms", "iou"), ("nms", "ios")]
 SLICE, OVERLAP, CONF, MATCH_THR = 416, 0.2308, 0.35, 0.5  # slice step 320 = 10 strides of 32
 
