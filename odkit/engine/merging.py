@@ -51,7 +51,7 @@ def merge_detections(sources: Sequence[Dets], method: str = "nms", match: str = 
     ``sources``: one dict per source (model, augmentation); ``"greedy-nmm"`` and ``"nms"`` pool all
     sources (``match``: ``"iou"`` or ``"ios"``, a match is ``>= match_thr``; see
     :func:`odkit.ops.fusion.greedy_nmm`, :func:`odkit.ops.fusion.match_nms`); ``"wbf"``, ``"nmw"``
-    and ``"soft-nms"`` (gaussian) fuse across sources with IoU threshold ``match_thr`` and the
+    and ``"soft-nms"`` (gaussian; decayed scores) fuse across sources with IoU threshold ``match_thr`` and the
     sources' ``weights``.
     """
     from odkit.ops import fusion
