@@ -6,7 +6,7 @@ the same detector on letterboxed whole images.
 The benchmark makes its data: 2000 x 2000 pictures (a smooth gradient with noise) holding 40-70
 shapes each (filled circles, squares, triangles of random colour), 8-24 px across, written with COCO
 annotations to ``--out`` (default: a folder in the system temp directory). yolox-nano (input 320) is
-trained from scratch for ``--minutes`` on 320 px tiles of the train images (``odkit train --slice 320``;
+trained from scratch for ``--minutes`` on 320 px tiles of the train images (``odkit train --slice 320``, ``--slice-empty``, ``--scale`` of the random affine, ``--mosaic``;
 validation during training on whole images is not used: the last weights are evaluated). Then on the
 val images it prints COCO mAP50 (and mAP50-95) of:
 
@@ -108,6 +108,9 @@ def main() -> int:
     ap.add_argument("--val-images", type=int, default=4)
     ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "odkit-small-objects"))
     ap.add_argument("--weights", help="skip training: evaluate these weights")
+    ap.add_argument("--slice-empty", type=float, default=1.0, help="fraction of the empty tiles trained on")
+    ap.add_argument("--scale", default="0.1,2", help="random-affine scale range of the augmentation (YOLOX's 0.1,2)")
+    ap.add_argument("--mosaic", type=float, default=1.0)
     a = ap.parse_args()
     out = Path(a.out)
     data = out / "data" / "data.yaml"
@@ -115,8 +118,9 @@ def main() -> int:
         data = make_data(out / "data", a.train_images, a.val_images)
     if a.weights is None:
         res = odkit.train(data=str(data), model="yolox-nano", img_size=320, slice=320, slice_overlap=0.2,
-                          time=a.minutes, batch=16, project=str(out / "runs"), name="tiles", val_interval=1000,
-                          plots=False)
+                          slice_empty=a.slice_empty, time=a.minutes, batch=16, project=str(out / "runs"), name="tiles",
+                          val_interval=1000, plots=False, mosaic=a.mosaic,
+                          aug={"scale": [float(v) for v in a.scale.split(",")]})
         weights = res.last
     else:
         weights = a.weights
@@ -130,7 +134,8 @@ def main() -> int:
         sp = SlicedPredictor(pred, SliceConfig(size=320, overlap=0.2, merge=merge, match="ios", match_thr=0.5))
         rows[f"sliced 320 / 0.2, {merge} ios 0.5"] = evaluate(sp, val, conf=0.05 if merge == "greedy-nmm" else 0.001,
                                                                iou=0.65, max_det=100)
-    print(f"\nyolox-nano trained {a.minutes} min on 320 px tiles of {a.train_images} 2000x2000 images; "
+    print(f"\nyolox-nano trained {a.minutes} min on 320 px tiles of {a.train_images} 2000x2000 images "
+          f"(empty tiles kept: {a.slice_empty}, scale {a.scale}, mosaic {a.mosaic}); "
           f"val: {len(val)} images, {val.num_annotations} objects of 8-24 px")
     print(f"{'prediction':<40} {'mAP50':>7} {'mAP50-95':>9} {'s/image':>8}")
     for k, (m50, m, dt) in rows.items():

@@ -209,13 +209,16 @@ def prepare_data(cfg: TrainConfig, report: bool = True) -> DataPlan:
         if files:
             plan.notes.append(f"{len(files)} image(s) of {part} left out (cannot be decoded): {', '.join(files)}")
     if getattr(cfg, "slice", None):
-        plan.train = sliced_train(plan.train, int(cfg.slice), float(cfg.slice_overlap), plan.notes, report)
+        plan.train = sliced_train(plan.train, int(cfg.slice), float(cfg.slice_overlap), plan.notes, report,
+                                  empty_fraction=float(getattr(cfg, "slice_empty", 1.0)), seed=int(cfg.seed))
     return plan
 
 
-def sliced_train(train: AnnotationSet, size: int, overlap: float, notes: list[str], report: bool = True) -> AnnotationSet:
-    """``train`` cut into tiles (:func:`odkit.data.tiles.slice_set`) in a temporary folder removed when
-    the process ends; the slicing report goes to ``notes`` (and the log)."""
+def sliced_train(train: AnnotationSet, size: int, overlap: float, notes: list[str], report: bool = True,
+                 empty_fraction: float = 1.0, seed: int = 0) -> AnnotationSet:
+    """``train`` cut into tiles (:func:`odkit.data.tiles.slice_set`; ``empty_fraction`` of the tiles
+    without boxes kept) in a temporary folder removed when the process ends; the slicing report goes
+    to ``notes`` (and the log)."""
     import atexit
     import shutil
     import tempfile
@@ -224,7 +227,7 @@ def sliced_train(train: AnnotationSet, size: int, overlap: float, notes: list[st
 
     folder = Path(tempfile.mkdtemp(prefix="odkit-tiles-"))
     atexit.register(shutil.rmtree, folder, True)
-    tiles, rep = slice_set(train, folder, size=size, overlap=overlap)
+    tiles, rep = slice_set(train, folder, size=size, overlap=overlap, empty_fraction=empty_fraction, seed=seed)
     notes.append(f"train images sliced into tiles of {size} px, overlap {overlap}:\n{rep.text()}")
     if report:
         log.info("%s", notes[-1])
