@@ -5,13 +5,15 @@ the same detector on letterboxed whole images.
 
 The benchmark makes its data: 2000 x 2000 pictures (a smooth gradient with noise) holding 40-70
 shapes each (filled circles, squares, triangles of random colour), 8-24 px across, written with COCO
-annotations to ``--out`` (default: a folder in the system temp directory). yolox-nano (input 320) is
-trained from scratch for ``--minutes`` on 320 px tiles of the train images (``odkit train --slice 320``, ``--slice-empty``, ``--scale`` of the random affine, ``--mosaic``;
+annotations to ``--out`` (default: a folder in the system temp directory; ``--train-objects`` shapes
+per train image). yolox-nano (input ``--tile``, 320) is trained from scratch for ``--minutes`` on tiles
+of that size of the train images (``odkit train --slice``; ``--slice-empty``, ``--scale`` of the random
+affine and ``--mosaic`` are the training's;
 validation during training on whole images is not used: the last weights are evaluated). Then on the
 val images it prints COCO mAP50 (and mAP50-95) of:
 
-- the letterboxed whole image at the training input (320) and at 1280;
-- sliced prediction (``--slice 320 --overlap 0.2``) merged by greedy NMM (IoS 0.5) and by NMS (IoS 0.5).
+- the letterboxed whole image at the training input and at 1280;
+- sliced prediction (``--slice <tile> --overlap 0.2``) merged by greedy NMM (IoS 0.5) and by NMS (IoS 0.5).
 
 Keep the CPU free for it (``flock`` the shared lock around it); results go to
 ``benchmarks/results/small_objects.json``.
@@ -34,13 +36,13 @@ NAMES = ["circle", "square", "triangle"]
 SIDE = 2000
 
 
-def picture(rng: np.random.Generator) -> tuple[np.ndarray, list[list[float]], list[int]]:
-    """One 2000 x 2000 RGB picture and its boxes (xyxy) and labels."""
+def picture(rng: np.random.Generator, n_objects: tuple[int, int] = (40, 70)) -> tuple[np.ndarray, list[list[float]], list[int]]:
+    """One 2000 x 2000 RGB picture with ``n_objects`` (a range) shapes, and their boxes (xyxy) and labels."""
     yy, xx = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32) / SIDE
     base = rng.uniform(60, 190, 3) + rng.uniform(-50, 50, 3) * (xx[..., None] * rng.uniform(-1, 1) + yy[..., None])
     img = np.clip(base + rng.normal(0, 12, (SIDE, SIDE, 3)), 0, 255).astype(np.uint8)
     boxes, labels = [], []
-    for _ in range(int(rng.integers(40, 71))):
+    for _ in range(int(rng.integers(n_objects[0], n_objects[1] + 1))):
         s = float(rng.uniform(8, 24))
         x, y = rng.uniform(2, SIDE - s - 2, 2)
         c = int(rng.integers(0, 3))
@@ -57,7 +59,7 @@ def picture(rng: np.random.Generator) -> tuple[np.ndarray, list[list[float]], li
     return img, boxes, labels
 
 
-def make_data(root: Path, n_train: int, n_val: int, seed: int = 0) -> Path:
+def make_data(root: Path, n_train: int, n_val: int, train_objects: tuple[int, int] = (40, 70), seed: int = 0) -> Path:
     from odkit.data.imageio import write_image
 
     rng = np.random.default_rng(seed)
@@ -67,7 +69,7 @@ def make_data(root: Path, n_train: int, n_val: int, seed: int = 0) -> Path:
     for split, n in (("train", n_train), ("val", n_val)):
         images, anns = [], []
         for i in range(n):
-            img, boxes, labels = picture(rng)
+            img, boxes, labels = picture(rng, train_objects if split == "train" else (40, 70))
             name = f"{split}_{i:03d}.png"
             write_image(root / "images" / name, img)
             images.append({"id": i + 1, "file_name": f"images/{name}", "width": SIDE, "height": SIDE})
@@ -111,13 +113,15 @@ def main() -> int:
     ap.add_argument("--slice-empty", type=float, default=1.0, help="fraction of the empty tiles trained on")
     ap.add_argument("--scale", default="0.1,2", help="random-affine scale range of the augmentation (YOLOX's 0.1,2)")
     ap.add_argument("--mosaic", type=float, default=1.0)
+    ap.add_argument("--tile", type=int, default=320, help="tile / slice side and training input (default 320)")
+    ap.add_argument("--train-objects", default="40,70", help="shapes per train image, a range (val: 40-70)")
     a = ap.parse_args()
     out = Path(a.out)
     data = out / "data" / "data.yaml"
     if not data.is_file():
-        data = make_data(out / "data", a.train_images, a.val_images)
+        data = make_data(out / "data", a.train_images, a.val_images, tuple(int(v) for v in a.train_objects.split(",")))
     if a.weights is None:
-        res = odkit.train(data=str(data), model="yolox-nano", img_size=320, slice=320, slice_overlap=0.2,
+        res = odkit.train(data=str(data), model="yolox-nano", img_size=a.tile, slice=a.tile, slice_overlap=0.2,
                           slice_empty=a.slice_empty, time=a.minutes, batch=16, project=str(out / "runs"), name="tiles",
                           val_interval=1000, plots=False, mosaic=a.mosaic,
                           aug={"scale": [float(v) for v in a.scale.split(",")]})
@@ -128,13 +132,13 @@ def main() -> int:
     pred = odkit.load(weights)
     val = load_split(str(data), "val")
     rows = {}
-    rows["letterbox 320 (whole image)"] = evaluate(pred, val, conf=0.001, iou=0.65, max_det=100)
+    rows[f"letterbox {a.tile} (whole image)"] = evaluate(pred, val, conf=0.001, iou=0.65, max_det=100)
     rows["letterbox 1280 (whole image)"] = evaluate(pred, val, conf=0.001, iou=0.65, max_det=100, img_size=1280)
     for merge in ("greedy-nmm", "nms"):
-        sp = SlicedPredictor(pred, SliceConfig(size=320, overlap=0.2, merge=merge, match="ios", match_thr=0.5))
-        rows[f"sliced 320 / 0.2, {merge} ios 0.5"] = evaluate(sp, val, conf=0.05 if merge == "greedy-nmm" else 0.001,
+        sp = SlicedPredictor(pred, SliceConfig(size=a.tile, overlap=0.2, merge=merge, match="ios", match_thr=0.5))
+        rows[f"sliced {a.tile} / 0.2, {merge} ios 0.5"] = evaluate(sp, val, conf=0.05 if merge == "greedy-nmm" else 0.001,
                                                                iou=0.65, max_det=100)
-    print(f"\nyolox-nano trained {a.minutes} min on 320 px tiles of {a.train_images} 2000x2000 images "
+    print(f"\nyolox-nano trained {a.minutes} min on {a.tile} px tiles of {a.train_images} 2000x2000 images "
           f"(empty tiles kept: {a.slice_empty}, scale {a.scale}, mosaic {a.mosaic}); "
           f"val: {len(val)} images, {val.num_annotations} objects of 8-24 px")
     print(f"{'prediction':<40} {'mAP50':>7} {'mAP50-95':>9} {'s/image':>8}")
