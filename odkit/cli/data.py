@@ -1,4 +1,4 @@
-"""``odkit data``: check, stats, convert, show, synth.
+"""``odkit data``: check, stats, convert, show, synth, slice.
 
 Each action lives in its own module (``odkit.cli.data_<action>``) exposing ``register(sub)``.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-ACTIONS = ["check", "stats", "convert", "show", "synth"]
+ACTIONS = ["check", "stats", "convert", "show", "synth", "slice"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

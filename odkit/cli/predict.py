@@ -27,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "and with --save, <image name> annotated with boxes, class names and scores."
         ),
     )
-    path_arg(p, "--weights", kind="weights", required=True, help="weights .safetensors (with its .json sidecar), a run directory, or an exported .onnx / .xml")
+    path_arg(p, "--weights", kind="weights", required=True, nargs="+",
+             help="weights .safetensors (with its .json sidecar), a run directory, or an exported .onnx / .xml; "
+             "several: an ensemble, detections fused (--merge, default wbf)")
     path_arg(p, "--source", kind="source", required=True,
              help="an image file, a directory of images, a .txt list of images, a video file, a camera index or a URL")
     p.add_argument("--conf", type=arg_type("unit"), default=None,
@@ -47,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run the network through torch.compile (needs a C compiler; falls back to eager)")
     p.add_argument("--save", action="store_true", help="also write annotated images")
     p.add_argument("--out", default="runs/predict", help="output directory (default runs/predict)")
+    from odkit.cli.predict_opts import add_inference_args
+
+    add_inference_args(p)
     p.set_defaults(func=handler)
 
 
@@ -73,25 +78,32 @@ def _decode(f: object, failures: list[tuple[str, str]]) -> object:
 def handler(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from odkit.cli.predict_opts import wrap_predictor
     from odkit.engine import runtime
     from odkit.engine.stream import is_video_source
+    from odkit.errors import ConfigError
 
     device = runtime.select_device(args.device)
     runtime.set_threads()
-    if Path(args.weights).suffix in (".onnx", ".xml"):  # exported model: onnxruntime / OpenVINO
-        from odkit.export.runtime import load_predictor
+    members = []
+    for w in args.weights:
+        if Path(w).suffix in (".onnx", ".xml"):  # exported model: onnxruntime / OpenVINO
+            from odkit.export.runtime import load_predictor
 
-        pred = load_predictor(args.weights)
-    else:
-        from odkit.export.backends import load
+            members.append(load_predictor(w))
+        else:
+            from odkit.export.backends import load
 
-        pred = load(args.weights, backend=args.backend, device=device, compile=args.compile)
-        if args.img is not None:
-            args.img = fit_img(args.img, pred.model.size_divisor, pred.name)
+            members.append(load(w, backend=args.backend, device=device, compile=args.compile))
+            if args.img is not None:
+                args.img = fit_img(args.img, members[-1].model.size_divisor, members[-1].name)
+    pred = wrap_predictor(members, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from odkit.cli.predict_run import predict_images, predict_video
 
     if is_video_source(args.source) and not Path(args.source).is_dir():
+        if pred is not members[0]:
+            raise ConfigError("--slice, --tta and several --weights apply to images, not to a video source")
         return predict_video(pred, args, out)
     return predict_images(pred, args, out, _decode)

@@ -50,7 +50,9 @@ def predict_images(pred: Any, args: argparse.Namespace, out: Path,
 
     files = list_images(args.source)
     (out / "labels").mkdir(parents=True, exist_ok=True)
-    size = pred.input_side(args.img)
+    # A plain model's images are resized in the threads; a wrapped one (slices, TTA, ensemble) gets them whole.
+    plain = hasattr(pred, "predict_prepared")
+    size = pred.input_side(args.img) if plain else None
     failures: list[tuple[str, str]] = []
 
     def prepare(item: tuple[int, Path]) -> tuple[int, Path, Any, Any, Any, list[tuple[str, str]]]:
@@ -59,8 +61,17 @@ def predict_images(pred: Any, args: argparse.Namespace, out: Path,
         img = decode(f, failed)
         if img is None:
             return idx, f, None, None, None, failed
+        if not plain:
+            return idx, f, img, img, None, failed
         u8, meta = pred.fit(img, size, idx, str(f))
         return idx, f, img if args.save else None, u8, meta, failed
+
+    def run(ok: list[Any]) -> list[dict[str, Any]]:
+        if not plain:
+            return pred.predict([c[3] for c in ok], conf=args.conf, iou=args.iou, max_det=args.max_det,
+                                img_size=args.img, batch=args.batch)
+        return pred.predict_prepared(np.stack([c[3] for c in ok]), [c[4] for c in ok], conf=args.conf,
+                                     iou=args.iou, max_det=args.max_det)
 
     results = JsonArrayWriter(out / "predictions.json")
     n_boxes = n_done = 0
@@ -71,8 +82,7 @@ def predict_images(pred: Any, args: argparse.Namespace, out: Path,
                 failures += c[5]
             ok = [c for c in chunk if c[3] is not None]
             if ok:
-                preds = pred.predict_prepared(np.stack([c[3] for c in ok]), [c[4] for c in ok], conf=args.conf,
-                                              iou=args.iou, max_det=args.max_det)
+                preds = run(ok)
                 for (idx, f, img, _, _, _), p in zip(ok, preds):
                     n_done += 1
                     lines, recs = _records(idx, f, p)

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "is installed (built once, cached beside the weights), else PyTorch")
     p.add_argument("--save-json", metavar="OUT", help="write the COCO results json here")
     p.add_argument("--plots", metavar="DIR", help="write pr_curve.png and confusion_matrix.png here")
+    from odkit.cli.predict_opts import add_inference_args
+
+    add_inference_args(p)
     p.set_defaults(func=handler)
 
 
@@ -108,6 +111,22 @@ def eval_set(args: argparse.Namespace) -> object:
     return out
 
 
+def wrapped_predictions(aset: object, pred: object, args: argparse.Namespace, img: int) -> list[dict]:
+    """Predictions of every image of ``aset`` by ``pred`` wrapped as ``--slice`` / ``--tta`` say
+    (numpy dicts, in order; each image's best ``--max-det`` detections)."""
+    from tqdm import tqdm
+
+    from odkit.cli.predict_opts import wrap_predictor
+
+    wrapped = wrap_predictor([pred], args)
+    out = []
+    for i in tqdm(range(len(aset)), desc="val", unit="img"):  # type: ignore[arg-type]
+        d = wrapped.predict([aset.path(i)], conf=args.conf, iou=args.iou, max_det=args.max_det,  # type: ignore[attr-defined]
+                            img_size=img, batch=args.batch)[0]
+        out.append({k: v[: args.max_det].numpy() for k, v in d.items()})
+    return out
+
+
 def handler(args: argparse.Namespace) -> int:
     import torch
 
@@ -125,10 +144,13 @@ def handler(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{args.weights} was trained on classes {pred.class_names} but {args.data} has {aset.class_names}"
         )
-    with torch.no_grad():
-        preds = predict_set(pred.model, aset, img, batch=args.batch, device=device, workers=args.workers,
-                            conf=args.conf, iou=args.iou, max_det=args.max_det, progress=True,
-                            runner=getattr(pred, "predict_letterboxed", None))
+    if args.slice is not None or args.tta:  # through the predictor, image by image
+        preds = wrapped_predictions(aset, pred, args, img)
+    else:
+        with torch.no_grad():
+            preds = predict_set(pred.model, aset, img, batch=args.batch, device=device, workers=args.workers,
+                                conf=args.conf, iou=args.iou, max_det=args.max_det, progress=True,
+                                runner=getattr(pred, "predict_letterboxed", None))
     res = evaluate_predictions(aset, preds)
     print(res.summary)
     print()

@@ -143,6 +143,12 @@ class TrainConfig:
     multiscale_range: list[int] | None = _opt(
         None, "multi-scale training between these two input sizes in pixels, in steps of 32, every 10 batches "
               "(YOLOv2's: 320 608); implies --multiscale", metavar="PX", check="size", recipe=True)
+    slice: int | None = _opt(None, "train on tiles: the train images cut into squares of PX pixels overlapping by "
+                                   "--slice-overlap (cut boxes kept when >= 25 %% visible; `odkit data slice`), "
+                                   "written to a temporary folder; validation stays on whole images",
+                             metavar="PX", check="size")
+    slice_overlap: float = _opt(0.2, "fraction of a tile shared with its neighbours with --slice", check="unit")
+    slice_empty: float = _opt(1.0, "with --slice, fraction of the tiles without boxes kept (seeded draw)", check="unit")
     cache: float | None = _opt(None, "keep resized training images in RAM, up to GB (default: up to 4 GB and a "
                                      "quarter of the free memory; 0 = off)", metavar="GB", check="nonneg")
     threads: int | None = _opt(None, "torch threads (default: cores / processes on this machine)", check="count")

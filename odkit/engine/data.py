@@ -208,7 +208,33 @@ def prepare_data(cfg: TrainConfig, report: bool = True) -> DataPlan:
     for part, files in plan.left_out.items():
         if files:
             plan.notes.append(f"{len(files)} image(s) of {part} left out (cannot be decoded): {', '.join(files)}")
+    if getattr(cfg, "slice", None):
+        plan.train = sliced_train(plan.train, int(cfg.slice), float(cfg.slice_overlap), plan.notes, report,
+                                  empty_fraction=float(getattr(cfg, "slice_empty", 1.0)), seed=int(cfg.seed))
     return plan
+
+
+def sliced_train(train: AnnotationSet, size: int, overlap: float, notes: list[str], report: bool = True,
+                 empty_fraction: float = 1.0, seed: int = 0) -> AnnotationSet:
+    """``train`` cut into tiles (:func:`odkit.data.tiles.slice_set`; ``empty_fraction`` of the tiles
+    without boxes kept) in a temporary folder removed when the process ends; the slicing report goes
+    to ``notes`` (and the log)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from odkit.data.tiles import slice_set
+
+    folder = Path(tempfile.mkdtemp(prefix="odkit-tiles-"))
+    atexit.register(shutil.rmtree, folder, True)
+    tiles, rep = slice_set(train, folder, size=size, overlap=overlap, empty_fraction=empty_fraction, seed=seed)
+    notes.append(f"train images sliced into tiles of {size} px, overlap {overlap}:\n{rep.text()}")
+    if report:
+        log.info("%s", notes[-1])
+    if not len(tiles):
+        raise DataError(f"slicing the {len(train)} train image(s) into {size} px tiles gave no tile")
+    tiles.splits = {}
+    return tiles
 
 
 def load_train_val(cfg: TrainConfig, report: bool = True) -> tuple[AnnotationSet, AnnotationSet]:
