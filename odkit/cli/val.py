@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=arg_type("count0"), default=0, help="loader worker processes (default 0)")
     p.add_argument("--save-json", metavar="OUT", help="write the COCO results json here")
     p.add_argument("--plots", metavar="DIR", help="write pr_curve.png and confusion_matrix.png here")
+    p.add_argument("--errors", action="store_true",
+                   help="also print the TIDE error analysis: dAP of classification, localisation, both, duplicate, "
+                   "background and missed errors (foreground IoU 0.5, background 0.1)")
     p.set_defaults(func=handler)
 
 
@@ -129,6 +132,11 @@ def handler(args: argparse.Namespace) -> int:
     print(res.summary)
     print()
     print(res.table())
+    if args.errors:
+        from odkit.eval.tide import tide_errors
+
+        print()
+        print(tide_errors(aset, preds).table())
     if args.save_json:
         write_coco_results(aset, preds, args.save_json)
         print(f"COCO results written to {args.save_json}")
