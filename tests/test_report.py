@@ -156,3 +156,13 @@ def test_odkit_report_rebuilds_a_run(report, tmp_path) -> None:
     assert (out / "img" / "loss.png").is_file() and (out / "img" / "map.png").is_file()
     assert len(_gallery_json(out / "index.html")["images"]) == len(aset)
     assert main(["report", str(tmp_path)]) == 2  # not a run directory: one line, exit 2
+    # an `odkit val --report` folder: the evaluated images again by file (source.yaml)
+    from odkit.engine.report import write_val_source
+
+    val = tmp_path / "val"
+    val.mkdir()
+    write_coco_results(aset, preds, val / "predictions.json")
+    write_val_source(val, aset, str(data), None, "best.safetensors")
+    assert main(["report", str(val)]) == 0
+    gal = _gallery_json(val / "index.html")
+    assert sorted(it["name"] for it in gal["images"]) == sorted(aset.path(i).name for i in range(len(aset)))
