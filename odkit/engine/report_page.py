@@ -4,7 +4,8 @@ The gallery's data is a JSON block inside the page (a page opened from disk cann
 Opened with ``#selfcheck``, the page checks itself once every image has loaded or failed: it
 records each image's load status, the errors it caught (``error`` events, including failed
 resource loads, and ``console.error``) and the number of gallery images each class and error
-filter leaves visible, as JSON in ``<pre id="selfcheck">`` (what the browser test reads).
+filter leaves visible, as JSON in ``<pre id="selfcheck">`` (what the browser test reads). Opened
+with ``#gallery-only`` it shows the gallery alone.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ figcaption { font-size: 12px; padding-top: 3px; }
 .tag { display: inline-block; padding: 0 5px; margin: 1px; border-radius: 3px; color: #fff; font-size: 11px; }
 .legend span { margin-right: 10px; font-size: 12px; }
 [hidden] { display: none !important; }
+body.gallery-only section:not(#gallery) { display: none; }
 """
 
 _JS = """
@@ -66,6 +68,7 @@ _JS = """
   var fe = document.getElementById('f-error');
   var count = document.getElementById('count');
   var check = location.hash === '#selfcheck';
+  if (location.hash === '#gallery-only') { document.body.className = 'gallery-only'; }
   function option(sel, value, text) {
     var o = document.createElement('option');
     o.value = value; o.textContent = text; sel.appendChild(o);
