@@ -12,7 +12,6 @@ A run directory's report is ``RUN_DIR/report``; ``odkit report RUN_DIR`` rebuild
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from odkit.data.structures import AnnotationSet
 from odkit.engine.report_page import esc, page
+from odkit.eval.tide import ERROR_LABELS, ERROR_TYPES, SPECIAL_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ ERROR_COLORS = {
     "Both": (170, 60, 220), "Dupe": (0, 190, 200), "Bkg": (230, 30, 30), "Miss": (255, 0, 200),
 }
 GALLERY_SIDE = 640  # longest side of a gallery image, pixels
+_PLOTS = ("loss.png", "map.png", "pr_curve.png", "confusion_matrix.png", "tide_errors.png")
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
@@ -77,7 +78,6 @@ def _gallery(out: Path, aset: AnnotationSet, g: Any, d: Any, tide: Any, conf: fl
     Shown per image: every ground truth (thick when missed), the predictions with score >= ``conf``
     coloured by TIDE type. Badness: errors shown plus missed objects."""
     from odkit.data.imageio import read_image, write_image
-    from odkit.eval.tide import ERROR_TYPES
 
     names = list(g.class_names)
     shown = (d.scores >= conf) & (tide.det_error >= -1)
@@ -117,13 +117,7 @@ def _gallery(out: Path, aset: AnnotationSet, g: Any, d: Any, tide: Any, conf: fl
                       "errors": errors, "n_errors": int(sum(errors.values()))})
     types = list(ERROR_TYPES)
     return {"images": items, "classes": names, "error_types": types,
-            "error_labels": {t: _label(t) for t in types}, "colors": {k: _hex(v) for k, v in ERROR_COLORS.items()}}
-
-
-def _label(t: str) -> str:
-    from odkit.eval.tide import ERROR_LABELS
-
-    return ERROR_LABELS[t]
+            "error_labels": {t: ERROR_LABELS[t] for t in types}, "colors": {k: _hex(v) for k, v in ERROR_COLORS.items()}}
 
 
 def _eval_sections(out: Path, aset: AnnotationSet, predictions: Any, conf: float,
@@ -132,7 +126,7 @@ def _eval_sections(out: Path, aset: AnnotationSet, predictions: Any, conf: float
     from odkit.eval.coco import evaluate_coco
     from odkit.eval.curves import confusion_matrix, plot_confusion_matrix, plot_pr_curves
     from odkit.eval.inputs import load_detections, load_ground_truth
-    from odkit.eval.tide import ERROR_TYPES, SPECIAL_TYPES, tide_errors
+    from odkit.eval.tide import tide_errors
     from odkit.viz.plots import plot_tide_errors
 
     g = load_ground_truth(aset)
@@ -149,7 +143,7 @@ def _eval_sections(out: Path, aset: AnnotationSet, predictions: Any, conf: float
     per_class = _table(["class", "id", "AP", "AP50", "AP75"], rows) + _pre(res.summary)
     trow = [["dAP"] + [f"{tide.main[t]:.2f}" for t in ERROR_TYPES] + [f"{tide.special[t]:.2f}" for t in SPECIAL_TYPES],
             ["count"] + [tide.counts[t] for t in (*ERROR_TYPES, *SPECIAL_TYPES)]]
-    legend = "".join(f"<li><b>{t}</b>: {esc(_label(t))}</li>" for t in (*ERROR_TYPES, *SPECIAL_TYPES))
+    legend = "".join(f"<li><b>{t}</b>: {esc(ERROR_LABELS[t])}</li>" for t in (*ERROR_TYPES, *SPECIAL_TYPES))
     tide_html = (
         f'<p class="note">AP at IoU {tide.pos_thr:g}: {tide.ap:.2f} (TIDE: foreground IoU {tide.pos_thr:g}, '
         f"background {tide.bg_thr:g}; dAP = AP gained by fixing every error of the type)</p>"
@@ -193,8 +187,9 @@ def write_report(
     ``data_report``: the data-check text when there is no ``data_report.txt``.
     """
     out = Path(out_dir)
-    for sub in ("img", "gallery"):  # only what the report writes; nothing else in the folder is touched
-        shutil.rmtree(out / sub, ignore_errors=True)
+    # remove only what an earlier report wrote
+    for old in [*(out / "gallery").glob("[0-9][0-9][0-9][0-9].jpg"), *(out / "img" / n for n in _PLOTS)]:
+        old.unlink(missing_ok=True)
     (out / "img").mkdir(parents=True, exist_ok=True)
     sections: list[tuple[str, str, str]] = []
     subtitle = []

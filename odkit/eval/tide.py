@@ -131,16 +131,15 @@ def _row_argmax(rows: np.ndarray, v: np.ndarray, n: int) -> tuple[np.ndarray, np
 
 
 def _class_ap(scores: np.ndarray, tp: np.ndarray, key: np.ndarray, n_gt: int) -> float:
-    """tidecv's AP (percent) of one class: points sorted by score, ties by ``key``."""
-    if n_gt == 0:
+    """tidecv's AP (percent) of one class: points sorted by score, ties by ``key``; 0 without
+    ground truth or without points."""
+    if n_gt == 0 or len(tp) == 0:
         return 0.0
-    o = np.lexsort((key, -scores))
-    t = tp[o]
+    t = tp[np.lexsort((key, -scores))]
     ntrue = np.cumsum(t)
-    prec = ntrue / np.arange(1, len(t) + 1)
-    prec = np.maximum.accumulate(prec[::-1])[::-1] if len(t) else prec
-    idx = np.searchsorted(ntrue / n_gt, _RECALLS, side="left")
-    y = np.where(idx < len(t), prec[np.minimum(idx, max(len(t) - 1, 0))] if len(t) else 0.0, 0.0)
+    prec = np.maximum.accumulate((ntrue / np.arange(1, len(t) + 1))[::-1])[::-1]
+    idx = np.searchsorted(ntrue / n_gt, _RECALLS, side="left")  # first point reaching each recall
+    y = np.where(idx < len(t), prec[np.minimum(idx, len(t) - 1)], 0.0)
     return float(sum(y.tolist()) / len(y) * 100)
 
 
