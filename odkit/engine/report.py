@@ -19,6 +19,7 @@ import numpy as np
 
 from odkit.data.structures import AnnotationSet
 from odkit.engine.report_page import esc, page
+from odkit.errors import DataError
 from odkit.eval.tide import ERROR_LABELS, ERROR_TYPES, SPECIAL_TYPES
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def _gallery(out: Path, aset: AnnotationSet, g: Any, d: Any, tide: Any, conf: fl
             boxes.append((d.xyxy[k], key, text, False))
         try:
             image = read_image(aset.path(i))
-        except Exception as exc:  # noqa: BLE001 - one unreadable image must not stop the report
+        except DataError as exc:  # one unreadable image does not stop the report
             log.warning("report gallery: %s skipped (%s)", aset.path(i), exc)
             continue
         scale = min(1.0, GALLERY_SIDE / max(image.shape[:2]))
@@ -237,7 +238,6 @@ def _val_source(path: Path) -> AnnotationSet:
     import yaml
 
     from odkit.engine.data import load_checked
-    from odkit.errors import DataError
 
     try:
         doc = yaml.safe_load(path.read_text()) or {}
@@ -262,7 +262,6 @@ def report_from_run(run_dir: str | Path, out_dir: str | Path | None = None, **kw
 
     from odkit.engine.config import TrainConfig
     from odkit.engine.data import prepare_data
-    from odkit.errors import DataError
 
     run = Path(run_dir)
     args, source = run / "args.yaml", run / "source.yaml"
