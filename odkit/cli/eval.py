@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--plots", metavar="DIR", help="write pr_curves.png and confusion_matrix.{png,npy} here")
     p.add_argument("--json", metavar="OUT", help="write every figure at full precision to this json file")
+    p.add_argument("--errors", action="store_true",
+                   help="also print the TIDE error analysis: dAP of classification, localisation, both, duplicate, "
+                   "background and missed errors (foreground IoU 0.5, background 0.1)")
     p.add_argument("--format", help="ground-truth format when it cannot be guessed (coco, voc, yolo)")
     p.add_argument("--split", help="ground-truth split (for example val)")
     p.set_defaults(func=handler)
@@ -79,10 +82,19 @@ def handler(args: argparse.Namespace) -> int:
     print(result.summary)
     print()
     print(result.table())
+    tide = None
+    if args.errors:
+        from odkit.eval.tide import tide_errors
+
+        tide = tide_errors(args.gt, args.dt, format=args.format, split=args.split)
+        print()
+        print(tide.table())
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         payload = _clean({"gt": str(args.gt), "dt": str(args.dt), **result.to_dict()})
+        if tide is not None:
+            payload["tide"] = _clean(tide.to_dict())
         out.write_text(json.dumps(payload, indent=2))
         print(f"\nwrote {out}")
     if args.plots:

@@ -12,7 +12,7 @@ from odkit.errors import OdkitError
 
 # Verb modules, in help order. Each defines ``register(subparsers)`` which adds its parser and
 # sets ``func`` (a callable taking the parsed args and returning an exit code).
-VERBS = ["data", "anchors", "models", "info", "train", "val", "predict", "eval", "export", "weights", "demo"]
+VERBS = ["data", "anchors", "models", "info", "train", "val", "predict", "eval", "report", "export", "weights", "demo"]
 
 log = logging.getLogger("odkit")
 

@@ -45,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     from odkit.cli.predict_opts import add_inference_args
 
     add_inference_args(p)
+    p.add_argument("--report", metavar="DIR",
+                   help="write the HTML report here (per-class AP, PR curves, confusion matrix, TIDE errors, data check, "
+                   "gallery of the images with ground truth and predictions), with predictions.json and source.yaml "
+                   "so that `odkit report DIR` rebuilds it")
+    p.add_argument("--errors", action="store_true",
+                   help="also print the TIDE error analysis: dAP of classification, localisation, both, duplicate, "
+                   "background and missed errors (foreground IoU 0.5, background 0.1)")
     p.set_defaults(func=handler)
 
 
@@ -155,10 +162,27 @@ def handler(args: argparse.Namespace) -> int:
     print(res.summary)
     print()
     print(res.table())
+    if args.errors:
+        from odkit.eval.tide import tide_errors
+
+        print()
+        print(tide_errors(aset, preds).table())
     if args.save_json:
         write_coco_results(aset, preds, args.save_json)
         print(f"COCO results written to {args.save_json}")
     if args.plots:
         for p in curve_plots(aset, preds, args.plots):
             print(f"plot: {p}")
+    if args.report:
+        from odkit.data.validate import check_dataset
+        from odkit.engine.report import write_report, write_val_source
+
+        out = Path(args.report)
+        out.mkdir(parents=True, exist_ok=True)
+        write_coco_results(aset, preds, out / "predictions.json")
+        write_val_source(out, aset, args.data, args.format, args.weights)
+        index = write_report(out, aset, preds, title=f"odkit val report: {Path(args.weights).name} on {args.data}",
+                             data_report=check_dataset(aset).text())
+        print(f"report: {index}")
     return 0
+

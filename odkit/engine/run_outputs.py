@@ -1,6 +1,7 @@
 """What a training run writes besides weights and checkpoints: metrics.csv rows, the early plots
 (label statistics, an augmented batch) and the end-of-run outputs (predictions.json, training
-curves, PR curves and confusion matrix). A plot never stops training: failures are logged."""
+curves, PR curves and confusion matrix, the HTML report). A plot never stops training: failures are
+logged."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def early_plots(train_set: Any, pdir: Path, img: int, seed: int, aug_cfg: Any) -
 
 def final_outputs(run_dir: Path, val_set: Any, preds: Any, plots: bool) -> None:
     """predictions.json of ``preds`` on ``val_set`` (when given) and, with ``plots``, the training
-    curves from metrics.csv, PR curves and the confusion matrix under ``run_dir``/plots."""
+    curves from metrics.csv, PR curves and the confusion matrix under ``run_dir``/plots and the HTML
+    report in ``run_dir``/report (:mod:`odkit.engine.report`)."""
     from odkit.engine.evaluator import write_coco_results
 
     pdir = run_dir / "plots"
@@ -66,3 +68,11 @@ def final_outputs(run_dir: Path, val_set: Any, preds: Any, plots: bool) -> None:
             curve_plots(val_set, preds, pdir)
         except Exception as e:  # noqa: BLE001
             log.warning("PR curve / confusion matrix plots failed: %s", e)
+    try:
+        from odkit.engine.report import write_report
+
+        index = write_report(run_dir / "report", val_set if preds is not None else None, preds, run_dir=run_dir,
+                             title=f"odkit report: {run_dir.name}")
+        log.info("report: %s", index)
+    except Exception as e:  # noqa: BLE001
+        log.warning("HTML report failed: %s", e)

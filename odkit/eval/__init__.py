@@ -1,8 +1,9 @@
-"""Evaluation: COCO (identical to pycocotools), Pascal VOC, PR curves and confusion matrix."""
+"""Evaluation: COCO (identical to pycocotools), Pascal VOC, PR curves and confusion matrix, TIDE errors."""
 
 from odkit.eval.api import evaluate
 from odkit.eval.coco import CocoResult, evaluate_coco
 from odkit.eval.curves import confusion_matrix, plot_confusion_matrix, plot_pr_curves, pr_curves
+from odkit.eval.tide import TideResult, tide_errors
 from odkit.eval.voc import VocResult, evaluate_voc, voc_ap
 
 __all__ = [
@@ -16,4 +17,6 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_pr_curves",
     "pr_curves",
+    "tide_errors",
+    "TideResult",
 ]

@@ -165,6 +165,9 @@ def _match_groups(
     thr: np.ndarray,
     matched: np.ndarray,
     matched_ig: np.ndarray,
+    *,
+    first_tie: bool = False,
+    matched_gt: np.ndarray | None = None,
 ) -> None:
     """Greedy COCO matching for groups that hold both detections and ground truths.
 
@@ -172,7 +175,9 @@ def _match_groups(
     rows ``g_start:g_start+g_count`` (input order). ``g_ignore`` [G, A] per area range.
     ``pair_iou(d [n], gidx [n, gb])`` gives the IoU of detection rows with ground-truth rows
     (``gidx`` is 0 in padding columns, whose values are not used). Writes ``matched`` /
-    ``matched_ig`` [N, A, T] (detection matched; matched to an ignored gt).
+    ``matched_ig`` [N, A, T] (detection matched; matched to an ignored gt) and, when given,
+    ``matched_gt`` [N, A, T] (the ground-truth row taken). Among ground truths of equal IoU the last
+    one is taken (pycocotools), or the first with ``first_tie`` (an ``argmax``, as TIDE).
     """
     A = g_ignore.shape[1]
     T = len(thr)
@@ -207,15 +212,20 @@ def _match_groups(
             has_i = ci.any(-1)
             if not (has_n.any() or has_i.any()):
                 continue
-            # The last gt with the highest IoU (pycocotools replaces on >=).
-            m_n = gb - 1 - np.where(cn, iou, -1.0)[..., rev].argmax(-1)
-            m_i = gb - 1 - np.where(ci, iou, -1.0)[..., rev].argmax(-1)
+            if first_tie:
+                m_n = np.where(cn, iou, -1.0).argmax(-1)
+                m_i = np.where(ci, iou, -1.0).argmax(-1)
+            else:  # the last gt with the highest IoU (pycocotools replaces on >=)
+                m_n = gb - 1 - np.where(cn, iou, -1.0)[..., rev].argmax(-1)
+                m_i = gb - 1 - np.where(ci, iou, -1.0)[..., rev].argmax(-1)
             m = np.where(has_n, m_n, m_i)  # [A, T, nr]
             hit = has_n | has_i
             matched[d] = np.moveaxis(hit, -1, 0)
             matched_ig[d] = np.moveaxis(~has_n & has_i, -1, 0)
             a_i, t_i, n_i = np.nonzero(hit)
             g_i = m[a_i, t_i, n_i]
+            if matched_gt is not None:
+                matched_gt[d[n_i], a_i, t_i] = gidx[n_i, g_i]
             keep = ~gcrowd[n_i, g_i]  # crowd gts stay available
             avail[a_i[keep], t_i[keep], n_i[keep], g_i[keep]] = False
 

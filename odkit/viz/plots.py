@@ -118,3 +118,27 @@ def plot_label_stats(aset: Any, out_png: str | Path) -> Path:
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return Path(out_png)
+
+
+def plot_tide_errors(main: dict[str, float], special: dict[str, float], out_png: str | Path,
+                     title: str = "TIDE errors") -> Path:
+    """Horizontal bars of the TIDE dAPs (AP points): ``main`` (the six error types) beside
+    ``special`` (false positives, false negatives)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [3, 2]})
+    for ax, vals, color, name in ((axes[0], main, "#c0392b", "main errors"),
+                                  (axes[1], special, "#2c3e50", "special errors")):
+        keys = list(vals)[::-1]
+        ax.barh(keys, [vals[k] for k in keys], color=color)
+        for y, k in enumerate(keys):
+            ax.text(vals[k], y, f" {vals[k]:.2f}", va="center", fontsize=8)
+        ax.set_xlabel("dAP (AP points gained by fixing)")
+        ax.set_title(name)
+        ax.set_xlim(0, max([1.0, *vals.values()]) * 1.2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
