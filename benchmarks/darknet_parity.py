@@ -30,8 +30,12 @@ sys.path.insert(0, str(ROOT))
 
 
 def randomize(model: torch.nn.Module, seed: int) -> None:
-    """Random BatchNorm statistics and affine terms, and prediction layers whose scores spread."""
+    """Random BatchNorm statistics and affine terms, and prediction layers whose scores spread. The
+    BatchNorm scales are halved in Darknet-53's 75 layers (23 residual sums): at full scale its
+    activations grow to 1e5 and every box overflows ``exp``."""
     g = torch.Generator().manual_seed(seed)
+    depth = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    gain = 0.5 if depth > 30 else 1.0
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d):  # He-scaled kernels: activations of order 1 at every depth
             fan_in = m.weight[0].numel()
@@ -40,7 +44,7 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
             n = m.num_features
             m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
             m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_((torch.rand(n, generator=g) + 0.5) * gain)
             m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
     for conv in model.head.preds:
         conv.weight.data.mul_(0.3)
