@@ -246,6 +246,7 @@ def _repaired(ctx: Context) -> AnnotationSet:
         problems=[],
         splits={k: v.copy() for k, v in a.splits.items()},
         ann_files=list(a.ann_files),
+        masks=list(a.masks) if a.masks is not None else None,
     )
     if not ctx.keep.all():
         fixed = fixed.select_annotations(ctx.keep)
