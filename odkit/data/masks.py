@@ -14,7 +14,7 @@ batch is built (:func:`rasterize`, pycocotools' polygon pixels).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import cv2
 import numpy as np
@@ -31,12 +31,13 @@ __all__ = [
     "to_rle",
     "rasterize",
     "mask_boxes",
+    "polygon_box",
     "pixel_matrix",
     "transform_segms",
     "polygons_from_mask",
 ]
 
-Segm = Union[list[np.ndarray], RLE]
+Segm = list[np.ndarray] | RLE
 
 
 def is_polygons(segm: Any) -> bool:
@@ -106,6 +107,15 @@ def rasterize(segms: Sequence[Segm], h: int, w: int) -> np.ndarray:
         for j, k in enumerate(owner):
             out[k] |= rle_ops.decode(arr[j])
     return out
+
+
+def polygon_box(polys: list[np.ndarray]) -> list[float]:
+    """``[x1, y1, x2, y2]`` bounds of the points of polygons (NaN when there are none)."""
+    pts = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in polys]) if polys else np.zeros(0)
+    if len(pts) < 2:
+        return [float("nan")] * 4
+    xs, ys = pts[0::2], pts[1::2]
+    return [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
 
 
 def mask_boxes(segms: Sequence[Segm], h: int, w: int) -> np.ndarray:
