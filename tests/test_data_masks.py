@@ -174,3 +174,16 @@ def test_train_augment_carries_masks_and_mosaic_is_refused(synth_masks):
     boxes_only.masks = None
     with pytest.raises(ConfigError, match="no instance masks"):
         DetectionDataset(boxes_only, 96, masks=True)
+
+
+def test_data_show_draws_masks(synth_masks, tmp_path):
+    from odkit.data.preview import augmented_grid, dataset_grid
+
+    a = load_dataset(synth_masks, split="train")
+    with_masks = cv2.imread(str(dataset_grid(a, tmp_path / "m.png", n=2, seed=0)))
+    a.masks = None
+    without = cv2.imread(str(dataset_grid(a, tmp_path / "b.png", n=2, seed=0)))
+    assert with_masks.shape == without.shape and (with_masks != without).any()
+    a = load_dataset(synth_masks, split="train")
+    out = augmented_grid(a, tmp_path / "aug.png", n=2, img_size=96, cfg=AugmentConfig(mosaic_prob=0.0))
+    assert out.is_file()
