@@ -30,8 +30,8 @@ import numpy as np
 from odkit.data.checks import UNUSABLE_KINDS, Context
 from odkit.data.checks.boxes import NEGATIVE, check_boxes
 from odkit.data.checks.duplicates import check_duplicates
-from odkit.data.checks.masks import check_masks
 from odkit.data.checks.images import check_images as _check_images
+from odkit.data.checks.masks import check_masks
 from odkit.data.checks.splits import check_splits
 from odkit.data.structures import AnnotationSet, Problem
 

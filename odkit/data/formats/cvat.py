@@ -33,8 +33,8 @@ from odkit.data.formats._common import (
 )
 from odkit.data.masks import is_polygons, polygon_box
 from odkit.data.structures import AnnotationSet, Problem
-from odkit.ops import rle as rle_ops
 from odkit.errors import DataError
+from odkit.ops import rle as rle_ops
 
 log = logging.getLogger(__name__)
 

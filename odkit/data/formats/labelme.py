@@ -37,10 +37,10 @@ from odkit.data.formats._common import (
 from odkit.data.formats.voc_flat import split_of
 from odkit.data.formats.walk import walk_files
 from odkit.data.masks import is_polygons, polygon_box
-from odkit.ops import rle as rle_ops
 from odkit.data.probe import IMAGE_EXTS
 from odkit.data.structures import AnnotationSet, Problem
 from odkit.errors import DataError
+from odkit.ops import rle as rle_ops
 
 log = logging.getLogger(__name__)
 
