@@ -187,3 +187,19 @@ def test_data_show_draws_masks(synth_masks, tmp_path):
     a = load_dataset(synth_masks, split="train")
     out = augmented_grid(a, tmp_path / "aug.png", n=2, img_size=96, cfg=AugmentConfig(mosaic_prob=0.0))
     assert out.is_file()
+
+
+def test_sliced_set_keeps_masks(synth_masks, tmp_path):
+    from odkit.data.tiles import slice_set
+
+    a = load_dataset(synth_masks, split="train")
+    tiles, _ = slice_set(a, tmp_path / "t", size=64, overlap=0.25, min_visible=0.0)
+    assert tiles.has_masks and len(tiles.masks) == tiles.num_annotations
+    for i in range(len(tiles)):
+        rec = tiles[i]
+        drawn = rasterize(rec.masks, rec.height, rec.width)
+        for box, one in zip(rec.boxes, drawn):  # each mask inside its clipped box
+            ys, xs = np.nonzero(one)
+            if len(xs):
+                assert xs.min() >= box[0] - 1 and xs.max() + 1 <= box[2] + 1
+                assert ys.min() >= box[1] - 1 and ys.max() + 1 <= box[3] + 1
