@@ -150,3 +150,12 @@ def test_cvat_mask_rle_is_row_major_over_its_box(tmp_path):
     np.testing.assert_array_equal(m, want)
     assert len(a.masks) == 2 and len(a.masks[1]) == 2  # one group -> one instance
     np.testing.assert_allclose(a.boxes[1], [1, 1, 9, 9])
+
+
+def test_box_only_segmentations_are_no_masks(tmp_path):
+    p = build_coco(tmp_path / "c")
+    doc = json.loads(p.read_text())
+    for k, a in enumerate(doc["annotations"]):
+        a["segmentation"] = [] if k % 2 else [[]]
+    p.write_text(json.dumps(doc))
+    assert load_dataset(p).masks is None

@@ -166,6 +166,8 @@ class AnnotationSet:
             return np.concatenate(arrs, axis=0)
 
         total = int(offsets[-1])
+        if masks is not None and [len(m) for m in masks] != counts.tolist():
+            raise ValueError("masks must hold one entry per box of each image")
         return cls(
             root=Path(root),
             files=list(files),

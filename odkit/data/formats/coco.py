@@ -127,7 +127,9 @@ def _segmentations(anns: list[Any], order: np.ndarray, file: str, ann_ids: list[
     """Masks of the annotations ``order`` (polygons or RLE, None where absent or unreadable, each
     unreadable one reported); None when no annotation has a non-empty ``segmentation``."""
     raw = [anns[k].get("segmentation") if isinstance(anns[k], dict) else None for k in order]
-    if not any(raw):
+    # "segmentation": [] or [[]] is how box-only annotations are often written: no mask
+    raw = [None if isinstance(sg, list) and all(isinstance(p, list) and not p for p in sg) else sg for sg in raw]
+    if not any(sg is not None for sg in raw):
         return None
     out: list[Any] = []
     for k, sg in zip(order, raw):
