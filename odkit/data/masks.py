@@ -7,13 +7,15 @@ pixels of the annotation's image (continuous coordinates: pixel ``(i, j)`` cover
 :class:`~odkit.data.structures.AnnotationSet` holds one ``Segm`` or ``None`` per annotation row.
 
 Masks stay in this form through the augmentations (:func:`transform_segms`: polygons map their
-points exactly, an RLE is warped with nearest-neighbour sampling) and become pixels only when a
-batch is built (:func:`rasterize`, pycocotools' polygon pixels).
+points exactly; an RLE gathers the maps in a :class:`WarpedRLE` and is warped once, with
+nearest-neighbour sampling) and become pixels only when a batch is built (:func:`rasterize`,
+pycocotools' polygon pixels).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -25,6 +27,7 @@ from odkit.ops.rle import RLE
 
 __all__ = [
     "Segm",
+    "WarpedRLE",
     "is_polygons",
     "parse_segmentation",
     "to_coco",
@@ -38,6 +41,23 @@ __all__ = [
 ]
 
 Segm = list[np.ndarray] | RLE
+
+
+@dataclass(eq=False)
+class WarpedRLE:
+    """An RLE mask seen through an affine map, applied when it is rasterised: ``rle`` on its source
+    image, ``m`` the 3x3 matrix (continuous pixels) from that image to the target of ``size``
+    ``(h, w)``. What the augmentations make of an RLE, so that it is decoded and warped once."""
+
+    rle: RLE
+    m: np.ndarray
+    size: tuple[int, int]
+
+    def pixels(self) -> np.ndarray:
+        """The warped mask ``[h, w]`` uint8 (nearest-neighbour sampling)."""
+        h, w = self.size
+        return cv2.warpAffine(rle_ops.decode(self.rle), pixel_matrix(self.m), (int(w), int(h)),
+                              flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def is_polygons(segm: Any) -> bool:
@@ -77,6 +97,8 @@ def to_coco(segm: Segm, compressed: bool = True) -> Any:
 def to_rle(segm: Segm, h: int, w: int) -> RLE:
     """The RLE of a mask on an ``h x w`` image (polygons rasterised and united as pycocotools does);
     an RLE comes back as it is (its own size)."""
+    if isinstance(segm, WarpedRLE):
+        return rle_ops.encode(segm.pixels())
     if not is_polygons(segm):
         return segm
     if not segm:
@@ -101,7 +123,7 @@ def rasterize(segms: Sequence[Segm], h: int, w: int) -> np.ndarray:
         else:
             if tuple(s.size) != (h, w):
                 raise ValueError(f"mask {k}: RLE of size {s.size} on an image of {(h, w)}")
-            out[k] = rle_ops.decode(s)
+            out[k] = s.pixels() if isinstance(s, WarpedRLE) else rle_ops.decode(s)
     if polys:
         arr = polygons_to_array(polys, h, w)
         for j, k in enumerate(owner):
@@ -146,12 +168,15 @@ def _as3(m: np.ndarray) -> np.ndarray:
     return out
 
 
-def transform_segms(segms: Sequence[Segm], m: np.ndarray, out_hw: tuple[int, int]) -> list[Segm]:
+def transform_segms(
+    segms: Sequence[Any], m: np.ndarray, out_hw: tuple[int, int], lazy: bool = True
+) -> list[Any]:
     """Masks mapped by the affine matrix ``m`` (2x3 or 3x3, continuous pixels) onto an image of
     ``out_hw = (h, w)``.
 
-    Polygon points go through ``m`` exactly (parts outside the image are cut when rasterised); an
-    RLE is decoded, warped with nearest-neighbour sampling and encoded at the new size.
+    Polygon points go through ``m`` exactly (parts outside the image are cut when rasterised). An
+    RLE (or :class:`WarpedRLE`) becomes a :class:`WarpedRLE` whose map is composed with ``m``
+    (``lazy``), else it is warped with nearest-neighbour sampling and encoded at the new size.
     """
     m3 = _as3(m)
     oh, ow = int(out_hw[0]), int(out_hw[1])
@@ -165,10 +190,9 @@ def transform_segms(segms: Sequence[Segm], m: np.ndarray, out_hw: tuple[int, int
                 new.append(q.reshape(-1))
             out.append(new)
         else:
-            mk = rle_ops.decode(s)
-            warped = cv2.warpAffine(mk, pixel_matrix(m3), (ow, oh), flags=cv2.INTER_NEAREST,
-                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            out.append(rle_ops.encode(warped))
+            src, m0 = (s.rle, s.m) if isinstance(s, WarpedRLE) else (s, np.eye(3))
+            warped = WarpedRLE(src, m3 @ m0, (oh, ow))
+            out.append(warped if lazy else rle_ops.encode(warped.pixels()))
     return out
 
 

@@ -116,7 +116,7 @@ def _tile_masks(segs: list, whole: np.ndarray, tile: tuple[int, int, int, int]) 
         if g is None:
             out.append(None)
             continue
-        (moved,) = transform_segms([g], m, (y1 - y0, x1 - x0))
+        (moved,) = transform_segms([g], m, (y1 - y0, x1 - x0), lazy=False)
         out.append(moved if w or not isinstance(moved, list) else to_rle(moved, y1 - y0, x1 - x0))
     return out
 
