@@ -120,6 +120,18 @@ def test_flip_of_rle_is_exact_and_letterbox_maps_polygons():
         np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], b2[k])
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(0.2, 0.8))
+def test_polygons_from_random_masks_give_the_same_pixels(seed, p):
+    """Outlines of any mask (noise: one-pixel parts, diagonal contacts) rasterise to its pixels with
+    the holes filled (the reference fills OpenCV's outer contours)."""
+    mk = (np.random.default_rng(seed).random((17, 23)) < p).astype(np.uint8)
+    contours, _ = cv2.findContours(mk, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros_like(mk)
+    cv2.drawContours(filled, contours, -1, 1, -1)
+    np.testing.assert_array_equal(rasterize([polygons_from_mask(mk)], 17, 23)[0], filled)
+
+
 def test_polygons_from_mask_round_trip():
     mk = np.zeros((30, 40), np.uint8)
     cv2.circle(mk, (20, 15), 9, 1, -1)

@@ -199,8 +199,7 @@ def transform_segms(
 def polygons_from_mask(mask: np.ndarray) -> list[np.ndarray]:
     """Outer outlines of a binary mask ``[H, W]`` as polygons (continuous coordinates), for layouts
     that store only polygons. Each outline runs a quarter pixel inside the pixel edges, so it
-    rasterises back to the same pixels (up to ties on diagonal steps; pixel IoU > 0.99 on shapes of
-    a few pixels across). Holes are filled."""
+    rasterises back to the same pixels (pycocotools' rule), with holes filled."""
     m = (np.asarray(mask) != 0).astype(np.uint8)
     # Contours of a 2x upsampled mask: point (u, v) -> (u + 0.5) / 2, a quarter pixel inside the edge.
     big = cv2.resize(m, (2 * m.shape[1], 2 * m.shape[0]), interpolation=cv2.INTER_NEAREST)
