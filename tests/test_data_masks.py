@@ -168,7 +168,7 @@ def test_loader_targets_masks(synth_masks):
     assert metas2 == metas
 
 
-def test_train_augment_carries_masks_and_mosaic_is_refused(synth_masks):
+def test_train_augment_carries_masks_and_ssd_augment_is_refused(synth_masks):
     a = load_dataset(synth_masks, split="train")
     aug = TrainAugment(AugmentConfig(mosaic_prob=0.0, mixup_prob=0.5))
     ds = DetectionDataset(a, 96, transforms=aug, masks=True, seed=1)
@@ -180,8 +180,10 @@ def test_train_augment_carries_masks_and_mosaic_is_refused(synth_masks):
             ys, xs = torch.nonzero(one, as_tuple=True)
             if len(xs):  # the mask lies inside its (affine, corner-bound) box
                 assert xs.min() >= box[0] - 1.5 and xs.max() + 1 <= box[2] + 1.5
+    from odkit.data.ssd_aug import SSDAugment
+
     with pytest.raises(ConfigError, match="do not carry masks"):
-        DetectionDataset(a, 96, transforms=TrainAugment(), masks=True)
+        DetectionDataset(a, 96, transforms=SSDAugment(), masks=True)
     boxes_only = load_dataset(synth_masks, split="train")
     boxes_only.masks = None
     with pytest.raises(ConfigError, match="no instance masks"):
@@ -215,3 +217,27 @@ def test_sliced_set_keeps_masks(synth_masks, tmp_path):
             if len(xs):
                 assert xs.min() >= box[0] - 1 and xs.max() + 1 <= box[2] + 1
                 assert ys.min() >= box[1] - 1 and ys.max() + 1 <= box[3] + 1
+
+
+def test_mosaic_carries_masks(synth_masks):
+    """Mosaic (then affine, mixup, flip, letterbox): every box keeps a mask inside it, and the boxes
+    are those of the box path (same draws)."""
+    a = load_dataset(synth_masks, split="train")
+    aug = TrainAugment(AugmentConfig(mosaic_prob=1.0, mixup_prob=0.5, degrees=0.0, shear=0.0))
+    with_masks = DetectionDataset(a, 96, transforms=aug, masks=True, seed=4)
+    plain = DetectionDataset(a, 96, transforms=aug, seed=4)
+    n = 0
+    for i in range(len(a)):
+        img, boxes, labels, meta = with_masks[(i, 96, 0, True)]
+        img2, boxes2, labels2, _ = plain[(i, 96, 0, True)]
+        np.testing.assert_array_equal(img, img2)
+        np.testing.assert_array_equal(boxes, boxes2)
+        drawn = rasterize(meta["masks"], *img.shape[:2])
+        assert len(drawn) == len(boxes)
+        for box, one in zip(boxes, drawn):
+            ys, xs = np.nonzero(one)
+            if len(xs):
+                n += 1
+                assert xs.min() >= box[0] - 1.5 and xs.max() + 1 <= box[2] + 1.5
+                assert ys.min() >= box[1] - 1.5 and ys.max() + 1 <= box[3] + 1.5
+    assert n > 10

@@ -137,7 +137,7 @@ class DetectionDataset:
                               "(segmentation polygons / RLE)")
         if transforms is not None and not getattr(transforms, "carries_masks", False):
             raise ConfigError(f"masks requested but the transforms {type(transforms).__name__} do not carry masks "
-                              "(mosaic and the SSD augmentations do not: set mosaic_prob=0)")
+                              "(the SSD augmentations do not)")
         rows = np.flatnonzero(keep)
         out = [aset.masks[int(r)] for r in rows]
         missing = [k for k, m in enumerate(out) if m is None]

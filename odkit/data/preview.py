@@ -104,7 +104,7 @@ def augmented_grid(
     (``cfg``: an :class:`~odkit.data.transforms.AugmentConfig`, YOLOX defaults when None; or a ready
     dataset-level pipeline such as ``odkit.engine.data.train_transform(cfg)``) at
     ``img_size`` and drawn with their boxes and class names (and masks, when the set has them and
-    the pipeline carries them: no mosaic), ``ceil(sqrt(n))`` per row. Returns the path written.
+    the pipeline carries them: not SSD's), ``ceil(sqrt(n))`` per row. Returns the path written.
     """
     from odkit.data.dataset import DetectionDataset
     from odkit.data.imageio import write_image

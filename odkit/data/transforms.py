@@ -569,10 +569,7 @@ class TrainAugment:
         self.hsv = HSVJitter(*c.hsv_gains, prob=c.hsv_prob)
         self.flip = HorizontalFlip(c.flip_prob)
 
-    @property
-    def carries_masks(self) -> bool:
-        """Masks are carried by everything but mosaic (resize, affine, mixup, HSV, flip, letterbox)."""
-        return self.cfg.mosaic_prob == 0
+    carries_masks = True
 
     def _geometric(self, ds: DetectionDataset, index: int, size: int, rng: np.random.Generator):
         c = self.cfg
@@ -581,7 +578,12 @@ class TrainAugment:
             idx = [index, *(int(j) for j in rng.integers(0, len(ds), 3))]
             samples = [ds.load(j) for j in idx]
             meta = samples[0][3]
-            img, boxes, labels = Mosaic(base, pad_value=c.pad_value)(samples, rng)
+            mosaic = Mosaic(base, pad_value=c.pad_value)
+            if "masks" in meta:
+                img, boxes, labels, masks = mosaic.with_masks(samples, rng)
+                meta = dict(meta, masks=masks)
+            else:
+                img, boxes, labels = mosaic(samples, rng)
             in_wh, extra = (2 * base, 2 * base), size / base
             meta = dict(meta, mosaic=True)
         else:
