@@ -112,7 +112,7 @@ def build_csv(root: Path) -> Path:
 
 
 def build_labelme(root: Path) -> Path:
-    """LabelMe json beside each image in split folders; image a also has a polygon."""
+    """LabelMe json beside each image in split folders; image a also has a circle."""
     for split, stem, w, h, objs, seed in _items():
         _jpeg(root / split / f"{stem}.jpg", w, h, seed)
         shapes = [
@@ -120,7 +120,7 @@ def build_labelme(root: Path) -> Path:
             for n, b in objs
         ]
         if stem == "a":
-            shapes.append({"label": "dog", "points": [[1, 1], [5, 1], [3, 6]], "shape_type": "polygon", "flags": {}})
+            shapes.append({"label": "dog", "points": [[3, 3], [5, 5]], "shape_type": "circle", "flags": {}})
         doc = {"version": "5.2.1", "flags": {}, "shapes": shapes, "imagePath": f"{stem}.jpg", "imageData": None,
                "imageHeight": h, "imageWidth": w}
         (root / split / f"{stem}.json").write_text(json.dumps(doc))
@@ -183,7 +183,7 @@ def test_layout_reads_to_the_same_set(tmp_path, layout, capsys):
 def test_shapes_that_are_not_boxes_are_reported(tmp_path):
     lm = load_dataset(build_labelme(tmp_path / "lm"))
     (p,) = [p for p in lm.problems if p.kind == "unsupported_shape"]
-    assert p.file.endswith("a.json") and "shape 2 (dog) is a polygon" in p.message and p.severity == "warning"
+    assert p.file.endswith("a.json") and "shape 2 (dog) is a circle" in p.message and p.severity == "warning"
     cv = load_dataset(build_cvat(tmp_path / "cv"))
     (p,) = [p for p in cv.problems if p.kind == "unsupported_shape"]
     assert p.file.endswith("annotations.xml") and "b.jpg" in p.message and "polyline (bird)" in p.message

@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--val-fraction", type=arg_type("unit"), default=0.2, help="share of images in the val split (default 0.2)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace a data set already in DIR")
+    p.add_argument("--masks", action="store_true",
+                   help="give every shape its exact pixel mask (COCO segmentation, compressed RLE)")
     p.set_defaults(func=handler)
 
 
@@ -37,6 +39,7 @@ def handler(args: argparse.Namespace) -> int:
         size=args.size,
         val_fraction=args.val_fraction,
         overwrite=args.overwrite,
+        masks=args.masks,
     )
     print(f"wrote {args.n} images; dataset spec: {path}")
     return 0

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from odkit.data.imageio import read_image
+from odkit.data.masks import transform_segms
 from odkit.data.structures import AnnotationSet
 from odkit.errors import ConfigError, DataError
 
@@ -49,6 +50,10 @@ class DetectionDataset:
     ``cache_ram_gb`` > 0 keeps resized images in RAM, in index order, up to that many GB
     (``cache_auto``: the budget was chosen for the user, so a partial cache is noted, not warned).
     ``drop_difficult`` removes VOC ``difficult`` boxes from the targets too (kept by default).
+    ``masks``: carry the instance masks of ``aset`` (polygons / RLE, one per box) in
+    ``meta["masks"]`` through the transforms (which must say ``carries_masks``), so that the
+    loader's collate adds ``targets[i]["masks"]``; a box without a mask gets its box as mask
+    (counted in the log). Off by default: then nothing about masks is read or done.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class DetectionDataset:
         seed: int = 0,
         drop_difficult: bool = False,
         cache_auto: bool = False,
+        masks: bool = False,
     ):
         if int(img_size) <= 0:
             raise ConfigError(f"img_size must be positive, got {img_size}")
@@ -104,6 +110,10 @@ class DetectionDataset:
         self._labels = np.ascontiguousarray(aset.labels[keep], dtype=np.int64)
         self._image_ids = aset.image_ids.astype(np.int64).copy()
         self._ann_hw = np.stack([aset.heights, aset.widths], 1).astype(np.int64)
+        self.masks = bool(masks)
+        self._masks: list[Any] = []
+        if self.masks:
+            self._masks = self._kept_masks(aset, keep, transforms)
 
         # ---- paths as one byte buffer (avoids copy-on-access of Python strings in workers)
         enc = [str(aset.path(i)).encode("utf-8") for i in range(len(aset))]
@@ -119,6 +129,25 @@ class DetectionDataset:
         self.num_cached = 0
         if cache_ram_gb > 0 and len(aset):
             self._fill_cache(cache_ram_gb, warn_partial=not cache_auto)
+
+    def _kept_masks(self, aset: AnnotationSet, keep: np.ndarray, transforms: Any) -> list[Any]:
+        """The masks of the kept rows; a row without one gets its box as a rectangle polygon."""
+        if aset.masks is None:
+            raise ConfigError(f"{aset.root}: masks requested but the data set has no instance masks "
+                              "(segmentation polygons / RLE)")
+        if transforms is not None and not getattr(transforms, "carries_masks", False):
+            raise ConfigError(f"masks requested but the transforms {type(transforms).__name__} do not carry masks "
+                              "(the SSD augmentations do not)")
+        rows = np.flatnonzero(keep)
+        out = [aset.masks[int(r)] for r in rows]
+        missing = [k for k, m in enumerate(out) if m is None]
+        for k in missing:
+            x1, y1, x2, y2 = (float(v) for v in aset.boxes[rows[k]])
+            out[k] = [np.array([x1, y1, x2, y1, x2, y2, x1, y2], dtype=np.float64)]
+        if missing:
+            log.warning("%s: %d of %d training boxes have no mask; their boxes are used as masks",
+                        aset.root, len(missing), len(out))
+        return out
 
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
@@ -239,7 +268,21 @@ class DetectionDataset:
             "path": self.path(i),
             "index": int(i),
         }
+        if self.masks:
+            meta["masks"] = self._load_masks(i, orig, r, img.shape[:2])
         return img, boxes, labels, meta
+
+    def _load_masks(self, i: int, orig: tuple[int, int], r: float, hw: tuple[int, int]) -> list[Any]:
+        """The masks of image ``i`` scaled by ``r`` onto the resized image of size ``hw``."""
+        s, e = self._offsets[i], self._offsets[i + 1]
+        segs = self._masks[s:e]
+        for k, g in enumerate(segs):
+            if not isinstance(g, list) and tuple(g.size) != tuple(orig):
+                raise DataError(f"{self.path(i)}: mask {k} is an RLE of {g.size[1]}x{g.size[0]} pixels on a "
+                                f"{orig[1]}x{orig[0]} image (check the dataset with `odkit data check`)")
+        if r == 1.0 and tuple(hw) == tuple(orig):
+            return list(segs)
+        return transform_segms(segs, np.array([[r, 0.0, 0.0], [0.0, r, 0.0]]), hw)
 
     def __getitem__(self, key: int | tuple[int, int, int, bool]):
         if isinstance(key, tuple):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from odkit.data.masks import rasterize
 from odkit.errors import ConfigError
 
 __all__ = [
@@ -154,8 +155,10 @@ def collate_detection(
     contiguous, or with ``channels_last`` in that memory format (the samples' own pixel order:
     one conversion pass instead of three, same values).
 
-    ``targets[i] = {"boxes": float32 [N,4] xyxy input pixels, "labels": int64 [N]}``. All images
-    must have the same size (use a letterbox transform).
+    ``targets[i] = {"boxes": float32 [N,4] xyxy input pixels, "labels": int64 [N]}``, plus
+    ``"masks": uint8 [N, H, W]`` (0 / 1, one per box, in the input image's pixels) when the sample's
+    meta carries masks (a dataset built with ``masks=True``); the polygons / RLEs are rasterised
+    here and leave the metas. All images must have the same size (use a letterbox transform).
     """
     if not batch:
         raise ValueError("cannot collate an empty batch")
@@ -175,6 +178,15 @@ def collate_detection(
         for s in batch
     ]
     metas = [s[3] for s in batch]
+    if any("masks" in m for m in metas):
+        h, w = arr.shape[1:3]
+        metas = [dict(m) for m in metas]
+        for i, (t, m) in enumerate(zip(targets, metas)):
+            segs = m.pop("masks", None)
+            if segs is None or len(segs) != len(t["boxes"]):
+                got = "no masks" if segs is None else f"{len(segs)} masks"
+                raise ValueError(f"sample {m.get('path', i)}: {got} for {len(t['boxes'])} boxes")
+            t["masks"] = torch.from_numpy(rasterize(segs, h, w))
     return images, targets, metas
 
 

@@ -1,6 +1,6 @@
-"""Previews of a data set as PNG grids with boxes and class names: its images as annotated
-(:func:`dataset_grid`) and its training samples as the augmentation pipeline makes them
-(:func:`augmented_grid`). Drawing is :mod:`odkit.viz.draw`."""
+"""Previews of a data set as PNG grids with boxes, class names and instance masks (when the set has
+them): its images as annotated (:func:`dataset_grid`) and its training samples as the augmentation
+pipeline makes them (:func:`augmented_grid`). Drawing is :mod:`odkit.viz.draw`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from odkit.data.masks import rasterize, transform_segms
 from odkit.data.structures import AnnotationSet
 from odkit.errors import ConfigError, DataError
-from odkit.viz.draw import draw_boxes, image_grid
+from odkit.viz.draw import draw_boxes, draw_masks, image_grid
 
 __all__ = ["augmented_grid", "dataset_grid"]
 
@@ -65,6 +66,8 @@ def dataset_grid(
             raise DataError(f"dataset_grid: cannot read image {rec.path}")
         canvas, r, dx, dy = _fit(bgr[:, :, ::-1], max_side)
         boxes = rec.boxes.astype(np.float64) * r + np.array([dx, dy, dx, dy])
+        if rec.masks is not None:
+            canvas = _draw_record_masks(canvas, rec.masks, rec.labels, r, dx, dy, (bgr.shape[0], bgr.shape[1]))
         cells.append(draw_boxes(canvas, boxes, rec.labels, aset.class_names))
     grid = image_grid(cells, cols)
     out = Path(out_png)
@@ -73,6 +76,17 @@ def dataset_grid(
         raise DataError(f"dataset_grid: cannot write {out}")
     log.debug("dataset_grid: %d images -> %s", len(cells), out)
     return out
+
+
+def _draw_record_masks(canvas: np.ndarray, segs: list, labels: np.ndarray, r: float, dx: int, dy: int,
+                       hw: tuple[int, int]) -> np.ndarray:
+    """The masks of one image (those of its size; None skipped) drawn on its letterboxed canvas."""
+    keep = [k for k, g in enumerate(segs) if g is not None and (isinstance(g, list) or tuple(g.size) == hw)]
+    if not keep:
+        return canvas
+    m = np.array([[r, 0.0, dx], [0.0, r, dy]])
+    drawn = rasterize(transform_segms([segs[k] for k in keep], m, canvas.shape[:2]), *canvas.shape[:2])
+    return draw_masks(canvas, drawn, np.asarray(labels)[keep])
 
 
 def augmented_grid(
@@ -89,8 +103,8 @@ def augmented_grid(
     Samples are drawn (seeded by ``seed``) through :class:`~odkit.data.transforms.TrainAugment`
     (``cfg``: an :class:`~odkit.data.transforms.AugmentConfig`, YOLOX defaults when None; or a ready
     dataset-level pipeline such as ``odkit.engine.data.train_transform(cfg)``) at
-    ``img_size`` and drawn with their boxes and class names, ``ceil(sqrt(n))`` per row.
-    Returns the path written.
+    ``img_size`` and drawn with their boxes and class names (and masks, when the set has them and
+    the pipeline carries them: not SSD's), ``ceil(sqrt(n))`` per row. Returns the path written.
     """
     from odkit.data.dataset import DetectionDataset
     from odkit.data.imageio import write_image
@@ -101,12 +115,15 @@ def augmented_grid(
     if len(aset) == 0:
         raise ConfigError(f"augmented_grid: dataset {aset.root} has no images")
     pipeline = cfg if getattr(cfg, "needs_dataset", False) else TrainAugment(cfg)  # a ready pipeline, or a config
-    ds = DetectionDataset(aset, img_size=img_size, transforms=pipeline, seed=seed)
+    masks = aset.has_masks and bool(getattr(pipeline, "carries_masks", False))
+    ds = DetectionDataset(aset, img_size=img_size, transforms=pipeline, seed=seed, masks=masks)
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(aset), size=n, replace=n > len(aset))
     tiles = []
     for i in idx:
-        img, boxes, labels, _ = ds[(int(i), img_size, 0, True)]
+        img, boxes, labels, meta = ds[(int(i), img_size, 0, True)]
+        if masks:
+            img = draw_masks(img, rasterize(meta["masks"], *img.shape[:2]), labels)
         tiles.append(draw_boxes(img, boxes, labels, aset.class_names))
     cols = int(np.ceil(np.sqrt(n)))
     grid = image_grid(tiles, cols)

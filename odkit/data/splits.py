@@ -224,7 +224,15 @@ def _concat(sets: list[AnnotationSet], root: Path, names: list[str], class_ids: 
         source=sets[0].source if sets else "",
         raw_names=raw,
         ann_files=ann_files if any(ann_files) else [],
+        masks=_cat_masks(sets),
     )
+
+
+def _cat_masks(sets: list[AnnotationSet]) -> list | None:
+    """The masks of concatenated sets (rows of a set without masks get None); None when none has any."""
+    if not any(s.masks is not None for s in sets):
+        return None
+    return [m for s in sets for m in (s.masks if s.masks is not None else [None] * s.num_annotations)]
 
 
 def unassigned(aset: AnnotationSet) -> np.ndarray:

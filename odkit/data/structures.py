@@ -63,6 +63,7 @@ class ImageRecord:
     difficult: np.ndarray  # [N] bool
     ann_ids: np.ndarray  # [N] int64
     areas: np.ndarray  # [N] float32 (NaN when the source has no area field)
+    masks: list[Any] | None = None  # [N] Segm or None each (odkit.data.masks), None: no masks
 
 
 def _remap_splits(splits: dict[str, np.ndarray], idx: np.ndarray, n: int) -> dict[str, np.ndarray]:
@@ -100,6 +101,9 @@ class AnnotationSet:
     files, YAML keys, CSV files, split folders, CVAT subsets); an image may be in several splits,
     and an empty dict means the source defines none. ``ann_files``: per image, the file holding its
     annotations (xml, json, txt, csv), or an empty list when the reader does not say.
+    ``masks``: ``None`` when the source has no instance masks, else one entry per annotation row:
+    polygons or an RLE in pixels of its image (see :mod:`odkit.data.masks`), or ``None`` for a row
+    without a mask.
     """
 
     root: Path
@@ -121,6 +125,7 @@ class AnnotationSet:
     problems: list[Problem] = field(default_factory=list)
     splits: dict[str, np.ndarray] = field(default_factory=dict)
     ann_files: list[str] = field(default_factory=list)
+    masks: list[Any] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -140,8 +145,10 @@ class AnnotationSet:
         ann_ids: list[np.ndarray] | None = None,
         areas: list[np.ndarray] | None = None,
         source: str = "",
+        masks: list[list[Any]] | None = None,
     ) -> AnnotationSet:
-        """Build a set from per-image arrays (convenient for small sets and tests)."""
+        """Build a set from per-image arrays (convenient for small sets and tests); ``masks``: per
+        image, one mask (polygons, RLE or None) per box."""
         n = len(files)
         counts = np.array([len(b) for b in boxes], dtype=np.int64)
         if len(boxes) != n or len(labels) != n:
@@ -159,6 +166,8 @@ class AnnotationSet:
             return np.concatenate(arrs, axis=0)
 
         total = int(offsets[-1])
+        if masks is not None and [len(m) for m in masks] != counts.tolist():
+            raise ValueError("masks must hold one entry per box of each image")
         return cls(
             root=Path(root),
             files=list(files),
@@ -175,6 +184,7 @@ class AnnotationSet:
             class_names=list(class_names),
             class_ids=list(class_ids) if class_ids is not None else list(range(len(class_names))),
             source=source,
+            masks=[m for per in masks for m in per] if masks is not None else None,
         )
 
     # ------------------------------------------------------------------ access
@@ -216,7 +226,13 @@ class AnnotationSet:
             difficult=self.difficult[s:e],
             ann_ids=self.ann_ids[s:e],
             areas=self.areas[s:e],
+            masks=self.masks[s:e] if self.masks is not None else None,
         )
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the set carries instance masks (some rows may still have none)."""
+        return self.masks is not None
 
     def __iter__(self):
         for i in range(len(self)):
@@ -255,6 +271,7 @@ class AnnotationSet:
             problems=list(self.problems),
             splits=_remap_splits(self.splits, idx, len(self)),
             ann_files=[self.ann_files[i] for i in idx] if self.ann_files else [],
+            masks=[self.masks[int(r)] for r in rows] if self.masks is not None else None,
         )
 
     def select_annotations(self, keep: np.ndarray) -> AnnotationSet:
@@ -290,12 +307,17 @@ class AnnotationSet:
             problems=list(self.problems),
             splits={k: v.copy() for k, v in self.splits.items()},
             ann_files=list(self.ann_files),
+            masks=[m for m, k in zip(self.masks, keep) if k] if self.masks is not None else None,
         )
 
     def targets(self, i: int) -> dict[str, np.ndarray]:
-        """Training/eval target dict of image ``i``: boxes, labels, iscrowd, difficult."""
+        """Training/eval target dict of image ``i``: boxes, labels, iscrowd, difficult (and ``masks``,
+        the polygons / RLEs, when the set has masks)."""
         r = self[i]
-        return {"boxes": r.boxes, "labels": r.labels, "iscrowd": r.iscrowd, "difficult": r.difficult}
+        out = {"boxes": r.boxes, "labels": r.labels, "iscrowd": r.iscrowd, "difficult": r.difficult}
+        if r.masks is not None:
+            out["masks"] = r.masks
+        return out
 
     def summary(self) -> str:
         return (

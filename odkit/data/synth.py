@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from odkit.errors import ConfigError, DataError
+from odkit.ops import rle as rle_ops
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,15 @@ class SynthImage:
     """One rendered image: ``image`` HxWx3 uint8 RGB; ``boxes`` [N,4] float32 xyxy pixels of
     the visible part of each shape; ``labels`` [N] int64 class indices; ``masks`` [N,H,W] bool
     full (unoccluded) shape masks in drawing order (later shapes paint over earlier ones);
-    ``colors`` [N,3] uint8 RGB fill colours."""
+    ``colors`` [N,3] uint8 RGB fill colours; ``visible`` [N,H,W] bool the visible part of each shape
+    (what ``boxes`` bound, the instance masks of ``synthesize(masks=True)``)."""
 
     image: np.ndarray
     boxes: np.ndarray
     labels: np.ndarray
     masks: np.ndarray
     colors: np.ndarray
+    visible: np.ndarray | None = None
 
 
 def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -267,6 +270,7 @@ def render_image(seed: int, index: int, size: int = 320, negative: bool = False)
         labels=np.asarray(labels, dtype=np.int64),
         masks=np.asarray(full, dtype=bool).reshape(-1, h, w),
         colors=np.asarray(colors, dtype=np.uint8).reshape(-1, 3),
+        visible=np.asarray(vis, dtype=bool).reshape(-1, h, w),
     )
 
 
@@ -306,6 +310,7 @@ def synthesize(
     size: int = 320,
     val_fraction: float = 0.2,
     overwrite: bool = False,
+    masks: bool = False,
 ) -> Path:
     """Write the synthetic shapes data set to ``out`` and return the path of its ``data.yaml``.
 
@@ -313,6 +318,8 @@ def synthesize(
     ``val_fraction`` of them (rounded) go to the val split. The output is byte-identical for the
     same arguments. ``out`` must be empty or absent unless ``overwrite`` is True, in which case
     a previous synthetic data set there (images/, train.json, val.json, data.yaml) is replaced.
+    ``masks``: each annotation also gets the exact pixel mask of its visible part as a compressed
+    RLE ``segmentation`` (and that mask's pixel count as ``area``).
     """
     import cv2
     import yaml
@@ -351,19 +358,22 @@ def synthesize(
         h, w = s.image.shape[:2]
         images, anns = coco[split]
         images.append({"id": i + 1, "file_name": rel, "width": w, "height": h})
-        for box, label in zip(s.boxes.tolist(), s.labels.tolist()):
+        rles = rle_ops.encode(s.visible) if masks and len(s.boxes) else []
+        for k, (box, label) in enumerate(zip(s.boxes.tolist(), s.labels.tolist())):
             ann_id += 1
             bw, bh = box[2] - box[0], box[3] - box[1]
-            anns.append(
-                {
-                    "id": ann_id,
-                    "image_id": i + 1,
-                    "category_id": int(label) + 1,
-                    "bbox": [box[0], box[1], bw, bh],
-                    "area": bw * bh,
-                    "iscrowd": 0,
-                }
-            )
+            ann: dict[str, Any] = {
+                "id": ann_id,
+                "image_id": i + 1,
+                "category_id": int(label) + 1,
+                "bbox": [box[0], box[1], bw, bh],
+                "area": bw * bh,
+                "iscrowd": 0,
+            }
+            if masks:
+                ann["segmentation"] = rle_ops.to_coco(rles[k])
+                ann["area"] = rle_ops.area(rles[k])
+            anns.append(ann)
     spec: dict[str, Any] = {"format": "coco", "train": "train.json"}
     for split in ("train", "val"):
         images, anns = coco[split]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from odkit.data.masks import to_rle, transform_segms
 from odkit.data.structures import AnnotationSet
 from odkit.errors import ConfigError, DataError
 
@@ -105,6 +106,21 @@ def clip_to_tile(boxes: np.ndarray, tile: tuple[int, int, int, int]) -> tuple[np
     return (c - np.array([x0, y0, x0, y0], np.float32)).astype(np.float32), frac
 
 
+def _tile_masks(segs: list, whole: np.ndarray, tile: tuple[int, int, int, int]) -> list:
+    """Masks moved into a tile: polygons of whole boxes stay polygons, the others become the RLE of
+    their part inside the tile (None stays None)."""
+    x0, y0, x1, y1 = tile
+    m = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0]])
+    out = []
+    for g, w in zip(segs, whole):
+        if g is None:
+            out.append(None)
+            continue
+        (moved,) = transform_segms([g], m, (y1 - y0, x1 - x0), lazy=False)
+        out.append(moved if w or not isinstance(moved, list) else to_rle(moved, y1 - y0, x1 - x0))
+    return out
+
+
 def slice_set(aset: AnnotationSet, tile_dir: str | Path, size: int = 640, overlap: float = 0.2,
               min_visible: float = 0.25, min_side: float = 1.0, empty_fraction: float = 1.0,
               seed: int = 0) -> tuple[AnnotationSet, TileReport]:
@@ -113,7 +129,8 @@ def slice_set(aset: AnnotationSet, tile_dir: str | Path, size: int = 640, overla
 
     A box touching a tile is kept whole, kept clipped (visible fraction ``>= min_visible`` and both
     clipped sides ``>= min_side`` px) or dropped for that tile. Tiles without kept boxes are written
-    with probability ``empty_fraction`` (seeded: the same tiles for the same arguments).
+    with probability ``empty_fraction`` (seeded: the same tiles for the same arguments). Instance
+    masks move with their boxes (the part inside the tile of a clipped one, as an RLE).
     """
     from odkit.data.imageio import read_image, write_image
 
@@ -126,6 +143,7 @@ def slice_set(aset: AnnotationSet, tile_dir: str | Path, size: int = 640, overla
     rng = np.random.default_rng(seed)
     rep = TileReport(images=len(aset), source_boxes=aset.num_annotations)
     files, widths, heights, boxes, labels, crowd, diff, origin = [], [], [], [], [], [], [], []
+    masks: list[list] | None = [] if aset.masks is not None else None
     used = set()
     for i in range(len(aset)):
         path = aset.path(i)
@@ -173,6 +191,9 @@ def slice_set(aset: AnnotationSet, tile_dir: str | Path, size: int = 640, overla
             crowd.append(aset.iscrowd[lo:hi][keep])
             diff.append(aset.difficult[lo:hi][keep])
             origin.append(i)
+            if masks is not None:
+                rows = lo + np.flatnonzero(keep)
+                masks.append(_tile_masks([aset.masks[int(r)] for r in rows], whole[keep], tile))
         for k in np.flatnonzero(best == 0):
             c = int(aset.labels[lo + k])
             cname = aset.class_names[c] if 0 <= c < len(aset.class_names) else str(c)
@@ -181,7 +202,8 @@ def slice_set(aset: AnnotationSet, tile_dir: str | Path, size: int = 640, overla
     rep.dropped = Counter({k: v for k, v in rep.dropped.items() if v})
     rep.tiles = len(files)
     out = AnnotationSet.from_lists(tile_dir, files, widths, heights, boxes, labels, aset.class_names,
-                                   class_ids=aset.class_ids, iscrowd=crowd, difficult=diff, source="tiles")
+                                   class_ids=aset.class_ids, iscrowd=crowd, difficult=diff, source="tiles",
+                                   masks=masks)
     origin_arr = np.asarray(origin, np.int64)
     out.splits = {s: np.flatnonzero(np.isin(origin_arr, members)).astype(np.int64) for s, members in aset.splits.items()}
     return out, rep

@@ -5,6 +5,10 @@ A sample is ``(image, boxes, labels, meta)``: ``image`` uint8 ``[H, W, 3]`` RGB,
 and ``meta`` a dict. Every transform is a callable ``t(image, boxes, labels, meta, rng)`` returning
 a new sample; random transforms draw only from the ``numpy.random.Generator`` they are given.
 
+Instance masks ride in ``meta["masks"]`` (one polygon list or RLE per box, in pixels of ``image``;
+see :mod:`odkit.data.masks`): the geometric transforms map them with the image and drop them with
+their boxes, and the transforms that do so say ``carries_masks = True``.
+
 ``meta`` follows the letterbox convention: ``orig_size=(h, w)``, ``ratio=r``, ``pad=(dx, dy)`` with
 ``original = (box - [dx, dy, dx, dy]) / r`` (see :func:`unletterbox_boxes`). ``meta["input_size"]``
 ``(h, w)``, when present, is the size :class:`Letterbox` pads to if it was built without one.
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from odkit.data.masks import pixel_matrix, transform_segms
 from odkit.data.mosaic import MixUp, Mosaic
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,6 +59,12 @@ Sample = tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
 # How an image becomes the square network input: "letterbox" (keep the aspect ratio, pad) or
 # "stretch" (plain resize to the input size, separate x/y scales; SSD's).
 RESIZE_MODES = ("letterbox", "stretch")
+
+
+def _map_masks(meta: dict[str, Any], m: np.ndarray, out_hw: tuple[int, int]) -> None:
+    """Map ``meta["masks"]`` (when present) by the affine ``m`` onto an ``out_hw`` image, in place."""
+    if "masks" in meta:
+        meta["masks"] = transform_segms(meta["masks"], m, out_hw)
 
 
 def _need_rng(rng: np.random.Generator | None, name: str) -> np.random.Generator:
@@ -100,6 +111,7 @@ def letterbox(
         out = warp_affine(image, m, (ow, oh), pad_value)
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * np.float32(r)
     b += np.array([dx, dy, dx, dy], dtype=np.float32)
+    _map_masks(meta, np.array([[r, 0.0, dx], [0.0, r, dy]]), (oh, ow))
     return out, b, meta
 
 
@@ -133,6 +145,7 @@ def stretch(
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * np.array([rx, ry, rx, ry], dtype=np.float32)
     if (h, w) == (oh, ow):
         return image, b, meta
+    _map_masks(meta, np.array([[rx, 0.0, 0.0], [0.0, ry, 0.0]]), (oh, ow))
     interp = cv2.INTER_AREA if min(rx, ry) < 0.5 else cv2.INTER_LINEAR
     return cv2.resize(image, (ow, oh), interpolation=interp), b, meta
 
@@ -187,6 +200,8 @@ class Letterbox:
     """Letterbox to ``size`` (or to ``meta["input_size"]`` when ``size`` is None); see :func:`letterbox`.
     ``mode="stretch"`` resizes plainly instead (:func:`fit_to_input`)."""
 
+    carries_masks = True
+
     def __init__(self, size: int | tuple[int, int] | None = None, pad_value: int = 114, mode: str = "letterbox"):
         self.size = size
         self.pad_value = pad_value
@@ -212,11 +227,9 @@ def warp_affine(
     ``A @ [0.5, 0.5] - 0.5`` to make ``m`` exact for continuous coordinates (a box corner at
     ``(x, y)`` lands at ``m @ (x, y, 1)``).
     """
-    m = np.asarray(m, dtype=np.float64)[:2].copy()
-    m[:, 2] += m[:, :2] @ np.array([0.5, 0.5]) - 0.5
     return cv2.warpAffine(
         image,
-        m,
+        pixel_matrix(m),
         (int(out_wh[0]), int(out_wh[1])),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,
@@ -364,11 +377,16 @@ def apply_affine(
     out_wh: tuple[int, int],
     flt: _BoxFilter,
     pad_value: int = 114,
+    meta: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Warp image and boxes by ``m`` (3x3, continuous pixels) into ``out_wh`` and filter the boxes."""
+    """Warp image and boxes by ``m`` (3x3, continuous pixels) into ``out_wh`` and filter the boxes;
+    the masks of ``meta`` (when it has any) are mapped and filtered with them, in place."""
     out = warp_affine(image, m, out_wh, pad_value)
     nb = affine_boxes(boxes, m, out_wh)
     keep = box_candidates(boxes, nb, flt.min_size, flt.max_aspect_ratio, flt.min_area_ratio, s)
+    if meta is not None and "masks" in meta:
+        kept = [g for g, k in zip(meta["masks"], keep) if k]
+        meta["masks"] = transform_segms(kept, m, (int(out_wh[1]), int(out_wh[0])))
     return out, nb[keep], np.asarray(labels, dtype=np.int64)[keep]
 
 
@@ -378,6 +396,8 @@ class RandomAffine:
     ``size`` None keeps the input size (or uses ``meta["input_size"]``). Boxes go through their 4
     corners (:func:`affine_boxes`) and are filtered by :func:`box_candidates`.
     """
+
+    carries_masks = True
 
     def __init__(
         self,
@@ -406,8 +426,8 @@ class RandomAffine:
         m, s = random_affine_matrix(
             rng, (w, h), (ow, oh), self.degrees, self.translate, self.scale, self.shear, extra_scale
         )
-        img, b, lab = apply_affine(image, boxes, labels, m, s, (ow, oh), self.filter, self.pad_value)
         meta = dict(meta) if meta is not None else {}
+        img, b, lab = apply_affine(image, boxes, labels, m, s, (ow, oh), self.filter, self.pad_value, meta)
         meta["augmented"] = True
         return img, b, lab, meta
 
@@ -417,6 +437,8 @@ class HSVJitter:
     """YOLOX HSV jitter: each of hue/saturation/value is, with probability 1/2, shifted by
     ``U(-gain, gain)`` (OpenCV units: hue 0..180 wraps, saturation/value 0..255 saturate).
     Applied with probability ``prob``; boxes are unchanged."""
+
+    carries_masks = True
 
     def __init__(self, hgain: float = 5.0, sgain: float = 30.0, vgain: float = 30.0, prob: float = 1.0):
         self.gains = np.array([hgain, sgain, vgain], dtype=np.float64)
@@ -441,7 +463,9 @@ class HSVJitter:
 
 
 class HorizontalFlip:
-    """Mirror left-right with probability ``prob``: ``x' = W - x`` for image and boxes."""
+    """Mirror left-right with probability ``prob``: ``x' = W - x`` for image, boxes and masks."""
+
+    carries_masks = True
 
     def __init__(self, prob: float = 0.5):
         self.prob = prob
@@ -456,6 +480,7 @@ class HorizontalFlip:
         b[:, [0, 2]] = w - b[:, [2, 0]]
         meta = dict(meta) if meta is not None else {}
         meta["flipped"] = not meta.get("flipped", False)
+        _map_masks(meta, np.array([[-1.0, 0.0, w], [0.0, 1.0, 0.0]]), image.shape[:2])
         return img, b, labels, meta
 
 
@@ -464,6 +489,11 @@ class Compose:
 
     def __init__(self, transforms: Sequence[Callable[..., Sample]]):
         self.transforms = list(transforms)
+
+    @property
+    def carries_masks(self) -> bool:
+        """Whether every transform maps instance masks."""
+        return all(getattr(t, "carries_masks", False) for t in self.transforms)
 
     def __call__(self, image, boxes, labels, meta=None, rng=None) -> Sample:
         for t in self.transforms:
@@ -539,6 +569,8 @@ class TrainAugment:
         self.hsv = HSVJitter(*c.hsv_gains, prob=c.hsv_prob)
         self.flip = HorizontalFlip(c.flip_prob)
 
+    carries_masks = True
+
     def _geometric(self, ds: DetectionDataset, index: int, size: int, rng: np.random.Generator):
         c = self.cfg
         base = ds.img_size
@@ -546,7 +578,12 @@ class TrainAugment:
             idx = [index, *(int(j) for j in rng.integers(0, len(ds), 3))]
             samples = [ds.load(j) for j in idx]
             meta = samples[0][3]
-            img, boxes, labels = Mosaic(base, pad_value=c.pad_value)(samples, rng)
+            mosaic = Mosaic(base, pad_value=c.pad_value)
+            if "masks" in meta:
+                img, boxes, labels, masks = mosaic.with_masks(samples, rng)
+                meta = dict(meta, masks=masks)
+            else:
+                img, boxes, labels = mosaic(samples, rng)
             in_wh, extra = (2 * base, 2 * base), size / base
             meta = dict(meta, mosaic=True)
         else:
@@ -554,7 +591,7 @@ class TrainAugment:
             img, boxes, meta = letterbox(img, boxes, meta, size, c.pad_value)
             in_wh, extra = (size, size), 1.0
         m, s = random_affine_matrix(rng, in_wh, (size, size), c.degrees, c.translate, c.scale, c.shear, extra)
-        img, boxes, labels = apply_affine(img, boxes, labels, m, s, (size, size), self.filter, c.pad_value)
+        img, boxes, labels = apply_affine(img, boxes, labels, m, s, (size, size), self.filter, c.pad_value, meta)
         meta["augmented"] = True
         return img, boxes, labels, meta
 
@@ -569,6 +606,8 @@ class TrainAugment:
                 other = self._geometric(ds, j, size, rng)
                 img, boxes, labels = self.mixup((img, boxes, labels), other[:3], rng)
                 meta["mixup"] = True
+                if "masks" in meta:
+                    meta["masks"] = list(meta["masks"]) + list(other[3]["masks"])
         else:
             img, boxes, labels, meta = ds.load(index)
         img, boxes, labels, meta = self.hsv(img, boxes, labels, meta, rng)

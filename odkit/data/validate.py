@@ -3,7 +3,8 @@
 ``check_dataset`` runs the families of checks of :mod:`odkit.data.checks`: images (missing,
 empty, damage tiers, content type vs extension, size vs annotation, grayscale / alpha / palette /
 CMYK / 16-bit, EXIF orientation; skipped with ``check_images=False``), boxes (non-finite, unknown
-class, zero / negative size, out of bounds, negatives), duplicates (repeated entries, near-duplicate
+class, zero / negative size, out of bounds, negatives), instance masks (empty, degenerate or
+out-of-image polygons, RLE of another size than the image, mask outside its box), duplicates (repeated entries, near-duplicate
 boxes, byte-identical images) and splits (shared images, empty splits, images in no split).
 Image checks read headers only (thread pool), so 10k images take seconds; damaged files are decoded.
 
@@ -30,6 +31,7 @@ from odkit.data.checks import UNUSABLE_KINDS, Context
 from odkit.data.checks.boxes import NEGATIVE, check_boxes
 from odkit.data.checks.duplicates import check_duplicates
 from odkit.data.checks.images import check_images as _check_images
+from odkit.data.checks.masks import check_masks
 from odkit.data.checks.splits import check_splits
 from odkit.data.structures import AnnotationSet, Problem
 
@@ -206,6 +208,7 @@ def check_dataset(
             ctx.add("size_unknown", ctx.fnames[i], f"image size unknown ({ctx.widths[i]}x{ctx.heights[i]})",
                      severity="warning")
     candidates = check_boxes(ctx, oob_tol_px, oob_tol_frac)
+    check_masks(ctx)
     check_duplicates(ctx, candidates, near_dup_iou, images=check_images)
     check_splits(ctx, allow_overlap)
     fixed = _repaired(ctx)
@@ -246,6 +249,7 @@ def _repaired(ctx: Context) -> AnnotationSet:
         problems=[],
         splits={k: v.copy() for k, v in a.splits.items()},
         ann_files=list(a.ann_files),
+        masks=list(a.masks) if a.masks is not None else None,
     )
     if not ctx.keep.all():
         fixed = fixed.select_annotations(ctx.keep)

@@ -323,15 +323,17 @@ def auto_cache_gb(workers: int, processes: int = 1) -> float:
     return max(0.0, min(AUTO_CACHE_GB, avail / 4) / max(processes, 1))
 
 
-def train_loader(aset: AnnotationSet, cfg: TrainConfig, no_aug: bool, workers: int, dist: DistInfo) -> Any:
-    """Shuffled training loader with the model's training pipeline (mosaic/affine off when ``no_aug``)."""
+def train_loader(aset: AnnotationSet, cfg: TrainConfig, no_aug: bool, workers: int, dist: DistInfo,
+                 masks: bool = False) -> Any:
+    """Shuffled training loader with the model's training pipeline (mosaic/affine off when ``no_aug``);
+    ``masks``: targets carry the instance masks (``DetectionDataset(masks=True)``)."""
     from odkit.data.dataset import DetectionDataset
     from odkit.data.loader import build_loader
 
     auto = cfg.cache is None
     gb = auto_cache_gb(workers, dist.local_world_size) if auto else float(cfg.cache)
     ds = DetectionDataset(aset, cfg.img_size, transforms=train_transform(cfg), cache_ram_gb=gb, seed=cfg.seed,
-                          cache_auto=auto)
+                          cache_auto=auto, masks=masks)
     if no_aug:
         ds.close_mosaic()
     per_rank = len(aset) // max(dist.world_size, 1)
@@ -371,13 +373,15 @@ def loader_generator(loader: Any) -> torch.Generator | None:
     return getattr(loader, "generator", None)
 
 
-def val_loader(aset: AnnotationSet, img_size: int, batch: int, workers: int, resize: str = "letterbox") -> Any:
-    """Ordered, letterboxed (``resize="stretch"``: plainly resized) loader over ``aset`` (no augmentation)."""
+def val_loader(aset: AnnotationSet, img_size: int, batch: int, workers: int, resize: str = "letterbox",
+               masks: bool = False) -> Any:
+    """Ordered, letterboxed (``resize="stretch"``: plainly resized) loader over ``aset`` (no augmentation);
+    ``masks``: targets carry the instance masks."""
     from odkit.data.dataset import DetectionDataset
     from odkit.data.loader import build_loader
     from odkit.data.transforms import ValTransform
 
-    ds = DetectionDataset(aset, img_size, transforms=ValTransform(img_size, mode=resize))
+    ds = DetectionDataset(aset, img_size, transforms=ValTransform(img_size, mode=resize), masks=masks)
     return build_loader(ds, batch, shuffle=False, workers=workers, seed=0, drop_last=False,
                         persistent_workers=False)
 

@@ -1,4 +1,4 @@
-"""Drawing boxes on images and image grids (OpenCV, RGB uint8). Knows nothing of data sets: the
+"""Drawing boxes and instance masks on images, and image grids (OpenCV, RGB uint8). Knows nothing of data sets: the
 data set previews that use it are in :mod:`odkit.data.preview`."""
 
 from __future__ import annotations
@@ -99,6 +99,29 @@ def draw_boxes(
             font_th,
             cv2.LINE_AA,
         )
+    return img
+
+
+def draw_masks(
+    image: np.ndarray, masks: np.ndarray, labels: np.ndarray | Sequence[int], alpha: float = 0.45
+) -> np.ndarray:
+    """Return a copy of ``image`` (HxWx3 RGB uint8) with binary ``masks`` [N,H,W] blended in their
+    class colours (``alpha`` of the colour) and outlined."""
+    import cv2
+
+    img = np.ascontiguousarray(np.asarray(image, dtype=np.uint8).copy())
+    m = np.asarray(masks).reshape(-1, *img.shape[:2]) if len(masks) else np.zeros((0, *img.shape[:2]), np.uint8)
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(lab) != len(m):
+        raise ConfigError(f"draw_masks: {len(m)} masks but {len(lab)} labels")
+    for k in range(len(m)):
+        on = m[k] != 0
+        if not on.any():
+            continue
+        color = np.asarray(class_color(int(lab[k])), dtype=np.float32)
+        img[on] = (img[on].astype(np.float32) * (1 - alpha) + color * alpha).astype(np.uint8)
+        contours, _ = cv2.findContours(on.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(img, contours, -1, tuple(int(c) for c in color), 1, lineType=cv2.LINE_AA)
     return img
 
 

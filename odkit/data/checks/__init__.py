@@ -5,6 +5,8 @@ repairs found so far, the per-image sizes and the per-box repair state) and addi
 
 - :func:`odkit.data.checks.images.check_images`: files, headers, damage tiers, colour modes, sizes;
 - :func:`odkit.data.checks.boxes.check_boxes`: non-finite, unknown class, size, bounds, negatives;
+- :func:`odkit.data.checks.masks.check_masks`: empty masks, degenerate or out-of-image polygons,
+  RLEs of another size than the image, masks outside their box;
 - :func:`odkit.data.checks.duplicates.check_duplicates`: repeated entries, near-duplicate boxes,
   byte-identical images;
 - :func:`odkit.data.checks.splits.check_splits`: images shared between splits, empty splits,

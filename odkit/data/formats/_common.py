@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -150,7 +150,8 @@ class Entry:
     ``file``: image path (absolute, or relative to the set's root); ``width``/``height``: pixels
     (0 = unknown); ``objects``: ``(class name, [x1, y1, x2, y2] pixels, difficult, annotation
     ref)`` with continuous coordinates; ``split``: split name or ``None``; ``ann_file``: the file
-    holding the annotations (named in problems).
+    holding the annotations (named in problems); ``masks``: None, or one mask (polygons / RLE, see
+    :mod:`odkit.data.masks`) or None per object.
     """
 
     file: str
@@ -159,6 +160,7 @@ class Entry:
     objects: list[tuple[str, list[float], bool, int]] = field(default_factory=list)
     split: str | None = None
     ann_file: str = ""
+    masks: list[Any] | None = None
 
 
 def build_set(
@@ -223,7 +225,16 @@ def build_set(
         problems=problems,
         splits={k: np.asarray(v, dtype=np.int64) for k, v in splits.items()},
         ann_files=[e.ann_file for e in entries],
+        masks=entry_masks(entries),
     )
+
+
+def entry_masks(entries: list[Entry]) -> list[Any] | None:
+    """The masks of all objects of ``entries`` in order (None for objects without); None when no
+    object has one."""
+    if not any(e.masks is not None and any(m is not None for m in e.masks) for e in entries):
+        return None
+    return [m for e in entries for m in (e.masks if e.masks is not None else [None] * len(e.objects))]
 
 
 def not_annotated(images: list[Path], what: str, annotated: int) -> list[Problem]:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from odkit.data.formats._common import output_names, place_image
+from odkit.data.masks import parse_segmentation, to_coco, to_rle
 from odkit.data.structures import AnnotationSet, Problem
 from odkit.errors import DataError
 
@@ -121,8 +122,32 @@ def _bboxes(raw: list[Any], file: str, ann_ids: list[Any], problems: list[Proble
     return arr
 
 
+def _segmentations(anns: list[Any], order: np.ndarray, file: str, ann_ids: list[Any],
+                   problems: list[Problem]) -> list[Any] | None:
+    """Masks of the annotations ``order`` (polygons or RLE, None where absent or unreadable, each
+    unreadable one reported); None when no annotation has a non-empty ``segmentation``."""
+    raw = [anns[k].get("segmentation") if isinstance(anns[k], dict) else None for k in order]
+    # "segmentation": [] or [[]] is how box-only annotations are often written: no mask
+    raw = [None if isinstance(sg, list) and all(isinstance(p, list) and not p for p in sg) else sg for sg in raw]
+    if not any(sg is not None for sg in raw):
+        return None
+    out: list[Any] = []
+    for k, sg in zip(order, raw):
+        if sg is None:
+            out.append(None)
+            continue
+        try:
+            out.append(parse_segmentation(sg))
+        except ValueError as e:
+            problems.append(Problem("malformed_mask", file, f"segmentation: {e}; mask not loaded",
+                                    annotation=ann_ids[int(k)]))
+            out.append(None)
+    return out
+
+
 def read_coco(path: str | Path, image_root: str | Path | None = None) -> AnnotationSet:
-    """Read a COCO detection json into an :class:`AnnotationSet` (boxes xyxy pixels)."""
+    """Read a COCO detection json into an :class:`AnnotationSet` (boxes xyxy pixels; instance masks,
+    polygons or RLE, when any annotation has a ``segmentation``)."""
     path = Path(path)
     file = str(path)
     try:
@@ -253,9 +278,19 @@ def read_coco(path: str | Path, image_root: str | Path | None = None) -> Annotat
         source="coco",
         raw_names=raw_names,
         problems=problems,
+        masks=_segmentations(anns, order, file, raw_aid, problems),
     )
     log.debug("read %s: %s", path, aset.summary())
     return aset
+
+
+def _mask_area(segm: Any, h: int, w: int) -> float:
+    """COCO ``area`` of a mask: its pixel count (0 when the image size is unknown for polygons)."""
+    from odkit.ops.rle import area
+
+    if isinstance(segm, list) and (h <= 0 or w <= 0):
+        return 0.0
+    return float(area(to_rle(segm, h, w)))
 
 
 def _unique_or_range(values: np.ndarray, start: int) -> list[int]:
@@ -276,7 +311,9 @@ def write_coco(
     ``out`` is a ``.json`` path or a folder (then ``<out>/<split or 'annotations'>.json``). With
     ``copy_images`` the images are copied to ``images/`` next to the json and ``file_name`` is the
     bare name; otherwise ``file_name`` is the absolute path of the source image. ``names``: output
-    file name per image (default :func:`output_names`).
+    file name per image (default :func:`output_names`). Masks are written as ``segmentation``:
+    polygons as polygons, an RLE with a counts list for a crowd annotation (COCO's ground truth
+    convention) and a counts string otherwise; ``area`` is the mask's when the source gave none.
     """
     out = Path(out)
     json_path = out if out.suffix.lower() == ".json" else out / f"{split or 'annotations'}.json"
@@ -344,6 +381,12 @@ def write_coco(
         }
         if write_difficult:
             a["difficult"] = int(aset.difficult[r])
+        segm = aset.masks[r] if aset.masks is not None else None
+        if segm is not None:
+            a["segmentation"] = to_coco(segm, compressed=not bool(aset.iscrowd[r]))
+            if not np.isfinite(aset.areas[r]):
+                i = int(img_index[r])
+                a["area"] = _mask_area(segm, int(aset.heights[i]), int(aset.widths[i]))
         annotations.append(a)
     cats = [{"id": int(c), "name": name, "supercategory": ""} for c, name in zip(class_ids, aset.class_names)]
     doc = {"images": images, "annotations": annotations, "categories": cats}

@@ -3,9 +3,11 @@
 ``<annotations><version>1.1</version><meta>... <labels><label><name>cat</name></label>...``
 then ``<image id name width height [subset]>`` elements holding ``<box label xtl ytl xbr ybr>``
 in pixels (continuous coordinates, as odkit's ``xyxy``). The class list is the ``<labels>`` of
-the meta block (in its order) plus any other label found on a box. Other shapes (polygon,
-polyline, points, ellipse, cuboid, mask, skeleton) and image tags are not boxes: each is reported
-as ``unsupported_shape`` (file, image, shape) and not loaded. ``subset`` attributes become
+the meta block (in its order) plus any other label found on a box. A ``<polygon points="x,y;...">``
+is an instance mask (kept as a polygon; polygons of one label sharing a ``group_id`` are one
+instance) with its bounds as box; a ``<mask rle left top width height>`` (row-major runs over its
+box, zeros first) an RLE mask. Other shapes (polyline, points, ellipse, cuboid, skeleton) and image
+tags are reported as ``unsupported_shape`` (file, image, shape) and not loaded. ``subset`` attributes become
 splits. Image names resolve against ``image_root``, the xml's folder, ``images/`` beside it, or
 ``images/`` beside its parent. Annotation refs are box indices within the image.
 """
@@ -16,6 +18,9 @@ import logging
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from odkit.data.formats._common import (
     Entry,
@@ -26,12 +31,14 @@ from odkit.data.formats._common import (
     placed_images,
     rel,
 )
+from odkit.data.masks import is_polygons, polygon_box
 from odkit.data.structures import AnnotationSet, Problem
 from odkit.errors import DataError
+from odkit.ops import rle as rle_ops
 
 log = logging.getLogger(__name__)
 
-SHAPES = ("polygon", "polyline", "points", "ellipse", "cuboid", "mask", "skeleton", "tag")
+SHAPES = ("polyline", "points", "ellipse", "cuboid", "skeleton", "tag")
 
 
 def is_cvat_xml(path: Path) -> bool:
@@ -98,11 +105,32 @@ def read_cvat(
         if img is None:
             img = dirs[0] / name
         where = f"image {im.get('id')} ({name})"
-        objects = []
+        objects: list[tuple] = []
+        segs: list[Any] = []
+        groups: dict[tuple[str, str], int] = {}
         k = 0
         for child in im:
             label = child.get("label", "")
-            if child.tag == "box":
+            if child.tag in ("polygon", "mask"):
+                try:
+                    seg = _read_shape(child, int(_num(im.get("height")) or 0), int(_num(im.get("width")) or 0))
+                except ValueError as e:
+                    problems.append(Problem("malformed_mask", str(path), f"{where}: {child.tag} {k} ({label}): {e}; "
+                                            "not loaded", annotation=k))
+                    k += 1
+                    continue
+                gid = child.get("group_id")
+                if child.tag == "polygon" and gid and gid != "0" and (label, gid) in groups:
+                    j = groups[(label, gid)]
+                    segs[j] = segs[j] + seg
+                    objects[j] = (label, polygon_box(segs[j]), False, objects[j][3])
+                    continue
+                if child.tag == "polygon" and gid and gid != "0":
+                    groups[(label, gid)] = len(objects)
+                objects.append((label, polygon_box(seg) if is_polygons(seg) else _rle_box(seg), False, k))
+                segs.append(seg)
+                k += 1
+            elif child.tag == "box":
                 box = [_num(child.get(a)) for a in ("xtl", "ytl", "xbr", "ybr")]
                 if not all(math.isfinite(v) for v in box):
                     problems.append(
@@ -110,6 +138,7 @@ def read_cvat(
                                 f"{[child.get(a) for a in ('xtl', 'ytl', 'xbr', 'ybr')]}", annotation=k)
                     )
                 objects.append((label, box, False, k))
+                segs.append(None)
                 k += 1
             elif child.tag in SHAPES:
                 problems.append(
@@ -121,7 +150,7 @@ def read_cvat(
                     )
                 )
         w, h = int(_num(im.get("width")) or 0), int(_num(im.get("height")) or 0)
-        entries.append(Entry(str(img), max(w, 0), max(h, 0), objects, im.get("subset") or None, str(path)))
+        entries.append(Entry(str(img), max(w, 0), max(h, 0), objects, im.get("subset") or None, str(path), segs))
     if names is None and meta_names:
         extra = sorted({o[0] for e in entries for o in e.objects} - set(meta_names))
         names = list(dict.fromkeys(meta_names)) + extra
@@ -131,6 +160,63 @@ def read_cvat(
     aset = build_set(root, entries, "cvat", problems, names=names)
     log.debug("read CVAT %s: %s", path, aset.summary())
     return aset
+
+
+def _read_shape(el: ET.Element, h: int, w: int) -> Any:
+    """Polygons of a ``<polygon>`` or the RLE (image ``h x w``) of a ``<mask>``; ValueError if unreadable."""
+    if el.tag == "polygon":
+        try:
+            pts = [float(v) for pair in (el.get("points") or "").split(";") for v in pair.split(",")]
+        except ValueError:
+            raise ValueError(f"points {el.get('points')!r} are not x,y;x,y;...") from None
+        if len(pts) % 2 or not pts:
+            raise ValueError(f"points {el.get('points')!r} are not x,y pairs")
+        return [np.asarray(pts, dtype=np.float64)]
+    if h <= 0 or w <= 0:
+        raise ValueError("a mask needs the image's width and height")
+    try:
+        runs = np.array([int(v) for v in (el.get("rle") or "").split(",") if v.strip()], dtype=np.int64)
+        left, top, mw, mh = (int(float(el.get(a) or "nan")) for a in ("left", "top", "width", "height"))
+    except ValueError:
+        raise ValueError("rle, left, top, width and height must be integers") from None
+    if (runs < 0).any() or runs.sum() != mw * mh:
+        raise ValueError(f"rle covers {int(runs.sum())} pixels, not its {mw}x{mh} box")
+    if left < 0 or top < 0 or left + mw > w or top + mh > h:
+        raise ValueError(f"its {mw}x{mh} box at ({left}, {top}) does not fit the {w}x{h} image")
+    crop = np.repeat(np.arange(len(runs)) % 2, runs).astype(np.uint8).reshape(mh, mw)
+    full = np.zeros((h, w), dtype=np.uint8)
+    full[top : top + mh, left : left + mw] = crop
+    return rle_ops.encode(full)
+
+
+def _rle_box(r: rle_ops.RLE) -> list[float]:
+    x, y, bw, bh = rle_ops.to_bbox(r)
+    return [float(x), float(y), float(x + bw), float(y + bh)]
+
+
+def _write_mask(im: ET.Element, seg: Any, label: str, row: int) -> None:
+    """``<polygon>`` elements (a common ``group_id`` when several) or one ``<mask>`` for a mask."""
+    common = {"label": label, "occluded": "0", "source": "manual", "z_order": "0"}
+    if is_polygons(seg):
+        for p in seg:
+            xy = np.asarray(p, dtype=np.float64).reshape(-1, 2)
+            attrs = dict(common, points=";".join(f"{_fmt(x)},{_fmt(y)}" for x, y in xy))
+            if len(seg) > 1:
+                attrs["group_id"] = str(row + 1)
+            ET.SubElement(im, "polygon", attrs)
+        return
+    m = rle_ops.decode(seg)
+    ys, xs = np.nonzero(m)
+    if not len(xs):
+        return
+    x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    flat = m[y1:y2, x1:x2].reshape(-1)
+    change = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], change, [len(flat)]]))  # crop starts with a zero run
+    if flat[0]:
+        runs = np.concatenate([[0], runs])
+    ET.SubElement(im, "mask", dict(common, rle=", ".join(str(int(v)) for v in runs), left=str(x1), top=str(y1),
+                                   width=str(x2 - x1), height=str(y2 - y1)))
 
 
 def _xml_file(out: Path) -> Path:
@@ -147,8 +233,9 @@ def write_cvat(
     """Write ``aset`` as CVAT for images 1.1 (``out/annotations.xml``, images in ``out/images/``).
 
     ``split`` becomes the images' ``subset`` attribute; an existing annotations.xml in ``out`` is
-    extended, so several splits can be written into one file. Difficult / crowd flags have no CVAT
-    field and are reported.
+    extended, so several splits can be written into one file. A box with a polygon mask is written
+    as its ``<polygon>`` elements, one with an RLE mask as a ``<mask>`` (exact pixels). Difficult /
+    crowd flags have no CVAT field and are reported.
     """
     out = Path(out)
     xml_path = _xml_file(out)
@@ -176,6 +263,10 @@ def write_cvat(
         im = ET.SubElement(r, "image", attrs)
         s, e = int(aset.offsets[i]), int(aset.offsets[i + 1])
         for row in range(s, e):
+            seg = aset.masks[row] if aset.masks is not None else None
+            if seg is not None:
+                _write_mask(im, seg, box_label(aset, row), row)
+                continue
             b = [float(v) for v in aset.boxes[row]]
             ET.SubElement(
                 im,

@@ -1,7 +1,8 @@
 """YOLO txt reader and writer (``data.yaml``, ``images/<split>/``, ``labels/<split>/*.txt``).
 
-A label line is ``class cx cy w h`` normalised to [0, 1] by the image width/height (a polygon
-line ``class x1 y1 x2 y2 ...`` is turned into its bounding box). The image size comes from the
+A label line is ``class cx cy w h`` normalised to [0, 1] by the image width/height; a polygon
+line ``class x1 y1 x2 y2 ...`` (YOLO segmentation) is an instance mask, kept as a polygon in pixels,
+with its bounds as box. The image size comes from the
 image header (read with :func:`odkit.data.probe.probe_image`, EXIF orientation applied, as the
 loader does); boxes are stored as ``xyxy``
 pixels. When the size of an image cannot be read, its boxes stay normalised and its
@@ -31,6 +32,7 @@ from odkit.data.formats._common import (
     progress,
 )
 from odkit.data.formats.walk import walk_files
+from odkit.data.masks import is_polygons, polygons_from_mask
 from odkit.data.probe import IMAGE_EXTS, probe_image
 from odkit.data.structures import AnnotationSet, Problem
 from odkit.errors import DataError
@@ -160,8 +162,10 @@ def _list_images(root: Path, entry: str, where: str) -> tuple[list[Path], list[P
 
 
 def _parse_label(
-    text: str, lbl: Path, cls_index: dict[int, int]
+    text: str, lbl: Path, cls_index: dict[int, int], polys: list[Any] | None = None
 ) -> tuple[list[int], list[str], list[list[float]], list[Problem]]:
+    """Labels, raw classes, normalised boxes and problems of a label file; the normalised polygon
+    of each line (None for a box line) is appended to ``polys`` when given."""
     labels: list[int] = []
     raws: list[str] = []
     boxes: list[list[float]] = []
@@ -180,12 +184,14 @@ def _parse_label(
                 Problem("malformed_line", str(lbl), f"line {ln}: {line.strip()!r} is not numeric", ln)
             )
             continue
+        poly = None
         if len(vals) == 4:
             cx, cy, w, h = vals
             box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
         elif len(vals) >= 6 and len(vals) % 2 == 0:
             xs, ys = vals[0::2], vals[1::2]
             box = [min(xs), min(ys), max(xs), max(ys)]
+            poly = np.asarray(vals, dtype=np.float64)
         else:
             problems.append(
                 Problem(
@@ -203,6 +209,8 @@ def _parse_label(
         labels.append(cls_index.get(int(c), -1))
         raws.append(tok[0])
         boxes.append(box)
+        if polys is not None:
+            polys.append(poly)
     return labels, raws, boxes, problems
 
 
@@ -283,6 +291,7 @@ def read_yolo_split(
     all_labels: list[int] = []
     all_raw: list[str] = []
     all_boxes: list[list[float]] = []
+    all_masks: list[Any] = []
     n_label_files = 0
     for img, info in progress(zip(imgs, infos), len(imgs), "reading YOLO labels"):
         w, h = info.display_size if info.error is None or info.truncated else (0, 0)
@@ -301,10 +310,16 @@ def read_yolo_split(
             continue
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{lbl}: cannot read label file ({e})") from None
-        labels, raws, boxes, probs = _parse_label(text, lbl, cls_index)
+        polys: list[Any] = []
+        labels, raws, boxes, probs = _parse_label(text, lbl, cls_index, polys)
         problems += probs
         if w > 0 and h > 0:
             boxes = [[b[0] * w, b[1] * h, b[2] * w, b[3] * h] for b in boxes]
+            scale = np.array([w, h], dtype=np.float64)
+            # Pixels rounded to 1e-6: what normalising to 10 decimals lost (x.5 pixels stay x.5).
+            all_masks += [None if p is None else [np.round((p.reshape(-1, 2) * scale).reshape(-1), 6)] for p in polys]
+        else:
+            all_masks += [None] * len(polys)
         all_labels += labels
         all_raw += raws
         all_boxes += boxes
@@ -349,6 +364,7 @@ def read_yolo_split(
         raw_names=raw_names,
         problems=problems,
         ann_files=[str(label_path(q)) for q in imgs],
+        masks=all_masks if any(m is not None for m in all_masks) else None,
     )
 
 
@@ -409,9 +425,26 @@ def read_yolo(path: str | Path, split: str | None = "train") -> AnnotationSet:
     return aset
 
 
-def _fmt(v: float) -> str:
-    s = f"{v:.8f}".rstrip("0").rstrip(".")
+def _fmt(v: float, digits: int = 8) -> str:
+    s = f"{v:.{digits}f}".rstrip("0").rstrip(".")
     return "0" if s in ("", "-0") else s
+
+
+def _one_polygon(seg: Any) -> np.ndarray:
+    """One flat polygon of a mask: its polygons joined by bridges that go from the first point of
+    each polygon to the next and back (traversed twice, they cover nothing); an RLE is traced."""
+    from odkit.ops.rle import decode
+
+    polys = list(seg) if is_polygons(seg) else polygons_from_mask(decode(seg))
+    polys = [np.asarray(p, dtype=np.float64).reshape(-1) for p in polys if len(p) >= 2]
+    if len(polys) <= 1:
+        return polys[0] if polys else np.zeros(0)
+    starts = [p[:2] for p in polys]
+    parts = []
+    for p, st in zip(polys, starts):
+        parts += [p, st]
+    parts += starts[-2:0:-1]
+    return np.concatenate(parts)
 
 
 def write_yolo(
@@ -427,7 +460,9 @@ def write_yolo(
     splits can be written into one tree. Class indices are the contiguous labels. Images are
     copied (or symlinked when ``copy_images`` is False). Returns the problems met: annotations
     that cannot be written (unknown class, unknown image size) and flags YOLO cannot store.
-    ``names``: output file name per image (default :func:`output_names`).
+    ``names``: output file name per image (default :func:`output_names`). A box with a mask is a
+    segmentation line: its polygon (several polygons joined into one by zero-width bridges, which
+    rasterise to the same pixels), an RLE mask traced to its outlines (:func:`polygons_from_mask`).
     """
     out = Path(out)
     split = split or "train"
@@ -471,7 +506,13 @@ def write_yolo(
                 continue
             x1, y1, x2, y2 = (float(v) for v in rec.boxes[k])
             vals = ((x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h)
-            lines.append(" ".join([cls, *(_fmt(v) for v in vals)]))
+            seg = rec.masks[k] if rec.masks is not None else None
+            if seg is not None:
+                poly = _one_polygon(seg)
+                if len(poly) >= 6:
+                    vals = tuple((poly.reshape(-1, 2) / np.array([w, h], dtype=np.float64)).reshape(-1))
+            digits = 8 if len(vals) == 4 else 10
+            lines.append(" ".join([cls, *(_fmt(v, digits) for v in vals)]))
         (lbl_dir / f"{Path(name).stem}.txt").write_text("".join(line + "\n" for line in lines))
     problems += flags_dropped(aset, out, "YOLO")
     yp = out / "data.yaml"
