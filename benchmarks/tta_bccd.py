@@ -1,4 +1,4 @@
-"""Test-time augmentation on BCCD val: COCO mAP of a briefly trained yolox-nano with and without
+"""Test-time augmentation on BCCD val: COCO mAP of a briefly trained yolox-nano (or --weights) with and without
 ``--tta`` (input sizes x1, x0.83 flipped, x0.67, merged by class-aware NMS at the prediction IoU).
 
     python benchmarks/tta_bccd.py [--minutes 5] [--weights W] [--data DIR]
@@ -49,7 +49,7 @@ def main() -> int:
         dt = (time.perf_counter() - t) / len(val)
         r = evaluate_coco(val, preds)
         rows[name] = (r.map, r.metrics["AP50"], dt)
-    print(f"\nyolox-nano ({weights}) on BCCD val ({len(val)} images, conf 0.001, IoU 0.65)")
+    print(f"\n{base.name} ({weights}) on BCCD val ({len(val)} images, conf 0.001, IoU 0.65)")
     print(f"{'prediction':<8} {'mAP50-95':>9} {'mAP50':>7} {'s/image':>8}")
     for k, (m, m50, dt) in rows.items():
         print(f"{k:<8} {m:>9.4f} {m50:>7.4f} {dt:>8.2f}")

@@ -5,4 +5,17 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 os.environ.setdefault("ODKIT_BACKEND", "torch")
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (small tensors: as fast, and immune to a busy second core)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

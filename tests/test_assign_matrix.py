@@ -20,13 +20,7 @@ SIZE = 64
 REFUSED = {("fcos-lite", "maxiou"), ("fcos-lite", "yolo"), ("yolox-nano", "maxiou"), ("yolox-nano", "yolo")}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is as fast, and immune to a busy second core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one intra-op thread
 
 
 def _model(head: str, assigner: str) -> Detector:

@@ -28,12 +28,7 @@ LIGHT = ("cspdarknet-nano", "darknet-tiny", "mobilenetv1", "mobilenetv2", "mobil
 UNDER_FCOS = [n if n in LIGHT else pytest.param(n, marks=pytest.mark.slow) for n in backbone_names()]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one intra-op thread
 
 
 @pytest.fixture

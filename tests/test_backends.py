@@ -26,12 +26,7 @@ TINY = ["yolox-nano", "retinanet-lite", "ssdlite320-mobilenetv3",
         pytest.param("fasterrcnn-mobilenetv3-fpn", marks=pytest.mark.slow)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one intra-op thread
 
 
 @pytest.mark.parametrize("name", TINY)

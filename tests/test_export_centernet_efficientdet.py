@@ -21,13 +21,7 @@ from odkit.export import export, load_predictor  # noqa: E402
 from odkit.models import zoo  # noqa: E402
 from odkit.weights.format import save_weights  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one intra-op thread
 
 
 @pytest.mark.slow  # about 10 s per model; the default suite has the ONNX peak test of test_models_centernet

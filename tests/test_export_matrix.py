@@ -43,12 +43,7 @@ FLAGS = {"half": ["--half"], "dynamic-nms": ["--dynamic", "--nms"], "half-dynami
 TOP = 40
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one intra-op thread
 
 
 def _size(model) -> int:

@@ -37,13 +37,7 @@ TV = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models: one intra-op thread is fastest and does not spin on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one intra-op thread
 
 
 def n_params(m: nn.Module) -> int:

@@ -148,17 +148,21 @@ YOLOV3_ANCHORS = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (
 YOLOV3_TINY_ANCHORS = ((10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319))
 
 
+def anchor_numbers(anchors: str | Sequence[float] | Sequence[Sequence[float]], unit: str = "") -> list[float]:
+    """The numbers of ``anchors`` (pairs, a flat list or ``"w,h, w,h, ..."``); ``ConfigError`` otherwise."""
+    try:
+        if isinstance(anchors, str):
+            return [float(v) for v in anchors.replace(";", ",").replace(" ", ",").split(",") if v.strip()]
+        return [float(v) for item in anchors for v in (item if isinstance(item, Sequence) else [item])]
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"anchors: expected numbers 'w,h, w,h, ...'{unit}, got {anchors!r} ({e})") from None
+
+
 def parse_anchors(anchors: str | Sequence[float] | Sequence[Sequence[float]], num_levels: int) -> list[list[float]]:
     """Anchors as ``[[w, h], ...]`` pixels sorted by area, from pairs, a flat list or the text printed by
     ``odkit anchors`` (``"10,13, 16,30, ..."``). The count must be a positive multiple of ``num_levels``
     (the smallest third / half go to the finest level). Raises ``ConfigError`` naming ``anchors``."""
-    try:
-        if isinstance(anchors, str):
-            flat = [float(v) for v in anchors.replace(";", ",").replace(" ", ",").split(",") if v.strip()]
-        else:
-            flat = [float(v) for item in anchors for v in (item if isinstance(item, Sequence) else [item])]
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"anchors: expected numbers 'w,h, w,h, ...', got {anchors!r} ({e})") from None
+    flat = anchor_numbers(anchors)
     if len(flat) % 2 or not flat:
         raise ConfigError(f"anchors: expected (w, h) pairs, got {len(flat)} numbers: {anchors!r}")
     pairs = [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]

@@ -297,6 +297,25 @@ def positives(assign: AssignResult) -> tuple[Tensor, Tensor, Tensor]:
     return b_idx, a_idx, reduce_num_pos(pos.sum().float())
 
 
+def cell_targets(assign: AssignResult, gt: GTBatch, priors: Priors) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Grid-cell regression targets of the foreground priors (YOLO heads): ``(b_idx, a_idx)``, their
+    matched gt boxes xyxy ``[P, 4]`` (input pixels), strides ``[P, 1]`` and the gt centre's offset
+    inside its cell ``[P, 2]`` in cell units (0-1 when the centre lies in the prior's cell)."""
+    b_idx, a_idx, _ = positives(assign)
+    matched = gt.matched_boxes(assign)[b_idx, a_idx]
+    stride = priors.strides[a_idx, None]
+    t_xy = (matched[:, :2] + matched[:, 2:]) * 0.5 / stride - priors.grid[a_idx]
+    return b_idx, a_idx, matched, stride, t_xy
+
+
+def log_wh_targets(matched: Tensor, priors: Priors, a_idx: Tensor) -> tuple[Tensor, Tensor]:
+    """gt widths and heights ``[P, 2]`` (pixels, at least 1e-6) and their log ratio to the anchors of
+    priors ``a_idx`` (YOLOv2 / v3 ``t_w, t_h`` targets)."""
+    gt_wh = (matched[:, 2:] - matched[:, :2]).clamp(min=1e-6)
+    anchor_wh = priors.anchors[a_idx, 2:] - priors.anchors[a_idx, :2]
+    return gt_wh, torch.log(gt_wh / anchor_wh)
+
+
 def focal_class_loss(cls: Tensor, assign: AssignResult, num_pos: Tensor | LossNorm, alpha: float = 0.25,
                      gamma: float = 2.0) -> Tensor:
     """Sigmoid focal loss of class logits ``[B, A, C]`` against one-hot targets of the foreground

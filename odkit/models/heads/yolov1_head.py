@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from odkit.assign.base import GTBatch, Priors
 from odkit.assign.result import NEGATIVE
 from odkit.errors import ConfigError
-from odkit.models.heads.base import DenseHead, Flat, positives
+from odkit.models.heads.base import DenseHead, Flat, cell_targets
 from odkit.ops import aligned_box_iou
 from odkit.ops.priors import YOLOAnchorGenerator
 
@@ -118,12 +118,9 @@ class YOLOv1Head(DenseHead):
         pred = flat[0]
         batch = pred.shape[0]
         assign = self.assign(flat, priors, gt)
-        b_idx, a_idx, _ = positives(assign)
+        b_idx, a_idx, matched, stride, t_xy = cell_targets(assign, gt, priors)
         p = pred[b_idx, a_idx]
-        matched = gt.matched_boxes(assign)[b_idx, a_idx]
-        stride = priors.strides[a_idx, None]
         size = float(self.grid) * stride
-        t_xy = (matched[:, :2] + matched[:, 2:]) * 0.5 / stride - priors.grid[a_idx]
         t_wh = ((matched[:, 2:] - matched[:, :2]).clamp(min=0) / size).sqrt()
         loss_xy = self.lambda_coord * ((p[:, :2] - t_xy) ** 2).sum()
         loss_wh = self.lambda_coord * ((p[:, 2:4] - t_wh) ** 2).sum()

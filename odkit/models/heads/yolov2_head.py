@@ -40,10 +40,10 @@ from torch import Tensor, nn
 from odkit.assign.base import Assigner, GTBatch, Priors
 from odkit.assign.result import NEGATIVE
 from odkit.errors import ConfigError
-from odkit.models.heads.base import DenseHead, Flat, positives
+from odkit.models.heads.base import DenseHead, Flat, cell_targets, log_wh_targets
 from odkit.nn import ConvBNAct
 from odkit.ops import aligned_box_iou
-from odkit.ops.priors import YOLOAnchorGenerator
+from odkit.ops.priors import YOLOAnchorGenerator, anchor_numbers
 
 # yolov2.cfg / yolov2-tiny.cfg (COCO), grid cells at stride 32.
 YOLOV2_ANCHORS = ((0.57273, 0.677385), (1.87446, 2.06253), (3.33843, 5.47434), (7.88282, 3.52778), (9.77052, 9.16828))
@@ -53,13 +53,7 @@ MAX_LOG_WH = 10.0
 def grid_anchors(anchors: str | Sequence[Sequence[float]] | Sequence[float]) -> list[list[float]]:
     """Anchors ``[[w, h], ...]`` in grid cells, in the given order (the order of the prediction
     channels), from pairs, a flat list or ``"w,h, w,h, ..."``; ``ConfigError`` otherwise."""
-    try:
-        if isinstance(anchors, str):
-            flat = [float(v) for v in anchors.replace(";", ",").replace(" ", ",").split(",") if v.strip()]
-        else:
-            flat = [float(v) for item in anchors for v in (item if isinstance(item, Sequence) else [item])]
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"anchors: expected numbers 'w,h, w,h, ...' (grid cells), got {anchors!r} ({e})") from None
+    flat = anchor_numbers(anchors, " (grid cells)")
     if not flat or len(flat) % 2 or any(not (v > 0 and math.isfinite(v)) for v in flat):
         raise ConfigError(f"anchors: expected positive (w, h) pairs in grid cells, got {anchors!r}")
     return [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
@@ -127,17 +121,12 @@ class YOLOv2Head(DenseHead):
         if self.training:
             self.seen += batch
         assign = self.assign(flat, priors, gt)
-        b_idx, a_idx, _ = positives(assign)
+        b_idx, a_idx, matched, stride, t_xy = cell_targets(assign, gt, priors)
         pos = assign.gt_inds >= 0
         xy, wh = torch.sigmoid(pred[..., :2]), pred[..., 2:4]
         obj = torch.sigmoid(pred[..., 4])
         # positives: box, objectness (rescored), class
-        matched = gt.matched_boxes(assign)[b_idx, a_idx]
-        stride = priors.strides[a_idx, None]
-        gt_wh = (matched[:, 2:] - matched[:, :2]).clamp(min=1e-6)
-        anchor_wh = priors.anchors[a_idx, 2:] - priors.anchors[a_idx, :2]
-        t_xy = (matched[:, :2] + matched[:, 2:]) * 0.5 / stride - priors.grid[a_idx]
-        t_wh = torch.log(gt_wh / anchor_wh)
+        gt_wh, t_wh = log_wh_targets(matched, priors, a_idx)
         s = self.coord_scale * (2.0 - gt_wh.prod(1, keepdim=True) / float(input_hw[0] * input_hw[1]))
         loss_xy = (0.5 * s * (t_xy - xy[b_idx, a_idx]) ** 2).sum()
         loss_wh = (0.5 * s * (t_wh - wh[b_idx, a_idx]) ** 2).sum()

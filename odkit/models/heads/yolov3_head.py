@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from odkit.assign.base import Assigner, GTBatch, Priors
 from odkit.assign.result import IGNORE
 from odkit.errors import ConfigError
-from odkit.models.heads.base import DenseHead, Flat, positives
+from odkit.models.heads.base import DenseHead, Flat, cell_targets, log_wh_targets
 from odkit.nn import ConvBNAct
 from odkit.ops.priors import YOLOV3_ANCHORS, YOLOAnchorGenerator, parse_anchors
 
@@ -105,14 +105,9 @@ class YOLOv3Head(DenseHead):
         pred = flat[0]
         batch = pred.shape[0]
         assign = self.assign(flat, priors, gt)
-        b_idx, a_idx, _ = positives(assign)
+        b_idx, a_idx, matched, stride, t_xy = cell_targets(assign, gt, priors)
         p = pred[b_idx, a_idx]
-        matched = gt.matched_boxes(assign)[b_idx, a_idx]
-        stride = priors.strides[a_idx, None]
-        gt_wh = (matched[:, 2:] - matched[:, :2]).clamp(min=1e-6)
-        anchor_wh = priors.anchors[a_idx, 2:] - priors.anchors[a_idx, :2]
-        t_xy = (matched[:, :2] + matched[:, 2:]) * 0.5 / stride - priors.grid[a_idx]
-        t_wh = torch.log(gt_wh / anchor_wh)
+        gt_wh, t_wh = log_wh_targets(matched, priors, a_idx)
         scale = 2.0 - gt_wh.prod(1, keepdim=True) / float(input_hw[0] * input_hw[1])
         loss_xy = (scale * F.binary_cross_entropy_with_logits(p[:, :2], t_xy, reduction="none")).sum()
         loss_wh = (scale * 0.5 * (p[:, 2:4] - t_wh) ** 2).sum()
