@@ -275,3 +275,49 @@ def test_onnx_masks_equal_pytorch(tmp_path) -> None:
         torch.testing.assert_close(g["boxes"], r["boxes"], atol=1e-2, rtol=0)
         assert torch.equal(g["labels"], r["labels"])
         torch.testing.assert_close(g["masks"], r["masks"], atol=1e-4, rtol=0)
+
+
+def test_cli_predict_writes_segm_results_and_draws_masks(tmp_path, capsys) -> None:
+    import json
+
+    import cv2
+
+    import odkit
+    from odkit.cli.main import main
+    from odkit.ops.rle import decode, from_coco
+    from odkit.weights.format import save_weights
+
+    model = _tiny()
+    cfg = {**model.config, "class_names": ["a", "b", "c"], "img_size": 128}
+    w = save_weights(tmp_path / "best.safetensors", model.state_dict(), {"epoch": 1, "model_config": cfg})
+    src = tmp_path / "imgs"
+    src.mkdir()
+    rng = np.random.RandomState(5)
+    images = [rng.randint(0, 255, (100, 150, 3), dtype=np.uint8), rng.randint(0, 255, (128, 90, 3), dtype=np.uint8)]
+    for i, img in enumerate(images):
+        cv2.imwrite(str(src / f"{i}.png"), img[:, :, ::-1])
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", str(w), "--source", str(src), "--out", str(out), "--conf", "0.05",
+                 "--save"]) == 0
+    recs = json.loads((out / "predictions.json").read_text())
+    ref = odkit.load(w).predict([src / "0.png", src / "1.png"], conf=0.05)
+    for i, p in enumerate(ref):
+        mine = [r for r in recs if r["image_id"] == i]
+        assert len(mine) == len(p["scores"]) > 0
+        for r, m in zip(mine, p["masks"]):
+            assert r["segmentation"]["size"] == list(images[i].shape[:2])
+            assert np.array_equal(decode(from_coco(r["segmentation"])), (m[0] > 0.5).numpy())
+        drawn = cv2.imread(str(out / f"{i}.png"))
+        assert drawn is not None and drawn.shape == images[i].shape
+    # the results file is a COCO segm result: odkit eval scores it against masks (here its own masks)
+    gt = {"images": [{"id": i, "file_name": f"{i}.png", "height": im.shape[0], "width": im.shape[1]}
+                     for i, im in enumerate(images)],
+          "categories": [{"id": c, "name": n} for c, n in enumerate("abc")],
+          "annotations": [{"id": k + 1, "image_id": r["image_id"], "category_id": r["category_id"], "bbox": r["bbox"],
+                           "segmentation": r["segmentation"], "area": float(r["bbox"][2] * r["bbox"][3]),
+                           "iscrowd": 0} for k, r in enumerate(recs)]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    capsys.readouterr()
+    assert main(["eval", "--gt", str(tmp_path / "gt.json"), "--dt", str(out / "predictions.json"),
+                 "--iou-type", "segm"]) == 0
+    assert "Average Precision" in capsys.readouterr().out

@@ -23,9 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from odkit.errors import ConfigError
+from odkit.ops.rle import RLE, encode
 from odkit.ops.roi import roi_align
 
-__all__ = ["paste_masks_in_image", "project_masks_on_boxes"]
+__all__ = ["MASK_THRESHOLD", "masks_to_rles", "paste_masks_in_image", "project_masks_on_boxes"]
+
+MASK_THRESHOLD = 0.5  # a pixel of a predicted mask is the object's when its probability is above this
 
 
 def project_masks_on_boxes(gt_masks: Tensor, boxes: Tensor, gt_index: Tensor, size: int) -> Tensor:
@@ -87,3 +90,16 @@ def paste_masks_in_image(masks: Tensor, boxes: Tensor, image_hw: tuple[int, int]
     out = gy(y0) * wy0[:, :, None] + gy(y1) * wy1[:, :, None]
     out = out * (in_y[:, :, None] & in_x[:, None, :]).to(out.dtype)
     return out[:, None].to(masks.dtype)
+
+
+def masks_to_rles(masks: Tensor, threshold: float = MASK_THRESHOLD) -> list[RLE]:
+    """COCO RLEs of mask probabilities ``[K, 1, H, W]`` (or ``[K, H, W]``) thresholded at
+    ``probability > threshold`` (what ``odkit predict`` writes and ``odkit val`` evaluates)."""
+    m = masks.detach()
+    if m.dim() == 4:
+        m = m[:, 0]
+    if m.dim() != 3:
+        raise ConfigError(f"masks_to_rles: masks must be [K, 1, H, W] or [K, H, W], got {tuple(masks.shape)}")
+    if len(m) == 0:
+        return []
+    return list(encode((m > threshold).cpu().numpy()))
