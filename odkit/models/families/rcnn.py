@@ -130,7 +130,7 @@ def models() -> dict[str, ModelSpec]:
         "fasterrcnn-r50-fpn": _spec(800, RECIPE_R50, "fasterrcnn", backbone="r50"),
         "doublehead-r50-fpn": _spec(800, RECIPE_R50, "doublehead", backbone="r50", roi_head="double"),
         "fasterrcnn-mobilenetv3-fpn": _spec(416, RECIPE_MOBILE, "fasterrcnn", backbone="mobilenetv3",
-                                            rpn_args=MOBILE_RPN, roi_args=MOBILE_MASK_ROI),
+                                            rpn_args=MOBILE_RPN, roi_args=MOBILE_ROI),
         "maskrcnn-r50-fpn": _spec(800, RECIPE_R50, "maskrcnn", backbone="r50", roi_head="mask"),
         "maskrcnn-mobilenetv3-fpn": _spec(416, RECIPE_MOBILE_MASK, "maskrcnn", backbone="mobilenetv3", roi_head="mask",
                                           rpn_args=MOBILE_RPN, roi_args=MOBILE_MASK_ROI),
