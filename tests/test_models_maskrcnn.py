@@ -321,3 +321,41 @@ def test_cli_predict_writes_segm_results_and_draws_masks(tmp_path, capsys) -> No
     assert main(["eval", "--gt", str(tmp_path / "gt.json"), "--dt", str(out / "predictions.json"),
                  "--iou-type", "segm"]) == 0
     assert "Average Precision" in capsys.readouterr().out
+
+
+def test_predict_set_masks_score_segm_ap_as_the_written_results(tmp_path) -> None:
+    """``predict_set`` keeps the masks as RLEs; segm AP of them on a set with segmentations equals the
+    AP of the COCO results ``write_coco_results`` writes, scored against the COCO json."""
+    import json
+
+    import cv2
+
+    from odkit.data.formats import load_dataset
+    from odkit.engine.evaluator import evaluate_predictions, predict_set, write_coco_results
+    from odkit.eval.coco import evaluate_coco
+    from odkit.ops.rle import RLE
+
+    (tmp_path / "images").mkdir()
+    rng = np.random.RandomState(0)
+    images, anns = [], []
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "images" / f"{i}.png"), rng.randint(0, 255, (120, 140, 3), dtype=np.uint8))
+        images.append({"id": i + 1, "file_name": f"{i}.png", "height": 120, "width": 140})
+        for k, (x, y) in enumerate(((10, 20), (70, 50))):
+            anns.append({"id": 10 * i + k + 1, "image_id": i + 1, "category_id": 1 + k, "bbox": [x, y, 50, 40],
+                         "area": 1200.0, "iscrowd": 0,
+                         "segmentation": [[x, y, x + 50, y, x + 25, y + 40]]})  # triangles
+    gt = tmp_path / "annotations.json"
+    gt.write_text(json.dumps({"images": images, "annotations": anns,
+                              "categories": [{"id": c + 1, "name": n} for c, n in enumerate("abc")]}))
+    aset = load_dataset(gt)
+    preds = predict_set(_tiny(), aset, 128, batch=2, conf=0.05, iou=0.5, max_det=100)
+    assert all(len(p["masks"]) == len(p["scores"]) > 0 and isinstance(p["masks"][0], RLE) for p in preds)
+    if getattr(aset, "segmentations", None) is None:  # the data layer's masks: here from the json itself
+        by_id = {a["id"]: a["segmentation"] for a in anns}
+        aset.segmentations = [by_id[int(i)] for i in aset.ann_ids]
+    got = evaluate_predictions(aset, preds, iou_type="segm")
+    write_coco_results(aset, preds, tmp_path / "res.json")
+    ref = evaluate_coco(gt, tmp_path / "res.json", iou_type="segm")
+    assert got.metrics == pytest.approx(ref.metrics, abs=1e-12)
+    assert evaluate_predictions(aset, preds).metrics != got.metrics  # boxes are not triangles
