@@ -6,9 +6,9 @@ Runs in a separate environment that has torchvision (never an odkit dependency):
 
 torchvision's ``maskrcnn_resnet50_fpn`` (91 classes, ``min_size = max_size = size``, so its transform
 keeps a ``size`` picture as it is; default postprocess settings) gets deterministic synthetic weights
-(``tests/_tv_weights.py`` on its own key layout; the box classifier scaled as
-``benchmarks/tv_parity_rcnn.py`` does so that scores pass the 0.05 threshold, the mask logit layer
-scaled by ``MASK_SCALE`` so that mask probabilities spread away from 0.5). Its state dict is saved as a
+(``benchmarks/tv_parity_rcnn.py``'s ``reference_state_dict`` on the committed key layout
+``tests/fixtures/torchvision_keys/maskrcnn_resnet50_fpn.json``: the box classifier scaled so that
+scores pass the 0.05 threshold, the mask logit layer so that mask probabilities spread away from 0.5). Its state dict is saved as a
 ``.pth`` (``--legacy-keys``: with the ``mask_head.mask_fcn<i>`` names of the published COCO
 checkpoint), imported with ``odkit weights import --from torchvision`` and both predict the same picture.
 
@@ -33,18 +33,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 TV_NAME, NAME = "maskrcnn_resnet50_fpn", "maskrcnn-r50-fpn"
-CLS_SCALE, MASK_SCALE, GAIN = 20.0, 8.0, 0.5
-
-
-def reference_state_dict(shapes: dict[str, list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
-    """torchvision-layout synthetic weights (see the module docstring)."""
-    from _tv_weights import synthetic_state_dict
-
-    sd = synthetic_state_dict(shapes, seed, gain=GAIN)
-    sd["roi_heads.box_predictor.cls_score.weight"] = sd["roi_heads.box_predictor.cls_score.weight"] * CLS_SCALE
-    sd["roi_heads.mask_predictor.mask_fcn_logits.weight"] = (
-        sd["roi_heads.mask_predictor.mask_fcn_logits.weight"] * MASK_SCALE)
-    return sd
 
 
 def legacy_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -82,13 +70,14 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
 def run(size: int, seed: int, legacy: bool, workdir: Path) -> dict:
     import torchvision.models.detection as tvd
     from tv_parity import picture
+    from tv_parity_rcnn import reference_state_dict
 
     import odkit
     from odkit.weights import import_weights
 
     tv = tvd.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91, min_size=size,
                                    max_size=size).eval()
-    sd = reference_state_dict({k: list(v.shape) for k, v in tv.state_dict().items()}, seed)
+    sd = reference_state_dict(TV_NAME, seed)
     tv.load_state_dict(sd)
     pth = workdir / f"{TV_NAME}.pth"
     torch.save(legacy_keys(sd) if legacy else sd, pth)
