@@ -6,7 +6,10 @@ PyTorch."""
 
 from __future__ import annotations
 
+import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +22,8 @@ from odkit.errors import DataError
 from odkit.models import zoo
 from odkit.models.two_stage.roi_head import SampledRoIs
 from odkit.ops.roi_masks import paste_masks_in_image, project_masks_on_boxes
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 # torchvision 0.29.1: sum(p.numel() for p in maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
 # num_classes=91).parameters()), counted in the reference environment (benchmarks/tv_mask_parity.py
@@ -132,21 +137,28 @@ def test_parameter_count_equals_torchvision(r50: torch.nn.Module) -> None:
     assert sum(p.numel() for p in zoo.build("maskrcnn-r50-fpn", num_classes=90).parameters()) == TV_MASKRCNN_R50_PARAMS
 
 
-def test_torchvision_mask_keys_map_onto_the_model(r50: torch.nn.Module) -> None:
+def test_torchvision_layout_maps_onto_the_model(r50: torch.nn.Module) -> None:
+    """Every key of torchvision's ``maskrcnn_resnet50_fpn`` (the committed layout) maps onto the model with
+    its shape, nothing missing; the published checkpoint's ``mask_fcn<i>`` names map as well."""
+    import re
+
+    from _tv_weights import layout
+
+    from odkit.weights.importer import map_state_dict
     from odkit.weights.tables.torchvision import DETECTORS
 
+    path = Path(__file__).parent / "fixtures" / "torchvision_keys" / "maskrcnn_resnet50_fpn.json"
+    assert json.loads(path.read_text())["num_parameters"] == TV_MASKRCNN_R50_PARAMS
+    shapes = layout(path)
     table = DETECTORS["maskrcnn-r50-fpn"]
-    sd = r50.state_dict()
-    shapes = {"mask_head.{i}.0.weight": [256, 256, 3, 3], "mask_head.{i}.0.bias": [256]}
-    for i in range(4):
-        for key, shape in shapes.items():
-            for src in (f"roi_heads.{key.format(i=i)}", f"roi_heads.mask_head.mask_fcn{i + 1}.{key.rsplit('.', 1)[1]}"):
-                dst = table.target(src)
-                assert dst == f"head.roi_heads.{key.format(i=i)}", src
-                assert list(sd[dst].shape) == shape
-    for key, shape in (("conv5_mask.weight", [256, 256, 2, 2]), ("mask_fcn_logits.weight", [91, 256, 1, 1]),
-                       ("mask_fcn_logits.bias", [91])):
-        assert list(sd[table.target(f"roi_heads.mask_predictor.{key}")].shape) == shape
+    legacy = {re.sub(r"mask_head\.(\d)\.0\.", lambda m: f"mask_head.mask_fcn{int(m.group(1)) + 1}.", k): v
+              for k, v in shapes.items()}
+    for keys in (shapes, legacy):
+        source = {k: torch.empty(v, device="meta") for k, v in keys.items()}
+        target = {k: v.to("meta") for k, v in r50.state_dict().items()}
+        _, parts = map_state_dict(source, target, table)
+        assert not parts["missing"] and not parts["unexpected"] and not parts["mismatched"]
+        assert len(parts["mapped"]) == len(keys)
     assert table.is_class_layer("head.roi_heads.mask_predictor.mask_fcn_logits.weight")
 
 
