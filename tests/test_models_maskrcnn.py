@@ -309,10 +309,14 @@ def test_cli_predict_writes_segm_results_and_draws_masks(tmp_path, capsys) -> No
     for i, img in enumerate(images):
         cv2.imwrite(str(src / f"{i}.png"), img[:, :, ::-1])
     out = tmp_path / "out"
-    assert main(["predict", "--weights", str(w), "--source", str(src), "--out", str(out), "--conf", "0.05",
-                 "--save"]) == 0
+    threads = torch.get_num_threads()
+    try:  # the command sets the machine's thread count: restored for the tests after this one
+        assert main(["predict", "--weights", str(w), "--source", str(src), "--out", str(out), "--conf", "0.05",
+                     "--max-det", "20", "--save"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     recs = json.loads((out / "predictions.json").read_text())
-    ref = odkit.load(w).predict([src / "0.png", src / "1.png"], conf=0.05)
+    ref = odkit.load(w).predict([src / "0.png", src / "1.png"], conf=0.05, max_det=20)
     for i, p in enumerate(ref):
         mine = [r for r in recs if r["image_id"] == i]
         assert len(mine) == len(p["scores"]) > 0
@@ -345,6 +349,7 @@ def test_predict_set_masks_score_segm_ap_as_the_written_results(tmp_path) -> Non
     from odkit.data.formats import load_dataset
     from odkit.engine.evaluator import evaluate_predictions, predict_set, write_coco_results
     from odkit.eval.coco import evaluate_coco
+    from odkit.ops.masks import segmentation_to_rle
     from odkit.ops.rle import RLE
 
     (tmp_path / "images").mkdir()
@@ -361,13 +366,21 @@ def test_predict_set_masks_score_segm_ap_as_the_written_results(tmp_path) -> Non
     gt.write_text(json.dumps({"images": images, "annotations": anns,
                               "categories": [{"id": c + 1, "name": n} for c, n in enumerate("abc")]}))
     aset = load_dataset(gt)
-    preds = predict_set(_tiny(), aset, 128, batch=2, conf=0.05, iou=0.5, max_det=100)
+    preds = predict_set(_tiny(), aset, 128, batch=2, conf=0.05, iou=0.5, max_det=20)
     assert all(len(p["masks"]) == len(p["scores"]) > 0 and isinstance(p["masks"][0], RLE) for p in preds)
+    # the random model scores 0: put each image's true triangles first (score 1, their own masks)
+    for i, p in enumerate(preds):
+        mine = [a for a in anns if a["image_id"] == aset.image_ids[i]]
+        p["boxes"] = np.concatenate([[[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in mine)],
+                                     p["boxes"]]).astype(np.float32)
+        p["scores"] = np.concatenate([np.ones(len(mine), np.float32), p["scores"]])
+        p["labels"] = np.concatenate([[a["category_id"] - 1 for a in mine], p["labels"]]).astype(np.int64)
+        p["masks"] = [segmentation_to_rle(a["segmentation"], 120, 140) for a in mine] + p["masks"]
     if getattr(aset, "segmentations", None) is None:  # the data layer's masks: here from the json itself
         by_id = {a["id"]: a["segmentation"] for a in anns}
         aset.segmentations = [by_id[int(i)] for i in aset.ann_ids]
     got = evaluate_predictions(aset, preds, iou_type="segm")
+    assert got.metrics["AP"] == pytest.approx(1.0)
     write_coco_results(aset, preds, tmp_path / "res.json")
     ref = evaluate_coco(gt, tmp_path / "res.json", iou_type="segm")
     assert got.metrics == pytest.approx(ref.metrics, abs=1e-12)
-    assert evaluate_predictions(aset, preds).metrics != got.metrics  # boxes are not triangles
