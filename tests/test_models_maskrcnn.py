@@ -384,3 +384,18 @@ def test_predict_set_masks_score_segm_ap_as_the_written_results(tmp_path) -> Non
     write_coco_results(aset, preds, tmp_path / "res.json")
     ref = evaluate_coco(gt, tmp_path / "res.json", iou_type="segm")
     assert got.metrics == pytest.approx(ref.metrics, abs=1e-12)
+
+
+def test_merging_wrappers_keep_boxes_only(caplog) -> None:
+    import argparse
+
+    from odkit.cli.predict_opts import wrap_predictor
+    from odkit.engine.predictor import Predictor
+
+    pred = Predictor(_tiny())
+    args = argparse.Namespace(slice=None, tta=True, merge=None, match=None, match_thr=None)
+    wrapped = wrap_predictor([pred], args)
+    image = np.random.RandomState(2).randint(0, 255, (100, 150, 3), dtype=np.uint8)
+    out = wrapped.predict([image], conf=0.05, img_size=128)[0]
+    assert "masks" not in out and len(out["boxes"]) > 0
+    assert "masks are not merged" in caplog.text
