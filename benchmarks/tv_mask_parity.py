@@ -16,6 +16,9 @@ Printed: the share of torchvision's detections that odkit reproduces (same label
 score within 1e-3), the largest box / score differences, and over the matched pairs the IoU of the
 pasted masks thresholded at 0.5 (smallest, mean, share >= 0.99) and the largest probability difference.
 The run passes when >= 97 % of the detections are matched and every matched mask IoU is >= 0.99.
+
+``--write-fixture PATH --size 320`` also writes the picture and torchvision's detections (masks as RLE
+counts) for the CI test ``tests/test_weights_tv_parity_maskrcnn.py``.
 """
 
 from __future__ import annotations
@@ -67,6 +70,25 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return 1.0 if union == 0 else int((a & b).sum()) / union
 
 
+def compare(ref: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> dict:
+    """Matched share, largest box / score differences and, over the matched pairs, the IoU of the
+    masks above 0.5 and (float reference masks) the largest probability difference."""
+    pp = pairs(ref, got)
+    ious, dprob, max_box, max_score, fg = [], 0.0, 0.0, 0.0, []
+    for i, j in pp:
+        r = ref["masks"][i].reshape(got["masks"][j].shape[-2:])
+        ious.append(mask_iou(r > 0.5, got["masks"][j, 0] > 0.5))
+        if r.is_floating_point():
+            fg.append(float((r > 0.5).sum() / (r > 0).sum().clamp(min=1)))
+            dprob = max(dprob, float((r - got["masks"][j, 0]).abs().max()))
+        max_box = max(max_box, float((ref["boxes"][i] - got["boxes"][j]).abs().max()))
+        max_score = max(max_score, float((ref["scores"][i] - got["scores"][j]).abs()))
+    n = len(ref["scores"])
+    return {"ref_dets": n, "odkit_dets": len(got["scores"]), "matched": len(pp) / n if n else 1.0,
+            "max_box": max_box, "max_score": max_score, "ious": torch.tensor(ious or [1.0]), "max_prob": dprob,
+            "fg": sum(fg) / max(len(fg), 1)}
+
+
 def run(size: int, seed: int, legacy: bool, workdir: Path) -> dict:
     import torchvision.models.detection as tvd
     from tv_parity import picture
@@ -89,20 +111,26 @@ def run(size: int, seed: int, legacy: bool, workdir: Path) -> dict:
     if not report.ok or report.missing or report.unexpected or report.mismatched:
         raise SystemExit(f"import of {pth} failed: {report.lines()}")
     got = odkit.load(out, backend="torch").predict(img, img_size=size)[0]
-    pp = pairs(ref, got)
-    ious, dprob, max_box, max_score, fg = [], 0.0, 0.0, 0.0, []
-    for i, j in pp:
-        ious.append(mask_iou(ref["masks"][i, 0] > 0.5, got["masks"][j, 0] > 0.5))
-        fg.append(float((ref["masks"][i] > 0.5).sum() / (ref["masks"][i] > 0).sum().clamp(min=1)))
-        dprob = max(dprob, float((ref["masks"][i] - got["masks"][j]).abs().max()))
-        max_box = max(max_box, float((ref["boxes"][i] - got["boxes"][j]).abs().max()))
-        max_score = max(max_score, float((ref["scores"][i] - got["scores"][j]).abs()))
-    n = len(ref["scores"])
-    return {"ref_dets": n, "odkit_dets": len(got["scores"]), "matched": len(pp) / n if n else 1.0,
-            "max_box": max_box, "max_score": max_score, "ious": torch.tensor(ious or [1.0]), "max_prob": dprob,
-            "fg": sum(fg) / max(len(fg), 1),
-            "tv_params": sum(p.numel() for p in tv.parameters()),
+    return {**compare(ref, got), "image": img, "ref": ref, "tv_params": sum(p.numel() for p in tv.parameters()),
             "odkit_params": sum(p.numel() for p in report.model.parameters())}
+
+
+def write_fixture(path: str, r: dict, size: int, seed: int) -> None:
+    """The picture and torchvision's detections, each mask above 0.5 as RLE counts (flat ``mask_counts``
+    with ``mask_offsets``), for ``tests/test_weights_tv_parity_maskrcnn.py``."""
+    import numpy as np
+    import torchvision
+    from safetensors.torch import save_file
+
+    from odkit.ops.rle import encode
+
+    rles = encode((r["ref"]["masks"][:, 0] > 0.5).numpy())
+    counts = [np.asarray(x.counts, dtype=np.int32) for x in rles]
+    offsets = np.cumsum([0] + [len(c) for c in counts])
+    tensors = {"image": torch.from_numpy(r["image"]), **{k: r["ref"][k].contiguous() for k in ("boxes", "scores", "labels")},
+               "mask_counts": torch.from_numpy(np.concatenate(counts)), "mask_offsets": torch.from_numpy(offsets)}
+    save_file(tensors, path, metadata={"size": str(size), "seed": str(seed), "torchvision": torchvision.__version__})
+    print(f"fixture written to {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=800, help="square picture and network input (default 800)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights and picture")
     ap.add_argument("--legacy-keys", action="store_true", help="save the published checkpoint's mask_fcn<i> names")
+    ap.add_argument("--write-fixture", default=None, help="write the picture and torchvision's detections here")
     args = ap.parse_args(argv)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {args.size}x{args.size} picture, "
           f"synthetic weights seed {args.seed}{', legacy mask_fcn keys' if args.legacy_keys else ''}")
@@ -124,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"masks of matched pairs: IoU min {float(ious.min()):.4f}, mean {float(ious.mean()):.4f}, "
           f">= 0.99 {100 * float((ious >= 0.99).float().mean()):.2f}%, max |probability| {r['max_prob']:.2e}; "
           f"{100 * r['fg']:.1f}% of the pasted pixels over 0.5")
+    if args.write_fixture:
+        write_fixture(args.write_fixture, r, args.size, args.seed)
     ok = r["matched"] >= 0.97 and bool((ious >= 0.99).all()) and r["tv_params"] == r["odkit_params"]
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
