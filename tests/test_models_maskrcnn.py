@@ -6,6 +6,7 @@ PyTorch."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from odkit.errors import DataError
+from odkit.errors import ConfigError, DataError
 from odkit.models import zoo
 from odkit.models.two_stage.roi_head import SampledRoIs
 from odkit.ops.roi_masks import paste_masks_in_image, project_masks_on_boxes
@@ -317,6 +318,10 @@ def test_cli_predict_writes_segm_results_and_draws_masks(tmp_path, capsys) -> No
         torch.set_num_threads(threads)
     recs = json.loads((out / "predictions.json").read_text())
     ref = odkit.load(w).predict([src / "0.png", src / "1.png"], conf=0.05, max_det=20)
+    if importlib.util.find_spec("onnxruntime") is not None:  # graph backends: masks run in PyTorch
+        assert odkit.load(w, backend="auto").backend == "torch"
+        with pytest.raises(ConfigError, match="predicts masks"):
+            odkit.load(w, backend="onnxruntime")
     for i, p in enumerate(ref):
         mine = [r for r in recs if r["image_id"] == i]
         assert len(mine) == len(p["scores"]) > 0
