@@ -206,6 +206,9 @@ def test_training_step_has_the_mask_loss_and_refuses_missing_masks() -> None:
     assert float(losses["loss_mask"]) > 0
     losses["loss"].backward()
     assert model.head.roi_heads.mask_predictor.mask_fcn_logits.weight.grad.abs().sum() > 0
+    empty = model(x, [_targets()[1]] * 2)  # no objects: no positive RoI, a zero mask loss in the graph
+    assert float(empty["loss_mask"]) == 0.0
+    empty["loss"].backward()
     no_masks = [{k: v for k, v in t.items() if k != "masks"} for t in _targets()]
     with pytest.raises(DataError, match="no 'masks'"):
         model(x, no_masks)
