@@ -6,8 +6,9 @@ Runs in the reference environment (torchvision is never an odkit dependency):
     ~/.odkit-refenv/bin/python benchmarks/tv_loss_parity.py [--models retinanet,fcos,...]
         [--sizes 384,416,800] [--batches 1,2] [--write-fixture]
 
-Models: retinanet-r50-fpn, fcos-r50-fpn, ssd300-vgg16, ssdlite320-mobilenetv3, fasterrcnn-r50-fpn and
-fasterrcnn-mobilenetv3-fpn. For each, torchvision's model (91 class slots) gets deterministic synthetic
+Models: retinanet-r50-fpn, fcos-r50-fpn, ssd300-vgg16, ssdlite320-mobilenetv3, fasterrcnn-r50-fpn,
+fasterrcnn-mobilenetv3-fpn and (``--models maskrcnn-r50``, not in the default list) maskrcnn-r50-fpn,
+whose gt boxes carry instance masks (ellipses) and whose terms include ``loss_mask``. For each, torchvision's model (91 class slots) gets deterministic synthetic
 weights (``tests/_tv_weights.py``, seed 0) whose last class and box layers are scaled (``SPREAD``) so
 that class scores and box outputs vary from prior to prior (default initialisation gives near-constant
 outputs, where a wrong assignment hardly changes a loss); odkit's model is built as
@@ -94,6 +95,7 @@ class Case:
 DENSE_TERMS = {"classification": "loss_cls", "bbox_regression": "loss_box"}
 RCNN_TERMS = {"loss_objectness": "loss_rpn_cls", "loss_rpn_box_reg": "loss_rpn_box",
               "loss_classifier": "loss_cls", "loss_box_reg": "loss_box"}
+MASK_TERMS = {**RCNN_TERMS, "loss_mask": "loss_mask"}
 ALL_SAMPLED_TV = {"rpn_batch_size_per_image": HUGE, "box_batch_size_per_image": HUGE}
 ALL_SAMPLED_ODKIT = {"rpn_args": {"num_samples": HUGE}, "roi_args": {"num_samples": HUGE}}
 # gains of the last class / box layers (RetinaNet's plain synthetic outputs vary by ~0.06 between
@@ -116,14 +118,27 @@ CASES = {
        for key, name, tv_name in (("fasterrcnn-r50", "fasterrcnn-r50-fpn", "fasterrcnn_resnet50_fpn"),
                                   ("fasterrcnn-mobilenetv3", "fasterrcnn-mobilenetv3-fpn",
                                    "fasterrcnn_mobilenet_v3_large_fpn"))},
+    "maskrcnn-r50": [Case("maskrcnn-r50-fpn", "maskrcnn_resnet50_fpn", MASK_TERMS, ("rpn.", "roi_heads."), SPREAD_RCNN,
+                          ALL_SAMPLED_ODKIT, ALL_SAMPLED_TV, "all"),
+                     Case("maskrcnn-r50-fpn", "maskrcnn_resnet50_fpn", MASK_TERMS, ("rpn.", "roi_heads."), SPREAD_RCNN,
+                          label="seeded")],
 }
 DEFAULT_MODELS = "retinanet,fcos,ssd300,ssdlite,fasterrcnn-r50,fasterrcnn-mobilenetv3"
 
 
 def targets(size: int, batch: int) -> list[dict[str, torch.Tensor]]:
-    """The gt boxes (xyxy px of a ``size`` square) and labels of the first ``batch`` pictures."""
-    return [{"boxes": torch.tensor(b, dtype=torch.float32) * size, "labels": torch.tensor(lab, dtype=torch.int64)}
-            for b, lab in BOXES[:batch]]
+    """The gt boxes (xyxy px of a ``size`` square), labels and instance masks (uint8 ``[N, size, size]``:
+    the ellipse inscribed in each box; detectors without masks ignore them) of the first ``batch``
+    pictures."""
+    out = []
+    yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    for b, lab in BOXES[:batch]:
+        boxes = torch.tensor(b, dtype=torch.float32) * size
+        c, r = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2
+        masks = (((xx - c[:, 0, None, None]) / r[:, 0, None, None]) ** 2
+                 + ((yy - c[:, 1, None, None]) / r[:, 1, None, None]) ** 2 <= 1).to(torch.uint8)
+        out.append({"boxes": boxes, "labels": torch.tensor(lab, dtype=torch.int64), "masks": masks})
+    return out
 
 
 def pictures(size: int, batch: int) -> np.ndarray:
@@ -141,7 +156,7 @@ def synthetic_weights(case: Case, seed: int = 0) -> dict[str, torch.Tensor]:
         from tv_parity_ssd import ssd_synthetic_weights
 
         sd = ssd_synthetic_weights(layout(SSD_KEYS / f"{case.tv_name}_keys.json"), seed)
-    elif case.tv_name.startswith("fasterrcnn"):
+    elif case.tv_name.startswith(("fasterrcnn", "maskrcnn")):
         from tv_parity_rcnn import reference_state_dict
 
         sd = reference_state_dict(case.tv_name, seed)

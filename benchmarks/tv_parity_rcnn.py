@@ -31,20 +31,25 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 MODELS = {"r50": ("fasterrcnn-r50-fpn", "fasterrcnn_resnet50_fpn"),
           "mobilenetv3": ("fasterrcnn-mobilenetv3-fpn", "fasterrcnn_mobilenet_v3_large_fpn")}
-CLS_SCALE = {"fasterrcnn_resnet50_fpn": 20.0, "fasterrcnn_mobilenet_v3_large_fpn": 40.0}
+CLS_SCALE = {"fasterrcnn_resnet50_fpn": 20.0, "fasterrcnn_mobilenet_v3_large_fpn": 40.0, "maskrcnn_resnet50_fpn": 20.0}
+# Mask R-CNN's mask logit layer: scaled so that mask probabilities spread away from 0.5
+MASK_SCALE = 8.0
 # conv / linear weights ~ N(0, GAIN / fan_in): the residual-free MobileNetV3 needs a larger gain than
 # ResNet, or its maps fade and objectness / class scores tie with their neighbours to 1e-7 (the
 # detections then depend on rounding)
-GAIN = {"fasterrcnn_resnet50_fpn": 0.5, "fasterrcnn_mobilenet_v3_large_fpn": 1.0}
+GAIN = {"fasterrcnn_resnet50_fpn": 0.5, "fasterrcnn_mobilenet_v3_large_fpn": 1.0, "maskrcnn_resnet50_fpn": 0.5}
 
 
 def reference_state_dict(tv_name: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """torchvision-layout synthetic weights of ``tv_name`` (gain ``GAIN``, class layer scaled by ``CLS_SCALE``)."""
+    """torchvision-layout synthetic weights of ``tv_name`` (gain ``GAIN``, class layer scaled by ``CLS_SCALE``,
+    a mask logit layer by ``MASK_SCALE``)."""
     from _tv_weights import layout, synthetic_state_dict
 
     sd = synthetic_state_dict(layout(ROOT / "tests" / "fixtures" / "torchvision_keys" / f"{tv_name}.json"), seed,
                               gain=GAIN[tv_name])
     sd["roi_heads.box_predictor.cls_score.weight"] = sd["roi_heads.box_predictor.cls_score.weight"] * CLS_SCALE[tv_name]
+    if "roi_heads.mask_predictor.mask_fcn_logits.weight" in sd:
+        sd["roi_heads.mask_predictor.mask_fcn_logits.weight"] = sd["roi_heads.mask_predictor.mask_fcn_logits.weight"] * MASK_SCALE
     return sd
 
 

@@ -110,13 +110,20 @@ def _imported_rcnn(name: str, root: Path) -> Path:
     from odkit.weights import import_weights
 
     tv = {"fasterrcnn-mobilenetv3-fpn": "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn-r50-fpn": "fasterrcnn_resnet50_fpn"}
-    torch.save(reference_state_dict(tv[name], seed=0), root / "tv.pth")
-    import_weights(root / "tv.pth", source="torchvision", model=name, out=root / "best.safetensors")
+    base = name.replace("maskrcnn-", "fasterrcnn-")
+    torch.save(reference_state_dict(tv[base], seed=0), root / "tv.pth")
+    report = import_weights(root / "tv.pth", source="torchvision", model=base, out=root / "best.safetensors")
+    if base != name:  # Mask R-CNN: the Faster R-CNN weights, the mask branch as initialised
+        torch.manual_seed(0)
+        model = zoo.from_config({**report.model.config, "name": name})
+        assert not [k for k in model.load_state_dict(report.model.state_dict(), strict=False).missing_keys
+                    if ".mask_" not in k]
+        save_weights(root / "best.safetensors", model.state_dict(), {"model_config": model.config, "epoch": 1})
     return root / "best.safetensors"
 
 
 def _weights(name: str, root: Path) -> Path:
-    if name in ("fasterrcnn-mobilenetv3-fpn", "fasterrcnn-r50-fpn"):
+    if "rcnn" in name and not name.startswith("doublehead"):
         return _imported_rcnn(name, root)
     torch.manual_seed(0)
     model = zoo.build(name, num_classes=3, class_names=["a", "b", "c"]).eval()

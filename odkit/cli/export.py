@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
              "(default: training size)",
     )
     p.add_argument("--dynamic", action="store_true", help="dynamic batch dimension (default: batch 1)")
-    p.add_argument("--nms", action="store_true", help="include class-wise NMS; fixed-shape outputs")
+    p.add_argument("--nms", action="store_true", help="include class-wise NMS; fixed-shape outputs (always for "
+                   "mask models, whose graph adds masks [B,max_det,28,28])")
     p.add_argument(
         "--half",
         action="store_true",
@@ -133,6 +134,7 @@ def handler(args: argparse.Namespace) -> int:
     size = cfg["img_size"]
     size = "x".join(map(str, size)) if isinstance(size, list) else f"{size}x{size}"
     print(f"exported {path} ({info.get('format')}, {cfg.get('name')}, img {size}, "
-          f"{'NMS in the graph' if info.get('nms') else 'no NMS'}, {'fp16' if info.get('half') else 'fp32'})")
+          f"{'NMS in the graph' if info.get('nms') else 'no NMS'}{', masks' if info.get('masks') else ''}, "
+          f"{'fp16' if info.get('half') else 'fp32'})")
     print(f"sidecar  {sidecar_path(path)}")
     return 0

@@ -4,9 +4,12 @@ augmentation, merging (and, for predict, ensembles of several weights)."""
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 from odkit.cli.args import arg_type
+
+log = logging.getLogger(__name__)
 
 MERGES = ("greedy-nmm", "nms", "wbf", "soft-nms", "nmw")
 
@@ -52,6 +55,10 @@ def wrap_predictor(members: list[Any], args: argparse.Namespace) -> Any:
 
     sliced = getattr(args, "slice", None) is not None
     ensemble = len(members) > 1
+    if (sliced or ensemble or args.tta) and any(_has_masks(m) for m in members):
+        log.warning("masks are not merged across slices, test-time augmentations or ensembles: "
+                    "the predictions keep boxes only")
+        members = [WithoutMasks(m) for m in members]
     outer_tta = args.tta and not ensemble and not sliced
     if args.tta:
         if outer_tta:
@@ -71,3 +78,33 @@ def wrap_predictor(members: list[Any], args: argparse.Namespace) -> Any:
                                                  full_image=bool(args.full_image), merge=merge, match=match,
                                                  match_thr=thr))
     return pred
+
+
+def _has_masks(pred: Any) -> bool:
+    """Whether a predictor returns masks (a mask model, or an exported graph with a masks output)."""
+    info = getattr(pred, "info", None)
+    return bool(getattr(getattr(pred, "model", None), "has_masks", False)
+                or (isinstance(info, dict) and info.get("masks")))
+
+
+class WithoutMasks:
+    """A predictor whose detections leave out ``"masks"`` (what the merging wrappers get from a mask
+    model: they merge boxes only); everything else is the wrapped predictor's."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
+
+    @staticmethod
+    def _drop(preds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in p.items() if k != "masks"} for p in preds]
+
+    def predict(self, *args: Any, **kw: Any) -> list[dict[str, Any]]:
+        return self._drop(self.base.predict(*args, **kw))
+
+    __call__ = predict
+
+    def predict_prepared(self, *args: Any, **kw: Any) -> list[dict[str, Any]]:
+        return self._drop(self.base.predict_prepared(*args, **kw))

@@ -36,7 +36,18 @@ def _records(idx: int, f: Path, p: dict[str, Any]) -> tuple[list[str], list[dict
     recs = [{"image_id": idx, "file_name": str(f), "category_id": int(c),
              "bbox": [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
              "score": round(float(sc), 5)} for b, sc, c in zip(boxes, scores, labels)]
+    if "masks" in p:  # COCO segm results: the mask above 0.5 as a compressed RLE
+        from odkit.ops.rle import to_coco
+        from odkit.ops.roi_masks import masks_to_rles
+
+        for r, rle in zip(recs, masks_to_rles(p["masks"])):
+            r["segmentation"] = to_coco(rle)
     return lines, recs
+
+
+def _masks(p: dict[str, Any]) -> Any:
+    """The prediction's masks ``[K, H, W]`` as numpy for drawing (None without masks)."""
+    return p["masks"][:, 0].numpy() if "masks" in p else None
 
 
 def predict_images(pred: Any, args: argparse.Namespace, out: Path,
@@ -94,7 +105,8 @@ def predict_images(pred: Any, args: argparse.Namespace, out: Path,
                         from odkit.viz.draw import draw_boxes
 
                         write_image(out / f.name, draw_boxes(img, p["boxes"].numpy(), p["labels"].numpy(),
-                                                             pred.class_names, scores=p["scores"].numpy()))
+                                                             pred.class_names, scores=p["scores"].numpy(),
+                                                             masks=_masks(p)))
             bar.update(len(chunk))
     finally:
         bar.close()
@@ -150,7 +162,7 @@ def predict_video(pred: Any, args: argparse.Namespace, out: Path) -> int:
                                          "labels": lab.tolist(), "names": [pred.class_names[int(c)] for c in lab]})
                              + "\n")
                     if writer is not None:
-                        writer.write(draw_boxes(img, b, lab, pred.class_names, scores=s))
+                        writer.write(draw_boxes(img, b, lab, pred.class_names, scores=s, masks=_masks(p)))
                     frames += 1
                 jl.flush()
                 bar.update(len(chunk))

@@ -138,8 +138,14 @@ def handler(args: argparse.Namespace) -> int:
     import torch
 
     from odkit.engine import runtime
-    from odkit.engine.evaluator import curve_plots, evaluate_predictions, predict_set, write_coco_results
-    from odkit.errors import ConfigError
+    from odkit.engine.evaluator import (
+        curve_plots,
+        evaluate_predictions,
+        has_masks,
+        predict_set,
+        write_coco_results,
+    )
+    from odkit.errors import ConfigError, DataError
     from odkit.export.backends import load
 
     aset = eval_set(args)  # data errors before the model is loaded
@@ -162,6 +168,16 @@ def handler(args: argparse.Namespace) -> int:
     print(res.summary)
     print()
     print(res.table())
+    if has_masks(preds):  # a mask model: mask AP too, where the data set has masks
+        try:
+            segm = evaluate_predictions(aset, preds, iou_type="segm")
+        except DataError as e:
+            print(f"\nsegm: not evaluated ({e})")
+        else:
+            print("\nsegm (mask IoU)")
+            print(segm.summary)
+            print()
+            print(segm.table())
     if args.errors:
         from odkit.eval.tide import tide_errors
 

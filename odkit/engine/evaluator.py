@@ -41,7 +41,8 @@ def predict_set(
     runner: Any = None,
 ) -> list[dict[str, np.ndarray]]:
     """Predictions for every image of ``aset`` in order: ``{"boxes" [K,4] float32 xyxy original
-    pixels, "scores" [K], "labels" [K] int64}`` (numpy).
+    pixels, "scores" [K], "labels" [K] int64}`` (numpy); a mask model adds ``"masks"``, one
+    :class:`~odkit.ops.rle.RLE` per detection (probability > 0.5).
 
     ``model`` is run as its prepared inference copy (:func:`odkit.models.fuse.prepare_inference_model`:
     BatchNorm folded, eval mode; ``compile``: through ``torch.compile``); ``model`` itself is not
@@ -77,8 +78,7 @@ def predict_set(
             images, _, metas = unpack(b)
             if runner is not None:
                 preds = runner(images, metas, conf=conf, iou=iou, max_det=max_det)
-                out += [{k: v.detach().float().cpu().numpy() if k != "labels" else v.cpu().numpy()
-                         for k, v in p.items()} for p in preds]
+                out += [_to_numpy(p) for p in preds]
                 continue
             images = images.to(device, non_blocking=True)
             if channels_last:
@@ -90,9 +90,7 @@ def predict_set(
                     net = compile_or_eager(net, lambda m, x=images, mt=metas: m.predict(x, mt))
                     net.compile_checked = True
                 preds = net.predict(images, metas, conf=conf, iou=iou, max_det=max_det)
-            for p in preds:
-                out.append({k: v.detach().float().cpu().numpy() if k != "labels" else v.cpu().numpy()
-                            for k, v in p.items()})
+            out += [_to_numpy(p) for p in preds]
     if distributed and dist_utils.is_initialized():
         shards = dist_utils.all_gather_object((indices.tolist(), out))
         full: list[dict[str, np.ndarray] | None] = [None] * len(aset)
@@ -108,24 +106,47 @@ def predict_set(
     return out
 
 
-def evaluate_predictions(aset: AnnotationSet, preds: list[dict[str, np.ndarray]]) -> Any:
-    """COCO evaluation (:func:`odkit.eval.coco.evaluate_coco`) of predictions aligned with ``aset``."""
+def _to_numpy(p: dict[str, Any]) -> dict[str, Any]:
+    """A prediction dict in numpy; mask probabilities become RLEs (:func:`odkit.ops.roi_masks.masks_to_rles`,
+    a few bytes per mask instead of an image of floats)."""
+    from odkit.ops.roi_masks import masks_to_rles
+
+    return {k: masks_to_rles(v) if k == "masks" else v.detach().float().cpu().numpy() if k != "labels"
+            else v.cpu().numpy() for k, v in p.items()}
+
+
+def has_masks(preds: list[dict[str, Any]]) -> bool:
+    """Whether every prediction carries ``"masks"`` (and there is one)."""
+    return bool(preds) and all("masks" in p for p in preds)
+
+
+def evaluate_predictions(aset: AnnotationSet, preds: list[dict[str, Any]], iou_type: str = "bbox") -> Any:
+    """COCO evaluation (:func:`odkit.eval.coco.evaluate_coco`) of predictions aligned with ``aset``
+    (``iou_type="segm"``: on the predictions' masks against the set's segmentations)."""
     from odkit.eval.coco import evaluate_coco
 
-    return evaluate_coco(aset, preds)
+    return evaluate_coco(aset, preds, iou_type=iou_type)
 
 
 def coco_results(aset: AnnotationSet, preds: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
-    """COCO results list (``image_id``, ``category_id`` original ids; ``bbox`` xywh pixels; ``score``)."""
+    """COCO results list (``image_id``, ``category_id`` original ids; ``bbox`` xywh pixels; ``score``;
+    ``segmentation``, a compressed RLE, when the predictions carry masks)."""
+    from odkit.ops.rle import to_coco
+
     res: list[dict[str, Any]] = []
     cids = np.asarray(aset.class_ids, dtype=np.int64)
     for i, p in enumerate(preds):
         b = np.asarray(p["boxes"], dtype=np.float64).reshape(-1, 4)
         xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
         img_id = int(aset.image_ids[i])
-        for box, s, lab in zip(xywh.tolist(), np.asarray(p["scores"]).tolist(), np.asarray(p["labels"]).tolist()):
-            res.append({"image_id": img_id, "category_id": int(cids[int(lab)]),
-                        "bbox": [round(v, 3) for v in box], "score": round(float(s), 5)})
+        segms = [to_coco(r) for r in p["masks"]] if "masks" in p else None
+        for k, (box, s, lab) in enumerate(zip(xywh.tolist(), np.asarray(p["scores"]).tolist(),
+                                              np.asarray(p["labels"]).tolist())):
+            rec = {"image_id": img_id, "category_id": int(cids[int(lab)]),
+                   "bbox": [round(v, 3) for v in box], "score": round(float(s), 5)}
+            if segms is not None:
+                rec["segmentation"] = segms[k]
+            res.append(rec)
     return res
 
 

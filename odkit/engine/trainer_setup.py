@@ -86,8 +86,12 @@ class TrainerSetup:
         from odkit.engine import data as data_utils
 
         cfg = self.cfg
+        masks = bool(getattr(self.model, "has_masks", False))  # Mask R-CNN: targets carry the instance masks
+        if masks and not self.train_set.has_masks:
+            raise ConfigError(f"{cfg.model} learns instance masks, and the training set of {cfg.data} has none "
+                              "(COCO segmentations, LabelMe / CVAT polygons or YOLO-seg labels)")
         self.train_loader = data_utils.train_loader(
-            self.train_set, cfg, no_aug=False, workers=self.workers, dist=self.dist
+            self.train_set, cfg, no_aug=False, workers=self.workers, dist=self.dist, masks=masks
         )
         self.loader_generator = data_utils.loader_generator(self.train_loader)
         self.ipe = len(self.train_loader)

@@ -256,9 +256,18 @@ def _image_sizes(g: GroundTruth, images: dict[int, dict], source: str) -> np.nda
 
 
 def _masks_from_set(aset: AnnotationSet, g: GroundTruth, source: str) -> None:
-    segms = getattr(aset, "segmentations", None)
-    if segms is None:
+    """Ground-truth masks of the set's rows (``AnnotationSet.masks``, in COCO form); a row without a
+    mask is its box (logged with the count)."""
+    from odkit.data.masks import to_coco
+
+    if aset.masks is None:
         raise DataError(f"{source}: segm evaluation needs masks, and this data set has none")
+    segms, boxes = [], np.asarray(aset.boxes, dtype=np.float64).reshape(-1, 4)
+    for m, (x1, y1, x2, y2) in zip(aset.masks, boxes):
+        segms.append(to_coco(m) if m is not None else [[x1, y1, x2, y1, x2, y2, x1, y2]])
+    missing = sum(m is None for m in aset.masks)
+    if missing:
+        log.warning("%s: %d object(s) without a mask are evaluated as their boxes", source, missing)
     keep = np.asarray(aset.labels) >= 0
     g.image_hw = np.stack([np.asarray(aset.heights), np.asarray(aset.widths)], 1).astype(np.int64)
     area_missing = np.isnan(np.asarray(aset.areas, dtype=np.float64))[keep]

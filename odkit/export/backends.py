@@ -251,6 +251,11 @@ def load(weights: str | Path, backend: str | None = None, device: str | torch.de
     if runtime != "torch" and compile:
         runtime, why = "torch", "compile requested (torch.compile runs in PyTorch)"
     eager = load_eager(weights, device=device, compile=compile)
+    if runtime != "torch" and getattr(eager.model, "has_masks", False):
+        if (backend or default_backend()) != "auto":
+            raise ConfigError(f"--backend {runtime}: {eager.name} predicts masks, which run with the PyTorch backend "
+                              f"(or export it with `odkit export`, whose graph has NMS and masks)")
+        runtime, why = "torch", "auto: a mask model (its graphs fix the NMS settings)"
     if runtime == "torch":
         log.info("%s: predicting with PyTorch (%s)", eager.name, why)
         return eager

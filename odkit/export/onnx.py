@@ -5,7 +5,10 @@ Graph input ``images``: float32 ``[B, 3, H, W]`` RGB in [0, 1], letterboxed to `
 
 - without NMS: ``boxes [B, N, 4]`` xyxy and ``scores [B, N, C]`` (objectness x class probability);
 - with NMS: ``dets [B, max_det, 6]`` rows ``(x1, y1, x2, y2, score, class)`` and ``num_dets [B]`` int64
-  (see :class:`odkit.export.nms.ExportNMS`).
+  (see :class:`odkit.export.nms.ExportNMS`);
+- models with masks (Mask R-CNN) always have NMS in the graph and a third output ``masks
+  [B, max_det, M, M]``: each detection's mask probabilities in its box (28 x 28); the runtime
+  predictor pastes them into the image (:func:`odkit.ops.roi_masks.paste_masks_in_image`).
 
 With ``half=True`` the network runs in float16 (weights and compute) while the graph input and
 outputs stay float32: box decoding and NMS run in float32. On CPU onnxruntime float16 is often
@@ -117,14 +120,24 @@ class ExportModule(nn.Module):
     decodes its raw outputs in float32 (the ``DetectorHead`` contract of ``predict_raw``).
     """
 
-    def __init__(self, model: nn.Module, nms: ExportNMS | None = None, half: bool = False):
+    def __init__(self, model: nn.Module, nms: ExportNMS | None = None, half: bool = False, masks: bool = False):
         super().__init__()
+        if masks and nms is None:
+            raise ConfigError("a mask graph needs in-graph NMS (the masks are per detection)")
         self.model = model
         self.nms = nms
         self.half = half
+        self.masks = masks
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        boxes, scores = self.model.forward_export(images.to(torch.float16) if self.half else images)
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = images.to(torch.float16) if self.half else images
+        if self.masks:  # the detections' masks [B, max_det, M, M] from the same features
+            feats = self.model.features(x)
+            boxes, scores = self.model.head.predict_raw(feats, tuple(x.shape[-2:]))
+            dets, num = self.nms(boxes.float(), scores.float())
+            masks = self.model.head.predict_masks_batched(feats, dets[..., :4], dets[..., 5].round().long())
+            return dets, num, masks.float()
+        boxes, scores = self.model.forward_export(x)
         boxes, scores = boxes.float(), scores.float()
         if self.nms is not None:
             return self.nms(boxes, scores)
@@ -170,6 +183,10 @@ def export_onnx(
     img_size = check_img_size(input_size(cfg) if img_size is None else img_size, stride)
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
+    masks = bool(getattr(model, "has_masks", False))
+    if masks and not nms:
+        log.info("%s predicts masks, one per detection: the graph includes NMS", cfg.get("name", "the model"))
+        nms = True
     conf, iou, max_det, pre_topk = prediction_settings(model, conf, iou, max_det, pre_topk)
     nms_mod = ExportNMS(conf, iou, max_det, pre_topk) if nms else None
     # the prepared inference copy: BatchNorm folded into the convolutions, deploy-form blocks
@@ -177,10 +194,10 @@ def export_onnx(
     net = net.half() if half else net.float()
     if half and getattr(net.head, "float32_in_half", False):
         net.head.float()  # the head asks to stay float32 (e.g. two-stage proposal selection)
-    wrapper = ExportModule(net, nms_mod, half).eval()
+    wrapper = ExportModule(net, nms_mod, half, masks).eval()
     batch = 2 if dynamic else 1
     dummy = torch.rand(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
-    outputs = ["dets", "num_dets"] if nms else ["boxes", "scores"]
+    outputs = (["dets", "num_dets"] + (["masks"] if masks else [])) if nms else ["boxes", "scores"]
     dyn = {n: {0: "batch"} for n in [INPUT_NAME, *outputs]} if dynamic else None
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
@@ -218,6 +235,7 @@ def export_onnx(
         "outputs": outputs,
         "dynamic_batch": bool(dynamic),
         "nms": bool(nms),
+        "masks": masks,
         "half": bool(half),
         "opset": int(opset),
         "model_config": cfg,

@@ -5,7 +5,9 @@ tensors), the same letterbox or plain resize (:func:`odkit.data.transforms.fit_t
 model's ``resize`` mode from the sidecar's model config) and the same post-processing
 (:func:`odkit.models.postprocess.postprocess`, or the in-graph NMS followed by
 :func:`odkit.models.postprocess.undo_letterbox`), so they return the same prediction dicts
-``{"boxes" [K,4] float32 xyxy original pixels, "scores" [K], "labels" [K] int64}``.
+``{"boxes" [K,4] float32 xyxy original pixels, "scores" [K], "labels" [K] int64}`` (a mask graph adds
+``"masks"`` ``[K, 1, H, W]``: its per-detection ``28 x 28`` probabilities pasted into the original
+image, as ``Detector.predict`` does).
 
 A graph exported with in-graph NMS has its thresholds fixed: a stricter ``conf``, a smaller
 ``max_det`` are applied exactly on its output; a looser ``conf``, a larger ``max_det`` or another
@@ -235,6 +237,7 @@ class ExportedPredictor:
     def _predict_fitted(self, inputs: np.ndarray, metas: list[dict[str, Any]], conf: float, iou: float,
                         max_det: int, defaults: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
         from odkit.models.postprocess import postprocess, undo_letterbox
+        from odkit.ops.roi_masks import paste_masks_in_image
 
         step = len(inputs) if self.dynamic else 1
         results: list[dict[str, torch.Tensor]] = []
@@ -254,16 +257,20 @@ class ExportedPredictor:
             dets, num = outs[0], outs[1]
             for b, meta in enumerate(metas_b):
                 d = torch.from_numpy(np.ascontiguousarray(dets[b, : int(num[b])], dtype=np.float32))
+                keep = torch.arange(len(d))
                 if conf > self.info["conf"]:
-                    d = d[d[:, 4] > conf]
-                d = d[:max_det]
-                results.append(
-                    {
-                        "boxes": undo_letterbox(d[:, :4], meta).float(),
-                        "scores": d[:, 4].clone(),
-                        "labels": d[:, 5].round().long(),
-                    }
-                )
+                    keep = keep[d[:, 4] > conf]
+                keep = keep[:max_det]
+                d = d[keep]
+                res = {
+                    "boxes": undo_letterbox(d[:, :4], meta).float(),
+                    "scores": d[:, 4].clone(),
+                    "labels": d[:, 5].round().long(),
+                }
+                if len(outs) > 2:  # per-detection mask probabilities [K, M, M], pasted into the image
+                    m = torch.from_numpy(np.ascontiguousarray(outs[2][b, : int(num[b])], dtype=np.float32))[keep]
+                    res["masks"] = paste_masks_in_image(m[:, None], res["boxes"], tuple(meta["orig_size"]))
+                results.append(res)
         return results
 
     __call__ = predict

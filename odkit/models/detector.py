@@ -10,7 +10,7 @@ from torch import nn
 
 from odkit.errors import ConfigError
 from odkit.models.heads.protocol import check_head
-from odkit.models.postprocess import POSTPROCESS_DEFAULTS, postprocess_candidates
+from odkit.models.postprocess import POSTPROCESS_DEFAULTS, paste_detection_masks, postprocess_candidates
 
 # Input normalisation applied inside the model to RGB images in [0, 1]: (x - MEAN) / STD with the
 # ImageNet statistics, so exported models take plain [0, 1] RGB input.
@@ -88,6 +88,11 @@ class Detector(nn.Module):
         return self.head.num_classes
 
     @property
+    def has_masks(self) -> bool:
+        """Whether the head predicts instance masks (Mask R-CNN): ``predict`` then adds ``"masks"``."""
+        return bool(getattr(self.head, "has_masks", False))
+
+    @property
     def num_labels(self) -> int:
         """Labels the model predicts into: ``num_classes``, plus 1 with ``background_slot`` (label 0
         the background, never predicted; torchvision's COCO numbering)."""
@@ -150,7 +155,9 @@ class Detector(nn.Module):
         iou_thr: float | None = None,
     ) -> list[dict[str, torch.Tensor]]:
         """Detections per image: ``{"boxes" [K,4] xyxy, "scores" [K], "labels" [K] int64}`` in original
-        image coordinates when letterbox ``metas`` are given, else in input coordinates.
+        image coordinates when letterbox ``metas`` are given, else in input coordinates. Models with
+        masks (:attr:`has_masks`) add ``"masks"``: float probabilities ``[K, 1, H, W]`` pasted into the
+        original image (into the input without ``metas``), as torchvision's Mask R-CNN returns them.
 
         Settings left ``None`` take the model's defaults (``postprocess_defaults``, the reference
         implementation's values for zoo models): ``conf`` score threshold, ``pre_topk`` candidates
@@ -176,8 +183,13 @@ class Detector(nn.Module):
         try:
             feats = self.features(images)
             extra = {} if proposals is None else {"proposals": proposals}  # two-stage heads: Fast R-CNN on given boxes
-            cands = self.head.predict_candidates(feats, tuple(images.shape[-2:]), float(conf), int(pre_topk), **extra)
+            input_hw = tuple(images.shape[-2:])
+            cands = self.head.predict_candidates(feats, input_hw, float(conf), int(pre_topk), **extra)
+            if not self.has_masks:
+                return postprocess_candidates(cands, metas, float(iou), int(max_det))
+            dets = postprocess_candidates(cands, None, float(iou), int(max_det))
+            probs = self.head.predict_masks(feats, [d["boxes"] for d in dets], [d["labels"] for d in dets])
+            return paste_detection_masks(dets, probs, metas, input_hw)
         finally:
             if was_training:
                 self.train(True)
-        return postprocess_candidates(cands, metas, float(iou), int(max_det))

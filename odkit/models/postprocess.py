@@ -95,6 +95,32 @@ def postprocess_candidates(
     return results
 
 
+def paste_detection_masks(
+    dets: Sequence[dict[str, torch.Tensor]],
+    probs: Sequence[torch.Tensor],
+    metas: Sequence[Mapping[str, Any]] | None,
+    input_hw: tuple[int, int],
+) -> list[dict[str, torch.Tensor]]:
+    """Detections in input pixels with their ``M x M`` mask probabilities ``[K, 1, M, M]`` -> the
+    detections in original pixels (letterbox undone when ``metas`` is given) with ``"masks"``
+    ``[K, 1, H, W]``: each mask pasted on its original-pixel box into the original image
+    (:func:`odkit.ops.roi_masks.paste_masks_in_image`, torchvision's rule)."""
+    from odkit.ops.roi_masks import paste_masks_in_image
+
+    if metas is not None and len(metas) != len(dets):
+        raise ConfigError(f"postprocess: {len(metas)} metas for a batch of {len(dets)} images")
+    out = []
+    for i, (d, p) in enumerate(zip(dets, probs)):
+        d = dict(d)
+        hw = input_hw
+        if metas is not None:
+            d["boxes"] = undo_letterbox(d["boxes"], metas[i])
+            hw = tuple(int(v) for v in metas[i]["orig_size"])
+        d["masks"] = paste_masks_in_image(p.float(), d["boxes"], hw)
+        out.append(d)
+    return out
+
+
 def resize_mode(model: Any) -> str:
     """How ``model`` (or a wrapper with ``.module``, or a ``model.config`` dict) takes images to its
     input size: ``"letterbox"`` (default) or ``"stretch"`` (plain resize, SSD), from its config."""

@@ -67,7 +67,7 @@ REFERENCES = {
     "yolov3": "darknet, MMDetection", "yolov3-tiny": "darknet",
     "yolov2": "darknet yolov2.cfg", "yolov2-tiny": "darknet yolov2-tiny.cfg", "yolov1": "Redmon et al. 2016",
     "ssd300-vgg16": "torchvision", "ssdlite320-mobilenetv3": "torchvision",
-    "fasterrcnn-r50-fpn": "torchvision", "fasterrcnn-mobilenetv3-fpn": "torchvision",
+    "fasterrcnn-r50-fpn": "torchvision", "fasterrcnn-mobilenetv3-fpn": "torchvision", "maskrcnn-r50-fpn": "torchvision",
     "doublehead-r50-fpn": "Wu et al. 2020, MMDetection",
     **{f"efficientdet-{c}": "effdet (tf_efficientdet)" for c in ("d0", "d1", "d2")},
     "centernet-r18": "MMDetection (CenterNet ResNet-18, no DCN)",

@@ -46,6 +46,22 @@ def class_color(label: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+def _fill_masks(img: np.ndarray, masks: np.ndarray, labels: np.ndarray, num_names: int, alpha: float) -> None:
+    """Blend each mask of ``masks`` ``[N, H, W]`` into ``img`` (in place) in its label's colour."""
+    m = np.asarray(masks)
+    if m.ndim == 4 and m.shape[1] == 1:
+        m = m[:, 0]
+    if m.ndim != 3 or m.shape[0] != len(labels) or m.shape[1:] != img.shape[:2]:
+        raise ConfigError(f"draw_boxes: masks must be [{len(labels)}, {img.shape[0]}, {img.shape[1]}], "
+                          f"got shape {m.shape}")
+    m = m > 0.5 if np.issubdtype(m.dtype, np.floating) else m != 0
+    out = img.astype(np.float32)
+    for k in range(len(m)):
+        color = np.asarray(class_color(int(labels[k]) if int(labels[k]) < num_names else -1), np.float32)
+        out[m[k]] = out[m[k]] * (1.0 - alpha) + color * alpha
+    img[...] = np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
 def draw_boxes(
     image: np.ndarray,
     boxes: np.ndarray | Sequence[Sequence[float]],
@@ -53,12 +69,16 @@ def draw_boxes(
     class_names: Sequence[str],
     scores: np.ndarray | Sequence[float] | None = None,
     thickness: int | None = None,
+    masks: np.ndarray | None = None,
+    mask_alpha: float = 0.45,
 ) -> np.ndarray:
     """Return a copy of ``image`` (HxWx3 RGB uint8) with the boxes drawn on it.
 
     ``boxes`` [N,4] xyxy in pixels of ``image``; ``labels`` [N] class indices into
     ``class_names`` (-1 or out of range is drawn as ``unknown``); optional ``scores`` [N] are
-    appended to the label text with two decimals. One colour per class.
+    appended to the label text with two decimals. One colour per class. Optional ``masks``
+    ``[N, H, W]`` (boolean, or probabilities taken above 0.5) are filled in the class colour with
+    opacity ``mask_alpha`` under the boxes.
     """
     import cv2
 
@@ -73,6 +93,8 @@ def draw_boxes(
     if sc is not None and len(sc) != len(b):
         raise ConfigError(f"draw_boxes: {len(b)} boxes but {len(sc)} scores")
     h, w = img.shape[:2]
+    if masks is not None:
+        _fill_masks(img, masks, lab, len(class_names), mask_alpha)
     th = thickness if thickness is not None else max(1, int(round(min(h, w) / 300)))
     font_scale = max(0.35, min(h, w) / 900)
     font_th = max(1, th - 1)

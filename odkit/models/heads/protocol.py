@@ -23,6 +23,11 @@ Coordinates are network-input pixels, boxes xyxy; ``feats`` are the neck's maps,
   then refuses with that reason instead of writing a graph that differs from float32). A head with
   ``float32_in_half = True`` (optional; two-stage) stays float32 behind a float16 trunk in such an
   export and casts its input features itself.
+- Instance masks (optional; Mask R-CNN's ``TwoStageHead``): ``has_masks`` True, then
+  ``predict_masks(feats, boxes, labels)`` -> per image ``[K, 1, M, M]`` mask probabilities of the
+  detections (boxes ``[K, 4]`` input px, labels ``[K]``), and ``predict_masks_batched(feats, boxes
+  [B, K, 4], labels [B, K])`` -> ``[B, K, M, M]`` (fixed shapes, export); their training targets carry
+  ``"masks"``. ``Detector.predict`` pastes the masks into the image; export adds them as an output.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ Fast R-CNN on given boxes: :meth:`~odkit.models.two_stage.TwoStageHead.predict_c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,18 @@ from odkit.ops.coders import DeltaXYWHCoder
 from odkit.ops.roi import fpn_levels, multiscale_roi_align
 
 Pool = Callable[[float], Tensor]  # scale_factor -> pooled RoI features [K, C, S, S]
+
+
+@dataclass
+class SampledRoIs:
+    """The RoIs a loss is computed on: ``rois`` ``[K, 5]`` (batch index, xyxy input px), ``labels``
+    ``[K]`` classifier columns (0 background, ``c + 1`` class ``c``), ``gt_index`` ``[K]`` the matched
+    gt row of the RoI's image (-1 for background), ``deltas`` ``[K, 4]`` regression targets."""
+
+    rois: Tensor
+    labels: Tensor
+    gt_index: Tensor
+    deltas: Tensor
 
 
 class RoIHead(nn.Module):
@@ -169,8 +182,9 @@ class RoIHead(nn.Module):
         keep = self.big_enough(boxes) & valid[..., None]
         return boxes, scores.view(b, p, -1) * keep.to(scores.dtype)
 
-    def loss(self, feats: Sequence[Tensor], proposals: Tensor, valid: Tensor, gt: GTBatch) -> dict[str, Tensor]:
-        """Loss of the sampled RoIs among ``proposals`` ``[B, P, 4]`` (``valid`` rows) plus the gt boxes."""
+    def sample(self, proposals: Tensor, valid: Tensor, gt: GTBatch) -> SampledRoIs:
+        """Assign ``proposals`` ``[B, P, 4]`` (``valid`` rows) plus the gt boxes to the gts and draw
+        the balanced sample of RoIs the loss is computed on."""
         props = torch.cat((proposals.detach().float(), gt.boxes), 1)
         ok = torch.cat((valid, gt.valid), 1)
         assign = self.assigner.assign(None, gt, pred_boxes=props)  # type: ignore[arg-type]
@@ -180,11 +194,22 @@ class RoIHead(nn.Module):
         boxes = props[b_idx, p_idx]
         fg = pos[b_idx, p_idx]
         labels = torch.where(fg, assign.labels[b_idx, p_idx] + 1, torch.zeros_like(p_idx))  # class c: column c + 1
-        matched = gt.boxes[b_idx, gt_inds[b_idx, p_idx].clamp(min=0)] if gt.max_gts else boxes
-        targets = self.coder.encode(boxes, matched)
+        matched_gt = torch.where(fg, gt_inds[b_idx, p_idx], torch.full_like(p_idx, -1))
+        matched = gt.boxes[b_idx, matched_gt.clamp(min=0)] if gt.max_gts else boxes
         rois = torch.cat((b_idx[:, None].to(boxes.dtype), boxes), 1)
-        out = self.forward_rois(lambda f: self.pool(feats, rois, f))
-        return self.loss_terms(out, labels, targets)
+        return SampledRoIs(rois, labels, matched_gt, self.coder.encode(boxes, matched))
+
+    def loss(self, feats: Sequence[Tensor], proposals: Tensor, valid: Tensor, gt: GTBatch,
+             targets: Sequence[Mapping[str, Tensor]] | None = None) -> dict[str, Tensor]:
+        """Loss of the sampled RoIs among ``proposals`` ``[B, P, 4]`` (``valid`` rows) plus the gt boxes
+        (``targets``: the batch's target dicts, for heads that need more than ``gt``)."""
+        return self.sampled_loss(feats, self.sample(proposals, valid, gt), targets)
+
+    def sampled_loss(self, feats: Sequence[Tensor], s: SampledRoIs,
+                     targets: Sequence[Mapping[str, Tensor]] | None = None) -> dict[str, Tensor]:
+        """The box branch's loss terms of the sampled RoIs ``s``."""
+        out = self.forward_rois(lambda f: self.pool(feats, s.rois, f))
+        return self.loss_terms(out, s.labels, s.deltas)
 
 
 def box_loss(deltas: Tensor, labels: Tensor, targets: Tensor, beta: float = 1.0 / 9, kind: str = "smooth_l1") -> Tensor:

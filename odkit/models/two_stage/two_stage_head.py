@@ -3,8 +3,8 @@ contract of :class:`~odkit.models.detector.Detector` (``loss``, ``predict_raw``,
 ``predict_candidates``), so training, validation, prediction, export and ``odkit info`` work
 unchanged for two-stage detectors.
 
-- ``loss`` -> ``{loss, loss_rpn_cls, loss_rpn_box, loss_cls, loss_box}``; the RoI head trains on
-  the RPN's proposals (training top-k sizes) plus the gt boxes.
+- ``loss`` -> ``{loss, loss_rpn_cls, loss_rpn_box, loss_cls, loss_box}`` (plus ``loss_mask`` for
+  Mask R-CNN); the RoI head trains on the RPN's proposals (training top-k sizes) plus the gt boxes.
 - ``predict_raw`` -> per-class boxes ``[B, P, C, 4]`` and scores ``[B, P, C]`` for a fixed number
   ``P`` of proposals (the RPN's test ``post_nms_top_n``, fewer when the input has fewer anchors);
   rows of invalid proposals and boxes under ``min_size`` score 0. No data-dependent shapes: this is
@@ -12,6 +12,8 @@ unchanged for two-stage detectors.
 - ``predict_candidates`` -> per image the ``(box, class)`` pairs with score ``> conf`` (at most
   ``pre_topk`` of them, best first; ``<= 0``: all) for the Detector's class-wise NMS; with
   ``proposals`` (per image ``[K, 4]`` xyxy input px) the RPN is skipped: Fast R-CNN on given boxes.
+- ``has_masks`` / ``predict_masks`` / ``predict_masks_batched``: the optional mask members of the
+  head contract (Mask R-CNN's :class:`~odkit.models.two_stage.mask_head.MaskRoIHead`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,24 @@ class TwoStageHead(nn.Module):
         return self.roi_heads.background_slot
 
     @property
+    def has_masks(self) -> bool:
+        """Whether the RoI head predicts instance masks (Mask R-CNN)."""
+        return bool(getattr(self.roi_heads, "has_masks", False))
+
+    def predict_masks(self, feats: Sequence[Tensor], boxes: Sequence[Tensor], labels: Sequence[Tensor]) -> list[Tensor]:
+        """Per image mask probabilities ``[K, 1, M, M]`` of detections (``boxes`` ``[K, 4]`` xyxy input
+        px, ``labels`` ``[K]``); only for heads with :attr:`has_masks`."""
+        if not self.has_masks:
+            raise ConfigError(f"{type(self.roi_heads).__name__} predicts no masks")
+        return self.roi_heads.predict_masks(feats, boxes, labels)
+
+    def predict_masks_batched(self, feats: Sequence[Tensor], boxes: Tensor, labels: Tensor) -> Tensor:
+        """Mask probabilities ``[B, K, M, M]`` of padded detections ``[B, K, 4]`` (fixed shapes, export)."""
+        if not self.has_masks:
+            raise ConfigError(f"{type(self.roi_heads).__name__} predicts no masks")
+        return self.roi_heads.predict_masks_batched(feats, boxes, labels)
+
+    @property
     def half_export(self) -> str | None:
         """``None``: float16 export is supported (proposals and boxes are decoded in float32)."""
         return getattr(self.roi_heads, "half_export", None)
@@ -66,7 +86,7 @@ class TwoStageHead(nn.Module):
         gt = GTBatch.from_targets(targets, self.num_classes, feats[0].device, batch_size=feats[0].shape[0],
                                   label_offset=int(self.background_slot))
         proposals, _, valid, losses = self.rpn.propose(feats, input_hw, gt)
-        losses = {**losses, **self.roi_heads.loss(feats, proposals, valid, gt)}
+        losses = {**losses, **self.roi_heads.loss(feats, proposals, valid, gt, targets)}
         return {"loss": sum(losses.values()), **losses}
 
     def predict_raw(self, feats: Sequence[Tensor], input_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:

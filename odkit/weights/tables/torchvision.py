@@ -151,3 +151,19 @@ DETECTORS["fasterrcnn-mobilenetv3-fpn"] = Table(
                      "roi_args": {"num_samples": 512}},
     note="torchvision fasterrcnn_mobilenet_v3_large_fpn (COCO, 91 class slots with background 0)",
 )
+
+# Mask R-CNN: Faster R-CNN's table plus the mask branch, whose names are torchvision's
+# (``roi_heads.mask_head.<i>.0``, ``roi_heads.mask_predictor.*``); the published COCO checkpoint keeps
+# the earlier ``mask_head.mask_fcn<i+1>`` names, which torchvision renames on loading as these rules do.
+# The mask logits have one map per box-classifier column (91, background 0).
+DETECTORS["maskrcnn-r50-fpn"] = Table(
+    rules=(
+        *_TRUNK,
+        *((rf"^roi_heads\.mask_head\.mask_fcn{i + 1}\.", f"head.roi_heads.mask_head.{i}.0.") for i in range(4)),
+        *_RCNN_HEADS,
+    ),
+    class_layers=(r"^head\.roi_heads\.box_predictor\.", r"^head\.roi_heads\.mask_predictor\.mask_fcn_logits\."),
+    num_classes_key="roi_heads.box_predictor.cls_score.bias",
+    build_overrides=_RCNN_IMPORT,
+    note="torchvision maskrcnn_resnet50_fpn (COCO, 91 class slots with background 0)",
+)
