@@ -79,23 +79,32 @@ def _spread(model: torch.nn.Module) -> None:
 
 
 def _vary(model: torch.nn.Module, convs: list[torch.nn.Conv2d]) -> None:
-    """Scale the kernels of predictor convolutions whose outputs hardly vary over a test picture
-    (spatial spread below 0.1) to a spread of about 0.5: YOLOv2's random region head otherwise scores
-    every cell alike to 1e-4, and float16 rounding reorders NMS among the ties."""
+    """BatchNorm statistics of one pass over a test picture (a deep random trunk otherwise fades to
+    1e-5, which float16 cannot carry), then the kernels of predictor convolutions whose outputs still
+    hardly vary (spatial spread below 0.1) scaled to a spread of about 0.5: YOLOv2's random region
+    head otherwise scores every cell alike to 1e-4, and float16 rounding reorders NMS among the ties."""
     size = _size(model)
     x = torch.from_numpy(_images(size)[0]).permute(2, 0, 1)[None].float() / 255
     x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        model.train()
+        for m in norms:
+            m.momentum = 1.0  # the statistics of this one batch
+        model.features(x)
+        for m in norms:
+            m.momentum = 0.1
+        model.eval()
     spread: dict[torch.nn.Module, float] = {}
     hooks = [c.register_forward_hook(lambda m, i, o: spread.__setitem__(m, float(o.flatten(2).std(2).mean())))
              for c in convs]
-    model.eval()
     with torch.no_grad():
         model(x)
         for h in hooks:
             h.remove()
         for c, sd in spread.items():
             if 0 < sd < 0.1:
-                c.weight.mul_(0.5 / sd)
+                c.weight.mul_(min(0.5 / sd, 100.0))
 
 
 def _imported_rcnn(name: str, root: Path) -> Path:
