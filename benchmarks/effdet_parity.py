@@ -2,7 +2,7 @@
 
 Runs in a separate environment that has effdet and timm (never odkit dependencies):
 
-    $(../shared/tools/reference-env /root/.refenv-effdet effdet timm | tail -1) benchmarks/effdet_parity.py \
+    $(../shared/tools/reference-env DIR effdet timm | tail -1) benchmarks/effdet_parity.py \
         [--sizes 512,640] [--batches 1,2] [--models d0,d1]
 
 For each model: effdet's ``tf_efficientdet_dN`` (90 classes, ``image_size`` = the picture size) gets
